@@ -1,0 +1,236 @@
+//! `pipe`: runs YAML pipelines of ML stages with a content-addressed cache.
+//!
+//! The binary parses flags and dispatches one function per subcommand; the
+//! work happens in `pipe-core` and the stage crates.
+//!
+//! Exit codes: 0 success; 1 a stage failed; 2 bad usage or an invalid
+//! pipeline; 3 the cache is unusable (locked past the timeout, missing
+//! upstream outputs for `--only`/`--from`, I/O errors).
+
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use pipe_core::{Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, RunError, RunOptions};
+
+// Stage crates register their kinds at link time; naming each one keeps the
+// linker from dropping a crate the binary otherwise never mentions.
+use pipe_toy as _;
+
+#[derive(Parser)]
+#[command(name = "pipe", version, about = "Run YAML pipelines of ML stages, cached by content.")]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Cache directory [env: PIPE_CACHE_DIR] [default: .pipe]
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the stale stages of a pipeline and reuse the cached ones.
+    Run {
+        pipeline: PathBuf,
+        /// Run just this stage (repeatable); its inputs come from the cache.
+        #[arg(long, value_name = "STAGE")]
+        only: Vec<String>,
+        /// Run this stage and everything downstream of it; upstream comes from the cache.
+        #[arg(long, value_name = "STAGE")]
+        from: Option<String>,
+        /// Ignore the cache: run every selected stage.
+        #[arg(long)]
+        force: bool,
+        /// Override a config value, as if edited in the YAML: `stage.field=value` (repeatable).
+        #[arg(long = "set", value_name = "STAGE.FIELD=VALUE")]
+        set: Vec<String>,
+        /// `auto`, `cpu` or `cuda[:N]`; overrides the pipeline's `device:`.
+        #[arg(long)]
+        device: Option<String>,
+        /// Seconds to wait for another `pipe` using the same cache.
+        #[arg(long, default_value_t = 600)]
+        lock_timeout: u64,
+        /// One JSON event per line on stdout, for orchestrators.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say for each stage whether it is fresh, stale (and why) or never run.
+    Status {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.FIELD=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pipeline's stages and wiring.
+    Dag {
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value_t = DagArg::Text)]
+        format: DagArg,
+    },
+    /// List the registered stage kinds with their ports and config defaults.
+    Stages {
+        /// Only this kind.
+        kind: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove cache entries that no pipeline's last run references.
+    Gc,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DagArg {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.downcast_ref::<PipelineError>().is_some() {
+            return 2;
+        }
+        if let Some(run) = cause.downcast_ref::<RunError>() {
+            return match run {
+                RunError::Stage { .. } | RunError::Output { .. } | RunError::ExternalFile { .. } => 1,
+                RunError::Selection(_) => 2,
+                RunError::Cache(_) | RunError::NotCached { .. } => 3,
+            };
+        }
+    }
+    2
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn open_cache(dir: &Option<PathBuf>) -> anyhow::Result<Cache> {
+    let dir = dir
+        .clone()
+        .or_else(|| std::env::var_os("PIPE_CACHE_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".pipe"));
+    Ok(Cache::open(dir)?)
+}
+
+fn load_pipeline(path: &Path, set: &[String]) -> anyhow::Result<Pipeline> {
+    let overrides = set
+        .iter()
+        .map(|s| Override::parse(s).map_err(|m| anyhow::anyhow!("--set {m}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Pipeline::load(path, &overrides)?)
+}
+
+fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Result<String> {
+    let spec = requested.unwrap_or(&pipeline.device);
+    match spec {
+        "auto" | "cpu" => Ok("cpu".into()),
+        other => anyhow::bail!("device `{other}` is not available in this build (expected auto or cpu)"),
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { pipeline, only, from, force, set, device, lock_timeout, json } => {
+            let pipeline = load_pipeline(&pipeline, &set)?;
+            let cache = open_cache(&cli.cache_dir)?;
+            let options = RunOptions {
+                only,
+                from,
+                force,
+                device: resolve_device(device.as_deref(), &pipeline)?,
+                lock_timeout: Duration::from_secs(lock_timeout),
+            };
+            let renderer = render::Renderer::new(json, cli.quiet);
+            let report = pipe_core::run(&pipeline, &cache, &options, &renderer);
+            renderer.finish();
+            let report = report.with_context(|| format!("running {}", pipeline.source))?;
+            if json {
+                render::print_json_line(&serde_json::json!({ "event": "run_finished", "report": report }));
+            } else if !cli.quiet {
+                render::print_summary(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { pipeline, set, device, json } => {
+            let pipeline = load_pipeline(&pipeline, &set)?;
+            let cache = open_cache(&cli.cache_dir)?;
+            let device = resolve_device(device.as_deref(), &pipeline)?;
+            let states = pipe_core::status(&pipeline, &cache, &device, &pipe_core::NullSink)?;
+            if json {
+                let rows: Vec<_> = states.iter().map(|(name, f)| serde_json::json!({ "stage": name, "freshness": f })).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for (name, freshness) in &states {
+                    match freshness {
+                        Freshness::Fresh => println!("{name:<16} fresh"),
+                        Freshness::NeverRun => println!("{name:<16} never run"),
+                        Freshness::Stale { reasons } => {
+                            println!("{name:<16} stale");
+                            for r in reasons {
+                                println!("{:<16}   - {r}", "");
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dag { pipeline, format } => {
+            let pipeline = load_pipeline(&pipeline, &[])?;
+            let format = match format {
+                DagArg::Text => DagFormat::Text,
+                DagArg::Mermaid => DagFormat::Mermaid,
+                DagArg::Dot => DagFormat::Dot,
+            };
+            print!("{}", pipeline.render_dag(format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stages { kind, json } => {
+            render::print_stages(kind.as_deref(), json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc => {
+            let cache = open_cache(&cli.cache_dir)?;
+            let _lock = cache.lock(Duration::from_secs(600), &pipe_core::NullSink)?;
+            let (removed, bytes) = cache.gc()?;
+            println!("removed {removed} cache entries ({:.1} MB)", bytes as f64 / 1e6);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

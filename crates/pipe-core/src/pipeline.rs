@@ -1,0 +1,504 @@
+//! Pipelines: YAML → [`PipelineSpec`] (plain serde, with source positions) →
+//! [`Pipeline::from_spec`] (validated, wiring resolved, topologically ordered).
+//! The runner only ever sees a [`Pipeline`].
+//!
+//! ```yaml
+//! seed: 42
+//! stages:
+//!   load:
+//!     kind: load_artifacts
+//!     dir: data/wordnet
+//!   tensors:
+//!     kind: to_tensors
+//!     inputs: { x_train: load.x_train, y_train: load.y_train }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::key::canonical_json;
+use crate::stage::{registered_stages, Port, Stage};
+
+/// A position in the pipeline file (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Location {
+    fn from_saphyr(loc: &serde_saphyr::Location) -> Option<Location> {
+        (loc.line() > 0).then(|| Location { line: loc.line(), column: loc.column() })
+    }
+}
+
+/// Why a pipeline could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{path}: cannot read the pipeline: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// A problem at a known place in the file.
+    #[error("{file}{}: {message}", .at.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
+    Invalid { file: String, at: Option<Location>, message: String },
+}
+
+/// One `--set stage.field[.sub]=value` override, applied before validation so
+/// it changes the cache key exactly like editing the YAML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub stage: String,
+    pub path: Vec<String>,
+    pub value: Value,
+}
+
+impl Override {
+    /// Parses `stage.field=value`; the value is read as a YAML scalar or flow value.
+    pub fn parse(text: &str) -> Result<Override, String> {
+        let (lhs, rhs) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}`: expected stage.field=value"))?;
+        let mut parts = lhs.trim().split('.').map(str::to_string);
+        let stage = parts.next().filter(|s| !s.is_empty());
+        let path: Vec<String> = parts.collect();
+        let (Some(stage), false) = (stage, path.is_empty() || path.iter().any(|p| p.is_empty())) else {
+            return Err(format!("`{text}`: expected stage.field=value"));
+        };
+        let value: Value = if rhs.trim().is_empty() {
+            Value::String(String::new())
+        } else {
+            serde_saphyr::from_str(rhs).map_err(|e| format!("`{text}`: value is not valid YAML: {e}"))?
+        };
+        Ok(Override { stage, path, value })
+    }
+}
+
+type RawStage = IndexMap<String, Spanned<Value>>;
+
+/// The pipeline file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seed for every stage that draws random numbers; part of their keys.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// `auto`, `cpu` or `cuda[:N]`.
+    #[serde(default)]
+    pub device: Option<String>,
+    stages: IndexMap<String, RawStage>,
+}
+
+impl PipelineSpec {
+    pub fn from_yaml(file: &str, text: &str) -> Result<PipelineSpec, PipelineError> {
+        serde_saphyr::from_str(text).map_err(|e| PipelineError::Invalid {
+            file: file.to_string(),
+            at: None,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn stage_names(&self) -> impl Iterator<Item = &String> {
+        self.stages.keys()
+    }
+}
+
+/// A stage with its config deserialized and its inputs resolved to upstream outputs.
+#[derive(Debug)]
+pub struct PipelineStage {
+    pub name: String,
+    pub kind: String,
+    pub stage: Box<dyn Stage>,
+    /// The canonical config (kind included), as hashed into the key.
+    pub config: Value,
+    /// Input port → (index of the producing stage in [`Pipeline::stages`], its output port).
+    pub inputs: BTreeMap<String, (usize, String)>,
+    pub location: Option<Location>,
+}
+
+/// A validated pipeline, stages in a topological order that keeps file order where it can.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Where the pipeline came from (a path, or a name for pipelines given as strings).
+    pub source: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    pub device: String,
+    pub stages: Vec<PipelineStage>,
+}
+
+pub const DEFAULT_SEED: u64 = 42;
+
+impl Pipeline {
+    /// Reads, parses and validates a pipeline file.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })?;
+        Self::from_yaml_str(&path.display().to_string(), &text, overrides)
+    }
+
+    /// Parses and validates a pipeline given as YAML text; `source` names it in errors.
+    pub fn from_yaml_str(source: &str, text: &str, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
+        let spec = PipelineSpec::from_yaml(source, text)?;
+        Self::from_spec(source, spec, overrides)
+    }
+
+    pub fn from_spec(source: &str, mut spec: PipelineSpec, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
+        let err = |at: Option<Location>, message: String| PipelineError::Invalid { file: source.to_string(), at, message };
+        if spec.stages.is_empty() {
+            return Err(err(None, "the pipeline has no stages".into()));
+        }
+        apply_overrides(&mut spec, overrides).map_err(|m| err(None, m))?;
+
+        let names: Vec<String> = spec.stages.keys().cloned().collect();
+        let mut parsed: Vec<PipelineStage> = Vec::new();
+        let mut wiring: Vec<BTreeMap<String, (String, String, Option<Location>)>> = Vec::new();
+        for (name, raw) in &spec.stages {
+            if name.contains('.') || name.is_empty() {
+                return Err(err(stage_location(raw), format!("stage name `{name}` must be non-empty and contain no `.`")));
+            }
+            let (stage, kind, location) = deserialize_stage(source, name, raw)?;
+            let config = canonical_json(&serde_json::to_value(&stage).map_err(|e| err(location, e.to_string()))?);
+            let mut wires = BTreeMap::new();
+            if let Some(inputs) = raw.get("inputs") {
+                let at = Location::from_saphyr(&inputs.referenced);
+                let Value::Object(map) = &inputs.value else {
+                    return Err(err(at, format!("stage `{name}`: `inputs` must map input names to `stage.output`")));
+                };
+                for (port, target) in map {
+                    let Some(target) = target.as_str() else {
+                        return Err(err(at, format!("stage `{name}`: input `{port}` must be a string `stage.output`")));
+                    };
+                    let Some((up, out)) = target.split_once('.') else {
+                        return Err(err(at, format!("stage `{name}`: input `{port}` = `{target}` is not of the form `stage.output`")));
+                    };
+                    wires.insert(port.clone(), (up.to_string(), out.to_string(), at));
+                }
+            }
+            let ports = stage.inputs();
+            for (port, (_, _, at)) in &wires {
+                if !ports.iter().any(|p| p.name == port) {
+                    return Err(err(*at, format!(
+                        "stage `{name}` ({kind}) has no input `{port}`{}; its inputs: {}",
+                        did_you_mean(port, ports.iter().map(|p| p.name)),
+                        port_list(&ports)
+                    )));
+                }
+            }
+            for p in &ports {
+                if p.required && !wires.contains_key(p.name) {
+                    return Err(err(location, format!(
+                        "stage `{name}` ({kind}): required input `{}` ({}) is not wired; add `inputs: {{ {}: STAGE.OUTPUT }}`",
+                        p.name, p.type_name, p.name
+                    )));
+                }
+            }
+            parsed.push(PipelineStage { name: name.clone(), kind, stage, config, inputs: BTreeMap::new(), location });
+            wiring.push(wires);
+        }
+
+        // Resolve wiring against the other stages' outputs and check types.
+        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let mut resolved: Vec<BTreeMap<String, (usize, String)>> = Vec::new();
+        for (i, wires) in wiring.iter().enumerate() {
+            let me = &parsed[i];
+            let in_ports = me.stage.inputs();
+            let mut map = BTreeMap::new();
+            for (port, (up, out, at)) in wires {
+                let Some(&j) = index.get(up.as_str()) else {
+                    return Err(err(*at, format!(
+                        "stage `{}`: input `{port}` refers to stage `{up}`, which does not exist{}",
+                        me.name,
+                        did_you_mean(up, names.iter().map(String::as_str))
+                    )));
+                };
+                let out_ports = parsed[j].stage.outputs();
+                let Some(out_port) = out_ports.iter().find(|p| p.name == out) else {
+                    return Err(err(*at, format!(
+                        "stage `{}`: input `{port}` refers to `{up}.{out}`, but `{up}` ({}) has no output `{out}`{}; its outputs: {}",
+                        me.name,
+                        parsed[j].kind,
+                        did_you_mean(out, out_ports.iter().map(|p| p.name)),
+                        port_list(&out_ports)
+                    )));
+                };
+                let in_port = in_ports.iter().find(|p| p.name == port).expect("checked above");
+                if in_port.type_name != out_port.type_name {
+                    return Err(err(*at, format!(
+                        "stage `{}`: input `{port}` takes `{}`, but `{up}.{out}` is `{}`",
+                        me.name, in_port.type_name, out_port.type_name
+                    )));
+                }
+                map.insert(port.clone(), (j, out.clone()));
+            }
+            resolved.push(map);
+        }
+
+        let order = topological_order(&resolved).map_err(|cycle| {
+            let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
+            err(parsed[cycle[0]].location, format!("the stages form a cycle: {}", path.join(" -> ")))
+        })?;
+
+        // Reorder stages and remap indices.
+        let mut new_index = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let mut slots: Vec<Option<PipelineStage>> = parsed.into_iter().map(Some).collect();
+        let mut stages = Vec::new();
+        for &old in &order {
+            let mut stage = slots[old].take().expect("each stage once");
+            stage.inputs = resolved[old].iter().map(|(p, (j, o))| (p.clone(), (new_index[*j], o.clone()))).collect();
+            stages.push(stage);
+        }
+
+        Ok(Pipeline {
+            source: source.to_string(),
+            description: spec.description,
+            seed: spec.seed.unwrap_or(DEFAULT_SEED),
+            device: spec.device.unwrap_or_else(|| "auto".to_string()),
+            stages,
+        })
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// Like [`index_of`](Self::index_of), with an error that lists the stages.
+    pub fn require(&self, name: &str) -> Result<usize, String> {
+        self.index_of(name).ok_or_else(|| {
+            format!(
+                "no stage named `{name}` in {}{}; stages: {}",
+                self.source,
+                did_you_mean(name, self.stages.iter().map(|s| s.name.as_str())),
+                self.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// Indices of `start` and every stage downstream of it.
+    pub fn downstream_of(&self, start: usize) -> Vec<usize> {
+        let mut marked = vec![false; self.stages.len()];
+        marked[start] = true;
+        for (i, s) in self.stages.iter().enumerate().skip(start + 1) {
+            if s.inputs.values().any(|(j, _)| marked[*j]) {
+                marked[i] = true;
+            }
+        }
+        (0..self.stages.len()).filter(|&i| marked[i]).collect()
+    }
+
+    /// The DAG as text, Mermaid or Graphviz dot.
+    pub fn render_dag(&self, format: DagFormat) -> String {
+        let mut out = String::new();
+        let edges = || {
+            self.stages.iter().flat_map(move |s| {
+                s.inputs.iter().map(move |(port, (j, output))| (self.stages[*j].name.as_str(), output.as_str(), s.name.as_str(), port.as_str()))
+            })
+        };
+        match format {
+            DagFormat::Text => {
+                for s in &self.stages {
+                    out.push_str(&format!("{} ({})\n", s.name, s.kind));
+                    for (port, (j, output)) in &s.inputs {
+                        out.push_str(&format!("  {port} <- {}.{output}\n", self.stages[*j].name));
+                    }
+                }
+            }
+            DagFormat::Mermaid => {
+                out.push_str("flowchart LR\n");
+                for s in &self.stages {
+                    out.push_str(&format!("  {}[\"{}<br/><small>{}</small>\"]\n", s.name, s.name, s.kind));
+                }
+                for (from, output, to, port) in edges() {
+                    out.push_str(&format!("  {from} -- \"{output} → {port}\" --> {to}\n"));
+                }
+            }
+            DagFormat::Dot => {
+                out.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box];\n");
+                for s in &self.stages {
+                    out.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", s.name, s.name, s.kind));
+                }
+                for (from, output, to, port) in edges() {
+                    out.push_str(&format!("  \"{from}\" -> \"{to}\" [label=\"{output} → {port}\"];\n"));
+                }
+                out.push_str("}\n");
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DagFormat {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+fn stage_location(raw: &RawStage) -> Option<Location> {
+    raw.get("kind").or_else(|| raw.values().next()).and_then(|v| Location::from_saphyr(&v.referenced))
+}
+
+fn deserialize_stage(file: &str, name: &str, raw: &RawStage) -> Result<(Box<dyn Stage>, String, Option<Location>), PipelineError> {
+    let err = |at: Option<Location>, message: String| PipelineError::Invalid { file: file.to_string(), at, message };
+    let location = stage_location(raw);
+    let kind = match raw.get("kind") {
+        None => return Err(err(location, format!("stage `{name}` has no `kind:`; known kinds: {}", known_kinds().join(", ")))),
+        Some(Spanned { value: Value::String(k), .. }) => k.clone(),
+        Some(other) => return Err(err(Location::from_saphyr(&other.referenced), format!("stage `{name}`: `kind` must be a string"))),
+    };
+    let kind_at = raw.get("kind").and_then(|v| Location::from_saphyr(&v.referenced));
+    let kinds = known_kinds();
+    if !kinds.iter().any(|k| *k == kind) {
+        return Err(err(kind_at, format!(
+            "stage `{name}`: unknown stage kind `{kind}`{}; known kinds: {}",
+            did_you_mean(&kind, kinds.iter().copied()),
+            kinds.join(", ")
+        )));
+    }
+    let mut object = serde_json::Map::new();
+    object.insert("kind".into(), Value::String(kind.clone()));
+    for (field, value) in raw {
+        if field != "kind" && field != "inputs" {
+            object.insert(field.clone(), value.value.clone());
+        }
+    }
+    let stage: Box<dyn Stage> = serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        let field = unknown_field_name(&inner).or_else(|| path.split('.').next().filter(|p| *p != "?" && !p.is_empty()).map(str::to_string));
+        let at = field.as_deref().and_then(|f| raw.get(f)).and_then(|v| Location::from_saphyr(&v.referenced)).or(kind_at);
+        let fields = stage_fields(&kind);
+        let hint = match unknown_field_name(&inner) {
+            Some(f) => format!("{}; fields of `{kind}`: {}", did_you_mean(&f, fields.iter().map(String::as_str)), fields.join(", ")),
+            None => String::new(),
+        };
+        let at_path = if path == "." || path == "?" || path.is_empty() { String::new() } else { format!(" at `{path}`") };
+        err(at, format!("stage `{name}` ({kind}){at_path}: {inner}{hint}"))
+    })?;
+    Ok((stage, kind, location))
+}
+
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next().map(str::to_string)
+}
+
+fn stage_fields(kind: &str) -> Vec<String> {
+    registered_stages()
+        .into_iter()
+        .find(|s| s.kind == kind)
+        .and_then(|s| crate::stage::default_config(s).as_object().map(|m| m.keys().cloned().collect()))
+        .unwrap_or_default()
+}
+
+fn known_kinds() -> Vec<&'static str> {
+    registered_stages().iter().map(|s| s.kind).collect()
+}
+
+fn port_list(ports: &[Port]) -> String {
+    if ports.is_empty() {
+        return "none".into();
+    }
+    ports.iter().map(|p| format!("{} ({})", p.name, p.type_name)).collect::<Vec<_>>().join(", ")
+}
+
+/// `; did you mean `x`?` when a candidate is close enough, else empty.
+pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let best = candidates
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, c)) if d <= (word.len() / 3).max(2) => format!("; did you mean `{c}`?"),
+        _ => String::new(),
+    }
+}
+
+fn apply_overrides(spec: &mut PipelineSpec, overrides: &[Override]) -> Result<(), String> {
+    for o in overrides {
+        let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
+        let hint = did_you_mean(&o.stage, names.iter().copied());
+        let Some(raw) = spec.stages.get_mut(&o.stage) else {
+            return Err(format!("--set {}: no stage named `{}`{hint}", o.path.join("."), o.stage));
+        };
+        if o.path[0] == "kind" || o.path[0] == "inputs" {
+            return Err(format!("--set {}.{}: only config fields can be overridden", o.stage, o.path[0]));
+        }
+        let entry = raw
+            .entry(o.path[0].clone())
+            .or_insert_with(|| Spanned::new(Value::Null, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN));
+        let mut slot = &mut entry.value;
+        for key in &o.path[1..] {
+            if !slot.is_object() {
+                *slot = Value::Object(Default::default());
+            }
+            slot = slot.as_object_mut().expect("object").entry(key.clone()).or_insert(Value::Null);
+        }
+        *slot = o.value.clone();
+    }
+    Ok(())
+}
+
+/// Kahn's algorithm, taking the lowest file index first so file order is kept
+/// where dependencies allow. On a cycle, returns one cycle's stage indices.
+fn topological_order(inputs: &[BTreeMap<String, (usize, String)>]) -> Result<Vec<usize>, Vec<usize>> {
+    let n = inputs.len();
+    let mut indegree = vec![0usize; n];
+    let mut dependents = vec![Vec::new(); n];
+    for (i, map) in inputs.iter().enumerate() {
+        let mut ups: Vec<usize> = map.values().map(|(j, _)| *j).collect();
+        ups.sort_unstable();
+        ups.dedup();
+        indegree[i] = ups.len();
+        for j in ups {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Walk upstream from a stage left over until a stage repeats: that is a cycle.
+    let start = (0..n).find(|&i| indegree[i] > 0).expect("a stage is left");
+    let mut path = vec![start];
+    let mut current = start;
+    loop {
+        let next = inputs[current].values().map(|(j, _)| *j).find(|&j| indegree[j] > 0).expect("cycle continues");
+        if let Some(pos) = path.iter().position(|&p| p == next) {
+            let mut cycle: Vec<usize> = path[pos..].to_vec();
+            cycle.reverse();
+            cycle.push(cycle[0]);
+            return Err(cycle);
+        }
+        path.push(next);
+        current = next;
+    }
+}
+
+impl fmt::Display for DagFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DagFormat::Text => "text",
+            DagFormat::Mermaid => "mermaid",
+            DagFormat::Dot => "dot",
+        })
+    }
+}

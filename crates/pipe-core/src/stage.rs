@@ -1,0 +1,159 @@
+//! The `Stage` trait every pipeline step implements, and its registry.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::artifact::{ArtifactError, Artifacts};
+use crate::events::{Event, EventSink, Level};
+
+/// A named, typed input or output of a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub name: &'static str,
+    /// The artifact type name (see [`crate::ArtifactType`]).
+    pub type_name: &'static str,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+impl Port {
+    pub const fn new(name: &'static str, type_name: &'static str, doc: &'static str) -> Self {
+        Port { name, type_name, required: true, doc }
+    }
+    pub const fn optional(name: &'static str, type_name: &'static str, doc: &'static str) -> Self {
+        Port { name, type_name, required: false, doc }
+    }
+}
+
+/// One step of a pipeline.
+///
+/// Implementations are plain serde structs whose fields are the stage's
+/// config (`#[serde(deny_unknown_fields, default)]`), registered with
+/// `#[typetag::serde(name = "...")]` so a YAML `kind:` selects them, plus a
+/// [`register_stage!`](crate::register_stage) line so `pipe stages` lists them.
+#[typetag::serde(tag = "kind")]
+pub trait Stage: fmt::Debug {
+    /// The inputs this stage takes; the runner hands them over in [`Stage::run`].
+    fn inputs(&self) -> Vec<Port>;
+    /// The outputs [`Stage::run`] must return.
+    fn outputs(&self) -> Vec<Port>;
+    /// Bumped whenever the stage's code changes what it computes; part of the cache key.
+    fn code_version(&self) -> u32;
+    /// Files outside the pipeline that the stage reads; their contents go into the key.
+    fn external_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// Whether device and seed change this stage's results (and so its key).
+    fn depends_on_env(&self) -> bool {
+        true
+    }
+    /// Computes the outputs from the inputs.
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError>;
+    /// Copies outputs somewhere people look (a submission CSV), after a run or a
+    /// cache hit alike. `outputs` maps each output port to its stored directory.
+    fn publish(&self, _outputs: &std::collections::BTreeMap<String, PathBuf>, _ctx: &StageContext) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+/// What a stage gets besides its inputs.
+pub struct StageContext<'a> {
+    /// The stage's name in the pipeline.
+    pub stage: &'a str,
+    /// `cpu` or `cuda:N`, already resolved from `auto`.
+    pub device: &'a str,
+    pub seed: u64,
+    /// An empty directory the stage may use; removed after the run.
+    pub scratch: &'a Path,
+    pub events: &'a dyn EventSink,
+}
+
+impl StageContext<'_> {
+    pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
+        self.events.emit(&Event::Progress { stage: self.stage.to_string(), done, total, message: message.into() });
+    }
+    pub fn info(&self, text: impl Into<String>) {
+        self.log(Level::Info, text);
+    }
+    pub fn warn(&self, text: impl Into<String>) {
+        self.log(Level::Warn, text);
+    }
+    fn log(&self, level: Level, text: impl Into<String>) {
+        self.events.emit(&Event::Message { stage: self.stage.to_string(), level, text: text.into() });
+    }
+    /// Reports a metric (per epoch, say) to event consumers.
+    pub fn metric(&self, values: serde_json::Value) {
+        self.events.emit(&Event::Metrics { stage: self.stage.to_string(), values });
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("input `{0}` was not provided")]
+    MissingInput(String),
+    #[error("input `{port}` has type `{found}`, not the one this stage reads")]
+    WrongInputType { port: String, found: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StageError {
+    pub fn invalid(message: impl fmt::Display) -> Self {
+        StageError::Invalid(message.to_string())
+    }
+    pub fn other(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StageError::Other(Box::new(error))
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StageError::Io { path: path.into(), source }
+    }
+}
+
+/// A registered stage kind, for `pipe stages` and for kind validation.
+pub struct StageInfo {
+    pub kind: &'static str,
+    pub summary: &'static str,
+    /// A stage with default config, to list its ports and defaults.
+    pub default: fn() -> Box<dyn Stage>,
+}
+
+inventory::collect!(StageInfo);
+
+/// Registers a stage kind for listing. The kind must equal the
+/// `#[typetag::serde(name = ...)]` name; a test in each crate checks it.
+#[macro_export]
+macro_rules! register_stage {
+    ($ty:ty, $kind:expr, $summary:expr) => {
+        $crate::inventory::submit! {
+            $crate::StageInfo {
+                kind: $kind,
+                summary: $summary,
+                default: || Box::new(<$ty as Default>::default()),
+            }
+        }
+    };
+}
+
+/// All registered stage kinds, sorted by kind.
+pub fn registered_stages() -> Vec<&'static StageInfo> {
+    let mut all: Vec<_> = inventory::iter::<StageInfo>.into_iter().collect();
+    all.sort_by_key(|s| s.kind);
+    all
+}
+
+/// Default config of a stage kind as JSON (without the `kind` tag).
+pub fn default_config(info: &StageInfo) -> serde_json::Value {
+    let stage = (info.default)();
+    let mut value = serde_json::to_value(&stage).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("kind");
+    }
+    value
+}
