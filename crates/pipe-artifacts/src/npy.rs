@@ -1,0 +1,64 @@
+//! `.npy` files as `np.save` writes them: versions 1 to 3, any integer dtype,
+//! C or Fortran order. The header is parsed by `ndarray-npy`; the data is read
+//! and checked here, so every error names the byte where it applies.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use ndarray_npy::npy::header::Header;
+
+use crate::error::LoadError;
+use crate::joblib::{sniff, Container};
+use crate::numpy::{DType, Elements, NdArray};
+
+/// Parses a whole `.npy` file.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
+    let err = |offset: u64, problem: String, hint: &str| LoadError::new(path, Some(offset), problem, hint);
+    match sniff(bytes) {
+        Container::Npy => {}
+        Container::Empty => return Err(err(0, "the file is empty".into(), "re-create it with np.save")),
+        Container::Pickle => return Err(err(0, "this is a pickle, not a .npy file".into(), "arrays must be saved with np.save")),
+        Container::Zip => return Err(err(0, "this is a zip archive (an .npz?), not a .npy file".into(), "save each array with np.save")),
+        _ => return Err(err(0, "not a .npy file: the magic string \\x93NUMPY is missing".into(), "save the array with np.save")),
+    }
+    let mut cursor = Cursor::new(bytes);
+    let header = Header::from_reader(&mut cursor)
+        .map_err(|e| err(6, format!("unreadable .npy header: {e}"), "the file is truncated or not written by numpy"))?;
+    let data_start = cursor.position();
+    let descr = match &header.type_descriptor {
+        py_literal::Value::String(s) => s.clone(),
+        other => return Err(err(8, format!("structured dtype {other} is not supported"), "save a plain integer array")),
+    };
+    let dtype = DType::parse(&descr).map_err(|m| err(8, m, ""))?;
+    if dtype == DType::Object {
+        return Err(err(8, "object arrays in .npy files hold pickles; pipe does not load them".into(), "save an integer array"));
+    }
+    let count = crate::numpy::element_count(&header.shape).map_err(|m| err(8, m, ""))?;
+    let need = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| err(8, "array size overflows".into(), ""))?;
+    let have = bytes.len() as u64 - data_start;
+    if have < need {
+        return Err(err(
+            bytes.len() as u64,
+            format!("truncated: shape {:?} of {} needs {need} data bytes, the file has {have}", header.shape, dtype.describe()),
+            "re-create it with np.save",
+        ));
+    }
+    if have > need {
+        return Err(err(data_start + need, format!("{} trailing bytes after the array data", have - need), "the file is corrupt"));
+    }
+    NdArray::from_raw(dtype, header.shape.clone(), header.layout.is_fortran(), &bytes[data_start as usize..])
+        .map_err(|m| err(data_start, m, ""))
+}
+
+/// An integer array: floats and strings where token ids or labels belong are errors.
+pub fn int_array(path: &Path, array: NdArray) -> Result<(Vec<usize>, Vec<i64>), LoadError> {
+    match array.elements {
+        Elements::Ints(v) => Ok((array.shape, v)),
+        _ => Err(LoadError::new(
+            path,
+            None,
+            format!("dtype is {}, an integer array was expected", array.dtype.describe()),
+            "token ids and labels must be saved as int32 or int64",
+        )),
+    }
+}

@@ -1,0 +1,98 @@
+//! The `load_artifacts` stage: the notebook's six files into pipeline artifacts.
+
+use std::path::PathBuf;
+
+use pipe_core::{register_stage, Artifacts, Port, Stage, StageContext, StageError};
+use serde::{Deserialize, Serialize};
+
+use crate::{read_record_columns, ArtifactFiles, NotebookArtifacts};
+
+/// Loads `X_train_seq.npy`, `y_train.npy`, `X_test_seq.npy`, `vocab_stoi.pkl`,
+/// `label_encoder.pkl` and `test_mini.json` from `dir` (names configurable),
+/// and optionally the test labels for evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadArtifacts {
+    pub dir: PathBuf,
+    pub files: ArtifactFiles,
+    /// The record field that identifies a test row.
+    pub id_field: String,
+    /// A JSON array of records with the true label of each test row (`Id`, `Category`).
+    pub test_labels: Option<String>,
+    pub label_field: String,
+}
+
+impl Default for LoadArtifacts {
+    fn default() -> Self {
+        LoadArtifacts {
+            dir: PathBuf::from("data"),
+            files: ArtifactFiles::default(),
+            id_field: "Id".into(),
+            test_labels: None,
+            label_field: "Category".into(),
+        }
+    }
+}
+
+#[typetag::serde(name = "load_artifacts")]
+impl Stage for LoadArtifacts {
+    fn inputs(&self) -> Vec<Port> {
+        vec![]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("x_train", "int_array", "token ids [rows, max_len]"),
+            Port::new("y_train", "int_array", "label ids [rows]"),
+            Port::new("x_test", "int_array", "token ids [rows, max_len]"),
+            Port::new("vocab", "vocabulary", "token → id, with <PAD>"),
+            Port::new("labels", "label_set", "classes_ of the LabelEncoder"),
+            Port::new("test_ids", "table", "the id column of the test records"),
+            Port::optional("test_labels", "table", "id and true label of each test row (when `test_labels` is set)"),
+        ]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn external_files(&self) -> Vec<PathBuf> {
+        let mut files = self.files.paths(&self.dir);
+        if let Some(labels) = &self.test_labels {
+            files.push(self.dir.join(labels));
+        }
+        files
+    }
+    fn depends_on_env(&self) -> bool {
+        false
+    }
+    fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let a = NotebookArtifacts::load(&self.dir, &self.files, &self.id_field).map_err(StageError::other)?;
+        ctx.info(format!(
+            "train {:?}, test {:?}, vocabulary {}, {} classes",
+            a.x_train.shape(),
+            a.x_test.shape(),
+            a.vocab.len(),
+            a.labels.len()
+        ));
+        let mut out = Artifacts::new();
+        if let Some(labels) = &self.test_labels {
+            let path = self.dir.join(labels);
+            let table = read_record_columns(&path, &[&self.id_field, &self.label_field]).map_err(StageError::other)?;
+            if table.rows() != a.x_test.shape()[0] {
+                return Err(StageError::invalid(format!(
+                    "{}: {} labels for {} test rows",
+                    path.display(),
+                    table.rows(),
+                    a.x_test.shape()[0]
+                )));
+            }
+            out.insert("test_labels", table);
+        }
+        out.insert("x_train", a.x_train)
+            .insert("y_train", a.y_train)
+            .insert("x_test", a.x_test)
+            .insert("vocab", a.vocab)
+            .insert("labels", a.labels)
+            .insert("test_ids", a.test_ids);
+        Ok(out)
+    }
+}
+register_stage!(LoadArtifacts, "load_artifacts", "the notebook's .npy/joblib/JSON artifacts, loaded safely");
