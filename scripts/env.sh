@@ -7,3 +7,8 @@ export LIBTORCH_USE_PYTORCH=1
 export PATH="$PIPE_VENV/bin:$PATH"
 # Two cores here: one torch process at a time, threads bounded.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
+# Test binaries of library crates have no rpath to torch (the `pipe` binary
+# does, from its build.rs); they find libtorch through this.
+TORCH_LIB="$("$PIPE_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export TORCH_LIB
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -19,7 +19,14 @@ use pipe_core::{Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, 
 
 // Stage crates register their kinds at link time; naming each one keeps the
 // linker from dropping a crate the binary otherwise never mentions.
+use pipe_artifacts as _;
+use pipe_eval as _;
+use pipe_model as _;
+use pipe_predict as _;
+use pipe_submit as _;
+use pipe_tensor::runtime;
 use pipe_toy as _;
+use pipe_train as _;
 
 #[derive(Parser)]
 #[command(name = "pipe", version, about = "Run YAML pipelines of ML stages, cached by content.")]
@@ -33,6 +40,13 @@ struct Cli {
     /// Cache directory [env: PIPE_CACHE_DIR] [default: .pipe]
     #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
+    /// Torch threads [env: PIPE_THREADS] [default: one per core]
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Keep denormal floats (by default they are flushed to zero, which keeps
+    /// CPU training from slowing down as gradients get small).
+    #[arg(long, global = true)]
+    keep_denormals: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +114,11 @@ enum DagArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before torch starts its thread pool: its threads inherit the setting.
+    if !cli.keep_denormals {
+        runtime::flush_denormals();
+    }
+    runtime::set_threads(cli.threads);
     init_logging(cli.verbose, cli.quiet);
     match dispatch(cli) {
         Ok(code) => code,
@@ -158,10 +177,7 @@ fn load_pipeline(path: &Path, set: &[String]) -> anyhow::Result<Pipeline> {
 
 fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Result<String> {
     let spec = requested.unwrap_or(&pipeline.device);
-    match spec {
-        "auto" | "cpu" => Ok("cpu".into()),
-        other => anyhow::bail!("device `{other}` is not available in this build (expected auto or cpu)"),
-    }
+    runtime::resolve_device(spec).map_err(|m| anyhow::anyhow!(m))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,18 @@
+//! Text classifiers with PyTorch's parameter names and initialisation, their
+//! checkpoints, and the stages that create them.
+//!
+//! Overview:
+//! - [`ModelSpec`] describes a model; [`Classifier::new`] builds it under a
+//!   `tch` var-store path and [`Classifier::forward_t`] returns logits.
+//! - [`Checkpoint`] holds a spec and its weights; stored as safetensors with
+//!   the notebook's `state_dict` names (`embedding.weight`, `lstm.weight_ih_l0`, …).
+//! - Stage kinds `lstm_classifier` and `gru_classifier` initialise a model
+//!   from the vocabulary and label set, seeded by the pipeline.
+
+mod checkpoint;
+mod model;
+mod stage;
+
+pub use checkpoint::Checkpoint;
+pub use model::{Architecture, Classifier, ModelSpec, Pooling};
+pub use stage::{initialise, GruClassifier, LstmClassifier};

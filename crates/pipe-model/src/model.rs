@@ -1,0 +1,375 @@
+//! The classifiers: a plain struct per model, built with `new` from a
+//! [`ModelSpec`] and a var-store path, run with `forward_t`.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
+
+use pipe_tensor::PaddingSide;
+
+/// How a sequence of RNN outputs becomes one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The output at the last time step, pads included (the notebook).
+    #[default]
+    LastStep,
+    /// The output at the last real token (and, bidirectionally, the
+    /// backward output at the first real token).
+    LastValid,
+    /// Mean over real tokens.
+    Mean,
+    /// Max over real tokens.
+    Max,
+    /// Mean and max, concatenated.
+    MeanMax,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    Lstm,
+    Gru,
+    /// Mean of word and hashed-n-gram embeddings, then a linear layer (fastText).
+    BagOfEmbeddings,
+}
+
+/// Everything needed to rebuild a model; stored beside its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub architecture: Architecture,
+    /// Rows of the embedding table (vocabulary plus any hashed n-gram buckets).
+    pub vocab_size: i64,
+    pub pad_id: i64,
+    pub num_classes: i64,
+    pub embed_dim: i64,
+    pub hidden_dim: i64,
+    pub layers: i64,
+    pub bidirectional: bool,
+    /// Dropout before the output layer (the notebook's 0.3).
+    pub dropout: f64,
+    /// Dropout between stacked RNN layers.
+    pub layer_dropout: f64,
+    /// Dropout on the embeddings.
+    pub embedding_dropout: f64,
+    pub pooling: Pooling,
+}
+
+impl ModelSpec {
+    /// The notebook's model: Embedding(V, 128) → LSTM(128 → 64) → last step → Dropout(0.3) → Linear.
+    pub fn notebook(vocab_size: i64, pad_id: i64, num_classes: i64) -> ModelSpec {
+        ModelSpec {
+            architecture: Architecture::Lstm,
+            vocab_size,
+            pad_id,
+            num_classes,
+            embed_dim: 128,
+            hidden_dim: 64,
+            layers: 1,
+            bidirectional: false,
+            dropout: 0.3,
+            layer_dropout: 0.0,
+            embedding_dropout: 0.0,
+            pooling: Pooling::LastStep,
+        }
+    }
+
+    fn directions(&self) -> i64 {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Width of the pooled vector the output layer reads.
+    fn features(&self) -> i64 {
+        let width = match self.architecture {
+            Architecture::BagOfEmbeddings => self.embed_dim,
+            _ => self.hidden_dim * self.directions(),
+        };
+        if self.pooling == Pooling::MeanMax { 2 * width } else { width }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [("vocab_size", self.vocab_size), ("num_classes", self.num_classes), ("embed_dim", self.embed_dim)];
+        for (name, v) in positive {
+            if v <= 0 {
+                return Err(format!("{name} must be positive, got {v}"));
+            }
+        }
+        if self.architecture != Architecture::BagOfEmbeddings && (self.hidden_dim <= 0 || self.layers <= 0) {
+            return Err(format!("hidden_dim and layers must be positive, got {} and {}", self.hidden_dim, self.layers));
+        }
+        if !(0..self.vocab_size).contains(&self.pad_id) {
+            return Err(format!("pad id {} is outside the vocabulary (0..{})", self.pad_id, self.vocab_size));
+        }
+        for (name, p) in [("dropout", self.dropout), ("layer_dropout", self.layer_dropout), ("embedding_dropout", self.embedding_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} must be in [0, 1), got {p}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A recurrent layer (LSTM or GRU) with PyTorch's parameter names and initialisation.
+#[derive(Debug)]
+struct Recurrent {
+    weights: Vec<Tensor>,
+    lstm: bool,
+    layers: i64,
+    bidirectional: bool,
+    hidden: i64,
+    dropout: f64,
+}
+
+impl Recurrent {
+    fn new(vs: nn::Path, input: i64, spec: &ModelSpec) -> Recurrent {
+        let lstm = spec.architecture == Architecture::Lstm;
+        let gates = if lstm { 4 } else { 3 } * spec.hidden_dim;
+        // PyTorch: every weight and bias uniform in ±1/sqrt(hidden).
+        let bound = 1.0 / (spec.hidden_dim as f64).sqrt();
+        let init = Init::Uniform { lo: -bound, up: bound };
+        let mut weights = Vec::new();
+        for layer in 0..spec.layers {
+            let layer_input = if layer == 0 { input } else { spec.hidden_dim * spec.directions() };
+            for direction in 0..spec.directions() {
+                let suffix = if direction == 1 { "_reverse" } else { "" };
+                weights.push(vs.var(&format!("weight_ih_l{layer}{suffix}"), &[gates, layer_input], init));
+                weights.push(vs.var(&format!("weight_hh_l{layer}{suffix}"), &[gates, spec.hidden_dim], init));
+                weights.push(vs.var(&format!("bias_ih_l{layer}{suffix}"), &[gates], init));
+                weights.push(vs.var(&format!("bias_hh_l{layer}{suffix}"), &[gates], init));
+            }
+        }
+        if vs.device().is_cuda() && tch::Cuda::cudnn_is_available() {
+            // Lets cuDNN use the weights in place instead of copying them each step.
+            let _ = Tensor::internal_cudnn_rnn_flatten_weight(
+                &weights,
+                4,
+                input,
+                if lstm { 2 } else { 3 },
+                spec.hidden_dim,
+                0,
+                spec.layers,
+                true,
+                spec.bidirectional,
+            );
+        }
+        Recurrent { weights, lstm, layers: spec.layers, bidirectional: spec.bidirectional, hidden: spec.hidden_dim, dropout: spec.layer_dropout }
+    }
+
+    /// Outputs `[batch, time, hidden × directions]` for batch-first input.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let batch = xs.size()[0];
+        let directions = if self.bidirectional { 2 } else { 1 };
+        let h0 = Tensor::zeros([self.layers * directions, batch, self.hidden], (xs.kind(), xs.device()));
+        if self.lstm {
+            let weights: Vec<&Tensor> = self.weights.iter().collect();
+            let (out, _, _) = xs.lstm(&[&h0, &h0], &weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+            out
+        } else {
+            let (out, _) = xs.gru(&h0, &self.weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+            out
+        }
+    }
+}
+
+/// A text classifier: Embedding → (LSTM | GRU | nothing) → pooling → Dropout → Linear.
+#[derive(Debug)]
+pub struct Classifier {
+    spec: ModelSpec,
+    embedding: Tensor,
+    recurrent: Option<Recurrent>,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+}
+
+impl Classifier {
+    /// Creates the parameters under `vs` with PyTorch's names and initialisation:
+    /// `embedding.weight` N(0, 1) with the padding row zeroed, RNN weights
+    /// uniform ±1/√hidden, `fc` weight and bias uniform ±1/√in.
+    pub fn new(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, String> {
+        spec.validate()?;
+        let embedding = (vs / "embedding").var("weight", &[spec.vocab_size, spec.embed_dim], Init::Randn { mean: 0.0, stdev: 1.0 });
+        tch::no_grad(|| {
+            let _ = embedding.get(spec.pad_id).zero_();
+        });
+        let recurrent = match spec.architecture {
+            Architecture::Lstm => Some(Recurrent::new(vs / "lstm", spec.embed_dim, spec)),
+            Architecture::Gru => Some(Recurrent::new(vs / "gru", spec.embed_dim, spec)),
+            Architecture::BagOfEmbeddings => None,
+        };
+        let features = spec.features();
+        let bound = 1.0 / (features as f64).sqrt();
+        let fc = vs / "fc";
+        let fc_weight = fc.var("weight", &[spec.num_classes, features], Init::Uniform { lo: -bound, up: bound });
+        let fc_bias = fc.var("bias", &[spec.num_classes], Init::Uniform { lo: -bound, up: bound });
+        Ok(Classifier { spec: spec.clone(), embedding, recurrent, fc_weight, fc_bias })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Logits `[batch, classes]` for ids `[batch, time]` with per-row `lengths`.
+    pub fn forward_t(&self, ids: &Tensor, lengths: &Tensor, padding: PaddingSide, train: bool) -> Tensor {
+        let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, false);
+        if self.spec.embedding_dropout > 0.0 {
+            xs = xs.dropout(self.spec.embedding_dropout, train);
+        }
+        let pooled = match &self.recurrent {
+            Some(rnn) => {
+                let out = rnn.forward_t(&xs, train);
+                pool(&out, lengths, padding, self.spec.pooling, self.spec.bidirectional.then_some(self.spec.hidden_dim))
+            }
+            None => pool(&xs, lengths, padding, self.spec.pooling, None),
+        };
+        pooled.dropout(self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
+    }
+}
+
+/// Pools `[batch, time, features]` to `[batch, features']`. With
+/// `bidirectional_hidden`, "last" means the forward half at the last real
+/// token and the backward half at the first.
+fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, bidirectional_hidden: Option<i64>) -> Tensor {
+    let time = out.size()[1];
+    let device = out.device();
+    let positions = Tensor::arange(time, (Kind::Int64, device)).unsqueeze(0);
+    let lengths = lengths.to_device(device).unsqueeze(1);
+    // Which time steps hold real tokens.
+    let valid = match padding {
+        PaddingSide::Post => positions.lt_tensor(&lengths),
+        PaddingSide::Pre => positions.ge_tensor(&(lengths.g_mul_scalar(-1) + time)),
+    };
+    let at = |index: &Tensor| -> Tensor {
+        let features = out.size()[2];
+        out.gather(1, &index.view([-1, 1, 1]).expand([-1, 1, features], false), false).squeeze_dim(1)
+    };
+    let (first_real, last_real) = match padding {
+        PaddingSide::Post => (Tensor::zeros_like(&lengths.squeeze_dim(1)), (lengths.squeeze_dim(1) - 1).clamp_min(0)),
+        PaddingSide::Pre => ((lengths.squeeze_dim(1).g_mul_scalar(-1) + time).clamp_max(time - 1), Tensor::full([out.size()[0]], time - 1, (Kind::Int64, device))),
+    };
+    let mean = || {
+        let mask = valid.unsqueeze(2).to_kind(out.kind());
+        let count = mask.sum_dim_intlist(1, false, out.kind()).clamp_min(1.0);
+        (out * &mask).sum_dim_intlist(1, false, out.kind()) / count
+    };
+    let max = || {
+        let masked = out.masked_fill(&valid.logical_not().unsqueeze(2), f64::NEG_INFINITY);
+        let (m, _) = masked.max_dim(1, false);
+        // Rows without any real token give zeros rather than -inf.
+        m.masked_fill(&m.isinf(), 0.0)
+    };
+    match pooling {
+        Pooling::LastStep => out.select(1, time - 1),
+        Pooling::LastValid => match bidirectional_hidden {
+            None => at(&last_real),
+            Some(h) => {
+                let forward = at(&last_real).narrow(1, 0, h);
+                let backward = at(&first_real).narrow(1, h, h);
+                Tensor::cat(&[forward, backward], 1)
+            }
+        },
+        Pooling::Mean => mean(),
+        Pooling::Max => max(),
+        Pooling::MeanMax => Tensor::cat(&[mean(), max()], 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn spec(architecture: Architecture, pooling: Pooling, bidirectional: bool) -> ModelSpec {
+        ModelSpec { architecture, pooling, bidirectional, ..ModelSpec::notebook(50, 0, 7) }
+    }
+
+    #[test]
+    fn output_shapes_for_every_architecture_and_pooling() {
+        tch::manual_seed(0);
+        let ids = Tensor::from_slice(&[3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10]).view([2, 5]);
+        let lengths = Tensor::from_slice(&[3i64, 5]);
+        for arch in [Architecture::Lstm, Architecture::Gru, Architecture::BagOfEmbeddings] {
+            for pooling in [Pooling::LastStep, Pooling::LastValid, Pooling::Mean, Pooling::Max, Pooling::MeanMax] {
+                for bidirectional in [false, true] {
+                    let vs = nn::VarStore::new(Device::Cpu);
+                    let model = Classifier::new(&vs.root(), &spec(arch, pooling, bidirectional)).unwrap();
+                    let logits = model.forward_t(&ids, &lengths, PaddingSide::Post, false);
+                    assert_eq!(logits.size(), vec![2, 7], "{arch:?} {pooling:?} {bidirectional}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parameters_have_pytorch_names_and_shapes() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = Classifier::new(&vs.root(), &ModelSpec::notebook(50, 0, 7)).unwrap();
+        let mut names: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                ("embedding.weight".to_string(), vec![50, 128]),
+                ("fc.bias".to_string(), vec![7]),
+                ("fc.weight".to_string(), vec![7, 64]),
+                ("lstm.bias_hh_l0".to_string(), vec![256]),
+                ("lstm.bias_ih_l0".to_string(), vec![256]),
+                ("lstm.weight_hh_l0".to_string(), vec![256, 64]),
+                ("lstm.weight_ih_l0".to_string(), vec![256, 128]),
+            ]
+        );
+    }
+
+    #[test]
+    fn padding_row_is_zero_and_init_matches_pytorch() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = Classifier::new(&vs.root(), &ModelSpec::notebook(5000, 3, 45)).unwrap();
+        let vars = vs.variables();
+        let emb = &vars["embedding.weight"];
+        assert_eq!(emb.get(3).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        // N(0, 1) elsewhere.
+        let rest = emb.narrow(0, 4, 4996);
+        assert!((rest.mean(Kind::Float).double_value(&[])).abs() < 0.01);
+        assert!((rest.std(true).double_value(&[]) - 1.0).abs() < 0.01);
+        // Uniform ±1/sqrt(64) = ±0.125 for the LSTM; std of U(-b, b) is b/sqrt(3).
+        let w = &vars["lstm.weight_ih_l0"];
+        assert!(w.abs().max().double_value(&[]) <= 0.125);
+        assert!((w.std(true).double_value(&[]) - 0.125 / 3f64.sqrt()).abs() < 0.003);
+        // Linear: ±1/sqrt(64) as well (fan_in 64).
+        let fc = &vars["fc.weight"];
+        assert!(fc.abs().max().double_value(&[]) <= 0.125);
+        assert!(fc.abs().max().double_value(&[]) > 0.1);
+    }
+
+    #[test]
+    fn last_valid_reads_the_last_real_token() {
+        // With mean pooling over a bag model, post and pre padding of the same tokens agree.
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let s = spec(Architecture::Lstm, Pooling::LastValid, false);
+        let model = Classifier::new(&vs.root(), &s).unwrap();
+        let post = Tensor::from_slice(&[3i64, 4, 5, 0, 0]).view([1, 5]);
+        let pre = Tensor::from_slice(&[0i64, 0, 3, 4, 5]).view([1, 5]);
+        let short = Tensor::from_slice(&[3i64, 4, 5]).view([1, 3]);
+        let len = Tensor::from_slice(&[3i64]);
+        let a = model.forward_t(&post, &len, PaddingSide::Post, false);
+        let c = model.forward_t(&short, &len, PaddingSide::Post, false);
+        assert!(a.allclose(&c, 1e-6, 1e-6, false), "trailing pads must not change last_valid");
+        // Pre-padding reads different states (the LSTM saw the pads first), but the same shape.
+        let b = model.forward_t(&pre, &len, PaddingSide::Pre, false);
+        assert_eq!(b.size(), a.size());
+    }
+
+    #[test]
+    fn masked_mean_ignores_pads() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(&vs.root(), &spec(Architecture::BagOfEmbeddings, Pooling::Mean, false)).unwrap();
+        let padded = Tensor::from_slice(&[3i64, 4, 0, 0]).view([1, 4]);
+        let tight = Tensor::from_slice(&[3i64, 4]).view([1, 2]);
+        let len = Tensor::from_slice(&[2i64]);
+        let a = model.forward_t(&padded, &len, PaddingSide::Post, false);
+        let b = model.forward_t(&tight, &len, PaddingSide::Post, false);
+        assert!(a.allclose(&b, 1e-6, 1e-6, false));
+    }
+}

@@ -1,0 +1,107 @@
+//! Model stages: each kind builds a freshly initialised model (seeded) from
+//! the vocabulary and label set; the `train` stage takes it from there.
+//! Swapping `kind: lstm_classifier` for `kind: gru_classifier` swaps the model.
+
+use pipe_core::{register_stage, Artifacts, LabelSet, Port, Stage, StageContext, StageError, Vocabulary};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device};
+
+use crate::checkpoint::Checkpoint;
+use crate::model::{Architecture, Classifier, ModelSpec, Pooling};
+
+fn ports() -> (Vec<Port>, Vec<Port>) {
+    (
+        vec![
+            Port::new("vocab", "vocabulary", "sets the embedding size and padding id"),
+            Port::new("labels", "label_set", "sets the number of classes"),
+        ],
+        vec![Port::new("model", "checkpoint", "the initialised model")],
+    )
+}
+
+/// Initialises `spec` with the pipeline's seed, on the CPU (the same weights on every device).
+pub fn initialise(spec: &ModelSpec, seed: u64) -> Result<Checkpoint, StageError> {
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    Classifier::new(&vs.root(), spec).map_err(StageError::invalid)?;
+    Ok(Checkpoint::from_var_store(spec, &vs))
+}
+
+macro_rules! recurrent_stage {
+    ($name:ident, $kind:literal, $arch:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub embed_dim: i64,
+            pub hidden_dim: i64,
+            pub layers: i64,
+            pub bidirectional: bool,
+            pub dropout: f64,
+            pub layer_dropout: f64,
+            pub embedding_dropout: f64,
+            pub pooling: Pooling,
+        }
+
+        impl Default for $name {
+            /// The notebook's sizes: 128-d embeddings, 64 hidden units, one layer, dropout 0.3, last step.
+            fn default() -> Self {
+                $name {
+                    embed_dim: 128,
+                    hidden_dim: 64,
+                    layers: 1,
+                    bidirectional: false,
+                    dropout: 0.3,
+                    layer_dropout: 0.0,
+                    embedding_dropout: 0.0,
+                    pooling: Pooling::LastStep,
+                }
+            }
+        }
+
+        impl $name {
+            pub fn spec(&self, vocab: &Vocabulary, labels: &LabelSet) -> ModelSpec {
+                ModelSpec {
+                    architecture: $arch,
+                    vocab_size: vocab.len() as i64,
+                    pad_id: vocab.pad_id,
+                    num_classes: labels.len() as i64,
+                    embed_dim: self.embed_dim,
+                    hidden_dim: self.hidden_dim,
+                    layers: self.layers,
+                    bidirectional: self.bidirectional,
+                    dropout: self.dropout,
+                    layer_dropout: self.layer_dropout,
+                    embedding_dropout: self.embedding_dropout,
+                    pooling: self.pooling,
+                }
+            }
+        }
+
+        #[typetag::serde(name = $kind)]
+        impl Stage for $name {
+            fn inputs(&self) -> Vec<Port> {
+                ports().0
+            }
+            fn outputs(&self) -> Vec<Port> {
+                ports().1
+            }
+            fn code_version(&self) -> u32 {
+                1
+            }
+            fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+                let vocab = inputs.get::<Vocabulary>("vocab")?;
+                let labels = inputs.get::<LabelSet>("labels")?;
+                let checkpoint = initialise(&self.spec(vocab, labels), ctx.seed)?;
+                ctx.info(pipe_core::Artifact::summary(&checkpoint));
+                let mut out = Artifacts::new();
+                out.insert("model", checkpoint);
+                Ok(out)
+            }
+        }
+        register_stage!($name, $kind, $doc);
+    };
+}
+
+recurrent_stage!(LstmClassifier, "lstm_classifier", Architecture::Lstm, "Embedding → LSTM → pooling → dropout → linear (the notebook's model by default)");
+recurrent_stage!(GruClassifier, "gru_classifier", Architecture::Gru, "Embedding → GRU → pooling → dropout → linear");

@@ -1,0 +1,79 @@
+//! Torch runtime settings: device names, thread count, denormal flushing.
+
+use tch::Device;
+
+/// Resolves a device spec (`auto`, `cpu`, `cuda`, `cuda:N`) to a concrete name.
+pub fn resolve_device(spec: &str) -> Result<String, String> {
+    match spec {
+        "auto" => Ok(if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }),
+        "cpu" => Ok("cpu".into()),
+        "cuda" => resolve_device("cuda:0"),
+        s if s.starts_with("cuda:") => {
+            let n: usize = s[5..].parse().map_err(|_| format!("device `{s}`: expected cuda:N"))?;
+            let count = tch::Cuda::device_count() as usize;
+            if n >= count {
+                return Err(format!(
+                    "device `{s}` requested, but {count} CUDA device(s) are available{}",
+                    if count == 0 { " (is this a CPU-only machine or a CPU-only libtorch?)" } else { "" }
+                ));
+            }
+            Ok(s.to_string())
+        }
+        other => Err(format!("unknown device `{other}`: expected auto, cpu, cuda or cuda:N")),
+    }
+}
+
+/// The tch device for a resolved name.
+pub fn device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s.starts_with("cuda:") => s[5..].parse().map(Device::Cuda).map_err(|_| format!("bad device `{s}`")),
+        other => Err(format!("unresolved device `{other}`")),
+    }
+}
+
+/// Sets torch's intra-op thread count: `PIPE_THREADS`, else the value given,
+/// else torch's default (one per core).
+pub fn set_threads(threads: Option<usize>) {
+    let from_env = std::env::var("PIPE_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = from_env.or(threads).filter(|&n| n > 0) {
+        tch::set_num_threads(n as i32);
+    }
+}
+
+/// Flushes denormal floats to zero (the FTZ and DAZ bits of x86-64's MXCSR),
+/// which keeps late epochs from slowing down as small gradients underflow.
+/// Per thread and inherited by threads created later: call it at start-up,
+/// before torch starts its thread pool. Returns whether it took effect.
+pub fn flush_denormals() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(deprecated)]
+        // SAFETY: only sets the FTZ (bit 15) and DAZ (bit 6) flags of this thread's MXCSR.
+        unsafe {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            _mm_setcsr(_mm_getcsr() | 0x8040);
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether denormals are flushed on this thread.
+pub fn denormals_flushed() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(deprecated)]
+        // SAFETY: reads this thread's MXCSR.
+        unsafe {
+            std::arch::x86_64::_mm_getcsr() & 0x8040 == 0x8040
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

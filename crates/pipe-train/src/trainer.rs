@@ -1,0 +1,345 @@
+//! The training loop. Mechanism only: the config decides, the loop carries out.
+
+use std::time::Instant;
+
+use pipe_eval::Confusion;
+use pipe_model::{Checkpoint, Classifier};
+use pipe_tensor::{PaddingSide, TokenTensors};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::optim::{Adam, AdamConfig};
+use crate::sampler::{plan_epoch, stratified_split, Rng};
+
+/// How the loss weighs each class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeighting {
+    /// total / count per class, a zero count counted as 1 (the notebook).
+    #[default]
+    InverseFrequency,
+    /// sqrt of the above: a milder correction.
+    SqrtInverseFrequency,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Linear warm-up over `warmup_epochs`, then cosine decay to zero.
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    #[default]
+    MacroF1,
+    Accuracy,
+    Loss,
+}
+
+/// Training settings; defaults are the notebook's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    /// L2 penalty added to the gradient, as `torch.optim.Adam(weight_decay=…)`.
+    pub weight_decay: f64,
+    pub class_weights: ClassWeighting,
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    pub schedule: Schedule,
+    pub warmup_epochs: f64,
+    /// Cut each batch to its longest real sequence (exact for masked poolings
+    /// and `last_valid`; changes what `last_step` reads on post-padded data).
+    pub trim_padding: bool,
+    /// Batches of similar lengths (in a shuffled batch order).
+    pub bucketing: bool,
+    /// Fraction of the training rows held out, stratified, for validation.
+    pub validation_fraction: f64,
+    /// Stop after this many epochs without improvement of `monitor`.
+    pub patience: Option<usize>,
+    pub monitor: Monitor,
+    /// Return the best validation epoch's weights rather than the last.
+    pub restore_best: bool,
+    /// Batch size for validation passes.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 15,
+            batch_size: 32,
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            class_weights: ClassWeighting::InverseFrequency,
+            label_smoothing: 0.0,
+            grad_clip: None,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            trim_padding: false,
+            bucketing: false,
+            validation_fraction: 0.0,
+            patience: None,
+            monitor: Monitor::MacroF1,
+            restore_best: true,
+            eval_batch_size: 512,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err("epochs, batch_size and eval_batch_size must be positive".into());
+        }
+        if !(self.lr > 0.0) {
+            return Err(format!("lr must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction));
+        }
+        if self.patience.is_some() && self.validation_fraction == 0.0 {
+            return Err("patience needs a validation split: set validation_fraction".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!("label_smoothing must be in [0, 1), got {}", self.label_smoothing));
+        }
+        Ok(())
+    }
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// Mean batch loss (the notebook's number).
+    pub loss: f64,
+    pub accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub val_macro_f1: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// What training returns.
+pub struct Trained {
+    pub checkpoint: Checkpoint,
+    pub history: Vec<EpochMetrics>,
+    /// The epoch whose weights were returned.
+    pub best_epoch: usize,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+}
+
+/// Progress callback: (batches done, batches total, message).
+pub type Progress<'a> = dyn FnMut(u64, u64, &str) + 'a;
+
+/// The notebook's class weights: total / bincount(y, minlength = classes), zeros as 1.
+pub fn class_weights(labels: &[i64], classes: usize, weighting: ClassWeighting) -> Vec<f32> {
+    let mut counts = vec![0u64; classes];
+    for &y in labels {
+        counts[y as usize] += 1;
+    }
+    let total = labels.len() as f64;
+    counts
+        .iter()
+        .map(|&c| {
+            let w = total / c.max(1) as f64;
+            match weighting {
+                ClassWeighting::InverseFrequency => w as f32,
+                ClassWeighting::SqrtInverseFrequency => w.sqrt() as f32,
+                ClassWeighting::None => 1.0,
+            }
+        })
+        .collect()
+}
+
+/// Trains `initial` on `data` and returns the trained checkpoint with its history.
+pub fn train(
+    initial: &Checkpoint,
+    data: &TokenTensors,
+    config: &TrainConfig,
+    device: Device,
+    seed: u64,
+    progress: &mut Progress,
+    on_epoch: &mut dyn FnMut(&EpochMetrics),
+) -> Result<Trained, String> {
+    config.validate()?;
+    let labels_tensor = data.labels.as_ref().ok_or("the training tensors have no labels: wire `y` into their to_tensors stage")?;
+    let labels: Vec<i64> = Vec::<i64>::try_from(&labels_tensor.to_device(Device::Cpu)).map_err(|e| e.to_string())?;
+    let lengths: Vec<i64> = Vec::<i64>::try_from(&data.lengths.to_device(Device::Cpu)).map_err(|e| e.to_string())?;
+    let classes = initial.spec.num_classes as usize;
+    if let Some(&bad) = labels.iter().find(|&&y| y < 0 || y as usize >= classes) {
+        return Err(format!("label {bad} is outside the model's {classes} classes"));
+    }
+
+    let mut rng = Rng::new(seed);
+    tch::manual_seed(seed.wrapping_add(1) as i64);
+    let (train_rows, val_rows) = stratified_split(&labels, config.validation_fraction, &mut rng);
+    if train_rows.is_empty() {
+        return Err("no training rows".into());
+    }
+    // The whole training set goes to the device once; batches are gathered there.
+    let on_device = data.to_device(device);
+    let train_labels: Vec<i64> = train_rows.iter().map(|&i| labels[i]).collect();
+    let weights = Tensor::from_slice(&class_weights(&train_labels, classes, config.class_weights)).to_device(device);
+
+    let (vs, model) = initial.build(device)?;
+    let mut optimizer = Adam::new(
+        vs.trainable_variables(),
+        AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay },
+    );
+
+    let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
+    let total_steps = (steps_per_epoch * config.epochs) as u64;
+    let warmup_steps = (config.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    let mut step: u64 = 0;
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Checkpoint)> = None;
+    let mut since_best = 0;
+
+    for epoch in 1..=config.epochs {
+        let start = Instant::now();
+        let plan = plan_epoch(&train_rows, &lengths, config.batch_size, config.bucketing, &mut rng);
+        // Accumulated on the device and read once per epoch: no host sync per step.
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut lr = config.lr;
+        for (b, (rows, longest)) in plan.iter().enumerate() {
+            lr = learning_rate(config, step, warmup_steps, total_steps);
+            optimizer.set_lr(lr);
+            let index = Tensor::from_slice(rows).to_device(device);
+            let (ids, batch_lengths) = gather(&on_device, &index, config.trim_padding.then_some(*longest));
+            let targets = on_device.labels.as_ref().expect("checked above").index_select(0, &index);
+            let logits = model.forward_t(&ids, &batch_lengths, on_device.padding, true);
+            let loss = logits.cross_entropy_loss(&targets, Some(&weights), Reduction::Mean, -100, config.label_smoothing);
+            optimizer.zero_grad();
+            loss.backward();
+            if let Some(max) = config.grad_clip {
+                optimizer.clip_grad_norm(max);
+            }
+            optimizer.step();
+            step += 1;
+            tch::no_grad(|| {
+                loss_sum += loss.detach();
+                correct += logits.argmax(1, false).eq_tensor(&targets).sum(Kind::Int64);
+            });
+            if b % 20 == 0 || b + 1 == plan.len() {
+                progress(((epoch - 1) * steps_per_epoch + b + 1) as u64, total_steps, &format!("epoch {epoch}/{}", config.epochs));
+            }
+        }
+        let loss = loss_sum.double_value(&[]) / plan.len() as f64;
+        let accuracy = correct.int64_value(&[]) as f64 / train_rows.len() as f64;
+        let validation = if val_rows.is_empty() { None } else { Some(evaluate(&model, &on_device, &val_rows, &lengths, &weights, config)) };
+        let metrics = EpochMetrics {
+            epoch,
+            loss,
+            accuracy,
+            val_loss: validation.map(|v| v.0),
+            val_accuracy: validation.map(|v| v.1),
+            val_macro_f1: validation.map(|v| v.2),
+            lr,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        on_epoch(&metrics);
+        history.push(metrics);
+
+        if let Some((val_loss, val_acc, val_f1)) = validation {
+            let score = match config.monitor {
+                Monitor::MacroF1 => val_f1,
+                Monitor::Accuracy => val_acc,
+                Monitor::Loss => -val_loss,
+            };
+            if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+                best = Some((score, epoch, Checkpoint::from_var_store(&initial.spec, &vs)));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if config.patience.is_some_and(|p| since_best >= p) {
+                    break;
+                }
+            }
+        }
+    }
+    let last_epoch = history.len();
+    let (checkpoint, best_epoch) = match best {
+        Some((_, epoch, checkpoint)) if config.restore_best => (checkpoint, epoch),
+        _ => (Checkpoint::from_var_store(&initial.spec, &vs), last_epoch),
+    };
+    Ok(Trained { checkpoint, history, best_epoch, train_rows: train_rows.len(), validation_rows: val_rows.len() })
+}
+
+fn learning_rate(config: &TrainConfig, step: u64, warmup: u64, total: u64) -> f64 {
+    match config.schedule {
+        Schedule::Constant => config.lr,
+        Schedule::Cosine => {
+            if step < warmup {
+                config.lr * (step + 1) as f64 / warmup as f64
+            } else {
+                let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+                config.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+/// Rows `index` of the ids and lengths, cut to `trim` columns when given
+/// (the right end for pre-padding, the left end for post-padding).
+pub fn gather(data: &TokenTensors, index: &Tensor, trim: Option<i64>) -> (Tensor, Tensor) {
+    let ids = data.ids.index_select(0, index);
+    let lengths = data.lengths.index_select(0, index);
+    let width = data.width();
+    let ids = match trim {
+        Some(longest) if longest < width => {
+            let keep = longest.max(1);
+            match data.padding {
+                PaddingSide::Post => ids.narrow(1, 0, keep),
+                PaddingSide::Pre => ids.narrow(1, width - keep, keep),
+            }
+        }
+        _ => ids,
+    };
+    (ids, lengths)
+}
+
+/// Validation loss (weighted like training), accuracy and macro-F1.
+fn evaluate(model: &Classifier, data: &TokenTensors, rows: &[usize], lengths: &[i64], weights: &Tensor, config: &TrainConfig) -> (f64, f64, f64) {
+    tch::no_grad(|| {
+        let labels = data.labels.as_ref().expect("validated");
+        let mut predictions = Vec::with_capacity(rows.len());
+        let mut truth = Vec::with_capacity(rows.len());
+        let mut loss_sum = 0.0;
+        let mut weight_sum = 0.0;
+        let mut sorted = rows.to_vec();
+        sorted.sort_by_key(|&i| lengths[i]);
+        for chunk in sorted.chunks(config.eval_batch_size) {
+            let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(data.ids.device());
+            let longest = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1);
+            let (ids, batch_lengths) = gather(data, &index, config.trim_padding.then_some(longest));
+            let targets = labels.index_select(0, &index);
+            let logits = model.forward_t(&ids, &batch_lengths, data.padding, false);
+            let w = weights.index_select(0, &targets);
+            let losses = logits.cross_entropy_loss(&targets, Some(weights), Reduction::None, -100, 0.0);
+            loss_sum += losses.sum(Kind::Double).double_value(&[]);
+            weight_sum += w.sum(Kind::Double).double_value(&[]);
+            predictions.extend(Vec::<i64>::try_from(&logits.argmax(1, false).to_device(Device::Cpu)).expect("int64"));
+            truth.extend(Vec::<i64>::try_from(&targets.to_device(Device::Cpu)).expect("int64"));
+        }
+        let classes = weights.size()[0] as usize;
+        let confusion = Confusion::new(&truth, &predictions, classes);
+        (loss_sum / weight_sum.max(f64::MIN_POSITIVE), confusion.accuracy(), confusion.macro_f1())
+    })
+}
