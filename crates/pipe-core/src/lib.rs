@@ -45,3 +45,6 @@ pub use stage::{default_config, registered_stages, Port, Stage, StageContext, St
 pub use inventory;
 #[doc(hidden)]
 pub use typetag;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! Unit tests of validation, keys, the cache and the runner, on two tiny stages.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::*;
+
+thread_local! {
+    /// Names of the stages that ran, in order.
+    static RAN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_ran() -> Vec<String> {
+    RAN.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TSource {
+    value: i64,
+    rate: f64,
+}
+
+#[typetag::serde(name = "t_source")]
+impl Stage for TSource {
+    fn inputs(&self) -> Vec<Port> {
+        vec![]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::new("out", "json", "")]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn run(&self, _: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        RAN.with(|r| r.borrow_mut().push(ctx.stage.to_string()));
+        let mut out = Artifacts::new();
+        out.insert("out", JsonDoc(json!({ "value": self.value })));
+        Ok(out)
+    }
+}
+register_stage!(TSource, "t_source", "test source");
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TAdd {
+    add: i64,
+    /// Multiply by zero: the same output whatever the input.
+    zero: bool,
+}
+
+#[typetag::serde(name = "t_add")]
+impl Stage for TAdd {
+    fn inputs(&self) -> Vec<Port> {
+        vec![Port::new("in", "json", ""), Port::optional("extra", "json", "")]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::new("out", "json", "")]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        RAN.with(|r| r.borrow_mut().push(ctx.stage.to_string()));
+        let v = inputs.get::<JsonDoc>("in")?.0["value"].as_i64().unwrap_or(0);
+        let v = if self.zero { 0 } else { v + self.add };
+        let mut out = Artifacts::new();
+        out.insert("out", JsonDoc(json!({ "value": v })));
+        Ok(out)
+    }
+}
+register_stage!(TAdd, "t_add", "test adder");
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TFiles {}
+
+#[typetag::serde(name = "t_files")]
+impl Stage for TFiles {
+    fn inputs(&self) -> Vec<Port> {
+        vec![Port::new("in", "files", "")]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn run(&self, _: &Artifacts, _: &StageContext) -> Result<Artifacts, StageError> {
+        Ok(Artifacts::new())
+    }
+}
+register_stage!(TFiles, "t_files", "takes files");
+
+const CHAIN: &str = "
+stages:
+  a:
+    kind: t_source
+    value: 1
+    rate: 0.001
+  b:
+    kind: t_add
+    inputs: { in: a.out }
+    add: 10
+  c:
+    kind: t_add
+    inputs: { in: b.out }
+    add: 100
+";
+
+fn pipeline(yaml: &str, overrides: &[&str]) -> Pipeline {
+    let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o).unwrap()).collect();
+    Pipeline::from_yaml_str("test.yaml", yaml, &overrides).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn error(yaml: &str) -> String {
+    Pipeline::from_yaml_str("test.yaml", yaml, &[]).unwrap_err().to_string()
+}
+
+fn run_with(p: &Pipeline, cache: &Cache, options: RunOptions) -> Result<RunReport, RunError> {
+    take_ran();
+    run(p, cache, &options, &NullSink)
+}
+
+fn output_value(cache: &Cache, report: &RunReport, stage: &str) -> i64 {
+    let dir = &report.stage(stage).unwrap().outputs["out"];
+    let _ = cache;
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("doc.json")).unwrap()).unwrap();
+    doc["value"].as_i64().unwrap()
+}
+
+#[test]
+fn canonical_config_ignores_key_order_and_number_spelling() {
+    let a = pipeline("stages:\n  a:\n    kind: t_source\n    value: 3\n    rate: 1e-3\n", &[]);
+    let b = pipeline("stages:\n  a:\n    rate: 0.001\n    value: 3\n    kind: t_source\n", &[]);
+    assert_eq!(a.stages[0].config, b.stages[0].config);
+    // Defaults written out or left implicit are the same config.
+    let c = pipeline("stages:\n  a:\n    kind: t_source\n    value: 3\n    rate: 0.001\n", &[]);
+    let d = pipeline("stages:\n  a: { kind: t_source, value: 3, rate: 0.001 }\n", &[]);
+    assert_eq!(c.stages[0].config, d.stages[0].config);
+    let e = pipeline("stages:\n  a:\n    kind: t_source\n    value: 4\n    rate: 0.001\n", &[]);
+    assert_ne!(a.stages[0].config, e.stages[0].config);
+}
+
+#[test]
+fn second_run_runs_nothing_and_a_config_change_reruns_downstream_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let p = pipeline(CHAIN, &[]);
+    run_with(&p, &cache, RunOptions::default()).unwrap();
+    assert_eq!(take_ran(), vec!["a", "b", "c"]);
+    let report = run_with(&p, &cache, RunOptions::default()).unwrap();
+    assert!(take_ran().is_empty());
+    assert!(report.stages.iter().all(|s| s.outcome == StageOutcome::Cached));
+    assert_eq!(output_value(&cache, &report, "c"), 111);
+
+    // Same values, different spelling and order: still cached.
+    let respelled = CHAIN.replace("value: 1\n    rate: 0.001", "rate: 1e-3\n    value: 1");
+    run_with(&pipeline(&respelled, &[]), &cache, RunOptions::default()).unwrap();
+    assert!(take_ran().is_empty());
+
+    let changed = pipeline(CHAIN, &["b.add=20"]);
+    let report = run_with(&changed, &cache, RunOptions::default()).unwrap();
+    assert_eq!(take_ran(), vec!["b", "c"]);
+    assert_eq!(output_value(&cache, &report, "c"), 121);
+}
+
+#[test]
+fn set_changes_the_key_exactly_like_editing_the_yaml() {
+    let edited = pipeline(&CHAIN.replace("add: 10", "add: 20"), &[]);
+    let overridden = pipeline(CHAIN, &["b.add=20"]);
+    assert_eq!(edited.stages[1].config, overridden.stages[1].config);
+    let e = Pipeline::from_yaml_str("test.yaml", CHAIN, &[Override::parse("x.add=1").unwrap()]).unwrap_err();
+    assert!(e.to_string().contains("no stage named `x`"), "{e}");
+    let e = Pipeline::from_yaml_str("test.yaml", CHAIN, &[Override::parse("b.ad=1").unwrap()]).unwrap_err();
+    assert!(e.to_string().contains("unknown field `ad`") && e.to_string().contains("did you mean `add`"), "{e}");
+    assert!(Override::parse("novalue").is_err());
+}
+
+#[test]
+fn identical_outputs_do_not_invalidate_downstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let yaml = CHAIN.replace("add: 10\n", "add: 10\n    zero: true\n");
+    run_with(&pipeline(&yaml, &[]), &cache, RunOptions::default()).unwrap();
+    take_ran();
+    // a changes, b still outputs 0, so c is not rerun.
+    run_with(&pipeline(&yaml, &["a.value=5"]), &cache, RunOptions::default()).unwrap();
+    assert_eq!(take_ran(), vec!["a", "b"]);
+}
+
+#[test]
+fn only_from_and_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let p = pipeline(CHAIN, &[]);
+    // --only before anything is cached: a clear error naming what to run.
+    let e = run_with(&p, &cache, RunOptions { only: vec!["c".into()], ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("stage `a` has no cached outputs"), "{e}");
+    assert!(e.to_string().contains("--only a"), "{e}");
+
+    run_with(&p, &cache, RunOptions::default()).unwrap();
+    let report = run_with(&p, &cache, RunOptions { only: vec!["b".into()], ..Default::default() }).unwrap();
+    assert_eq!(take_ran(), vec!["b"]);
+    assert_eq!(report.stage("a").unwrap().outcome, StageOutcome::Restored);
+    assert!(report.stage("c").is_none(), "downstream of --only is not touched");
+
+    run_with(&p, &cache, RunOptions { from: Some("b".into()), ..Default::default() }).unwrap();
+    assert_eq!(take_ran(), vec!["b", "c"]);
+
+    run_with(&p, &cache, RunOptions { force: true, ..Default::default() }).unwrap();
+    assert_eq!(take_ran(), vec!["a", "b", "c"]);
+
+    // --only with a stale upstream: refuses rather than use outputs of an old config.
+    let changed = pipeline(CHAIN, &["a.value=2"]);
+    let e = run_with(&changed, &cache, RunOptions { only: vec!["b".into()], ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("stage `a` has no cached outputs"), "{e}");
+
+    let e = run_with(&p, &cache, RunOptions { only: vec!["zz".into()], ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("no stage named `zz`"), "{e}");
+}
+
+#[test]
+fn a_corrupted_entry_is_detected_and_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let p = pipeline(CHAIN, &[]);
+    let report = run_with(&p, &cache, RunOptions::default()).unwrap();
+    let file = report.stage("b").unwrap().outputs["out"].join("doc.json");
+    std::fs::write(&file, br#"{"value":999}"#).unwrap();
+    let events = RecordingSink::default();
+    take_ran();
+    let report = run(&p, &cache, &RunOptions::default(), &events).unwrap();
+    assert_eq!(take_ran(), vec!["b"], "only the corrupt stage reruns; its output is the same, so c stays cached");
+    assert_eq!(output_value(&cache, &report, "c"), 111);
+    assert!(events.events.borrow().iter().any(|e| matches!(e, Event::CacheCorrupt { stage, .. } if stage == "b")));
+}
+
+#[test]
+fn an_interrupted_write_leaves_no_valid_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let key = StageKey {
+        kind: "t_source".into(),
+        code_version: 1,
+        config: json!({}),
+        inputs: BTreeMap::new(),
+        files: BTreeMap::new(),
+        env: BTreeMap::new(),
+    };
+    let hash = key.hash();
+    // Crash after writing outputs, before the commit: nothing in entries/.
+    {
+        let pending = cache.begin(&hash).unwrap();
+        std::fs::write(pending.output_dir("out").unwrap().join("doc.json"), b"{}").unwrap();
+    }
+    assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Missing));
+    // An entry directory without its record (as a crash between a copy and the record would leave).
+    let entry = dir.path().join("entries").join(&hash).join("outputs").join("out");
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("doc.json"), b"{}").unwrap();
+    assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Corrupt(_)));
+    assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Missing), "the invalid entry was removed");
+    // A record for another key is not accepted either.
+    let pending = cache.begin(&hash).unwrap();
+    pending.output_dir("out").unwrap();
+    let record = pending.commit(&key, &BTreeMap::from([("out".to_string(), "json".to_string())]), 0.0).unwrap();
+    assert_eq!(record.key_hash, hash);
+    assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Valid(_)));
+}
+
+#[test]
+fn status_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let p = pipeline(CHAIN, &[]);
+    let states = status(&p, &cache, "cpu", &NullSink).unwrap();
+    assert!(states.iter().all(|(_, f)| *f == Freshness::NeverRun));
+    run_with(&p, &cache, RunOptions::default()).unwrap();
+    assert!(status(&p, &cache, "cpu", &NullSink).unwrap().iter().all(|(_, f)| *f == Freshness::Fresh));
+    let changed = pipeline(CHAIN, &["b.add=11"]);
+    let states = status(&changed, &cache, "cpu", &NullSink).unwrap();
+    assert_eq!(states[0].1, Freshness::Fresh);
+    assert_eq!(states[1].1, Freshness::Stale { reasons: vec!["config `add` changed from 10 to 11".into()] });
+    match &states[2].1 {
+        Freshness::Stale { reasons } => assert!(reasons.contains(&"upstream `b` is not fresh".to_string()), "{reasons:?}"),
+        other => panic!("{other:?}"),
+    }
+    let seeded = Pipeline { seed: 7, ..pipeline(CHAIN, &[]) };
+    let states = status(&seeded, &cache, "cpu", &NullSink).unwrap();
+    assert_eq!(states[0].1, Freshness::Stale { reasons: vec!["seed changed from `42` to `7`".into()] });
+}
+
+#[test]
+fn gc_keeps_what_runs_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("cache")).unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, CHAIN).unwrap();
+    let p = Pipeline::load(&file, &[]).unwrap();
+    run_with(&p, &cache, RunOptions::default()).unwrap();
+    let p2 = Pipeline::load(&file, &[Override::parse("b.add=5").unwrap()]).unwrap();
+    run_with(&p2, &cache, RunOptions::default()).unwrap();
+    // The first run's b and c are no longer referenced.
+    let (removed, _) = cache.gc().unwrap();
+    assert_eq!(removed, 2);
+    run_with(&p2, &cache, RunOptions::default()).unwrap();
+    assert!(take_ran().is_empty(), "gc kept the live entries");
+}
+
+#[test]
+fn validation_errors_name_file_line_and_column() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "stages:\n  a:\n    kind: t_sourse\n",
+            &["test.yaml:3:11", "unknown stage kind `t_sourse`", "did you mean `t_source`?", "known kinds:", "t_add"],
+        ),
+        ("stages:\n  a:\n    kind: t_source\n    valeu: 1\n", &["test.yaml:4:12", "unknown field `valeu`", "did you mean `value`"]),
+        ("stages:\n  a:\n    kind: t_source\n    value: abc\n", &["test.yaml:4:12", "invalid type"]),
+        ("stages:\n  b:\n    kind: t_add\n", &["test.yaml:3:11", "required input `in` (json) is not wired"]),
+        (
+            "stages:\n  b:\n    kind: t_add\n    inputs: { in: x.out }\n",
+            &["test.yaml:4:13", "refers to stage `x`, which does not exist"],
+        ),
+        (
+            "stages:\n  a: { kind: t_source }\n  b:\n    kind: t_add\n    inputs: { in: a.outt }\n",
+            &["test.yaml:5:13", "has no output `outt`", "did you mean `out`", "its outputs: out (json)"],
+        ),
+        ("stages:\n  a: { kind: t_source }\n  b:\n    kind: t_add\n    inputs: { inn: a.out }\n", &["has no input `inn`", "did you mean `in`"]),
+        (
+            "stages:\n  b:\n    kind: t_add\n    inputs: { in: c.out }\n  c:\n    kind: t_add\n    inputs: { in: b.out }\n",
+            &["test.yaml:6:11", "cycle: c -> b -> c"],
+        ),
+        ("stages:\n  a: { kind: t_source }\n  f:\n    kind: t_files\n    inputs: { in: a.out }\n", &["takes `files`, but `a.out` is `json`"]),
+        ("stages:\n  a:\n    kind: t_source\n   value: 1\n", &["test.yaml"]),
+        ("stagez: {}\n", &["test.yaml", "unknown field"]),
+        ("stages: {}\n", &["no stages"]),
+        ("stages:\n  a:\n    value: 1\n", &["has no `kind:`"]),
+    ];
+    for (yaml, parts) in cases {
+        let message = error(yaml);
+        for part in *parts {
+            assert!(message.contains(part), "`{message}` should contain `{part}`");
+        }
+    }
+}
