@@ -36,7 +36,7 @@ impl Checkpoint {
     /// Builds the model on `device` and loads these weights into it.
     pub fn build(&self, device: Device) -> Result<(nn::VarStore, Classifier), String> {
         let vs = nn::VarStore::new(device);
-        let model = Classifier::new(&vs.root(), &self.spec)?;
+        let model = Classifier::zeroed(&vs.root(), &self.spec)?;
         self.load_into(&vs)?;
         Ok((vs, model))
     }

@@ -121,12 +121,12 @@ struct Recurrent {
 }
 
 impl Recurrent {
-    fn new(vs: nn::Path, input: i64, spec: &ModelSpec) -> Recurrent {
+    fn new(vs: nn::Path, input: i64, spec: &ModelSpec, random: bool) -> Recurrent {
         let lstm = spec.architecture == Architecture::Lstm;
         let gates = if lstm { 4 } else { 3 } * spec.hidden_dim;
         // PyTorch: every weight and bias uniform in ±1/sqrt(hidden).
         let bound = 1.0 / (spec.hidden_dim as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
+        let init = if random { Init::Uniform { lo: -bound, up: bound } } else { Init::Const(0.0) };
         let mut weights = Vec::new();
         for layer in 0..spec.layers {
             let layer_input = if layer == 0 { input } else { spec.hidden_dim * spec.directions() };
@@ -186,21 +186,32 @@ impl Classifier {
     /// `embedding.weight` N(0, 1) with the padding row zeroed, RNN weights
     /// uniform ±1/√hidden, `fc` weight and bias uniform ±1/√in.
     pub fn new(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, String> {
+        Self::build(vs, spec, true)
+    }
+
+    /// The same parameters, all zero, for weights about to be loaded: draws no
+    /// random numbers (and so leaves torch's generator where it was).
+    pub(crate) fn zeroed(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, String> {
+        Self::build(vs, spec, false)
+    }
+
+    fn build(vs: &nn::Path, spec: &ModelSpec, random: bool) -> Result<Classifier, String> {
         spec.validate()?;
-        let embedding = (vs / "embedding").var("weight", &[spec.vocab_size, spec.embed_dim], Init::Randn { mean: 0.0, stdev: 1.0 });
+        let init = |random_init: Init| if random { random_init } else { Init::Const(0.0) };
+        let embedding = (vs / "embedding").var("weight", &[spec.vocab_size, spec.embed_dim], init(Init::Randn { mean: 0.0, stdev: 1.0 }));
         tch::no_grad(|| {
             let _ = embedding.get(spec.pad_id).zero_();
         });
         let recurrent = match spec.architecture {
-            Architecture::Lstm => Some(Recurrent::new(vs / "lstm", spec.embed_dim, spec)),
-            Architecture::Gru => Some(Recurrent::new(vs / "gru", spec.embed_dim, spec)),
+            Architecture::Lstm => Some(Recurrent::new(vs / "lstm", spec.embed_dim, spec, random)),
+            Architecture::Gru => Some(Recurrent::new(vs / "gru", spec.embed_dim, spec, random)),
             Architecture::BagOfEmbeddings => None,
         };
         let features = spec.features();
         let bound = 1.0 / (features as f64).sqrt();
         let fc = vs / "fc";
-        let fc_weight = fc.var("weight", &[spec.num_classes, features], Init::Uniform { lo: -bound, up: bound });
-        let fc_bias = fc.var("bias", &[spec.num_classes], Init::Uniform { lo: -bound, up: bound });
+        let fc_weight = fc.var("weight", &[spec.num_classes, features], init(Init::Uniform { lo: -bound, up: bound }));
+        let fc_bias = fc.var("bias", &[spec.num_classes], init(Init::Uniform { lo: -bound, up: bound }));
         Ok(Classifier { spec: spec.clone(), embedding, recurrent, fc_weight, fc_bias })
     }
 

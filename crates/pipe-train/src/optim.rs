@@ -124,14 +124,15 @@ fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConf
     let (one_minus_b1, one_minus_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
     let wd = c.weight_decay as f32;
     let step_size = (c.lr / bias1) as f32;
-    let bias2_sqrt = bias2.sqrt() as f32;
+    let inv_bias2_sqrt = (1.0 / bias2.sqrt()) as f32;
     let eps = c.eps as f32;
     let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
         for i in 0..p.len() {
             let g = if wd != 0.0 { g[i] + wd * p[i] } else { g[i] };
-            m[i] += (g - m[i]) * one_minus_b1; // lerp, as torch does
-            v[i] = v[i] * b2 + one_minus_b2 * g * g;
-            let denom = v[i].sqrt() / bias2_sqrt + eps;
+            // lerp as torch vectorises it: one fused multiply-add.
+            m[i] = (g - m[i]).mul_add(one_minus_b1, m[i]);
+            v[i] = (one_minus_b2 * g).mul_add(g, v[i] * b2);
+            let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
             p[i] -= step_size * m[i] / denom;
         }
     };

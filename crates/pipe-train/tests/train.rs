@@ -1,0 +1,130 @@
+//! The training loop: class weights, the loss, learning a separable toy set,
+//! determinism, early stopping.
+
+use ndarray::{ArrayD, IxDyn};
+use pipe_core::IntArray;
+use pipe_model::{initialise, ModelSpec, Pooling};
+use pipe_tensor::{PaddingSide, TokenTensors};
+use pipe_train::{class_weights, train, ClassWeighting, TrainConfig};
+use tch::{Device, Kind, Reduction, Tensor};
+
+#[test]
+fn class_weights_are_the_notebooks() {
+    // total 6, bincount [3, 1, 2, 0] → zeros count as 1 → 6 / [3, 1, 2, 1]
+    assert_eq!(class_weights(&[0, 0, 0, 1, 2, 2], 4, ClassWeighting::InverseFrequency), vec![2.0, 6.0, 3.0, 6.0]);
+    assert_eq!(class_weights(&[0, 1], 2, ClassWeighting::None), vec![1.0, 1.0]);
+}
+
+#[test]
+fn weighted_loss_on_a_hand_checked_batch() {
+    // logits [[2, 0], [0, 1]], targets [0, 1], weights [1, 3]:
+    // l0 = ln(1 + e^-2) = 0.126928, l1 = ln(1 + e^-1) = 0.313262
+    // weighted mean = (1 × l0 + 3 × l1) / (1 + 3) = 0.266678
+    let logits = Tensor::from_slice(&[2.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+    let targets = Tensor::from_slice(&[0i64, 1]);
+    let weights = Tensor::from_slice(&[1.0f32, 3.0]);
+    let loss = logits.cross_entropy_loss(&targets, Some(&weights), Reduction::Mean, -100, 0.0).double_value(&[]);
+    let l0 = (1.0f64 + (-2.0f64).exp()).ln();
+    let l1 = (1.0f64 + (-1.0f64).exp()).ln();
+    assert!((loss - (l0 + 3.0 * l1) / 4.0).abs() < 1e-6, "{loss}");
+    assert!((loss - 0.266678).abs() < 1e-6);
+}
+
+/// Three classes, each drawing its tokens from its own id range, post-padded to 10.
+fn toy_set(rows: usize, seed: u64) -> TokenTensors {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        let class = r % 3;
+        let len = 2 + next() % 7;
+        for t in 0..10 {
+            x.push(if t < len { (1 + class * 6 + next() % 6) as i64 } else { 0 });
+        }
+        y.push(class as i64);
+    }
+    let x = IntArray(ArrayD::from_shape_vec(IxDyn(&[rows, 10]), x).unwrap());
+    let y = IntArray(ArrayD::from_shape_vec(IxDyn(&[rows]), y).unwrap());
+    TokenTensors::from_arrays(&x, Some(&y), 0, None, Device::Cpu).unwrap()
+}
+
+fn small_spec() -> ModelSpec {
+    ModelSpec { embed_dim: 8, hidden_dim: 8, pooling: Pooling::LastValid, dropout: 0.1, ..ModelSpec::notebook(19, 0, 3) }
+}
+
+/// torch's random generator is global to the process: tests that train hold
+/// this so another test's dropout draws cannot interleave with theirs.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn quiet_train(config: &TrainConfig, data: &TokenTensors, seed: u64) -> pipe_train::Trained {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let initial = initialise(&small_spec(), seed).unwrap();
+    train(&initial, data, config, Device::Cpu, seed, &mut |_, _, _| {}, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn learns_a_separable_toy_set() {
+    let data = toy_set(240, 1);
+    let config = TrainConfig { epochs: 8, batch_size: 16, lr: 1e-2, trim_padding: true, bucketing: true, ..TrainConfig::default() };
+    let trained = quiet_train(&config, &data, 7);
+    let last = trained.history.last().unwrap();
+    assert!(last.accuracy > 0.95, "train accuracy {}", last.accuracy);
+    assert!(last.loss < trained.history[0].loss);
+    // And generalises to fresh rows.
+    let test = toy_set(90, 99);
+    let (_vs, model) = trained.checkpoint.build(Device::Cpu).unwrap();
+    let logits = tch::no_grad(|| model.forward_t(&test.ids, &test.lengths, PaddingSide::Post, false));
+    let acc = logits.argmax(1, false).eq_tensor(test.labels.as_ref().unwrap()).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!(acc > 0.9, "test accuracy {acc}");
+}
+
+#[test]
+fn same_seed_same_weights_on_cpu() {
+    let data = toy_set(60, 2);
+    let config = TrainConfig { epochs: 2, batch_size: 8, ..TrainConfig::default() };
+    let a = quiet_train(&config, &data, 5);
+    let b = quiet_train(&config, &data, 5);
+    for ((na, ta), (nb, tb)) in a.checkpoint.tensors.iter().zip(&b.checkpoint.tensors) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs between two runs with one seed");
+    }
+    let c = quiet_train(&config, &data, 6);
+    assert!(!a.checkpoint.tensors[0].1.equal(&c.checkpoint.tensors[0].1), "another seed, other weights");
+}
+
+#[test]
+fn validation_early_stopping_and_best_checkpoint() {
+    let data = toy_set(300, 3);
+    let config = TrainConfig {
+        epochs: 30,
+        batch_size: 16,
+        lr: 2e-2,
+        validation_fraction: 0.2,
+        patience: Some(2),
+        ..TrainConfig::default()
+    };
+    let trained = quiet_train(&config, &data, 9);
+    assert_eq!(trained.validation_rows, 60, "stratified 20% of 300");
+    assert!(trained.history.len() < 30, "stopped early after {} epochs", trained.history.len());
+    let best = &trained.history[trained.best_epoch - 1];
+    let top = trained.history.iter().map(|m| m.val_macro_f1.unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(best.val_macro_f1.unwrap(), top, "the best epoch's weights are returned");
+    assert!(top > 0.9);
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = toy_set(30, 4);
+    let initial = initialise(&small_spec(), 1).unwrap();
+    let bad = TrainConfig { patience: Some(2), ..TrainConfig::default() };
+    let err = train(&initial, &data, &bad, Device::Cpu, 1, &mut |_, _, _| {}, &mut |_| {}).err().unwrap();
+    assert!(err.contains("patience needs a validation split"), "{err}");
+    let unlabelled = TokenTensors { labels: None, ..toy_set(30, 4) };
+    let err = train(&initial, &unlabelled, &TrainConfig::default(), Device::Cpu, 1, &mut |_, _, _| {}, &mut |_| {}).err().unwrap();
+    assert!(err.contains("no labels"), "{err}");
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Writes the fixtures that pin `pipe` to PyTorch and pandas, with the real
+libraries, so the Rust tests need no Python:
+
+- crates/pipe-model/tests/fixtures/notebook_lstm/: the notebook's LSTMClassifier
+  (seeded) as a pipe checkpoint (state_dict in safetensors + spec.json), some
+  inputs, and the logits PyTorch computes for them in eval mode.
+- crates/pipe-train/tests/fixtures/adam/: a parameter, 50 recorded gradients and
+  the parameters torch.optim.Adam reaches after each of two configurations.
+- crates/pipe-submit/tests/fixtures/pandas/: awkward ids and categories, and the
+  CSV pandas' to_csv(index=True) writes for them.
+
+    scripts/make_parity_fixtures.py        (from the repository root)
+"""
+import json, os
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+torch.manual_seed(0)
+
+
+def mkdir(path):
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# --- the notebook's model: logits parity ----------------------------------------
+class LSTMClassifier(nn.Module):  # verbatim from the notebook
+    def __init__(self, vocab_size, embed_dim, hidden_dim, num_classes, pad_idx=0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_idx)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.dropout = nn.Dropout(0.3)
+        self.fc = nn.Linear(hidden_dim, num_classes)
+
+    def forward(self, x):
+        emb, _ = self.lstm(self.embedding(x))
+        last = emb[:, -1, :]
+        return self.fc(self.dropout(last))
+
+
+out = mkdir("crates/pipe-model/tests/fixtures/notebook_lstm")
+vocab, classes, pad = 60, 7, 0
+model = LSTMClassifier(vocab, 128, 64, classes, pad_idx=pad).eval()
+# Post-padded rows of different lengths, and one full row.
+rows, width = 6, 12
+lengths = [3, 12, 1, 7, 5, 9]
+ids = torch.zeros(rows, width, dtype=torch.long)
+for r, n in enumerate(lengths):
+    ids[r, :n] = torch.randint(1, vocab, (n,))
+with torch.no_grad():
+    logits = model(ids)
+save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "model.safetensors"))
+spec = {
+    "architecture": "lstm", "vocab_size": vocab, "pad_id": pad, "num_classes": classes,
+    "embed_dim": 128, "hidden_dim": 64, "layers": 1, "bidirectional": False,
+    "dropout": 0.3, "layer_dropout": 0.0, "embedding_dropout": 0.0, "pooling": "last_step",
+}
+json.dump(spec, open(os.path.join(out, "spec.json"), "w"), indent=1)
+json.dump({"ids": ids.tolist(), "lengths": lengths, "logits": logits.tolist()}, open(os.path.join(out, "expected.json"), "w"))
+
+# --- Adam: 50 steps on recorded gradients ---------------------------------------
+out = mkdir("crates/pipe-train/tests/fixtures/adam")
+tensors, configs = {}, {"a": dict(lr=1e-3), "b": dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01)}
+p0 = [torch.randn(300, 16), torch.randn(37)]
+grads = [[torch.randn_like(p) * (0.1 ** (i % 4)) for p in p0] for i in range(50)]
+for i, p in enumerate(p0):
+    tensors[f"initial.{i}"] = p.clone()
+for s, gs in enumerate(grads):
+    for i, g in enumerate(gs):
+        tensors[f"grad.{s}.{i}"] = g
+for name, cfg in configs.items():
+    params = [p.clone().requires_grad_(True) for p in p0]
+    opt = torch.optim.Adam(params, **cfg)
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+    for i, p in enumerate(params):
+        tensors[f"final.{name}.{i}"] = p.detach().clone()
+save_file(tensors, os.path.join(out, "adam.safetensors"))
+json.dump({k: {"lr": v["lr"], "betas": list(v.get("betas", (0.9, 0.999))), "eps": v.get("eps", 1e-8),
+               "weight_decay": v.get("weight_decay", 0.0)} for k, v in configs.items()},
+          open(os.path.join(out, "configs.json"), "w"), indent=1)
+
+# --- pandas CSV ------------------------------------------------------------------
+out = mkdir("crates/pipe-submit/tests/fixtures/pandas")
+cases = {
+    "plain": {"ids": [0, 1, 2], "categories": ["noun.animal", "verb.motion", "adj.all"]},
+    "awkward": {
+        "ids": [10, 11, 12, 13, 14, 15],
+        "categories": ["a,b", 'say "hi"', "line\nbreak", "é日本", " padded ", ""],
+    },
+    "integer_classes": {"ids": [5, 6, 7], "categories": [30, 10, 20]},
+    "string_ids": {"ids": ["x-1", "y,2", 'z"3'], "categories": ["a", "b", "c"]},
+}
+for name, case in cases.items():
+    pd.DataFrame({"Id": case["ids"], "Category": case["categories"]}).to_csv(os.path.join(out, f"{name}.csv"), index=True)
+json.dump(cases, open(os.path.join(out, "cases.json"), "w"), indent=1, ensure_ascii=False)
+print("wrote parity fixtures")
