@@ -105,6 +105,8 @@ impl Cache {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
+        // Absolute, so reports name output directories usable from anywhere.
+        let root = root.canonicalize().map_err(io_err(&root))?;
         Ok(Cache { root })
     }
 

@@ -1,0 +1,131 @@
+//! The real stages end to end, through the `pipe` binary, on a tiny copy of
+//! the notebook's artifacts (tests/data/tiny, made by scripts/make_artifacts.py).
+
+use std::path::Path;
+
+use pipe_e2e::{repo_root, Scratch};
+
+fn tiny() -> Scratch {
+    let s = Scratch::new();
+    let data = repo_root().join("tests/data/tiny");
+    std::fs::create_dir_all(s.path("data")).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), s.path("data").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(repo_root().join("tests/pipelines/tiny.yaml"), s.path("tiny.yaml")).unwrap();
+    s
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+#[test]
+fn writes_submission_metrics_and_plots_then_reuses_the_cache() {
+    let s = tiny();
+    let first = s.pipe(&["run", "tiny.yaml"]).ok();
+    assert_eq!(first.ran().len(), 10, "{}", first.stdout());
+
+    let csv = std::fs::read_to_string(s.path("out/submission.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], ",Id,Category");
+    assert_eq!(lines.len(), 61);
+    let labels = json(&s.path("data/test_labels.json"));
+    let classes: std::collections::HashSet<String> = json(&s.path("data/test_labels.json"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Category"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!classes.is_empty());
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cols: Vec<&str> = line.splitn(3, ',').collect();
+        assert_eq!(cols[0], i.to_string());
+        assert_eq!(cols[1], labels[i]["Id"].to_string());
+        assert!(cols[2].contains('.'), "a lexicographer class like noun.act: {line}");
+    }
+    let training = json(&s.path("out/training/metrics.json"));
+    assert_eq!(training["epochs"].as_array().unwrap().len(), 2);
+    assert!(training["epochs"][0]["loss"].as_f64().unwrap() > 0.0);
+    assert!(std::fs::read_to_string(s.path("out/training/curve.svg")).unwrap().starts_with("<svg"));
+    let evaluation = json(&s.path("out/evaluation/metrics.json"));
+    assert_eq!(evaluation["rows"], 60);
+    assert!((0.0..=1.0).contains(&evaluation["accuracy"].as_f64().unwrap()));
+    assert!(s.path("out/evaluation/confusion.svg").exists() && s.path("out/evaluation/per_class.csv").exists());
+
+    let second = s.pipe(&["run", "tiny.yaml"]).ok();
+    assert!(second.ran().is_empty(), "{}", second.stdout());
+}
+
+#[test]
+fn a_predict_setting_reruns_only_predict_and_only_predict_runs_from_cache() {
+    let s = tiny();
+    s.pipe(&["run", "tiny.yaml"]).ok();
+    let before = std::fs::read(s.path("out/submission.csv")).unwrap();
+    // Another batch size gives the same predictions: what follows stays cached.
+    let rerun = s.pipe(&["run", "tiny.yaml", "--set", "predict.batch_size=7"]).ok();
+    assert_eq!(rerun.ran(), ["predict"], "{}", rerun.stdout());
+    assert_eq!(std::fs::read(s.path("out/submission.csv")).unwrap(), before);
+    let only = s.pipe(&["run", "tiny.yaml", "--only", "predict"]).ok();
+    assert_eq!(only.ran(), ["predict"]);
+    assert_eq!(only.outcome("train").as_deref(), Some("restored"));
+    // A training setting retrains and predicts again.
+    let retrain = s.pipe(&["run", "tiny.yaml", "--set", "train.epochs=1"]).ok();
+    assert!(retrain.ran().starts_with(&["train".to_string(), "predict".to_string()]), "{}", retrain.stdout());
+}
+
+#[test]
+fn swapping_the_model_kind_is_one_line() {
+    let s = tiny();
+    let yaml = std::fs::read_to_string(s.path("tiny.yaml")).unwrap().replace("kind: lstm_classifier", "kind: gru_classifier");
+    s.write("gru.yaml", &yaml);
+    let run = s.pipe(&["run", "gru.yaml"]).ok();
+    assert!(run.ran().contains(&"model".to_string()));
+    let entries = std::fs::read_dir(s.path(".pipe/entries")).unwrap();
+    let has_gru = entries.flatten().any(|e| {
+        let spec = e.path().join("outputs/model/spec.json");
+        spec.exists() && std::fs::read_to_string(spec).unwrap().contains("\"gru\"")
+    });
+    assert!(has_gru);
+}
+
+#[test]
+fn bad_artifacts_fail_with_the_file_named() {
+    let s = tiny();
+    std::fs::write(s.path("data/vocab_stoi.pkl"), b"\x80\x04\x95").unwrap();
+    let run = s.pipe(&["run", "tiny.yaml"]);
+    assert_eq!(run.code(), Some(1));
+    assert!(run.stderr().contains("data/vocab_stoi.pkl"), "{}", run.stderr());
+    assert!(run.stderr().contains("truncated"), "{}", run.stderr());
+    assert!(!s.path("out/submission.csv").exists(), "nothing half-written");
+}
+
+/// The notebook's own PyTorch class loads pipe's trained checkpoint with
+/// `load_state_dict` and predicts the same classes. Needs the pinned venv
+/// (scripts/test provides it through PIPE_VENV).
+#[test]
+fn pytorch_loads_the_checkpoint_and_agrees() {
+    let Some(venv) = std::env::var_os("PIPE_VENV") else {
+        eprintln!("skipped: PIPE_VENV is not set (run the suite with scripts/test)");
+        return;
+    };
+    let s = tiny();
+    let run = s.pipe(&["run", "tiny.yaml", "--json"]).ok();
+    let report = run.stdout().lines().last().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).unwrap();
+    let stages = report["report"]["stages"].as_array().unwrap();
+    let dir = |name: &str, port: &str| stages.iter().find(|st| st["name"] == name).unwrap()["outputs"][port].as_str().unwrap().to_string();
+    let checkpoint = dir("train", "model");
+    let predictions = json(&Path::new(&dir("predict", "predictions")).join("table.json"));
+    let ours: Vec<i64> = predictions["columns"][0]["values"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let out = std::process::Command::new(Path::new(&venv).join("bin/python"))
+        .arg(repo_root().join("scripts/check_state_dict.py"))
+        .arg(s.path(&checkpoint))
+        .arg(s.path("data/X_test_seq.npy"))
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ours, theirs);
+}
