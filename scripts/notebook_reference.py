@@ -126,7 +126,7 @@ submission.to_csv(a.out, index=True)
 
 report = {
     "epochs": history,
-    "mean_epoch_seconds": sum(epoch_seconds) / len(epoch_seconds),
+    "mean_epoch_seconds": sum(epoch_seconds) / max(len(epoch_seconds), 1),
     "predict_seconds": predict_seconds,
     "predict_rows_per_second": len(X_test) / predict_seconds,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -65,12 +65,6 @@ pub enum Elements {
     Objects(Vec<Value>),
 }
 
-impl PartialEq for Value {
-    fn eq(&self, other: &Self) -> bool {
-        format!("{self:?}") == format!("{other:?}")
-    }
-}
-
 /// A decoded array, always in C order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NdArray {

@@ -99,25 +99,106 @@ impl Value {
     }
 }
 
+/// Shallow on purpose: values can share structure, and printing a deep or
+/// widely shared one in full could take exponential time.
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::None => write!(f, "None"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
-            Value::BigInt(b) => write!(f, "BigInt({b:?})"),
+            Value::BigInt(b) => write!(f, "int({} bytes)", b.len()),
             Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) if s.chars().count() > 80 => write!(f, "{:?}…", s.chars().take(80).collect::<String>()),
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Bytes(b) => write!(f, "bytes[{}]", b.len()),
-            Value::Tuple(t) => f.debug_tuple("").field(t).finish(),
-            Value::List(l) => f.debug_list().entries(l.borrow().iter()).finish(),
-            Value::Dict(d) => f.debug_map().entries(d.borrow().iter().map(|(k, v)| (k.clone(), v.clone()))).finish(),
-            Value::Set(s) => write!(f, "set{:?}", s.borrow()),
+            Value::Tuple(t) => write!(f, "tuple[{}]", t.len()),
+            Value::List(l) => write!(f, "list[{}]", l.borrow().len()),
+            Value::Dict(d) => write!(f, "dict[{}]", d.borrow().len()),
+            Value::Set(s) => write!(f, "set[{}]", s.borrow().len()),
             Value::Global(g) => write!(f, "{}.{}", g.0, g.1),
-            Value::Object(o) => write!(f, "{:?}", o.borrow()),
+            Value::Object(o) => write!(f, "{}.{}(…)", o.borrow().module, o.borrow().name),
             Value::Ext(_) => write!(f, "<array data>"),
         }
     }
+}
+
+/// Scalars compare by value, containers by identity (no deep walk).
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::None, Value::None) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::BigInt(a), Value::BigInt(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Tuple(a), Value::Tuple(b)) => Rc::ptr_eq(a, b),
+            (Value::List(a), Value::List(b)) => Rc::ptr_eq(a, b),
+            (Value::Dict(a), Value::Dict(b)) => Rc::ptr_eq(a, b),
+            (Value::Set(a), Value::Set(b)) => Rc::ptr_eq(a, b),
+            (Value::Global(a), Value::Global(b)) => a == b,
+            (Value::Object(a), Value::Object(b)) => Rc::ptr_eq(a, b),
+            (Value::Ext(a), Value::Ext(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Value {
+    /// Address of the mutable container behind this value, if it is one.
+    fn container_ptr(&self) -> Option<*const ()> {
+        match self {
+            Value::List(l) => Some(Rc::as_ptr(l) as *const ()),
+            Value::Dict(d) => Some(Rc::as_ptr(d) as *const ()),
+            Value::Set(s) => Some(Rc::as_ptr(s) as *const ()),
+            Value::Object(o) => Some(Rc::as_ptr(o) as *const ()),
+            _ => None,
+        }
+    }
+
+    /// Whether `target` is reachable from this value. Visits each container
+    /// once, so shared structure costs no more than its size.
+    fn reaches(&self, target: *const (), seen: &mut std::collections::HashSet<*const ()>) -> bool {
+        if let Some(p) = self.container_ptr() {
+            if p == target {
+                return true;
+            }
+            if !seen.insert(p) {
+                return false;
+            }
+        }
+        match self {
+            Value::Tuple(t) => t.iter().any(|v| v.reaches(target, seen)),
+            Value::List(l) => l.borrow().iter().any(|v| v.reaches(target, seen)),
+            Value::Set(s) => s.borrow().iter().any(|v| v.reaches(target, seen)),
+            Value::Dict(d) => d.borrow().iter().any(|(k, v)| k.reaches(target, seen) || v.reaches(target, seen)),
+            Value::Object(o) => {
+                let o = o.borrow();
+                o.args.iter().any(|v| v.reaches(target, seen))
+                    || o.state.as_ref().is_some_and(|v| v.reaches(target, seen))
+                    || o.items.iter().any(|(k, v)| k.reaches(target, seen) || v.reaches(target, seen))
+                    || o.list_items.iter().any(|v| v.reaches(target, seen))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Refuses to put `items` into `container` when one of them leads back to it:
+/// a recursive structure would be a reference cycle (leaked memory, and
+/// endless walks for anything that reads it).
+fn check_acyclic<'v>(container: &Value, items: impl IntoIterator<Item = &'v Value>, at: usize) -> Result<(), PickleError> {
+    let Some(target) = container.container_ptr() else { return Ok(()) };
+    let mut seen = std::collections::HashSet::new();
+    if items.into_iter().any(|v| v.reaches(target, &mut seen)) {
+        return Err(PickleError {
+            offset: at,
+            kind: PickleErrorKind::Malformed("a container that holds itself (recursive structures are not supported)".into()),
+        });
+    }
+    Ok(())
 }
 
 /// What went wrong, and at which byte of the stream.
@@ -475,6 +556,7 @@ impl Vm {
             }
             op::APPEND | op::APPENDS => {
                 let items = if op == op::APPEND { vec![self.pop(s, "APPEND")?] } else { self.pop_mark(s, "APPENDS")? };
+                check_acyclic(self.top(s, "APPEND")?, &items, at)?;
                 match self.top(s, "APPEND")? {
                     Value::List(l) => l.borrow_mut().extend(items),
                     Value::Object(o) => o.borrow_mut().list_items.extend(items),
@@ -483,6 +565,7 @@ impl Vm {
             }
             op::ADDITEMS => {
                 let items = self.pop_mark(s, "ADDITEMS")?;
+                check_acyclic(self.top(s, "ADDITEMS")?, &items, at)?;
                 match self.top(s, "ADDITEMS")? {
                     Value::Set(set) => set.borrow_mut().extend(items),
                     other => return Err(malformed(format!("ADDITEMS to a {}", other.type_name()))),
@@ -491,6 +574,7 @@ impl Vm {
             op::SETITEM | op::SETITEMS => {
                 let items = if op == op::SETITEM { self.pop_n(s, "SETITEM", 2)? } else { self.pop_mark(s, "SETITEMS")? };
                 let new = pairs(items).map_err(malformed)?;
+                check_acyclic(self.top(s, "SETITEM")?, new.iter().flat_map(|(k, v)| [k, v]), at)?;
                 match self.top(s, "SETITEM")? {
                     Value::Dict(d) => d.borrow_mut().extend(new),
                     Value::Object(o) => o.borrow_mut().items.extend(new),
@@ -566,9 +650,10 @@ impl Vm {
             op::BUILD => {
                 let state = self.pop(s, "BUILD")?;
                 let target = self.top(s, "BUILD")?.clone();
-                let Value::Object(obj) = target else {
+                let Value::Object(obj) = &target else {
                     return Err(malformed(format!("BUILD on a {}", target.type_name())));
                 };
+                check_acyclic(&target, [&state], at)?;
                 obj.borrow_mut().state = Some(state);
                 let snapshot = obj.borrow().clone();
                 if let Some(replacement) = hooks.after_build(&snapshot, s)? {
@@ -674,6 +759,16 @@ mod tests {
         assert_eq!(err.kind, PickleErrorKind::Protocol(9));
         let err = run(b"\x80\x02I1\n.").unwrap_err();
         assert!(err.to_string().contains("INT (protocol 0)"), "{err}");
+    }
+
+    #[test]
+    fn recursive_structures_are_refused() {
+        // l = []; l.append(l): pickle.dumps(l, protocol=2)
+        let err = run(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+        assert!(err.to_string().contains("holds itself"), "{err}");
+        // d = {}; d['k'] = [d]
+        let err = run(b"\x80\x04}\x94\x8c\x01k\x94]\x94h\x00as.").unwrap_err();
+        assert!(err.to_string().contains("holds itself"), "{err}");
     }
 
     #[test]

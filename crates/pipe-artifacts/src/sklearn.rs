@@ -23,7 +23,7 @@ pub fn vocabulary(value: &Value) -> Result<Vocabulary, String> {
     let n = pairs.len();
     let mut tokens: Vec<Option<String>> = vec![None; n];
     for (key, id) in &pairs {
-        let token = key.as_str().ok_or_else(|| format!("vocabulary key {key:?} is a {}, not a string", key.type_name()))?;
+        let token = key.as_str().ok_or_else(|| format!("vocabulary key {key:?} is a {}, not a string", describe(key)))?;
         let id = int_value(id).map_err(|m| format!("token {token:?}: {m}"))?;
         if id < 0 || id as usize >= n {
             return Err(format!(

@@ -259,3 +259,25 @@ fn cross_file_checks() {
         assert_mentions(&message, &parts);
     }
 }
+
+/// Inputs the fuzzers found (fuzz/, `cargo +nightly fuzz run pickle`), kept as
+/// regression tests: each must give an error, not a panic, a hang or a leak.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    let dir = fixtures().join("fuzz");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        count += 1;
+        if path.extension().is_some_and(|e| e == "npy") {
+            assert!(read_npy(&path).is_err(), "{}", path.display());
+        } else {
+            let message = error_of(read_vocabulary(&path));
+            assert!(message.contains(&path.file_name().unwrap().to_string_lossy().to_string()), "{message}");
+        }
+    }
+    assert!(count >= 1);
+    // The leak the pickle fuzzer found: a dict that ends up holding itself.
+    let message = error_of(read_vocabulary(&dir.join("pickle-leak-recursive.pkl")));
+    assert!(message.contains("holds itself"), "{message}");
+}

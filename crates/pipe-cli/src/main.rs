@@ -7,6 +7,7 @@
 //! pipeline; 3 the cache is unusable (locked past the timeout, missing
 //! upstream outputs for `--only`/`--from`, I/O errors).
 
+mod compare;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,9 @@ enum Command {
         /// `auto`, `cpu` or `cuda[:N]`; overrides the pipeline's `device:`.
         #[arg(long)]
         device: Option<String>,
+        /// Overrides the pipeline's `seed:`.
+        #[arg(long)]
+        seed: Option<u64>,
         /// Seconds to wait for another `pipe` using the same cache.
         #[arg(long, default_value_t = 600)]
         lock_timeout: u64,
@@ -86,6 +90,8 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
         #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
         json: bool,
     },
     /// Print the pipeline's stages and wiring.
@@ -98,6 +104,17 @@ enum Command {
     Stages {
         /// Only this kind.
         kind: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run several pipelines (cached stages reused) and compare their models:
+    /// accuracy, macro-F1, train time, predict throughput.
+    Compare {
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        #[arg(long)]
+        device: Option<String>,
+        /// JSON instead of a markdown table.
         #[arg(long)]
         json: bool,
     },
@@ -182,8 +199,11 @@ fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Resul
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, only, from, force, set, device, lock_timeout, json } => {
-            let pipeline = load_pipeline(&pipeline, &set)?;
+        Command::Run { pipeline, only, from, force, set, device, seed, lock_timeout, json } => {
+            let mut pipeline = load_pipeline(&pipeline, &set)?;
+            if let Some(seed) = seed {
+                pipeline.seed = seed;
+            }
             let cache = open_cache(&cli.cache_dir)?;
             let options = RunOptions {
                 only,
@@ -203,8 +223,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { pipeline, set, device, json } => {
-            let pipeline = load_pipeline(&pipeline, &set)?;
+        Command::Status { pipeline, set, device, seed, json } => {
+            let mut pipeline = load_pipeline(&pipeline, &set)?;
+            if let Some(seed) = seed {
+                pipeline.seed = seed;
+            }
             let cache = open_cache(&cli.cache_dir)?;
             let device = resolve_device(device.as_deref(), &pipeline)?;
             let states = pipe_core::status(&pipeline, &cache, &device, &pipe_core::NullSink)?;
@@ -239,6 +262,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Stages { kind, json } => {
             render::print_stages(kind.as_deref(), json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { pipelines, device, json } => {
+            let cache = open_cache(&cli.cache_dir)?;
+            let device = runtime::resolve_device(device.as_deref().unwrap_or("auto")).map_err(|m| anyhow::anyhow!(m))?;
+            let options = RunOptions { device, ..RunOptions::default() };
+            let renderer = render::Renderer::new(false, true);
+            let rows = compare::compare(&pipelines, &cache, &options, &renderer);
+            renderer.finish();
+            let rows = rows?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", compare::markdown(&rows));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc => {

@@ -6,8 +6,8 @@
 //!   `tch` var-store path and [`Classifier::forward_t`] returns logits.
 //! - [`Checkpoint`] holds a spec and its weights; stored as safetensors with
 //!   the notebook's `state_dict` names (`embedding.weight`, `lstm.weight_ih_l0`, …).
-//! - Stage kinds `lstm_classifier` and `gru_classifier` initialise a model
-//!   from the vocabulary and label set, seeded by the pipeline.
+//! - Stage kinds `lstm_classifier`, `gru_classifier` and `bag_of_ngrams`
+//!   initialise a model from the vocabulary and label set, seeded by the pipeline.
 
 mod checkpoint;
 mod model;
@@ -15,4 +15,4 @@ mod stage;
 
 pub use checkpoint::Checkpoint;
 pub use model::{Architecture, Classifier, ModelSpec, Pooling};
-pub use stage::{initialise, GruClassifier, LstmClassifier};
+pub use stage::{initialise, BagOfNgrams, GruClassifier, LstmClassifier};

@@ -105,3 +105,63 @@ macro_rules! recurrent_stage {
 
 recurrent_stage!(LstmClassifier, "lstm_classifier", Architecture::Lstm, "Embedding → LSTM → pooling → dropout → linear (the notebook's model by default)");
 recurrent_stage!(GruClassifier, "gru_classifier", Architecture::Gru, "Embedding → GRU → pooling → dropout → linear");
+
+/// fastText's model: the mean of word and hashed-bigram embeddings, then a
+/// linear layer. Feed it rows from an `ngrams` stage with the same `buckets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BagOfNgrams {
+    pub embed_dim: i64,
+    /// Bigram hash buckets: must equal the `ngrams` stage's.
+    pub buckets: i64,
+    pub dropout: f64,
+    pub embedding_dropout: f64,
+}
+
+impl Default for BagOfNgrams {
+    fn default() -> Self {
+        BagOfNgrams { embed_dim: 64, buckets: 1 << 16, dropout: 0.0, embedding_dropout: 0.0 }
+    }
+}
+
+impl BagOfNgrams {
+    pub fn spec(&self, vocab: &Vocabulary, labels: &LabelSet) -> ModelSpec {
+        ModelSpec {
+            architecture: Architecture::BagOfEmbeddings,
+            vocab_size: vocab.len() as i64 + self.buckets,
+            pad_id: vocab.pad_id,
+            num_classes: labels.len() as i64,
+            embed_dim: self.embed_dim,
+            hidden_dim: 0,
+            layers: 0,
+            bidirectional: false,
+            dropout: self.dropout,
+            layer_dropout: 0.0,
+            embedding_dropout: self.embedding_dropout,
+            pooling: Pooling::Mean,
+        }
+    }
+}
+
+#[typetag::serde(name = "bag_of_ngrams")]
+impl Stage for BagOfNgrams {
+    fn inputs(&self) -> Vec<Port> {
+        ports().0
+    }
+    fn outputs(&self) -> Vec<Port> {
+        ports().1
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let vocab = inputs.get::<Vocabulary>("vocab")?;
+        let labels = inputs.get::<LabelSet>("labels")?;
+        let checkpoint = initialise(&self.spec(vocab, labels), ctx.seed)?;
+        ctx.info(pipe_core::Artifact::summary(&checkpoint));
+        let mut out = Artifacts::new();
+        out.insert("model", checkpoint);
+        Ok(out)
+    }
+}
+register_stage!(BagOfNgrams, "bag_of_ngrams", "mean of word and hashed-bigram embeddings → linear (fastText)");

@@ -6,9 +6,11 @@
 //!   stored as safetensors.
 //! - [`TokenTensors::from_arrays`]: one copy from an `IntArray` to a tensor.
 //! - The `to_tensors` stage wraps it for pipelines.
+//! - [`ngrams`]: hashed word bigrams for bag-of-n-grams models (the `ngrams` stage).
 //! - [`runtime`]: device names (`auto`, `cpu`, `cuda:N`), thread count and
 //!   flushing denormals, set once at start-up.
 
+pub mod ngrams;
 pub mod runtime;
 
 use std::any::Any;

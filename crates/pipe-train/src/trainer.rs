@@ -186,6 +186,13 @@ pub fn train(
         return Err(format!("label {bad} is outside the model's {classes} classes"));
     }
 
+    let max_id = data.ids.max().int64_value(&[]);
+    if max_id >= initial.spec.vocab_size {
+        return Err(format!(
+            "token id {max_id} is beyond the model's {} embedding rows (an `ngrams` stage with more buckets than the model?)",
+            initial.spec.vocab_size
+        ));
+    }
     let mut rng = Rng::new(seed);
     tch::manual_seed(seed.wrapping_add(1) as i64);
     let (train_rows, val_rows) = stratified_split(&labels, config.validation_fraction, &mut rng);

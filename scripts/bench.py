@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Benchmark: the notebook's Python flow against `pipe`, on the same artifacts,
+in one invocation, alternating the contenders round by round (absolute times on
+these machines drift by up to 2x; only ratios measured side by side count).
+
+Contenders:
+  notebook  scripts/notebook_reference.py (the notebook as a script, pinned torch)
+  pipe-nb   pipe run pipelines/notebook.yaml (the same semantics)
+  pipe-lstm pipe run pipelines/lstm.yaml (the best settings)
+
+For each: mean epoch time, end-to-end wall time, accuracy and macro-F1 on the
+test labels, peak RSS of the whole run; then the prediction step alone (the
+notebook with --epochs 0, and `pipe run --only predict` on the cached model):
+its wall time, peak RSS and throughput.
+
+    source scripts/env.sh
+    python scripts/bench.py [--data data/wordnet] [--rounds 1] [--seeds 42]
+                            [--epochs 15] [--device cpu] [--contenders notebook,pipe-nb,pipe-lstm]
+                            [--pipe target/release/pipe] [--json out.json]
+"""
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd, env=None, cwd=ROOT):
+    """Runs a command; returns (wall seconds, peak RSS MB of the child, stdout)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n{text[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+def notebook(a, seed, work):
+    report = os.path.join(work, "nb.json")
+    cmd = [a.python, "scripts/notebook_reference.py", a.data, "--epochs", str(a.epochs), "--seed", str(seed),
+           "--device", a.device, "--out", os.path.join(work, "nb.csv"), "--report", report]
+    wall, rss, _ = run(cmd)
+    r = json.load(open(report))
+    predict_cmd = cmd[:]
+    predict_cmd[predict_cmd.index("--epochs") + 1] = "0"
+    p_wall, p_rss, _ = run(predict_cmd)
+    p = json.load(open(report))
+    return {
+        "epoch_seconds": r["mean_epoch_seconds"], "epochs": len(r["epochs"]), "end_to_end_seconds": wall,
+        "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"), "peak_rss_mb": rss,
+        "predict_seconds": p["predict_seconds"], "predict_rows_per_second": p["predict_rows_per_second"],
+        "predict_process_seconds": p_wall, "predict_peak_rss_mb": p_rss,
+    }
+
+
+def pipe(a, pipeline, seed, work, epochs_override):
+    cache = os.path.join(work, "cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    name = os.path.splitext(os.path.basename(pipeline))[0]
+    sets = ["--set", f"load.dir={a.data}", "--set", f"submission.path={work}/{name}.csv",
+            "--set", f"export_training.dir={work}/{name}/training", "--set", f"export_evaluation.dir={work}/{name}/evaluation"]
+    if epochs_override:
+        sets += ["--set", f"train.epochs={a.epochs}"]
+    base = [a.pipe, "--cache-dir", cache, "-q", "run", pipeline, "--device", a.device, "--seed", str(seed), "--json"] + sets
+    env = dict(os.environ)
+    if a.threads:
+        env["PIPE_THREADS"] = str(a.threads)
+    wall, rss, out = run(base, env=env)
+    events = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    epochs = [e["values"] for e in events if e.get("event") == "metrics" and e.get("stage") == "train"]
+    report = events[-1]["report"]
+    ev_dir = next(s for s in report["stages"] if s["name"] == "evaluate")["outputs"]["metrics"]
+    ev = json.load(open(os.path.join(ev_dir, "doc.json")))
+    p_wall, p_rss, p_out = run(base + ["--only", "predict"], env=env)
+    p_report = [json.loads(l) for l in p_out.splitlines() if l.startswith("{")][-1]["report"]
+    predict = next(s for s in p_report["stages"] if s["name"] == "predict")
+    rows = len(json.load(open(os.path.join(a.data, "test_mini.json"))))
+    return {
+        "epoch_seconds": statistics.mean(e["seconds"] for e in epochs), "epochs": len(epochs), "end_to_end_seconds": wall,
+        "accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "peak_rss_mb": rss,
+        "predict_seconds": predict["seconds"], "predict_rows_per_second": rows / predict["seconds"],
+        "predict_process_seconds": p_wall, "predict_peak_rss_mb": p_rss,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data/wordnet")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42])
+    ap.add_argument("--epochs", type=int, default=15, help="for the notebook and notebook.yaml")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--contenders", default="notebook,pipe-nb,pipe-lstm")
+    ap.add_argument("--pipe", default=os.path.join(ROOT, "target/release/pipe"))
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    a.data = os.path.abspath(a.data)
+    contenders = a.contenders.split(",")
+    results = {c: [] for c in contenders}
+    with tempfile.TemporaryDirectory() as work:
+        for rnd in range(a.rounds):
+            for seed in a.seeds:
+                for c in contenders:
+                    if c == "notebook":
+                        r = notebook(a, seed, work)
+                    elif c == "pipe-nb":
+                        r = pipe(a, "pipelines/notebook.yaml", seed, work, True)
+                    elif c == "pipe-lstm":
+                        r = pipe(a, "pipelines/lstm.yaml", seed, work, False)
+                    else:
+                        sys.exit(f"unknown contender {c}")
+                    r.update(round=rnd, seed=seed)
+                    results[c].append(r)
+                    print(f"[round {rnd} seed {seed}] {c}: " + ", ".join(f"{k} {v:.4g}" for k, v in r.items() if isinstance(v, float)), flush=True)
+
+    keys = ["epoch_seconds", "end_to_end_seconds", "accuracy", "macro_f1", "peak_rss_mb",
+            "predict_seconds", "predict_rows_per_second", "predict_process_seconds", "predict_peak_rss_mb"]
+    summary = {c: {k: statistics.mean(r[k] for r in rs if r[k] is not None) for k in keys} for c, rs in results.items() if rs}
+    print("\n| contender | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for c, s in summary.items():
+        print(f"| {c} | " + " | ".join(f"{s[k]:.4g}" for k in keys) + " |")
+    if "notebook" in summary:
+        base = summary["notebook"]
+        print("\nratios to the notebook (pipe / notebook):")
+        for c, s in summary.items():
+            if c != "notebook":
+                print(f"  {c}: epoch time {s['epoch_seconds'] / base['epoch_seconds']:.3f}, end to end "
+                      f"{s['end_to_end_seconds'] / base['end_to_end_seconds']:.3f}, predict peak RSS "
+                      f"{s['predict_peak_rss_mb'] / base['predict_peak_rss_mb']:.3f}, predict throughput "
+                      f"{s['predict_rows_per_second'] / base['predict_rows_per_second']:.2f}x")
+    if a.json:
+        json.dump({"args": vars(a), "results": results, "summary": summary}, open(a.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
