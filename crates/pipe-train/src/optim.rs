@@ -21,77 +21,110 @@ impl Default for AdamConfig {
 }
 
 /// Adam state for a fixed list of parameters.
+///
+/// Gradients come from `Tensor::run_backward` rather than the parameters'
+/// `.grad`, so there is nothing to zero between steps. On the CPU each
+/// parameter gets one fused, multi-threaded pass. Elsewhere (a GPU) the
+/// parameters are moved into one flat buffer they then view, and the update
+/// runs as a handful of kernels over all of them at once: kernel launches,
+/// not arithmetic, bound a small model's step there.
 pub struct Adam {
     pub config: AdamConfig,
     params: Vec<Tensor>,
-    exp_avg: Vec<Tensor>,
-    exp_avg_sq: Vec<Tensor>,
+    state: State,
     step: u64,
     threads: usize,
 }
 
+enum State {
+    PerTensor { exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor> },
+    Flat { param: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor },
+}
+
 impl Adam {
+    /// Per-tensor fused passes for float32 parameters on the CPU, the flat
+    /// buffer elsewhere.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
-        let exp_avg = params.iter().map(|p| Tensor::zeros_like(p)).collect();
-        let exp_avg_sq = params.iter().map(|p| Tensor::zeros_like(p)).collect();
+        let on_cpu = params.iter().all(|p| p.device() == Device::Cpu && p.kind() == Kind::Float && p.is_contiguous());
+        Self::with_layout(params, config, !on_cpu)
+    }
+
+    /// Chooses the layout explicitly (`flat`: one buffer for all parameters).
+    pub fn with_layout(params: Vec<Tensor>, config: AdamConfig, flat: bool) -> Adam {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(tch::get_num_threads().max(1) as usize);
-        Adam { config, params, exp_avg, exp_avg_sq, step: 0, threads }
+        let state = if !flat || params.is_empty() {
+            State::PerTensor {
+                exp_avg: params.iter().map(Tensor::zeros_like).collect(),
+                exp_avg_sq: params.iter().map(Tensor::zeros_like).collect(),
+            }
+        } else {
+            let flat = tch::no_grad(|| Tensor::cat(&params.iter().map(|p| p.detach().reshape([-1])).collect::<Vec<_>>(), 0));
+            let mut offset = 0;
+            for p in &params {
+                let n = p.numel() as i64;
+                let mut p = p.shallow_clone();
+                let view = flat.narrow(0, offset, n).view(p.size().as_slice());
+                tch::no_grad(|| p.set_data(&view));
+                offset += n;
+            }
+            State::Flat { exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like(), param: flat }
+        };
+        Adam { config, params, state, step: 0, threads }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
         self.config.lr = lr;
     }
 
-    pub fn zero_grad(&mut self) {
-        for p in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
     }
 
-    /// Clips the global gradient norm to `max` (as `clip_grad_norm_`).
-    pub fn clip_grad_norm(&self, max: f64) {
-        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
-        if grads.is_empty() {
-            return;
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().square()).collect();
-        let total = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt();
-        let scale = (total + 1e-6).reciprocal().g_mul_scalar(max).clamp_max(1.0);
-        tch::no_grad(|| {
-            for mut g in grads {
-                let _ = g.g_mul_(&scale);
-            }
-        });
+    /// Backpropagates `loss` and applies one update, clipping the global
+    /// gradient norm to `clip` first when given (as `clip_grad_norm_`).
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) {
+        let grads = Tensor::run_backward(&[loss], &self.params, false, false);
+        self.step(grads, clip);
     }
 
-    /// One update of every parameter that has a gradient.
-    pub fn step(&mut self) {
+    /// One update from gradients in the order of the parameters.
+    pub fn step(&mut self, grads: Vec<Tensor>, clip: Option<f64>) {
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
-        tch::no_grad(|| {
-            for i in 0..self.params.len() {
-                let grad = self.params[i].grad();
-                if !grad.defined() {
-                    continue;
+        tch::no_grad(|| match &self.state {
+            State::PerTensor { exp_avg, exp_avg_sq } => {
+                if let Some(max) = clip {
+                    clip_norm(&grads, max);
                 }
-                let p = &self.params[i];
-                let fused = p.device() == Device::Cpu
-                    && p.kind() == Kind::Float
-                    && grad.kind() == Kind::Float
-                    && p.is_contiguous()
-                    && grad.is_contiguous();
-                if fused {
-                    fused_cpu_step(p, &grad, &self.exp_avg[i], &self.exp_avg_sq[i], c, bias1, bias2, self.threads);
-                } else {
-                    tensor_step(p, &grad, &self.exp_avg[i], &self.exp_avg_sq[i], c, bias1, bias2);
+                for i in 0..self.params.len() {
+                    let (p, g) = (&self.params[i], &grads[i]);
+                    if g.device() == Device::Cpu && g.kind() == Kind::Float && g.is_contiguous() {
+                        fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, self.threads);
+                    } else {
+                        tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                    }
                 }
             }
+            State::Flat { param, exp_avg, exp_avg_sq } => {
+                let grad = Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
+                if let Some(max) = clip {
+                    clip_norm(std::slice::from_ref(&grad), max);
+                }
+                tensor_step(param, &grad, exp_avg, exp_avg_sq, c, bias1, bias2);
+            }
         });
+    }
+}
+
+/// Scales gradients in place so their global L2 norm is at most `max`.
+fn clip_norm(grads: &[Tensor], max: f64) {
+    let squares: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
+    let total = Tensor::stack(&squares, 0).sum(Kind::Float).sqrt();
+    let scale = (total + 1e-6).reciprocal().g_mul_scalar(max).clamp_max(1.0);
+    for g in grads {
+        let _ = g.shallow_clone().g_mul_(&scale);
     }
 }
 
@@ -103,6 +136,67 @@ fn tensor_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig,
     let _ = v.g_mul_scalar_(c.beta2).addcmul_(&grad, &grad.g_mul_scalar(1.0 - c.beta2));
     let denom = (v.sqrt() / bias2.sqrt()) + c.eps;
     let _ = p.addcdiv_(&(m.g_mul_scalar(-c.lr / bias1)), &denom);
+}
+
+/// Scalars of one update, in float32 as torch's kernels use them.
+#[derive(Clone, Copy)]
+struct StepScalars {
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    wd: f32,
+    step_size: f32,
+    inv_bias2_sqrt: f32,
+    eps: f32,
+}
+
+/// The update over one chunk. `$fma` picks fused multiply-adds where torch's
+/// vectorised kernels use them (lerp, addcmul); the loop is written with
+/// iterators so it vectorises.
+macro_rules! adam_kernel {
+    ($name:ident, $fma:expr) => {
+        #[inline(always)]
+        fn $name(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = if k.wd != 0.0 { g + k.wd * *p } else { g };
+                if $fma {
+                    *m = (g - *m).mul_add(k.one_minus_b1, *m);
+                    *v = (k.one_minus_b2 * g).mul_add(g, *v * k.b2);
+                } else {
+                    *m += (g - *m) * k.one_minus_b1;
+                    *v = *v * k.b2 + k.one_minus_b2 * g * g;
+                }
+                let denom = v.sqrt() * k.inv_bias2_sqrt + k.eps;
+                *p -= k.step_size * *m / denom;
+            }
+        }
+    };
+}
+
+adam_kernel!(adam_chunk_fma, true);
+adam_kernel!(adam_chunk_plain, false);
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn adam_chunk_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+    adam_chunk_fma(p, g, m, v, k)
+}
+
+/// The best kernel this CPU runs: AVX2 with FMA when present. Without FMA,
+/// `mul_add` would be a slow library call, so the plain kernel is used.
+fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { adam_chunk_avx2(p, g, m, v, k) };
+        }
+    }
+    if cfg!(target_feature = "fma") {
+        adam_chunk_fma(p, g, m, v, k)
+    } else {
+        adam_chunk_plain(p, g, m, v, k)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -119,34 +213,25 @@ fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConf
             std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
         )
     };
-    // Same arithmetic order as torch's single-tensor Adam, in f32.
-    let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-    let (one_minus_b1, one_minus_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
-    let wd = c.weight_decay as f32;
-    let step_size = (c.lr / bias1) as f32;
-    let inv_bias2_sqrt = (1.0 / bias2.sqrt()) as f32;
-    let eps = c.eps as f32;
-    let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-        for i in 0..p.len() {
-            let g = if wd != 0.0 { g[i] + wd * p[i] } else { g[i] };
-            // lerp as torch vectorises it: one fused multiply-add.
-            m[i] = (g - m[i]).mul_add(one_minus_b1, m[i]);
-            v[i] = (one_minus_b2 * g).mul_add(g, v[i] * b2);
-            let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
-            p[i] -= step_size * m[i] / denom;
-        }
+    let k = StepScalars {
+        one_minus_b1: (1.0 - c.beta1) as f32,
+        b2: c.beta2 as f32,
+        one_minus_b2: (1.0 - c.beta2) as f32,
+        wd: c.weight_decay as f32,
+        step_size: (c.lr / bias1) as f32,
+        inv_bias2_sqrt: (1.0 / bias2.sqrt()) as f32,
+        eps: c.eps as f32,
     };
-    let _ = b1;
-    const MIN_CHUNK: usize = 1 << 15;
+    const MIN_CHUNK: usize = 1 << 16;
     if threads <= 1 || n < 2 * MIN_CHUNK {
-        update(pp, gp, mp, vp);
+        adam_chunk(pp, gp, mp, vp, k);
         return;
     }
     let chunk = n.div_ceil(threads);
     std::thread::scope(|s| {
         let parts = pp.chunks_mut(chunk).zip(gp.chunks(chunk)).zip(mp.chunks_mut(chunk)).zip(vp.chunks_mut(chunk));
         for (((p, g), m), v) in parts {
-            s.spawn(move || update(p, g, m, v));
+            s.spawn(move || adam_chunk(p, g, m, v, k));
         }
     });
 }
