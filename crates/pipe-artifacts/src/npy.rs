@@ -21,6 +21,26 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
         Container::Zip => return Err(err(0, "this is a zip archive (an .npz?), not a .npy file".into(), "save each array with np.save")),
         _ => return Err(err(0, "not a .npy file: the magic string \\x93NUMPY is missing".into(), "save the array with np.save")),
     }
+    // ndarray-npy allocates whatever header length the file claims before
+    // reading it (a 42-byte file could ask for 4 GB): check it here first.
+    let (len_at, len_size) = match bytes.get(6) {
+        Some(1) => (8usize, 2usize),
+        Some(2 | 3) => (8, 4),
+        Some(v) => return Err(err(6, format!(".npy format version {v} is not supported (1 to 3 are)"), "")),
+        None => return Err(err(bytes.len() as u64, "truncated in the magic string".into(), "re-create it with np.save")),
+    };
+    let Some(len_bytes) = bytes.get(len_at..len_at + len_size) else {
+        return Err(err(bytes.len() as u64, "truncated before the header length".into(), "re-create it with np.save"));
+    };
+    let header_len = len_bytes.iter().rev().fold(0u64, |acc, &b| (acc << 8) | b as u64);
+    let header_end = (len_at + len_size) as u64 + header_len;
+    if header_end > bytes.len() as u64 {
+        return Err(err(
+            len_at as u64,
+            format!("the header claims {header_len} bytes but the file has {} in all", bytes.len()),
+            "the file is truncated or corrupt",
+        ));
+    }
     let mut cursor = Cursor::new(bytes);
     let header = Header::from_reader(&mut cursor)
         .map_err(|e| err(6, format!("unreadable .npy header: {e}"), "the file is truncated or not written by numpy"))?;

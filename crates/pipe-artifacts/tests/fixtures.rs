@@ -280,4 +280,7 @@ fn fuzzer_findings_stay_fixed() {
     // The leak the pickle fuzzer found: a dict that ends up holding itself.
     let message = error_of(read_vocabulary(&dir.join("pickle-leak-recursive.pkl")));
     assert!(message.contains("holds itself"), "{message}");
+    // The npy fuzzer's: a 42-byte file whose header claims 3.6 GB.
+    let message = error_of(read_npy(&dir.join("npy-oom-header-length.npy")));
+    assert!(message.contains("the header claims 3648716918 bytes but the file has 42"), "{message}");
 }
