@@ -129,3 +129,40 @@ fn pytorch_loads_the_checkpoint_and_agrees() {
     let theirs: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn bag_of_ngrams_with_top_k_and_a_bucket_mismatch_caught() {
+    let s = tiny();
+    std::fs::copy(repo_root().join("tests/pipelines/tiny_bag.yaml"), s.path("bag.yaml")).unwrap();
+    let run = s.pipe(&["run", "bag.yaml", "--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(run.stdout().lines().last().unwrap()).unwrap();
+    let predict = report["report"]["stages"].as_array().unwrap().iter().find(|st| st["name"] == "predict").unwrap();
+    let table = json(&Path::new(predict["outputs"]["predictions"].as_str().unwrap()).join("table.json"));
+    let names: Vec<&str> = table["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["class_id", "label", "probability", "top_k"]);
+    let top = &table["columns"][3]["values"][0];
+    assert_eq!(top.as_array().unwrap().len(), 3);
+    let p: Vec<f64> = top.as_array().unwrap().iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+    assert!(p[0] >= p[1] && p[1] >= p[2] && p[0] <= 1.0);
+    assert_eq!(table["columns"][2]["values"][0].as_f64().unwrap(), p[0]);
+    // More buckets in the data than rows in the model's embedding: a clear error, not a crash.
+    let bad = s.pipe(&["run", "bag.yaml", "--set", "train_tensors.buckets=4096"]);
+    assert_eq!(bad.code(), Some(1));
+    assert!(bad.stderr().contains("beyond the model's"), "{}", bad.stderr());
+}
+
+#[test]
+fn compare_puts_models_side_by_side() {
+    let s = tiny();
+    let yaml = std::fs::read_to_string(s.path("tiny.yaml")).unwrap();
+    s.write("gru.yaml", &yaml.replace("kind: lstm_classifier", "kind: gru_classifier"));
+    let table = s.pipe(&["compare", "tiny.yaml", "gru.yaml"]).ok().stdout();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[2].starts_with("| tiny.yaml | lstm_classifier | 0."), "{table}");
+    assert!(lines[3].starts_with("| gru.yaml | gru_classifier | 0."), "{table}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&s.pipe(&["compare", "tiny.yaml", "gru.yaml", "--json"]).ok().stdout()).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0]["train_seconds"].as_f64().unwrap() > 0.0);
+    assert!(rows[1]["predict_rows_per_second"].as_f64().unwrap() > 0.0);
+}
