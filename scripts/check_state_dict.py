@@ -9,22 +9,11 @@ import json, sys
 
 import numpy as np
 import torch
-import torch.nn as nn
 from safetensors.torch import load_file
 
+from notebook_model import LSTMClassifier  # the notebook's class, verbatim
 
-class LSTMClassifier(nn.Module):  # verbatim from the notebook
-    def __init__(self, vocab_size, embed_dim, hidden_dim, num_classes, pad_idx=0):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_idx)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
-        self.dropout = nn.Dropout(0.3)
-        self.fc = nn.Linear(hidden_dim, num_classes)
 
-    def forward(self, x):
-        emb, _ = self.lstm(self.embedding(x))
-        last = emb[:, -1, :]
-        return self.fc(self.dropout(last))
 
 
 ckpt, x_path = sys.argv[1], sys.argv[2]

@@ -17,8 +17,9 @@ import json, os
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 from safetensors.torch import save_file
+
+from notebook_model import LSTMClassifier  # the notebook's class, verbatim
 
 torch.manual_seed(0)
 
@@ -29,18 +30,6 @@ def mkdir(path):
 
 
 # --- the notebook's model: logits parity ----------------------------------------
-class LSTMClassifier(nn.Module):  # verbatim from the notebook
-    def __init__(self, vocab_size, embed_dim, hidden_dim, num_classes, pad_idx=0):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_idx)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
-        self.dropout = nn.Dropout(0.3)
-        self.fc = nn.Linear(hidden_dim, num_classes)
-
-    def forward(self, x):
-        emb, _ = self.lstm(self.embedding(x))
-        last = emb[:, -1, :]
-        return self.fc(self.dropout(last))
 
 
 out = mkdir("crates/pipe-model/tests/fixtures/notebook_lstm")

@@ -54,18 +54,7 @@ train_loader = DataLoader(train_ds, batch_size=32, shuffle=True)
 
 
 # 3. The model
-class LSTMClassifier(nn.Module):
-    def __init__(self, vocab_size, embed_dim, hidden_dim, num_classes, pad_idx=0):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_idx)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
-        self.dropout = nn.Dropout(0.3)
-        self.fc = nn.Linear(hidden_dim, num_classes)
-
-    def forward(self, x):
-        emb, _ = self.lstm(self.embedding(x))
-        last = emb[:, -1, :]
-        return self.fc(self.dropout(last))
+from notebook_model import LSTMClassifier  # the notebook's class, verbatim
 
 
 vocab_size = len(stoi)

@@ -208,7 +208,7 @@ fn stages_lists_every_kind_with_defaults() {
     assert_eq!(train["config"]["epochs"], 15);
     assert_eq!(train["config"]["batch_size"], 32);
     let text = s.pipe(&["stages", "predict"]).ok().stdout();
-    assert!(text.contains("batch_size: 1024"), "{text}");
+    assert!(text.contains("batch_size: 256"), "{text}");
     assert_eq!(s.pipe(&["stages", "predictt"]).code(), Some(2));
 }
 

@@ -57,6 +57,8 @@ enum Command {
     /// Run the stale stages of a pipeline and reuse the cached ones.
     Run {
         pipeline: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
         /// Run just this stage (repeatable); its inputs come from the cache.
         #[arg(long, value_name = "STAGE")]
         only: Vec<String>,
@@ -66,15 +68,6 @@ enum Command {
         /// Ignore the cache: run every selected stage.
         #[arg(long)]
         force: bool,
-        /// Override a config value, as if edited in the YAML: `stage.field=value` (repeatable).
-        #[arg(long = "set", value_name = "STAGE.FIELD=VALUE")]
-        set: Vec<String>,
-        /// `auto`, `cpu` or `cuda[:N]`; overrides the pipeline's `device:`.
-        #[arg(long)]
-        device: Option<String>,
-        /// Overrides the pipeline's `seed:`.
-        #[arg(long)]
-        seed: Option<u64>,
         /// Seconds to wait for another `pipe` using the same cache.
         #[arg(long, default_value_t = 600)]
         lock_timeout: u64,
@@ -85,12 +78,8 @@ enum Command {
     /// Say for each stage whether it is fresh, stale (and why) or never run.
     Status {
         pipeline: PathBuf,
-        #[arg(long = "set", value_name = "STAGE.FIELD=VALUE")]
-        set: Vec<String>,
-        #[arg(long)]
-        device: Option<String>,
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        settings: Settings,
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +109,32 @@ enum Command {
     },
     /// Remove cache entries that no pipeline's last run references.
     Gc,
+}
+
+/// What changes a pipeline's keys without editing it.
+#[derive(clap::Args)]
+struct Settings {
+    /// Override a config value, as if edited in the YAML: `stage.field=value` (repeatable).
+    #[arg(long = "set", value_name = "STAGE.FIELD=VALUE")]
+    set: Vec<String>,
+    /// `auto`, `cpu` or `cuda[:N]`; overrides the pipeline's `device:`.
+    #[arg(long)]
+    device: Option<String>,
+    /// Overrides the pipeline's `seed:`.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl Settings {
+    /// The pipeline with overrides and seed applied, and the resolved device.
+    fn load(&self, path: &Path) -> anyhow::Result<(Pipeline, String)> {
+        let mut pipeline = load_pipeline(path, &self.set)?;
+        if let Some(seed) = self.seed {
+            pipeline.seed = seed;
+        }
+        let device = resolve_device(self.device.as_deref(), &pipeline)?;
+        Ok((pipeline, device))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,19 +214,10 @@ fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Resul
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, only, from, force, set, device, seed, lock_timeout, json } => {
-            let mut pipeline = load_pipeline(&pipeline, &set)?;
-            if let Some(seed) = seed {
-                pipeline.seed = seed;
-            }
+        Command::Run { pipeline, settings, only, from, force, lock_timeout, json } => {
+            let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
-            let options = RunOptions {
-                only,
-                from,
-                force,
-                device: resolve_device(device.as_deref(), &pipeline)?,
-                lock_timeout: Duration::from_secs(lock_timeout),
-            };
+            let options = RunOptions { only, from, force, device, lock_timeout: Duration::from_secs(lock_timeout) };
             let renderer = render::Renderer::new(json, cli.quiet);
             let report = pipe_core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
@@ -223,13 +229,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { pipeline, set, device, seed, json } => {
-            let mut pipeline = load_pipeline(&pipeline, &set)?;
-            if let Some(seed) = seed {
-                pipeline.seed = seed;
-            }
+        Command::Status { pipeline, settings, json } => {
+            let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
-            let device = resolve_device(device.as_deref(), &pipeline)?;
             let states = pipe_core::status(&pipeline, &cache, &device, &pipe_core::NullSink)?;
             if json {
                 let rows: Vec<_> = states.iter().map(|(name, f)| serde_json::json!({ "stage": name, "freshness": f })).collect();

@@ -21,6 +21,7 @@
 
 pub mod artifact;
 pub mod cache;
+pub mod csv;
 pub mod events;
 pub mod fault;
 pub mod fsutil;

@@ -117,16 +117,16 @@ impl Stage for Evaluate {
         let metrics = serde_json::json!({ "rows": truth.len(), "accuracy": accuracy, "macro_f1": macro_f1, "per_class": per_class });
         let mut per_class_csv = String::from("class,precision,recall,f1,support\n");
         for (name, s) in names.iter().zip(&scores) {
-            per_class_csv.push_str(&format!("{},{:.6},{:.6},{:.6},{}\n", csv_field(name), s.precision, s.recall, s.f1, s.support));
+            per_class_csv.push_str(&format!("{},{:.6},{:.6},{:.6},{}\n", pipe_core::csv::field(name), s.precision, s.recall, s.f1, s.support));
         }
         let mut confusion_csv = String::from("truth\\predicted");
         for name in &names {
             confusion_csv.push(',');
-            confusion_csv.push_str(&csv_field(name));
+            confusion_csv.push_str(&pipe_core::csv::field(name));
         }
         confusion_csv.push('\n');
         for (r, name) in names.iter().enumerate() {
-            confusion_csv.push_str(&csv_field(name));
+            confusion_csv.push_str(&pipe_core::csv::field(name));
             for c in 0..names.len() {
                 confusion_csv.push_str(&format!(",{}", confusion.get(r, c)));
             }
@@ -145,11 +145,3 @@ impl Stage for Evaluate {
 }
 register_stage!(Evaluate, "evaluate", "accuracy, macro-F1, per-class scores and confusion matrix against true labels");
 
-/// Quotes a CSV field the way Python's csv module (QUOTE_MINIMAL) does.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}

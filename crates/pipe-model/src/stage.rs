@@ -19,6 +19,18 @@ fn ports() -> (Vec<Port>, Vec<Port>) {
     )
 }
 
+/// What every model stage's `run` does: the spec from the vocabulary and
+/// label set, initialised with the pipeline's seed, as the `model` output.
+fn run_model_stage(inputs: &Artifacts, ctx: &StageContext, spec: impl Fn(&Vocabulary, &LabelSet) -> ModelSpec) -> Result<Artifacts, StageError> {
+    let vocab = inputs.get::<Vocabulary>("vocab")?;
+    let labels = inputs.get::<LabelSet>("labels")?;
+    let checkpoint = initialise(&spec(vocab, labels), ctx.seed)?;
+    ctx.info(pipe_core::Artifact::summary(&checkpoint));
+    let mut out = Artifacts::new();
+    out.insert("model", checkpoint);
+    Ok(out)
+}
+
 /// Initialises `spec` with the pipeline's seed, on the CPU (the same weights on every device).
 pub fn initialise(spec: &ModelSpec, seed: u64) -> Result<Checkpoint, StageError> {
     tch::manual_seed(seed as i64);
@@ -90,13 +102,7 @@ macro_rules! recurrent_stage {
                 1
             }
             fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-                let vocab = inputs.get::<Vocabulary>("vocab")?;
-                let labels = inputs.get::<LabelSet>("labels")?;
-                let checkpoint = initialise(&self.spec(vocab, labels), ctx.seed)?;
-                ctx.info(pipe_core::Artifact::summary(&checkpoint));
-                let mut out = Artifacts::new();
-                out.insert("model", checkpoint);
-                Ok(out)
+                run_model_stage(inputs, ctx, |vocab, labels| self.spec(vocab, labels))
             }
         }
         register_stage!($name, $kind, $doc);
@@ -155,13 +161,7 @@ impl Stage for BagOfNgrams {
         1
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let vocab = inputs.get::<Vocabulary>("vocab")?;
-        let labels = inputs.get::<LabelSet>("labels")?;
-        let checkpoint = initialise(&self.spec(vocab, labels), ctx.seed)?;
-        ctx.info(pipe_core::Artifact::summary(&checkpoint));
-        let mut out = Artifacts::new();
-        out.insert("model", checkpoint);
-        Ok(out)
+        run_model_stage(inputs, ctx, |vocab, labels| self.spec(vocab, labels))
     }
 }
 register_stage!(BagOfNgrams, "bag_of_ngrams", "mean of word and hashed-bigram embeddings → linear (fastText)");

@@ -127,7 +127,7 @@ pub struct Predict {
 
 impl Default for Predict {
     fn default() -> Self {
-        Predict { batch_size: 1024, trim_padding: Trim::Auto, top_k: 0 }
+        Predict { batch_size: 256, trim_padding: Trim::Auto, top_k: 0 }
     }
 }
 

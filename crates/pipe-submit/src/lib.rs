@@ -13,25 +13,15 @@ use std::path::{Path, PathBuf};
 use pipe_core::{fsutil, register_stage, Artifacts, Files, Port, Stage, StageContext, StageError, Table};
 use serde::{Deserialize, Serialize};
 
-/// A field as Python's csv module writes it with QUOTE_MINIMAL: quoted when it
-/// holds the delimiter, a quote or a line break, quotes doubled.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// A JSON value as pandas prints it in a CSV cell.
 fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => String::new(),
         serde_json::Value::Bool(true) => "True".into(),
         serde_json::Value::Bool(false) => "False".into(),
-        serde_json::Value::String(s) => csv_field(s),
+        serde_json::Value::String(s) => pipe_core::csv::field(s),
         serde_json::Value::Number(n) => n.to_string(),
-        other => csv_field(&other.to_string()),
+        other => pipe_core::csv::field(&other.to_string()),
     }
 }
 
@@ -41,9 +31,9 @@ pub fn submission_csv(ids: &[serde_json::Value], labels: &[serde_json::Value], i
     if index {
         out.push(',');
     }
-    out.push_str(&csv_field(id_name));
+    out.push_str(&pipe_core::csv::field(id_name));
     out.push(',');
-    out.push_str(&csv_field(label_name));
+    out.push_str(&pipe_core::csv::field(label_name));
     out.push('\n');
     for (i, (id, label)) in ids.iter().zip(labels).enumerate() {
         if index {
