@@ -166,3 +166,16 @@ fn compare_puts_models_side_by_side() {
     assert!(rows[0]["train_seconds"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["predict_rows_per_second"].as_f64().unwrap() > 0.0);
 }
+
+/// Flushing denormals to zero (the default) must not change what is learnt.
+#[test]
+fn flushing_denormals_leaves_results_unchanged() {
+    let flushed = tiny();
+    flushed.pipe(&["run", "tiny.yaml"]).ok();
+    let kept = tiny();
+    kept.pipe(&["--keep-denormals", "run", "tiny.yaml"]).ok();
+    let a = json(&flushed.path("out/training/metrics.json"));
+    let b = json(&kept.path("out/training/metrics.json"));
+    assert_eq!(a["epochs"][1]["loss"], b["epochs"][1]["loss"]);
+    assert_eq!(std::fs::read(flushed.path("out/submission.csv")).unwrap(), std::fs::read(kept.path("out/submission.csv")).unwrap());
+}
