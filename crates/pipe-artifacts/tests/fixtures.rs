@@ -160,7 +160,7 @@ fn size_bombs_are_refused_before_allocating() {
     assert_mentions(&error_of(read_vocabulary(&path)), &["bomb.pkl", "at byte 11", "claims 4611686018427387904 bytes"]);
     // A .npy header claiming a huge shape.
     let mut header = b"{'descr': '<i8', 'fortran_order': False, 'shape': (100000000000, 100000), }".to_vec();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(b' ');
     }
     header.push(b'\n');

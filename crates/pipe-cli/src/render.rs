@@ -59,8 +59,7 @@ impl Renderer {
             bar.set_length(total);
             bar.set_position(done);
             bar.set_message(message.to_string());
-        } else if total > 0 {
-            let pct = done * 100 / total;
+        } else if let Some(pct) = (done * 100).checked_div(total) {
             let mut last = self.last_logged.borrow_mut();
             let prev = last.entry(stage.to_string()).or_insert(u64::MAX);
             if *prev == u64::MAX || pct / 10 > *prev / 10 || done == total {

@@ -80,6 +80,9 @@ impl Override {
 
 type RawStage = IndexMap<String, Spanned<Value>>;
 
+/// An input port's wiring as written: upstream stage, its output, where.
+type Wire = (String, String, Option<Location>);
+
 /// The pipeline file as written, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +161,7 @@ impl Pipeline {
 
         let names: Vec<String> = spec.stages.keys().cloned().collect();
         let mut parsed: Vec<PipelineStage> = Vec::new();
-        let mut wiring: Vec<BTreeMap<String, (String, String, Option<Location>)>> = Vec::new();
+        let mut wiring: Vec<BTreeMap<String, Wire>> = Vec::new();
         for (name, raw) in &spec.stages {
             if name.contains('.') || name.is_empty() {
                 return Err(err(stage_location(raw), format!("stage name `{name}` must be non-empty and contain no `.`")));
@@ -347,7 +350,10 @@ fn stage_location(raw: &RawStage) -> Option<Location> {
     raw.get("kind").or_else(|| raw.values().next()).and_then(|v| Location::from_saphyr(&v.referenced))
 }
 
-fn deserialize_stage(file: &str, name: &str, raw: &RawStage) -> Result<(Box<dyn Stage>, String, Option<Location>), PipelineError> {
+/// A stage's config deserialized: the stage, its kind, where it is.
+type Deserialized = (Box<dyn Stage>, String, Option<Location>);
+
+fn deserialize_stage(file: &str, name: &str, raw: &RawStage) -> Result<Deserialized, PipelineError> {
     let err = |at: Option<Location>, message: String| PipelineError::Invalid { file: file.to_string(), at, message };
     let location = stage_location(raw);
     let kind = match raw.get("kind") {

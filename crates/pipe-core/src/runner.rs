@@ -102,10 +102,13 @@ pub enum Freshness {
     Stale { reasons: Vec<String> },
 }
 
+/// Output port → artifact already in memory.
+type Loaded = BTreeMap<String, Rc<dyn crate::Artifact>>;
+
 struct Resolved {
     key_hash: String,
     record: EntryRecord,
-    loaded: RefCell<BTreeMap<String, Rc<dyn crate::Artifact>>>,
+    loaded: RefCell<Loaded>,
 }
 
 /// Runs the pipeline. Holds the cache lock for the whole run.
@@ -269,7 +272,7 @@ fn execute(
     resolved: &[Option<Resolved>],
     options: &RunOptions,
     events: &dyn EventSink,
-) -> Result<(EntryRecord, BTreeMap<String, Rc<dyn crate::Artifact>>), RunError> {
+) -> Result<(EntryRecord, Loaded), RunError> {
     let stage = &pipeline.stages[i];
     let fail = |source: StageError| {
         events.emit(&Event::StageFailed { stage: stage.name.clone(), error: error_chain(&source) });

@@ -9,8 +9,11 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// One or more series against epoch number, each scaled to its own panel.
-pub fn line_chart(title: &str, panels: &[(&str, Vec<(&str, Vec<f64>)>)]) -> String {
+/// A named series of values, one per epoch.
+pub type Series<'a> = (&'a str, Vec<f64>);
+
+/// One or more series against epoch number, each panel scaled on its own.
+pub fn line_chart(title: &str, panels: &[(&str, Vec<Series>)]) -> String {
     let (w, panel_h, margin) = (640.0, 220.0, 50.0);
     let h = margin + panels.len() as f64 * (panel_h + margin);
     let mut svg = String::new();

@@ -104,7 +104,7 @@ impl TrainConfig {
         if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
             return Err("epochs, batch_size and eval_batch_size must be positive".into());
         }
-        if !(self.lr > 0.0) {
+        if self.lr.is_nan() || self.lr <= 0.0 {
             return Err(format!("lr must be positive, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
