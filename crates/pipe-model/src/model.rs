@@ -53,6 +53,10 @@ pub struct ModelSpec {
     /// Dropout on the embeddings.
     pub embedding_dropout: f64,
     pub pooling: Pooling,
+    /// Sparse embedding gradients (only the rows a batch uses), updated
+    /// lazily by the optimizer: much faster for large hashed vocabularies.
+    #[serde(default)]
+    pub sparse_embedding: bool,
 }
 
 impl ModelSpec {
@@ -71,6 +75,7 @@ impl ModelSpec {
             layer_dropout: 0.0,
             embedding_dropout: 0.0,
             pooling: Pooling::LastStep,
+            sparse_embedding: false,
         }
     }
 
@@ -221,7 +226,7 @@ impl Classifier {
 
     /// Logits `[batch, classes]` for ids `[batch, time]` with per-row `lengths`.
     pub fn forward_t(&self, ids: &Tensor, lengths: &Tensor, padding: PaddingSide, train: bool) -> Tensor {
-        let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, false);
+        let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, self.spec.sparse_embedding);
         if self.spec.embedding_dropout > 0.0 {
             xs = xs.dropout(self.spec.embedding_dropout, train);
         }

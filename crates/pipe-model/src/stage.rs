@@ -86,6 +86,7 @@ macro_rules! recurrent_stage {
                     layer_dropout: self.layer_dropout,
                     embedding_dropout: self.embedding_dropout,
                     pooling: self.pooling,
+                    sparse_embedding: false,
                 }
             }
         }
@@ -122,11 +123,14 @@ pub struct BagOfNgrams {
     pub buckets: i64,
     pub dropout: f64,
     pub embedding_dropout: f64,
+    /// Update only the embedding rows each batch uses (lazy Adam, as
+    /// `torch.optim.SparseAdam`), as fastText's sparse SGD does.
+    pub sparse: bool,
 }
 
 impl Default for BagOfNgrams {
     fn default() -> Self {
-        BagOfNgrams { embed_dim: 64, buckets: 1 << 16, dropout: 0.0, embedding_dropout: 0.0 }
+        BagOfNgrams { embed_dim: 64, buckets: 1 << 16, dropout: 0.0, embedding_dropout: 0.0, sparse: true }
     }
 }
 
@@ -145,6 +149,7 @@ impl BagOfNgrams {
             layer_dropout: 0.0,
             embedding_dropout: self.embedding_dropout,
             pooling: Pooling::Mean,
+            sparse_embedding: self.sparse,
         }
     }
 }

@@ -49,6 +49,12 @@ impl Adam {
         Self::with_layout(params, config, !on_cpu)
     }
 
+    /// Like [`new`](Self::new), but never the flat layout: for models whose
+    /// gradients may be sparse (they cannot be concatenated into one buffer).
+    pub fn per_tensor(params: Vec<Tensor>, config: AdamConfig) -> Adam {
+        Self::with_layout(params, config, false)
+    }
+
     /// Chooses the layout explicitly (`flat`: one buffer for all parameters).
     pub fn with_layout(params: Vec<Tensor>, config: AdamConfig, flat: bool) -> Adam {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(tch::get_num_threads().max(1) as usize);
@@ -100,7 +106,9 @@ impl Adam {
                 }
                 for i in 0..self.params.len() {
                     let (p, g) = (&self.params[i], &grads[i]);
-                    if g.device() == Device::Cpu && g.kind() == Kind::Float && g.is_contiguous() {
+                    if g.is_sparse() {
+                        sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                    } else if g.device() == Device::Cpu && g.kind() == Kind::Float && g.is_contiguous() {
                         fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, self.threads);
                     } else {
                         tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
@@ -116,6 +124,23 @@ impl Adam {
             }
         });
     }
+}
+
+/// Lazy Adam for a sparse gradient (`torch.optim.SparseAdam`'s update): only
+/// the rows present in the gradient have their moments and values updated.
+fn sparse_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64) {
+    let grad = grad.coalesce();
+    let rows = grad.internal_indices().select(0, 0);
+    let values = grad.internal_values();
+    let (mut m, mut v, mut p) = (m.shallow_clone(), v.shallow_clone(), p.shallow_clone());
+    let m_rows = m.index_select(0, &rows).lerp(&values, 1.0 - c.beta1);
+    let v_rows = v.index_select(0, &rows) * c.beta2 + values.square() * (1.0 - c.beta2);
+    // SparseAdam adds eps before the bias correction, folded into the step size.
+    let denom = v_rows.sqrt() + c.eps;
+    let update = (&m_rows / denom) * (-c.lr * bias2.sqrt() / bias1);
+    let _ = p.index_add_(0, &rows, &update);
+    let _ = m.index_copy_(0, &rows, &m_rows);
+    let _ = v.index_copy_(0, &rows, &v_rows);
 }
 
 /// Scales gradients in place so their global L2 norm is at most `max`.

@@ -205,10 +205,15 @@ pub fn train(
     let weights = Tensor::from_slice(&class_weights(&train_labels, classes, config.class_weights)).to_device(device);
 
     let (vs, model) = initial.build(device)?;
-    let mut optimizer = Adam::new(
-        vs.trainable_variables(),
-        AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay },
-    );
+    let adam = AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay };
+    let mut optimizer = if initial.spec.sparse_embedding {
+        if config.grad_clip.is_some() || config.weight_decay != 0.0 {
+            return Err("sparse embeddings support neither grad_clip nor weight_decay (as torch.optim.SparseAdam)".into());
+        }
+        Adam::per_tensor(vs.trainable_variables(), adam)
+    } else {
+        Adam::new(vs.trainable_variables(), adam)
+    };
 
     let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
     let total_steps = (steps_per_epoch * config.epochs) as u64;

@@ -43,3 +43,21 @@ fn matches_torch_adam_with_weight_decay_and_other_betas() {
     run("b", config, false);
     run("b", config, true);
 }
+
+/// Sparse embedding gradients get the lazy update (SparseAdam's): rows a
+/// batch did not use keep their values; used rows move against the gradient.
+#[test]
+fn sparse_gradients_update_only_the_rows_used() {
+    tch::manual_seed(0);
+    let weight = Tensor::randn([10, 4], (tch::Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let before = weight.detach().copy();
+    let mut adam = Adam::new(vec![weight.shallow_clone()], AdamConfig::default());
+    let ids = Tensor::from_slice(&[2i64, 5, 5, 0]);
+    let loss = Tensor::embedding(&weight, &ids, 0, false, true).sum(tch::Kind::Float);
+    adam.backward_step(&loss, None);
+    let moved: Vec<bool> = (0..10).map(|r| !weight.get(r).equal(&before.get(r))).collect();
+    assert_eq!(moved, [false, false, true, false, false, true, false, false, false, false], "row 0 is padding");
+    // d(sum)/dw = +1 for the used rows: Adam's first step moves them by -lr.
+    let step = (weight.get(2) - before.get(2)).mean(tch::Kind::Float).double_value(&[]);
+    assert!((step + 1e-3).abs() < 1e-6, "{step}");
+}
