@@ -99,14 +99,7 @@ impl Predictor {
                 let index = Tensor::from_slice(chunk);
                 let longest = chunk.iter().map(|&i| lengths[i as usize]).max().unwrap_or(1).max(1);
                 let on_device = index.to_device(data.ids.device());
-                let mut ids = data.ids.index_select(0, &on_device);
-                let batch_lengths = data.lengths.index_select(0, &on_device);
-                if trim && longest < data.width() {
-                    ids = match data.padding {
-                        PaddingSide::Post => ids.narrow(1, 0, longest),
-                        PaddingSide::Pre => ids.narrow(1, data.width() - longest, longest),
-                    };
-                }
+                let (ids, batch_lengths) = data.select_rows(&on_device, trim.then_some(longest));
                 let logits = self.model.forward_t(&ids.to_device(self.device), &batch_lengths.to_device(self.device), data.padding, false);
                 f(&index, &logits);
             }

@@ -107,6 +107,25 @@ impl TokenTensors {
         self.ids.size()[1]
     }
 
+    /// Rows `index` of the ids and lengths, the ids cut to `trim` columns when
+    /// given: the right end for pre-padding, the left end for post-padding.
+    pub fn select_rows(&self, index: &Tensor, trim: Option<i64>) -> (Tensor, Tensor) {
+        let ids = self.ids.index_select(0, index);
+        let lengths = self.lengths.index_select(0, index);
+        let width = self.width();
+        let ids = match trim {
+            Some(longest) if longest < width => {
+                let keep = longest.max(1);
+                match self.padding {
+                    PaddingSide::Post => ids.narrow(1, 0, keep),
+                    PaddingSide::Pre => ids.narrow(1, width - keep, keep),
+                }
+            }
+            _ => ids,
+        };
+        (ids, lengths)
+    }
+
     /// The same tensors on `device` (no copy when already there).
     pub fn to_device(&self, device: Device) -> TokenTensors {
         TokenTensors {

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use pipe_eval::Confusion;
 use pipe_model::{Checkpoint, Classifier};
-use pipe_tensor::{PaddingSide, TokenTensors};
+use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -243,7 +243,7 @@ pub fn train(
             optimizer.set_lr(lr);
             let index = order.narrow(0, offset, rows.len() as i64);
             offset += rows.len() as i64;
-            let (ids, batch_lengths) = gather(&on_device, &index, config.trim_padding.then_some(*longest));
+            let (ids, batch_lengths) = on_device.select_rows(&index, config.trim_padding.then_some(*longest));
             let targets = on_device.labels.as_ref().expect("checked above").index_select(0, &index);
             let t0 = Instant::now();
             let logits = model.forward_t(&ids, &batch_lengths, on_device.padding, true);
@@ -320,25 +320,6 @@ fn learning_rate(config: &TrainConfig, step: u64, warmup: u64, total: u64) -> f6
     }
 }
 
-/// Rows `index` of the ids and lengths, cut to `trim` columns when given
-/// (the right end for pre-padding, the left end for post-padding).
-pub fn gather(data: &TokenTensors, index: &Tensor, trim: Option<i64>) -> (Tensor, Tensor) {
-    let ids = data.ids.index_select(0, index);
-    let lengths = data.lengths.index_select(0, index);
-    let width = data.width();
-    let ids = match trim {
-        Some(longest) if longest < width => {
-            let keep = longest.max(1);
-            match data.padding {
-                PaddingSide::Post => ids.narrow(1, 0, keep),
-                PaddingSide::Pre => ids.narrow(1, width - keep, keep),
-            }
-        }
-        _ => ids,
-    };
-    (ids, lengths)
-}
-
 /// Validation loss (weighted like training), accuracy and macro-F1.
 fn evaluate(model: &Classifier, data: &TokenTensors, rows: &[usize], lengths: &[i64], weights: &Tensor, config: &TrainConfig) -> (f64, f64, f64) {
     tch::no_grad(|| {
@@ -352,7 +333,7 @@ fn evaluate(model: &Classifier, data: &TokenTensors, rows: &[usize], lengths: &[
         for chunk in sorted.chunks(config.eval_batch_size) {
             let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(data.ids.device());
             let longest = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1);
-            let (ids, batch_lengths) = gather(data, &index, config.trim_padding.then_some(longest));
+            let (ids, batch_lengths) = data.select_rows(&index, config.trim_padding.then_some(longest));
             let targets = labels.index_select(0, &index);
             let logits = model.forward_t(&ids, &batch_lengths, data.padding, false);
             let w = weights.index_select(0, &targets);
