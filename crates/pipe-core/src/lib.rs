@@ -39,7 +39,7 @@ pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
 pub use key::{StageKey, StaleReason};
 pub use pipeline::{did_you_mean, DagFormat, Location, Override, Pipeline, PipelineError, PipelineStage, DEFAULT_SEED};
 pub use runner::{error_chain, run, status, Freshness, RunError, RunOptions, RunReport, StageOutcome, StageReport};
-pub use stage::{default_config, registered_stages, Port, Stage, StageContext, StageError, StageInfo};
+pub use stage::{default_config, registered_stages, Port, Stage, StageContext, StageError, StageInfo, ANY_TYPE};
 
 // Re-exported so stage crates' registration macros resolve without their own dependency.
 #[doc(hidden)]

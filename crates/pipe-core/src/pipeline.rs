@@ -186,16 +186,16 @@ impl Pipeline {
             }
             let ports = stage.inputs();
             for (port, (_, _, at)) in &wires {
-                if !ports.iter().any(|p| p.name == port) {
+                if !ports.iter().any(|p| p.name == port.as_str()) {
                     return Err(err(*at, format!(
                         "stage `{name}` ({kind}) has no input `{port}`{}; its inputs: {}",
-                        did_you_mean(port, ports.iter().map(|p| p.name)),
+                        did_you_mean(port, ports.iter().map(|p| p.name.as_ref())),
                         port_list(&ports)
                     )));
                 }
             }
             for p in &ports {
-                if p.required && !wires.contains_key(p.name) {
+                if p.required && !wires.contains_key(p.name.as_ref()) {
                     return Err(err(location, format!(
                         "stage `{name}` ({kind}): required input `{}` ({}) is not wired; add `inputs: {{ {}: STAGE.OUTPUT }}`",
                         p.name, p.type_name, p.name
@@ -222,17 +222,17 @@ impl Pipeline {
                     )));
                 };
                 let out_ports = parsed[j].stage.outputs();
-                let Some(out_port) = out_ports.iter().find(|p| p.name == out) else {
+                let Some(out_port) = out_ports.iter().find(|p| p.name == out.as_str()) else {
                     return Err(err(*at, format!(
                         "stage `{}`: input `{port}` refers to `{up}.{out}`, but `{up}` ({}) has no output `{out}`{}; its outputs: {}",
                         me.name,
                         parsed[j].kind,
-                        did_you_mean(out, out_ports.iter().map(|p| p.name)),
+                        did_you_mean(out, out_ports.iter().map(|p| p.name.as_ref())),
                         port_list(&out_ports)
                     )));
                 };
-                let in_port = in_ports.iter().find(|p| p.name == port).expect("checked above");
-                if in_port.type_name != out_port.type_name {
+                let in_port = in_ports.iter().find(|p| p.name == port.as_str()).expect("checked above");
+                if in_port.type_name != crate::stage::ANY_TYPE && in_port.type_name != out_port.type_name {
                     return Err(err(*at, format!(
                         "stage `{}`: input `{port}` takes `{}`, but `{up}.{out}` is `{}`",
                         me.name, in_port.type_name, out_port.type_name

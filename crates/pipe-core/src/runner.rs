@@ -59,6 +59,10 @@ pub struct StageReport {
     pub key: String,
     /// Output port → the directory holding its files in the cache.
     pub outputs: BTreeMap<String, PathBuf>,
+    /// The stage's JSON outputs (metrics, reports) by port, read back from the
+    /// cache so a cached stage reports them as well as one that ran.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, serde_json::Value>,
 }
 
 /// The result of a run, stages in execution order.
@@ -163,6 +167,7 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
 
         let outputs: BTreeMap<String, PathBuf> =
             record.outputs.keys().map(|port| (port.clone(), cache.output_dir(&key_hash, port))).collect();
+        let metrics = json_outputs(&record, &outputs);
         if selected[i] {
             let scratch = scratch_dir(cache)?;
             let ctx = StageContext { stage: &stage.name, device: &options.device, seed: pipeline.seed, scratch: &scratch, events };
@@ -179,10 +184,25 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
             seconds: if outcome == StageOutcome::Ran { record.seconds } else { start.elapsed().as_secs_f64() },
             key: key_hash.clone(),
             outputs,
+            metrics,
         });
         resolved[i] = Some(Resolved { key_hash, record, loaded: RefCell::new(loaded) });
     }
     Ok(report)
+}
+
+/// The JSON documents among a stage's outputs; entries were verified on lookup.
+fn json_outputs(record: &EntryRecord, dirs: &BTreeMap<String, PathBuf>) -> BTreeMap<String, serde_json::Value> {
+    let json_type = <crate::JsonDoc as crate::LoadArtifact>::TYPE_NAME;
+    record
+        .outputs
+        .iter()
+        .filter(|(_, output)| output.type_name == json_type)
+        .filter_map(|(port, _)| {
+            let doc = <crate::JsonDoc as crate::LoadArtifact>::load(&dirs[port]).ok()?;
+            Some((port.clone(), doc.0))
+        })
+        .collect()
 }
 
 /// Whether stage `i` (not selected) feeds a selected stage, directly or not.
@@ -306,9 +326,9 @@ fn execute(
     let declared = stage.stage.outputs();
     let mut types = BTreeMap::new();
     for port in &declared {
-        match outputs.get_rc(port.name) {
+        match outputs.get_rc(&port.name) {
             Some(a) if a.type_name() == port.type_name => {
-                a.save(&pending.output_dir(port.name)?).map_err(|e| fail(e.into()))?;
+                a.save(&pending.output_dir(&port.name)?).map_err(|e| fail(e.into()))?;
                 types.insert(port.name.to_string(), port.type_name.to_string());
             }
             Some(a) => {

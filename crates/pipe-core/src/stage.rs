@@ -1,5 +1,6 @@
 //! The `Stage` trait every pipeline step implements, and its registry.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -9,8 +10,10 @@ use crate::events::{Event, EventSink, Level};
 /// A named, typed input or output of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
-    pub name: &'static str,
-    /// The artifact type name (see [`crate::ArtifactType`]).
+    /// Fixed for most stages; taken from the config for stages like `exec`.
+    pub name: Cow<'static, str>,
+    /// The artifact type name (see [`crate::ArtifactType`]), or [`ANY_TYPE`]
+    /// for an input that takes any artifact.
     pub type_name: &'static str,
     pub required: bool,
     pub doc: &'static str,
@@ -18,12 +21,19 @@ pub struct Port {
 
 impl Port {
     pub const fn new(name: &'static str, type_name: &'static str, doc: &'static str) -> Self {
-        Port { name, type_name, required: true, doc }
+        Port { name: Cow::Borrowed(name), type_name, required: true, doc }
     }
     pub const fn optional(name: &'static str, type_name: &'static str, doc: &'static str) -> Self {
-        Port { name, type_name, required: false, doc }
+        Port { name: Cow::Borrowed(name), type_name, required: false, doc }
+    }
+    /// A required port whose name comes from the stage's config.
+    pub fn named(name: impl Into<String>, type_name: &'static str, doc: &'static str) -> Self {
+        Port { name: Cow::Owned(name.into()), type_name, required: true, doc }
     }
 }
+
+/// The input type that accepts an output of any artifact type.
+pub const ANY_TYPE: &str = "any";
 
 /// One step of a pipeline.
 ///
