@@ -9,10 +9,14 @@
 //! - [`NotebookArtifacts::load`] reads the six files and checks them against
 //!   each other (row counts, widths, id ranges).
 //! - The `load_artifacts` stage wraps it for pipelines.
+//! - [`dump`] writes the same formats back ([`write_npy`],
+//!   [`write_vocabulary`], [`write_label_encoder`]) for tools that produce
+//!   artifacts the notebook reads.
 //!
 //! The pickle layers follow candle's split: [`pickle`] is a VM that knows
 //! only pickle, [`numpy`], [`joblib`] and [`sklearn`] interpret its objects.
 
+pub mod dump;
 pub mod error;
 pub mod joblib;
 pub mod npy;
@@ -26,6 +30,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, IxDyn};
 use pipe_core::{Column, IntArray, LabelSet, Table, Vocabulary};
 
+pub use dump::{write_label_encoder, write_npy, write_vocabulary};
 pub use error::LoadError;
 pub use stage::LoadArtifacts;
 
