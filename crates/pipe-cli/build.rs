@@ -1,4 +1,5 @@
-//! Links libtorch so `pipe` runs without LD_LIBRARY_PATH, with CUDA when the
+//! Links libtorch so `pipe` (and the root package's examples, which use this
+//! file too) runs without LD_LIBRARY_PATH, with CUDA when the
 //! libtorch has it. torch-sys passes its link arguments to its own crate only:
 //! without `--no-as-needed`, the linker drops `libtorch_cuda.so` (no symbol of
 //! it is referenced directly) and CUDA silently disappears.
@@ -26,11 +27,11 @@ fn main() {
         println!("cargo:warning=could not locate libtorch's lib directory; `pipe` will need LD_LIBRARY_PATH");
         return;
     };
-    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg-bins=-ltorch_cuda");
-        println!("cargo:rustc-link-arg-bins=-Wl,--as-needed");
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
 }

@@ -22,12 +22,14 @@ use pipe_core::{Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, 
 // linker from dropping a crate the binary otherwise never mentions.
 use pipe_artifacts as _;
 use pipe_eval as _;
+use pipe_exec as _;
 use pipe_model as _;
 use pipe_predict as _;
 use pipe_submit as _;
 use pipe_tensor::runtime;
 use pipe_toy as _;
 use pipe_train as _;
+use pipe_vectorize as _;
 
 #[derive(Parser)]
 #[command(name = "pipe", version, about = "Run YAML pipelines of ML stages, cached by content.")]

@@ -1,0 +1,317 @@
+//! The `exec` stage: runs an external command as a pipeline stage, so a
+//! script in any language can sit between `pipe`'s own stages and still be
+//! cached, rerun only when something it depends on changed, and fail loudly.
+//!
+//! ```yaml
+//! dedupe:
+//!   kind: exec
+//!   command: ["python3", "scripts/dedupe.py", "{in.raw}/submission.csv", "{out.clean}"]
+//!   outputs: { clean: clean.csv }
+//!   files: [scripts/dedupe.py]
+//!   inputs: { raw: submission.file }
+//! ```
+//!
+//! - `{in.NAME}` is an input port: the directory holding that upstream
+//!   output's files. The placeholders in the command declare the inputs.
+//! - `{out.NAME}` is the path the command must write output `NAME` to; the
+//!   `outputs` map declares each output's file name. Each output is a `files`
+//!   artifact holding that one file.
+//! - The cache key covers the command line, `env`, the input digests and the
+//!   contents of `files` (what the command reads that no stage produces,
+//!   the script itself included).
+//! - A non-zero exit, a timeout or a missing output fails the stage with the
+//!   command's stderr; nothing is cached and no output is left behind.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pipe_core::{register_stage, Artifacts, Files, Port, Stage, StageContext, StageError, ANY_TYPE};
+use serde::{Deserialize, Serialize};
+
+/// The command: an argument list run directly, or one string run by `sh -c`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    Args(Vec<String>),
+    Shell(String),
+}
+
+impl Default for CommandLine {
+    fn default() -> Self {
+        CommandLine::Args(Vec::new())
+    }
+}
+
+impl CommandLine {
+    fn parts(&self) -> Vec<&str> {
+        match self {
+            CommandLine::Args(args) => args.iter().map(String::as_str).collect(),
+            CommandLine::Shell(script) => vec![script.as_str()],
+        }
+    }
+}
+
+/// An external command with declared inputs and outputs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(try_from = "ExecConfig", into = "ExecConfig")]
+pub struct Exec {
+    config: ExecConfig,
+    inputs: Vec<String>,
+}
+
+/// The `exec` stage's fields, as written in a pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    pub command: CommandLine,
+    /// Output name → the file name the command writes to `{out.NAME}`.
+    pub outputs: BTreeMap<String, String>,
+    /// Files the command reads that no stage produces; their contents are part of the key.
+    pub files: Vec<PathBuf>,
+    /// Environment variables set for the command (part of the key).
+    pub env: BTreeMap<String, String>,
+    /// Kill the command after this many seconds.
+    pub timeout_s: Option<f64>,
+}
+
+impl From<Exec> for ExecConfig {
+    fn from(exec: Exec) -> Self {
+        exec.config
+    }
+}
+
+impl TryFrom<ExecConfig> for Exec {
+    type Error = String;
+    fn try_from(config: ExecConfig) -> Result<Self, String> {
+        Exec::new(config)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The `{in.NAME}` / `{out.NAME}` placeholders in one argument, in order.
+fn placeholders(arg: &str) -> Vec<(&str, &str)> {
+    let mut found = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        if let Some((side @ ("in" | "out"), name)) = after[..close].split_once('.') {
+            found.push((side, name));
+        }
+        rest = &after[close + 1..];
+    }
+    found
+}
+
+impl Exec {
+    /// Checks the config: a command, valid names, and every placeholder declared.
+    pub fn new(config: ExecConfig) -> Result<Exec, String> {
+        let parts = config.command.parts();
+        if parts.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err("`command` is empty: give an argument list or a shell string".into());
+        }
+        for (name, file) in &config.outputs {
+            if !valid_name(name) {
+                return Err(format!("output name `{name}` must be letters, digits, `_` or `-`"));
+            }
+            if !valid_name(&file.replace('.', "_")) {
+                return Err(format!("output `{name}`: file name `{file}` must be a plain name (no `/`)"));
+            }
+        }
+        let mut inputs = Vec::new();
+        let mut used_outputs = Vec::new();
+        for (side, name) in parts.iter().flat_map(|p| placeholders(p)) {
+            if !valid_name(name) {
+                return Err(format!("`{{{side}.{name}}}`: names must be letters, digits, `_` or `-`"));
+            }
+            if side == "in" && !inputs.iter().any(|i| i == name) {
+                inputs.push(name.to_string());
+            }
+            if side == "out" {
+                if !config.outputs.contains_key(name) {
+                    let declared: Vec<&str> = config.outputs.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "the command writes `{{out.{name}}}`, but `outputs` does not declare `{name}` (declared: {})",
+                        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                    ));
+                }
+                used_outputs.push(name);
+            }
+        }
+        if let Some(unused) = config.outputs.keys().find(|o| !used_outputs.contains(&o.as_str())) {
+            return Err(format!("output `{unused}` is never given to the command: put `{{out.{unused}}}` where it should write it"));
+        }
+        Ok(Exec { config, inputs })
+    }
+
+    pub fn config(&self) -> &ExecConfig {
+        &self.config
+    }
+
+    /// The command line with its placeholders replaced.
+    fn expand(&self, inputs: &BTreeMap<String, PathBuf>, outputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
+        self.config
+            .command
+            .parts()
+            .iter()
+            .map(|part| {
+                let mut text = part.to_string();
+                for (name, dir) in inputs {
+                    text = text.replace(&format!("{{in.{name}}}"), &dir.display().to_string());
+                }
+                for (name, file) in outputs {
+                    text = text.replace(&format!("{{out.{name}}}"), &file.display().to_string());
+                }
+                text
+            })
+            .collect()
+    }
+
+    fn command(&self, argv: &[String]) -> Command {
+        let mut command = match &self.config.command {
+            CommandLine::Args(_) => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+            CommandLine::Shell(_) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(&argv[0]);
+                c
+            }
+        };
+        command.envs(&self.config.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its own process group, so a timeout kills the whole tree (`sh -c` and its children).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        command
+    }
+}
+
+/// Kills the process group the command leads (it was started as its own group).
+fn kill_group(leader: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(leader) else { return };
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals that process group only.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+const STDERR_LINES: usize = 40;
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, StageError> {
+    std::path::absolute(path).map_err(|e| StageError::io(path, e))
+}
+
+#[typetag::serde(name = "exec")]
+impl Stage for Exec {
+    fn inputs(&self) -> Vec<Port> {
+        self.inputs.iter().map(|name| Port::named(name.clone(), ANY_TYPE, "an upstream output, as a directory of its files")).collect()
+    }
+    fn outputs(&self) -> Vec<Port> {
+        self.config.outputs.keys().map(|name| Port::named(name.clone(), "files", "the file the command wrote")).collect()
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn external_files(&self) -> Vec<PathBuf> {
+        self.config.files.clone()
+    }
+    fn depends_on_env(&self) -> bool {
+        false
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let mut input_dirs = BTreeMap::new();
+        for name in &self.inputs {
+            let artifact = inputs.get_rc(name).ok_or_else(|| StageError::MissingInput(name.clone()))?;
+            let dir = absolute(&ctx.scratch.join("in").join(name))?;
+            std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+            artifact.save(&dir)?;
+            input_dirs.insert(name.clone(), dir);
+        }
+        let mut output_files = BTreeMap::new();
+        for (name, file) in &self.config.outputs {
+            let dir = absolute(&ctx.scratch.join("out").join(name))?;
+            std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+            output_files.insert(name.clone(), dir.join(file));
+        }
+        let argv = self.expand(&input_dirs, &output_files);
+        let shown = argv.join(" ");
+        ctx.info(format!("running: {shown}"));
+
+        let mut child = self
+            .command(&argv)
+            .spawn()
+            .map_err(|e| StageError::invalid(format!("cannot start `{shown}`: {e}")))?;
+        // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut text);
+                }
+                String::from_utf8_lossy(&text).into_owned()
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| StageError::invalid(format!("waiting for `{shown}`: {e}")))? {
+                break Some(status);
+            }
+            if self.config.timeout_s.is_some_and(|t| start.elapsed().as_secs_f64() > t) {
+                kill_group(child.id());
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        for line in tail(&stdout, STDERR_LINES).lines().chain(tail(&stderr, STDERR_LINES).lines()) {
+            ctx.info(line.to_string());
+        }
+        let with_stderr = |what: String| {
+            let shown_stderr = tail(&stderr, STDERR_LINES);
+            if shown_stderr.trim().is_empty() {
+                StageError::invalid(format!("{what} (no stderr)"))
+            } else {
+                StageError::invalid(format!("{what}; its stderr ends with:\n{shown_stderr}"))
+            }
+        };
+        match status {
+            None => return Err(with_stderr(format!("`{shown}` ran past timeout_s = {} and was killed", self.config.timeout_s.unwrap_or(0.0)))),
+            Some(status) if !status.success() => {
+                let code = status.code().map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
+                return Err(with_stderr(format!("`{shown}` exited with {code}")));
+            }
+            Some(_) => {}
+        }
+
+        let mut out = Artifacts::new();
+        for (name, path) in &output_files {
+            if !path.is_file() {
+                return Err(with_stderr(format!("`{shown}` succeeded but did not write output `{name}` ({})", path.display())));
+            }
+            let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
+            let file_name = self.config.outputs[name].clone();
+            out.insert(name.clone(), Files { files: BTreeMap::from([(file_name, bytes)]) });
+        }
+        Ok(out)
+    }
+}
+register_stage!(Exec, "exec", "an external command with declared input and output files, cached like any stage");

@@ -1,0 +1,291 @@
+//! The `vectorize` stage: raw train/test records → the notebook's artifacts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pipe_core::fsutil::atomic_write;
+use pipe_core::{
+    register_stage, Artifacts, Column, IntArray, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError, Table, Vocabulary,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions};
+
+/// What to do with test records whose label the training set never had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownLabels {
+    /// Leave them out, as the notebook's upstream script does (counted in the log).
+    #[default]
+    Drop,
+    Error,
+}
+
+/// Reads raw train and test records (JSON, JSON lines, CSV or Parquet),
+/// fits the vocabulary and label encoder on the training records, and
+/// encodes both sets; `export` also writes the notebook's six files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vectorize {
+    pub train: PathBuf,
+    pub test: PathBuf,
+    pub format: FrameFormat,
+    pub text_field: String,
+    pub label_field: String,
+    pub id_field: String,
+    /// Use only the first N training records.
+    pub train_rows: Option<usize>,
+    /// Use only the first N test records.
+    pub test_rows: Option<usize>,
+    pub min_freq: usize,
+    pub max_vocab: Option<usize>,
+    pub max_len: usize,
+    pub padding: Side,
+    pub truncating: Side,
+    pub unknown_test_labels: UnknownLabels,
+    /// A directory to write `X_train_seq.npy`, `y_train.npy`, `X_test_seq.npy`,
+    /// `vocab_stoi.pkl`, `label_encoder.pkl`, `test_mini.json` (and
+    /// `test_labels.json` when the test records are labelled) into.
+    pub export: Option<PathBuf>,
+}
+
+impl Default for Vectorize {
+    fn default() -> Self {
+        let options = VectorizerOptions::default();
+        Vectorize {
+            train: PathBuf::from("data/corpus/train.json"),
+            test: PathBuf::from("data/corpus/test.json"),
+            format: FrameFormat::Auto,
+            text_field: "Text".into(),
+            label_field: "Category".into(),
+            id_field: "Id".into(),
+            train_rows: None,
+            test_rows: None,
+            min_freq: options.min_freq,
+            max_vocab: options.max_vocab,
+            max_len: options.max_len,
+            padding: options.padding,
+            truncating: options.truncating,
+            unknown_test_labels: UnknownLabels::Drop,
+            export: None,
+        }
+    }
+}
+
+impl Vectorize {
+    pub fn options(&self) -> VectorizerOptions {
+        VectorizerOptions {
+            min_freq: self.min_freq,
+            max_vocab: self.max_vocab,
+            max_len: self.max_len,
+            padding: self.padding,
+            truncating: self.truncating,
+        }
+    }
+
+    fn read(&self, path: &Path, rows: Option<usize>, require_labels: bool) -> Result<TextColumns, StageError> {
+        let frame = read_frame(path, self.format).map_err(StageError::other)?;
+        let columns = TextColumns::from_frame(&frame, path, &self.text_field, Some(&self.label_field), Some(&self.id_field))
+            .map_err(StageError::other)?;
+        if require_labels && columns.labels.is_none() {
+            return Err(StageError::invalid(format!(
+                "{}: no label column `{}`; its columns: {}",
+                path.display(),
+                self.label_field,
+                frame.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let columns = match rows {
+            Some(n) => columns.head(n),
+            None => columns,
+        };
+        if columns.is_empty() {
+            return Err(StageError::invalid(format!("{}: no records", path.display())));
+        }
+        Ok(columns)
+    }
+
+    /// Fits on the training records and encodes both sets.
+    pub fn vectorize(&self, ctx: Option<&StageContext>) -> Result<Artifacts, StageError> {
+        if self.max_len == 0 {
+            return Err(StageError::invalid("`max_len` must be at least 1"));
+        }
+        let train = self.read(&self.train, self.train_rows, true)?;
+        let mut test = self.read(&self.test, self.test_rows, false)?;
+
+        let vectorizer = Vectorizer::fit(&train.texts, self.options());
+        let encoder = LabelEncoder::fit(train.labels.as_deref().expect("required above"));
+        let y_train = encoder.transform(train.labels.as_deref().expect("required above")).expect("fitted on these labels");
+
+        if let Some(labels) = &test.labels {
+            let keep: Vec<bool> = labels.iter().map(|l| encoder.id(l).is_some()).collect();
+            let unknown = keep.iter().filter(|k| !**k).count();
+            if unknown > 0 {
+                let first = labels.iter().find(|l| encoder.id(l).is_none()).expect("counted");
+                let message = format!("{}: {unknown} test records have labels the training records lack (first: `{first}`)", self.test.display());
+                match self.unknown_test_labels {
+                    UnknownLabels::Error => return Err(StageError::invalid(message)),
+                    UnknownLabels::Drop => {
+                        if let Some(ctx) = ctx {
+                            ctx.warn(format!("{message}; left out (`unknown_test_labels: drop`)"));
+                        }
+                        test = test.filter(&keep);
+                    }
+                }
+            }
+        }
+        let ids = test.ids.clone().unwrap_or_else(|| {
+            if let Some(ctx) = ctx {
+                ctx.warn(format!("{}: no `{}` column; test ids are row numbers", self.test.display(), self.id_field));
+            }
+            (0..test.len()).map(serde_json::Value::from).collect()
+        });
+
+        let x_train = vectorizer.encode(&train.texts);
+        let x_test = vectorizer.encode(&test.texts);
+        if let Some(ctx) = ctx {
+            ctx.info(format!(
+                "train {:?}, test {:?}, vocabulary {}, {} classes",
+                x_train.shape(),
+                x_test.shape(),
+                vectorizer.vocab.len(),
+                encoder.classes.len()
+            ));
+        }
+        let id_column = |values: Vec<serde_json::Value>| Column { name: self.id_field.clone(), values };
+        let mut out = Artifacts::new();
+        if let Some(labels) = &test.labels {
+            let truth = labels.iter().map(|l| serde_json::Value::from(l.as_str())).collect();
+            out.insert(
+                "test_labels",
+                Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] },
+            );
+        }
+        let texts = test.texts.iter().map(|t| serde_json::Value::from(t.as_str())).collect();
+        out.insert("x_train", x_train)
+            .insert("y_train", IntArray(ndarray::Array1::from(y_train).into_dyn()))
+            .insert("x_test", x_test)
+            .insert("vocab", vectorizer.vocab.clone())
+            .insert("labels", encoder.classes.clone())
+            .insert("test_ids", Table { columns: vec![id_column(ids.clone())] })
+            .insert(
+                "test_records",
+                Table { columns: vec![id_column(ids), Column { name: self.text_field.clone(), values: texts }] },
+            )
+            .insert("vectorizer", vectorizer);
+        Ok(out)
+    }
+}
+
+#[typetag::serde(name = "vectorize")]
+impl Stage for Vectorize {
+    fn inputs(&self) -> Vec<Port> {
+        vec![]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("x_train", "int_array", "token ids [rows, max_len]"),
+            Port::new("y_train", "int_array", "label ids [rows]"),
+            Port::new("x_test", "int_array", "token ids [rows, max_len]"),
+            Port::new("vocab", "vocabulary", "token → id: <PAD>=0, <UNK>=1, then by frequency"),
+            Port::new("labels", "label_set", "sorted class names (LabelEncoder.classes_)"),
+            Port::new("test_ids", "table", "the id column of the test records"),
+            Port::new("test_records", "table", "id and text of each test record (test_mini.json)"),
+            Port::optional("test_labels", "table", "id and true label of each test record, when labelled"),
+            Port::new("vectorizer", "vectorizer", "the fitted vocabulary and settings, to encode new texts"),
+        ]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn external_files(&self) -> Vec<PathBuf> {
+        vec![self.train.clone(), self.test.clone()]
+    }
+    fn depends_on_env(&self) -> bool {
+        false
+    }
+    fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        self.vectorize(Some(ctx))
+    }
+    fn publish(&self, outputs: &BTreeMap<String, PathBuf>, ctx: &StageContext) -> Result<(), StageError> {
+        let Some(dir) = &self.export else { return Ok(()) };
+        export_notebook_files(dir, outputs)?;
+        ctx.info(format!("wrote the notebook's artifacts to {}", dir.display()));
+        Ok(())
+    }
+}
+register_stage!(Vectorize, "vectorize", "raw text records (JSON/CSV/Parquet) → the notebook's token-id artifacts");
+
+/// Writes the notebook's files from the stage's stored outputs, each atomically.
+fn export_notebook_files(dir: &Path, outputs: &BTreeMap<String, PathBuf>) -> Result<(), StageError> {
+    std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir, e))?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| StageError::io(path, e)
+    };
+    for (port, file) in [("x_train", "X_train_seq.npy"), ("y_train", "y_train.npy"), ("x_test", "X_test_seq.npy")] {
+        let array = IntArray::load(&outputs[port])?;
+        let path = dir.join(file);
+        pipe_artifacts::write_npy(&path, &array).map_err(io(&path))?;
+    }
+    let path = dir.join("vocab_stoi.pkl");
+    pipe_artifacts::write_vocabulary(&path, &Vocabulary::load(&outputs["vocab"])?).map_err(io(&path))?;
+    let path = dir.join("label_encoder.pkl");
+    pipe_artifacts::write_label_encoder(&path, &LabelSet::load(&outputs["labels"])?).map_err(io(&path))?;
+    let path = dir.join("test_mini.json");
+    atomic_write(&path, python_json_records(&Table::load(&outputs["test_records"])?).as_bytes()).map_err(io(&path))?;
+    if let Some(labels) = outputs.get("test_labels") {
+        let path = dir.join("test_labels.json");
+        atomic_write(&path, python_json_records(&Table::load(labels)?).as_bytes()).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// A table as a JSON array of records, byte for byte what Python's
+/// `json.dump(records, f)` writes (`", "` and `": "` separators, ASCII only).
+pub fn python_json_records(table: &Table) -> String {
+    let mut out = String::from("[");
+    for row in 0..table.rows() {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('{');
+        for (c, column) in table.columns.iter().enumerate() {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            python_json_string(&column.name, &mut out);
+            out.push_str(": ");
+            match &column.values[row] {
+                serde_json::Value::String(s) => python_json_string(s, &mut out),
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+fn python_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(ch),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}

@@ -1,0 +1,44 @@
+//! `pipe` as a library, for jobs that embed it: an orchestrator that runs a
+//! pipeline and reads its report, a nightly ETL that scores new records with
+//! the model a pipeline trained, a script that uses one stage directly.
+//!
+//! Depending on this crate links every stage kind, so any pipeline file the
+//! `pipe` command runs also runs through [`run`].
+//!
+//! ```no_run
+//! use pipe::{run, Cache, NullSink, Pipeline, RunOptions, TextClassifier};
+//!
+//! let pipeline = Pipeline::load("pipelines/from_raw.yaml".as_ref(), &[])?;
+//! let report = run(&pipeline, &Cache::open(".pipe")?, &RunOptions::default(), &NullSink)?;
+//! let classifier = TextClassifier::from_report(&report, "vectorize.vectorizer", "train.model", "vectorize.labels")?;
+//! for c in classifier.classify(&["a small songbird of the finch family"])? {
+//!     println!("{} ({:.2})", c.label, c.probability);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The stage crates are re-exported by concern: [`core`], [`artifacts`],
+//! [`vectorize`], [`tensor`], [`model`], [`train`], [`predict`], [`submit`],
+//! [`eval`], [`exec`]; [`polars`] is the version the DataFrame functions take.
+
+mod classify;
+
+pub use classify::{Classification, ClassifyError, FrameColumns, TextClassifier};
+pub use pipe_core::{
+    run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions, RunReport, Stage,
+    StageOutcome, StageReport,
+};
+
+pub use pipe_artifacts as artifacts;
+pub use pipe_core as core;
+pub use pipe_eval as eval;
+pub use pipe_exec as exec;
+pub use pipe_model as model;
+pub use pipe_predict as predict;
+pub use pipe_submit as submit;
+pub use pipe_tensor as tensor;
+pub use pipe_train as train;
+pub use pipe_vectorize as vectorize;
+pub use polars;
+// Linked for its stage kinds (`toy_*`), which the example pipelines use.
+use pipe_toy as _;
