@@ -95,7 +95,21 @@ fn example_bin() -> PathBuf {
 #[test]
 fn from_raw_exports_the_notebook_files_and_the_etl_example_scores_new_records() {
     let s = raw_scratch();
-    s.pipe(&["run", "tiny_raw.yaml"]).ok();
+    let run = s.pipe(&["run", "tiny_raw.yaml", "--json"]).ok();
+    // Orchestrators read one JSON event per line; the last one carries the report.
+    let events: Vec<serde_json::Value> = run.stdout().lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect();
+    let report = &events.last().unwrap()["report"];
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    // The exec stage counted the submission's lines: a header and one per kept test record.
+    let stages = report["stages"].as_array().unwrap();
+    let output = |stage: &str, port: &str| {
+        let st = stages.iter().find(|st| st["name"] == stage).unwrap();
+        PathBuf::from(st["outputs"][port].as_str().unwrap())
+    };
+    let rows: usize = std::fs::read_to_string(s.dir.path().join(output("count_rows", "count")).join("rows.txt")).unwrap().trim().parse().unwrap();
+    let kept = Table::load(&s.dir.path().join(output("vectorize", "test_ids"))).unwrap().rows();
+    assert_eq!(rows, kept + 1);
+    assert!(stages.iter().find(|st| st["name"] == "evaluate").unwrap()["metrics"]["metrics"]["accuracy"].is_number());
     // The exported artifacts are the notebook's own inputs.
     let exported = pipe::artifacts::NotebookArtifacts::load(&s.path("out/artifacts"), &Default::default(), "Id").unwrap();
     assert_eq!(exported.x_train.shape(), [600, 32]);
