@@ -32,7 +32,7 @@ use pipe_core::{Column, IntArray, LabelSet, Table, Vocabulary};
 
 pub use dump::{write_label_encoder, write_npy, write_vocabulary};
 pub use error::LoadError;
-pub use stage::LoadArtifacts;
+pub use stage::{notebook_ports, LoadArtifacts};
 
 fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|e| LoadError::new(path, None, format!("cannot read: {e}"), ""))

@@ -34,21 +34,27 @@ impl Default for LoadArtifacts {
     }
 }
 
+/// The outputs of every stage that produces the notebook's artifacts
+/// (`load_artifacts`, `vectorize`), so either feeds the same downstream stages.
+pub fn notebook_ports() -> Vec<Port> {
+    vec![
+        Port::new("x_train", "int_array", "token ids [rows, max_len]"),
+        Port::new("y_train", "int_array", "label ids [rows]"),
+        Port::new("x_test", "int_array", "token ids [rows, max_len]"),
+        Port::new("vocab", "vocabulary", "token → id, with <PAD>"),
+        Port::new("labels", "label_set", "classes_ of the LabelEncoder"),
+        Port::new("test_ids", "table", "the id column of the test records"),
+        Port::optional("test_labels", "table", "id and true label of each test row, when known"),
+    ]
+}
+
 #[typetag::serde(name = "load_artifacts")]
 impl Stage for LoadArtifacts {
     fn inputs(&self) -> Vec<Port> {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("x_train", "int_array", "token ids [rows, max_len]"),
-            Port::new("y_train", "int_array", "label ids [rows]"),
-            Port::new("x_test", "int_array", "token ids [rows, max_len]"),
-            Port::new("vocab", "vocabulary", "token → id, with <PAD>"),
-            Port::new("labels", "label_set", "classes_ of the LabelEncoder"),
-            Port::new("test_ids", "table", "the id column of the test records"),
-            Port::optional("test_labels", "table", "id and true label of each test row (when `test_labels` is set)"),
-        ]
+        notebook_ports()
     }
     fn code_version(&self) -> u32 {
         1

@@ -120,8 +120,8 @@ impl Exec {
             if !valid_name(name) {
                 return Err(format!("output name `{name}` must be letters, digits, `_` or `-`"));
             }
-            if !valid_name(&file.replace('.', "_")) {
-                return Err(format!("output `{name}`: file name `{file}` must be a plain name (no `/`)"));
+            if file.starts_with('.') || !valid_name(&file.replace('.', "_")) {
+                return Err(format!("output `{name}`: file name `{file}` must be a plain name (no `/`, not starting with `.`)"));
             }
         }
         let mut inputs = Vec::new();

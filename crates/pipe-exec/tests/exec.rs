@@ -162,6 +162,7 @@ fn config_mistakes_are_caught_when_the_pipeline_loads() {
         ("command: \"echo hi\"\n    outputs: { result: r.txt }", "never given to the command"),
         ("command: []", "`command` is empty"),
         ("command: \"cp x {out.r}\"\n    outputs: { r: ../escape.txt }", "plain name"),
+        ("command: \"cp x {out.r}\"\n    outputs: { r: .. }", "plain name"),
         ("command: \"echo\"\n    output: {}", "unknown field `output`"),
     ];
     for (body, expected) in cases {

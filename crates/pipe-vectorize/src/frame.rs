@@ -73,6 +73,8 @@ pub struct TextColumns {
     pub texts: Vec<String>,
     /// The label column as strings, when the frame has it.
     pub labels: Option<Vec<String>>,
+    /// Whether that column holds integers (scikit-learn then keeps integer classes, sorted numerically).
+    pub integer_labels: bool,
     /// The id column as JSON values (numbers stay numbers), when the frame has it.
     pub ids: Option<Vec<serde_json::Value>>,
 }
@@ -91,6 +93,7 @@ impl TextColumns {
         Ok(TextColumns {
             texts: string_column(frame, path, text)?,
             labels: label.filter(|l| present(l)).map(|l| label_column(frame, path, l)).transpose()?,
+            integer_labels: label.and_then(|l| frame.column(l).ok()).is_some_and(|c| c.dtype().is_integer()),
             ids: id.filter(|i| present(i)).map(|i| id_column(frame, path, i)).transpose()?,
         })
     }
@@ -123,6 +126,7 @@ impl TextColumns {
         TextColumns {
             texts: pick(self.texts, keep),
             labels: self.labels.map(|l| pick(l, keep)),
+            integer_labels: self.integer_labels,
             ids: self.ids.map(|i| pick(i, keep)),
         }
     }

@@ -20,6 +20,14 @@ impl LabelEncoder {
         Self::from_classes(LabelSet::Strings(classes))
     }
 
+    /// `fit` for integer labels: classes sorted numerically, kept as integers.
+    pub fn fit_integers(labels: &[i64]) -> LabelEncoder {
+        let mut classes = labels.to_vec();
+        classes.sort_unstable();
+        classes.dedup();
+        Self::from_classes(LabelSet::Integers(classes))
+    }
+
     pub fn from_classes(classes: LabelSet) -> LabelEncoder {
         let index = (0..classes.len()).filter_map(|i| Some((classes.name(i)?, i as i64))).collect();
         LabelEncoder { classes, index }

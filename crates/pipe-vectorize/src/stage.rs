@@ -114,8 +114,14 @@ impl Vectorize {
         let mut test = self.read(&self.test, self.test_rows, false)?;
 
         let vectorizer = Vectorizer::fit(&train.texts, self.options());
-        let encoder = LabelEncoder::fit(train.labels.as_deref().expect("required above"));
-        let y_train = encoder.transform(train.labels.as_deref().expect("required above")).expect("fitted on these labels");
+        let train_labels = train.labels.as_deref().expect("required above");
+        let encoder = if train.integer_labels {
+            let ints: Vec<i64> = train_labels.iter().map(|l| l.parse().expect("an integer column")).collect();
+            LabelEncoder::fit_integers(&ints)
+        } else {
+            LabelEncoder::fit(train_labels)
+        };
+        let y_train = encoder.transform(train_labels).expect("fitted on these labels");
 
         if let Some(labels) = &test.labels {
             let keep: Vec<bool> = labels.iter().map(|l| encoder.id(l).is_some()).collect();
@@ -155,7 +161,14 @@ impl Vectorize {
         let id_column = |values: Vec<serde_json::Value>| Column { name: self.id_field.clone(), values };
         let mut out = Artifacts::new();
         if let Some(labels) = &test.labels {
-            let truth = labels.iter().map(|l| serde_json::Value::from(l.as_str())).collect();
+            // Integer classes stay numbers, as in the records (and Python's test_labels.json).
+            let truth = labels
+                .iter()
+                .map(|l| match l.parse::<i64>() {
+                    Ok(n) if test.integer_labels => serde_json::Value::from(n),
+                    _ => serde_json::Value::from(l.as_str()),
+                })
+                .collect();
             out.insert(
                 "test_labels",
                 Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] },
@@ -183,17 +196,10 @@ impl Stage for Vectorize {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("x_train", "int_array", "token ids [rows, max_len]"),
-            Port::new("y_train", "int_array", "label ids [rows]"),
-            Port::new("x_test", "int_array", "token ids [rows, max_len]"),
-            Port::new("vocab", "vocabulary", "token → id: <PAD>=0, <UNK>=1, then by frequency"),
-            Port::new("labels", "label_set", "sorted class names (LabelEncoder.classes_)"),
-            Port::new("test_ids", "table", "the id column of the test records"),
-            Port::new("test_records", "table", "id and text of each test record (test_mini.json)"),
-            Port::optional("test_labels", "table", "id and true label of each test record, when labelled"),
-            Port::new("vectorizer", "vectorizer", "the fitted vocabulary and settings, to encode new texts"),
-        ]
+        let mut ports = pipe_artifacts::notebook_ports();
+        ports.push(Port::new("test_records", "table", "id and text of each test record (test_mini.json)"));
+        ports.push(Port::new("vectorizer", "vectorizer", "the fitted vocabulary and settings, to encode new texts"));
+        ports
     }
     fn code_version(&self) -> u32 {
         1

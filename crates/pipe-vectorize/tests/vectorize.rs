@@ -226,6 +226,19 @@ fn every_input_format_gives_the_same_artifacts() {
     }
 }
 
+/// Integer labels stay integers, sorted numerically, as scikit-learn keeps them.
+#[test]
+fn integer_labels_are_integer_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write(dir.path(), "train.csv", "Id,Text,Category\n1,a b,10\n2,b c,2\n3,c a,10\n");
+    let test = write(dir.path(), "test.csv", "Id,Text,Category\n7,a c,2\n8,b,3\n");
+    let out = outputs(&Vectorize { train, test, min_freq: 1, max_len: 3, ..Vectorize::default() });
+    assert_eq!(out.get::<LabelSet>("labels").unwrap(), &LabelSet::Integers(vec![2, 10]));
+    assert_eq!(out.get::<IntArray>("y_train").unwrap().0.as_slice().unwrap(), [1, 0, 1]);
+    let truth = out.get::<Table>("test_labels").unwrap();
+    assert_eq!(truth.columns[1].values, [serde_json::json!(2)], "label 3 is unknown to training and left out");
+}
+
 #[test]
 fn bad_input_names_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
