@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The baselines a user would try first (issue 7's table), on the raw corpus:
+TF-IDF (1-2-grams) + LinearSVC with balanced class weights, and fastText
+supervised with word bigrams for 25 epochs. Same records as make_artifacts.py
+(the first N train / test records; test records with a class unknown to
+training left out), the same tokens (lowercase, \\w+|[^\\w\\s]).
+
+  python scripts/baselines.py data/corpus [--train 30000] [--test 7500] [--only tfidf,fasttext] [--json out.json]
+
+TF-IDF needs scikit-learn (the pinned venv has it). fastText needs the
+`fasttext` module, which the pinned venv does not carry; run that part from a
+venv with `pip install fasttext-wheel 'numpy<2'`.
+"""
+import argparse, json, os, re, sys, tempfile, time
+
+
+def tokens(text):
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def macro_f1(truth, pred):
+    """sklearn's f1_score(average="macro"): the mean F1 over every label in truth or prediction."""
+    f1s = []
+    for c in sorted(set(truth) | set(pred)):
+        tp = sum(1 for t, p in zip(truth, pred) if t == c and p == c)
+        fp = sum(1 for t, p in zip(truth, pred) if t != c and p == c)
+        fn = sum(1 for t, p in zip(truth, pred) if t == c and p != c)
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / len(f1s)
+
+
+def tfidf_svm(train, test):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+    from sklearn.metrics import f1_score
+    start = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), tokenizer=tokens, token_pattern=None, lowercase=False)
+    x = vec.fit_transform([r["Text"] for r in train])
+    clf = LinearSVC(class_weight="balanced").fit(x, [r["Category"] for r in train])
+    seconds = time.perf_counter() - start
+    pred = clf.predict(vec.transform([r["Text"] for r in test]))
+    truth = [r["Category"] for r in test]
+    acc = sum(p == t for p, t in zip(pred, truth)) / len(truth)
+    return {"accuracy": acc, "macro_f1": f1_score(truth, pred, average="macro"), "train_seconds": seconds}
+
+
+def fasttext_supervised(train, test, threads):
+    import fasttext
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        for r in train:
+            f.write(f"__label__{r['Category']} {' '.join(tokens(r['Text']))}\n")
+        path = f.name
+    start = time.perf_counter()
+    model = fasttext.train_supervised(input=path, epoch=25, wordNgrams=2, thread=threads, verbose=0)
+    seconds = time.perf_counter() - start
+    os.unlink(path)
+    pred = [model.predict(" ".join(tokens(r["Text"])))[0][0][len("__label__"):] for r in test]
+    truth = [r["Category"] for r in test]
+    acc = sum(p == t for p, t in zip(pred, truth)) / len(truth)
+    return {"accuracy": acc, "macro_f1": macro_f1(truth, pred), "train_seconds": seconds}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("corpus")
+    ap.add_argument("--train", type=int, default=0)
+    ap.add_argument("--test", type=int, default=0)
+    ap.add_argument("--only", default="tfidf,fasttext")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    train = json.load(open(os.path.join(a.corpus, "train.json")))
+    test = json.load(open(os.path.join(a.corpus, "test.json")))
+    if a.train:
+        train = train[: a.train]
+    if a.test:
+        test = test[: a.test]
+    known = {r["Category"] for r in train}
+    test = [r for r in test if r["Category"] in known]
+    results = {"train_rows": len(train), "test_rows": len(test)}
+    for name in a.only.split(","):
+        run = {"tfidf": lambda: tfidf_svm(train, test), "fasttext": lambda: fasttext_supervised(train, test, a.threads)}[name]
+        results[name] = run()
+        r = results[name]
+        print(f"{name}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f} train {r['train_seconds']:.1f}s", flush=True)
+    if a.json:
+        json.dump(results, open(a.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
