@@ -5,7 +5,8 @@ supervised with word bigrams for 25 epochs. Same records as make_artifacts.py
 (the first N train / test records; test records with a class unknown to
 training left out), the same tokens (lowercase, \\w+|[^\\w\\s]).
 
-  python scripts/baselines.py data/corpus [--train 30000] [--test 7500] [--only tfidf,fasttext] [--json out.json]
+  python scripts/baselines.py data/corpus [--train 30000] [--test 7500] [--only tfidf,fasttext]
+                              [--fasttext-lr 0.1] [--json out.json]
 
 TF-IDF needs scikit-learn (the pinned venv has it). fastText needs the
 `fasttext` module, which the pinned venv does not carry; run that part from a
@@ -44,14 +45,14 @@ def tfidf_svm(train, test):
     return {"accuracy": acc, "macro_f1": f1_score(truth, pred, average="macro"), "train_seconds": seconds}
 
 
-def fasttext_supervised(train, test, threads):
+def fasttext_supervised(train, test, threads, lr):
     import fasttext
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         for r in train:
             f.write(f"__label__{r['Category']} {' '.join(tokens(r['Text']))}\n")
         path = f.name
     start = time.perf_counter()
-    model = fasttext.train_supervised(input=path, epoch=25, wordNgrams=2, thread=threads, verbose=0)
+    model = fasttext.train_supervised(input=path, epoch=25, wordNgrams=2, lr=lr, thread=threads, verbose=0)
     seconds = time.perf_counter() - start
     os.unlink(path)
     pred = [model.predict(" ".join(tokens(r["Text"])))[0][0][len("__label__"):] for r in test]
@@ -67,6 +68,7 @@ def main():
     ap.add_argument("--test", type=int, default=0)
     ap.add_argument("--only", default="tfidf,fasttext")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fasttext-lr", type=float, default=0.1, help="fastText's own default")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     train = json.load(open(os.path.join(a.corpus, "train.json")))
@@ -79,7 +81,7 @@ def main():
     test = [r for r in test if r["Category"] in known]
     results = {"train_rows": len(train), "test_rows": len(test)}
     for name in a.only.split(","):
-        run = {"tfidf": lambda: tfidf_svm(train, test), "fasttext": lambda: fasttext_supervised(train, test, a.threads)}[name]
+        run = {"tfidf": lambda: tfidf_svm(train, test), "fasttext": lambda: fasttext_supervised(train, test, a.threads, a.fasttext_lr)}[name]
         results[name] = run()
         r = results[name]
         print(f"{name}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f} train {r['train_seconds']:.1f}s", flush=True)
