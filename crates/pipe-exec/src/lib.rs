@@ -16,6 +16,7 @@
 //! - `{out.NAME}` is the path the command must write output `NAME` to; the
 //!   `outputs` map declares each output's file name. Each output is a `files`
 //!   artifact holding that one file.
+//! - In a shell-string command the substituted paths are single-quoted.
 //! - The cache key covers the command line, `env`, the input digests and the
 //!   contents of `files` (what the command reads that no stage produces,
 //!   the script itself included).
@@ -155,7 +156,14 @@ impl Exec {
     }
 
     /// The command line with its placeholders replaced.
+    /// The command line with its placeholders replaced; in a shell string each
+    /// path is single-quoted, so spaces or `$` in it stay part of the path.
     fn expand(&self, inputs: &BTreeMap<String, PathBuf>, outputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
+        let shell = matches!(self.config.command, CommandLine::Shell(_));
+        let path = |p: &Path| {
+            let text = p.display().to_string();
+            if shell { format!("'{}'", text.replace('\'', r"'\''")) } else { text }
+        };
         self.config
             .command
             .parts()
@@ -163,10 +171,10 @@ impl Exec {
             .map(|part| {
                 let mut text = part.to_string();
                 for (name, dir) in inputs {
-                    text = text.replace(&format!("{{in.{name}}}"), &dir.display().to_string());
+                    text = text.replace(&format!("{{in.{name}}}"), &path(dir));
                 }
                 for (name, file) in outputs {
-                    text = text.replace(&format!("{{out.{name}}}"), &file.display().to_string());
+                    text = text.replace(&format!("{{out.{name}}}"), &path(file));
                 }
                 text
             })

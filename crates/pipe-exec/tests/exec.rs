@@ -35,7 +35,8 @@ stages:
 #[test]
 fn runs_chains_and_caches_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path().join("cache")).unwrap();
+    // Spaces and quotes in the paths the placeholders expand to.
+    let cache = Cache::open(dir.path().join("my 'cache' $HOME")).unwrap();
     let p = pipeline(dir.path(), &two_steps(dir.path(), "world")).unwrap();
     let report = run(&p, &cache, &RunOptions::default(), &NullSink).unwrap();
     assert_eq!(report.ran(), ["write", "shout"]);
