@@ -65,22 +65,13 @@ impl EventSink for Log {
     }
 }
 
-/// Writes next to the target and renames, so readers never see half a file.
+/// Encodes in memory, then writes through pipe's atomic write (temp file,
+/// fsync, rename), so readers never see half a file.
 fn write_parquet_atomically(frame: &mut DataFrame, path: &Path) -> Result<(), Box<dyn Error>> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let result = (|| -> Result<(), Box<dyn Error>> {
-        let file = std::fs::File::create(&tmp)?;
-        ParquetWriter::new(&file).finish(frame)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes).finish(frame)?;
+    pipe::core::fsutil::atomic_write(path, &bytes)?;
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
