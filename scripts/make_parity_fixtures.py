@@ -7,6 +7,9 @@ libraries, so the Rust tests need no Python:
   inputs, and the logits PyTorch computes for them in eval mode.
 - crates/pipe-train/tests/fixtures/adam/: a parameter, 50 recorded gradients and
   the parameters torch.optim.Adam reaches after each of two configurations.
+- crates/pipe-train/tests/fixtures/adam/sparse_adam.safetensors: an embedding
+  table, 30 batches of ids (repeated ids, padding) with their output
+  gradients, and the table torch.optim.SparseAdam reaches.
 - crates/pipe-submit/tests/fixtures/pandas/: awkward ids and categories, and the
   CSV pandas' to_csv(index=True) writes for them.
 
@@ -90,4 +93,19 @@ cases = {
 for name, case in cases.items():
     pd.DataFrame({"Id": case["ids"], "Category": case["categories"]}).to_csv(os.path.join(out, f"{name}.csv"), index=True)
 json.dump(cases, open(os.path.join(out, "cases.json"), "w"), indent=1, ensure_ascii=False)
+# --- SparseAdam: 30 lazy steps on an embedding's sparse gradients ----------------
+out = mkdir("crates/pipe-train/tests/fixtures/adam")
+table = torch.randn(40, 8)
+sparse = {"initial": table.clone()}
+weight = table.clone().requires_grad_(True)
+opt = torch.optim.SparseAdam([weight], lr=4e-3)
+for step in range(30):
+    ids = torch.randint(0, 12 if step % 3 else 40, (5, 6))  # small ranges repeat rows
+    upstream = torch.randn(5, 6, 8) * (0.1 ** (step % 3))
+    sparse[f"ids.{step}"], sparse[f"upstream.{step}"] = ids, upstream
+    opt.zero_grad()
+    (torch.nn.functional.embedding(ids, weight, padding_idx=0, sparse=True) * upstream).sum().backward()
+    opt.step()
+sparse["final"] = weight.detach().clone()
+save_file(sparse, os.path.join(out, "sparse_adam.safetensors"))
 print("wrote parity fixtures")

@@ -107,7 +107,14 @@ impl Adam {
                 for i in 0..self.params.len() {
                     let (p, g) = (&self.params[i], &grads[i]);
                     if g.is_sparse() {
-                        sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                        if [p, &exp_avg[i], &exp_avg_sq[i]].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
+                            && g.kind() == Kind::Float
+                            && g.sparse_dim() == 1
+                        {
+                            fused_sparse_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                        } else {
+                            sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                        }
                     } else if g.device() == Device::Cpu && g.kind() == Kind::Float && g.is_contiguous() {
                         fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, self.threads);
                     } else {
@@ -141,6 +148,54 @@ fn sparse_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig,
     let _ = p.index_add_(0, &rows, &update);
     let _ = m.index_copy_(0, &rows, &m_rows);
     let _ = v.index_copy_(0, &rows, &v_rows);
+}
+
+/// The same lazy update in one pass on the CPU: duplicate rows of the
+/// uncoalesced gradient (an embedding's gradient has one row per token) are
+/// summed, as `coalesce` would, then each used row of the parameter and its
+/// moments is updated in place. About 8 torch ops and their temporaries per
+/// step become one loop.
+fn fused_sparse_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64) {
+    let rows: Vec<i64> = Vec::<i64>::try_from(&grad.internal_indices().reshape([-1])).expect("int64 indices");
+    let values = grad.internal_values().contiguous();
+    let n = p.numel();
+    let width = if p.size()[0] == 0 { 0 } else { n / p.size()[0] as usize };
+    if rows.is_empty() || width == 0 {
+        return;
+    }
+    // SAFETY: p, m and v are contiguous f32 CPU tensors of `n` elements (m and
+    // v made with zeros_like(p)) and `values` one of rows × width; nothing else
+    // touches them during the step. Slices keep every access bounds-checked.
+    let (pp, mp, vp, gv) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(m.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width),
+        )
+    };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&e| rows[e]);
+    let (one_minus_b1, b2, one_minus_b2, eps) = ((1.0 - c.beta1) as f32, c.beta2 as f32, (1.0 - c.beta2) as f32, c.eps as f32);
+    let step_size = (-c.lr * bias2.sqrt() / bias1) as f32;
+    let mut sum = vec![0f32; width];
+    let mut start = 0;
+    while start < order.len() {
+        let row = rows[order[start]];
+        let end = start + order[start..].iter().take_while(|&&e| rows[e] == row).count();
+        sum.copy_from_slice(&gv[order[start] * width..][..width]);
+        for &e in &order[start + 1..end] {
+            sum.iter_mut().zip(&gv[e * width..][..width]).for_each(|(s, g)| *s += g);
+        }
+        let at = row as usize * width;
+        let (p, m, v) = (&mut pp[at..at + width], &mut mp[at..at + width], &mut vp[at..at + width]);
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&sum) {
+            *m += (g - *m) * one_minus_b1;
+            *v = *v * b2 + g * g * one_minus_b2;
+            *p += *m / (v.sqrt() + eps) * step_size;
+        }
+        start = end;
+    }
 }
 
 /// Scales gradients in place so their global L2 norm is at most `max`.
@@ -259,4 +314,35 @@ fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConf
             s.spawn(move || adam_chunk(p, g, m, v, k));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused CPU loop and the torch-op version (used off the CPU) make the
+    /// same lazy updates.
+    #[test]
+    fn fused_sparse_step_matches_the_tensor_version() {
+        tch::manual_seed(4);
+        let c = AdamConfig { lr: 1e-2, ..AdamConfig::default() };
+        let table = Tensor::randn([30, 5], (Kind::Float, Device::Cpu));
+        let (p1, m1, v1) = (table.copy(), table.zeros_like(), table.zeros_like());
+        let (p2, m2, v2) = (table.copy(), table.zeros_like(), table.zeros_like());
+        for step in 1..=10 {
+            let weight = table.copy().set_requires_grad(true);
+            let ids = Tensor::randint(8, [4, 7], (Kind::Int64, Device::Cpu));
+            let loss = (Tensor::embedding(&weight, &ids, 0, false, true) * Tensor::randn([4, 7, 5], (Kind::Float, Device::Cpu))).sum(Kind::Float);
+            let grad = Tensor::run_backward(&[loss], &[&weight], false, false).remove(0);
+            assert!(grad.is_sparse());
+            let (bias1, bias2) = (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step));
+            tch::no_grad(|| {
+                fused_sparse_cpu_step(&p1, &grad, &m1, &v1, c, bias1, bias2);
+                sparse_step(&p2, &grad, &m2, &v2, c, bias1, bias2);
+            });
+        }
+        assert!(p1.allclose(&p2, 1e-6, 1e-7, false));
+        assert!(v1.allclose(&v2, 1e-6, 1e-9, false));
+        assert!(!p1.equal(&table), "the used rows moved");
+    }
 }
