@@ -10,9 +10,11 @@
 //!   initialise a model from the vocabulary and label set, seeded by the pipeline.
 
 mod checkpoint;
+mod dropout;
 mod model;
 mod stage;
 
 pub use checkpoint::Checkpoint;
-pub use model::{Architecture, Classifier, ModelSpec, Pooling};
+pub use dropout::dropout;
+pub use model::{native_bfloat16, Architecture, Classifier, ModelSpec, Pooling, Precision};
 pub use stage::{initialise, BagOfNgrams, GruClassifier, LstmClassifier};

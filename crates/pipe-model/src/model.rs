@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use pipe_tensor::PaddingSide;
+
+use crate::dropout::dropout;
 
 /// How a sequence of RNN outputs becomes one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -23,6 +25,36 @@ pub enum Pooling {
     Max,
     /// Mean and max, concatenated.
     MeanMax,
+}
+
+/// The float type the recurrent layer computes in on the CPU. Parameters,
+/// gradients and the optimizer stay float32 either way (mixed precision). On
+/// CUDA the layer computes in float32: cuDNN reads its flattened float32
+/// weights in place, and at these sizes the GPU is bound by kernel launches,
+/// not arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Float32,
+    /// bfloat16 inputs and weights into the LSTM/GRU kernel (oneDNN): its
+    /// matrix products run at twice float32's rate on CPUs with AVX-512 BF16
+    /// or AMX; its outputs come back as float32 for pooling and loss. Without
+    /// those instructions bfloat16 is emulated, and slower.
+    Bfloat16,
+}
+
+/// Whether this CPU computes bfloat16 natively (AVX-512 BF16, which CPUs
+/// with AMX have too).
+pub fn native_bfloat16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +89,9 @@ pub struct ModelSpec {
     /// lazily by the optimizer: much faster for large hashed vocabularies.
     #[serde(default)]
     pub sparse_embedding: bool,
+    /// What the recurrent layer computes in.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl ModelSpec {
@@ -76,6 +111,7 @@ impl ModelSpec {
             embedding_dropout: 0.0,
             pooling: Pooling::LastStep,
             sparse_embedding: false,
+            precision: Precision::Float32,
         }
     }
 
@@ -123,6 +159,7 @@ struct Recurrent {
     bidirectional: bool,
     hidden: i64,
     dropout: f64,
+    precision: Precision,
 }
 
 impl Recurrent {
@@ -157,22 +194,29 @@ impl Recurrent {
                 spec.bidirectional,
             );
         }
-        Recurrent { weights, lstm, layers: spec.layers, bidirectional: spec.bidirectional, hidden: spec.hidden_dim, dropout: spec.layer_dropout }
+        Recurrent { weights, lstm, layers: spec.layers, bidirectional: spec.bidirectional, hidden: spec.hidden_dim, dropout: spec.layer_dropout, precision: spec.precision }
     }
 
-    /// Outputs `[batch, time, hidden × directions]` for batch-first input.
+    /// Outputs `[batch, time, hidden × directions]` (float32) for batch-first input.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let batch = xs.size()[0];
         let directions = if self.bidirectional { 2 } else { 1 };
+        // The casts are differentiable: gradients reach the float32 parameters.
+        let (xs, cast_weights) = match self.precision {
+            Precision::Bfloat16 if xs.device() == Device::Cpu => (xs.to_kind(Kind::BFloat16), Some(self.weights.iter().map(|w| w.to_kind(Kind::BFloat16)).collect::<Vec<_>>())),
+            _ => (xs.shallow_clone(), None),
+        };
+        let weights = cast_weights.as_ref().unwrap_or(&self.weights);
         let h0 = Tensor::zeros([self.layers * directions, batch, self.hidden], (xs.kind(), xs.device()));
-        if self.lstm {
-            let weights: Vec<&Tensor> = self.weights.iter().collect();
+        let out = if self.lstm {
+            let weights: Vec<&Tensor> = weights.iter().collect();
             let (out, _, _) = xs.lstm(&[&h0, &h0], &weights, true, self.layers, self.dropout, train, self.bidirectional, true);
             out
         } else {
-            let (out, _) = xs.gru(&h0, &self.weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+            let (out, _) = xs.gru(&h0, weights, true, self.layers, self.dropout, train, self.bidirectional, true);
             out
-        }
+        };
+        out.to_kind(Kind::Float)
     }
 }
 
@@ -228,7 +272,7 @@ impl Classifier {
     pub fn forward_t(&self, ids: &Tensor, lengths: &Tensor, padding: PaddingSide, train: bool) -> Tensor {
         let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, self.spec.sparse_embedding);
         if self.spec.embedding_dropout > 0.0 {
-            xs = xs.dropout(self.spec.embedding_dropout, train);
+            xs = dropout(&xs, self.spec.embedding_dropout, train);
         }
         let pooled = match &self.recurrent {
             Some(rnn) => {
@@ -237,7 +281,7 @@ impl Classifier {
             }
             None => pool(&xs, lengths, padding, self.spec.pooling, None),
         };
-        pooled.dropout(self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
+        dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
     }
 }
 
@@ -292,7 +336,6 @@ fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     fn spec(architecture: Architecture, pooling: Pooling, bidirectional: bool) -> ModelSpec {
         ModelSpec { architecture, pooling, bidirectional, ..ModelSpec::notebook(50, 0, 7) }
@@ -374,6 +417,31 @@ mod tests {
         // Pre-padding reads different states (the LSTM saw the pads first), but the same shape.
         let b = model.forward_t(&pre, &len, PaddingSide::Pre, false);
         assert_eq!(b.size(), a.size());
+    }
+
+    #[test]
+    fn bfloat16_precision_is_close_to_float32_and_trains_float32_weights() {
+        tch::manual_seed(4);
+        let ids = Tensor::randint_low(1, 50, [6, 9], (Kind::Int64, Device::Cpu));
+        let lengths = Tensor::from_slice(&[9i64, 3, 5, 9, 1, 7]);
+        let full = ModelSpec { hidden_dim: 32, ..spec(Architecture::Lstm, Pooling::MeanMax, true) };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let exact = Classifier::new(&vs.root(), &full).unwrap();
+        // The same weights, computing in bfloat16.
+        let mut checkpoint = crate::Checkpoint::from_var_store(&full, &vs);
+        checkpoint.spec.precision = Precision::Bfloat16;
+        let (mixed_vs, mixed) = checkpoint.build(Device::Cpu).unwrap();
+        let a = exact.forward_t(&ids, &lengths, PaddingSide::Post, false);
+        let b = mixed.forward_t(&ids, &lengths, PaddingSide::Post, false);
+        assert_eq!(b.kind(), Kind::Float);
+        let gap = (&a - &b).abs().max().double_value(&[]);
+        assert!(gap > 0.0 && gap < 0.05, "bfloat16 logits should be close to, not equal to, float32's: {gap}");
+        // Gradients reach the float32 recurrent weights through the casts.
+        let loss = mixed.forward_t(&ids, &lengths, PaddingSide::Post, true).square().sum(Kind::Float);
+        let w = &mixed_vs.variables()["lstm.weight_hh_l0"];
+        let grad = Tensor::run_backward(&[loss], &[w], false, false).remove(0);
+        assert_eq!((w.kind(), grad.kind()), (Kind::Float, Kind::Float));
+        assert!(grad.abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 
     #[test]

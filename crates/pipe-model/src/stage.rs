@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
 use crate::checkpoint::Checkpoint;
-use crate::model::{Architecture, Classifier, ModelSpec, Pooling};
+use crate::model::{Architecture, Classifier, ModelSpec, Pooling, Precision};
 
 fn ports() -> (Vec<Port>, Vec<Port>) {
     (
@@ -53,6 +53,12 @@ macro_rules! recurrent_stage {
             pub layer_dropout: f64,
             pub embedding_dropout: f64,
             pub pooling: Pooling,
+            /// Sparse embedding gradients updated lazily (only the rows a
+            /// batch uses, as `torch.optim.SparseAdam`): skips a dense
+            /// vocabulary-sized gradient and Adam pass every step.
+            pub sparse_embedding: bool,
+            /// `bfloat16` runs the recurrent layer in mixed precision.
+            pub precision: Precision,
         }
 
         impl Default for $name {
@@ -67,6 +73,8 @@ macro_rules! recurrent_stage {
                     layer_dropout: 0.0,
                     embedding_dropout: 0.0,
                     pooling: Pooling::LastStep,
+                    sparse_embedding: false,
+                    precision: Precision::Float32,
                 }
             }
         }
@@ -86,7 +94,8 @@ macro_rules! recurrent_stage {
                     layer_dropout: self.layer_dropout,
                     embedding_dropout: self.embedding_dropout,
                     pooling: self.pooling,
-                    sparse_embedding: false,
+                    sparse_embedding: self.sparse_embedding,
+                    precision: self.precision,
                 }
             }
         }
@@ -150,6 +159,7 @@ impl BagOfNgrams {
             embedding_dropout: self.embedding_dropout,
             pooling: Pooling::Mean,
             sparse_embedding: self.sparse,
+            precision: Precision::Float32,
         }
     }
 }

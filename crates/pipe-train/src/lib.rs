@@ -37,7 +37,8 @@ impl Stage for TrainConfig {
         ]
     }
     fn code_version(&self) -> u32 {
-        1
+        // 2: CPU dropout masks from pipe's own generator; fused lazy Adam.
+        2
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let initial = inputs.get::<Checkpoint>("model")?;
@@ -48,6 +49,13 @@ impl Stage for TrainConfig {
                 "pooling `last_step` on post-padded rows reads the LSTM state after all the pads \
                  (the notebook's behaviour); `pooling: last_valid` or `mean_max` reads the real tokens",
             );
+        }
+        if initial.spec.precision == pipe_model::Precision::Bfloat16 {
+            if device.is_cuda() {
+                ctx.warn("`precision: bfloat16` applies on the CPU; on CUDA the recurrent layer computes in float32");
+            } else if !pipe_model::native_bfloat16() {
+                ctx.warn("this CPU has no native bfloat16 (AVX-512 BF16): `precision: bfloat16` is emulated and likely slower than float32");
+            }
         }
         ctx.info(format!(
             "{} rows, {} epochs of batch {}, lr {}, on {}",
