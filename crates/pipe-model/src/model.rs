@@ -424,24 +424,26 @@ mod tests {
         tch::manual_seed(4);
         let ids = Tensor::randint_low(1, 50, [6, 9], (Kind::Int64, Device::Cpu));
         let lengths = Tensor::from_slice(&[9i64, 3, 5, 9, 1, 7]);
-        let full = ModelSpec { hidden_dim: 32, ..spec(Architecture::Lstm, Pooling::MeanMax, true) };
-        let vs = nn::VarStore::new(Device::Cpu);
-        let exact = Classifier::new(&vs.root(), &full).unwrap();
-        // The same weights, computing in bfloat16.
-        let mut checkpoint = crate::Checkpoint::from_var_store(&full, &vs);
-        checkpoint.spec.precision = Precision::Bfloat16;
-        let (mixed_vs, mixed) = checkpoint.build(Device::Cpu).unwrap();
-        let a = exact.forward_t(&ids, &lengths, PaddingSide::Post, false);
-        let b = mixed.forward_t(&ids, &lengths, PaddingSide::Post, false);
-        assert_eq!(b.kind(), Kind::Float);
-        let gap = (&a - &b).abs().max().double_value(&[]);
-        assert!(gap > 0.0 && gap < 0.05, "bfloat16 logits should be close to, not equal to, float32's: {gap}");
-        // Gradients reach the float32 recurrent weights through the casts.
-        let loss = mixed.forward_t(&ids, &lengths, PaddingSide::Post, true).square().sum(Kind::Float);
-        let w = &mixed_vs.variables()["lstm.weight_hh_l0"];
-        let grad = Tensor::run_backward(&[loss], &[w], false, false).remove(0);
-        assert_eq!((w.kind(), grad.kind()), (Kind::Float, Kind::Float));
-        assert!(grad.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        for (architecture, prefix) in [(Architecture::Lstm, "lstm"), (Architecture::Gru, "gru")] {
+            let full = ModelSpec { hidden_dim: 32, ..spec(architecture, Pooling::MeanMax, true) };
+            let vs = nn::VarStore::new(Device::Cpu);
+            let exact = Classifier::new(&vs.root(), &full).unwrap();
+            // The same weights, computing in bfloat16.
+            let mut checkpoint = crate::Checkpoint::from_var_store(&full, &vs);
+            checkpoint.spec.precision = Precision::Bfloat16;
+            let (mixed_vs, mixed) = checkpoint.build(Device::Cpu).unwrap();
+            let a = exact.forward_t(&ids, &lengths, PaddingSide::Post, false);
+            let b = mixed.forward_t(&ids, &lengths, PaddingSide::Post, false);
+            assert_eq!(b.kind(), Kind::Float);
+            let gap = (&a - &b).abs().max().double_value(&[]);
+            assert!(gap > 0.0 && gap < 0.05, "{prefix}: bfloat16 logits should be close to, not equal to, float32's: {gap}");
+            // Gradients reach the float32 recurrent weights through the casts.
+            let loss = mixed.forward_t(&ids, &lengths, PaddingSide::Post, true).square().sum(Kind::Float);
+            let w = &mixed_vs.variables()[&format!("{prefix}.weight_hh_l0")];
+            let grad = Tensor::run_backward(&[loss], &[w], false, false).remove(0);
+            assert_eq!((w.kind(), grad.kind()), (Kind::Float, Kind::Float));
+            assert!(grad.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{prefix}");
+        }
     }
 
     #[test]

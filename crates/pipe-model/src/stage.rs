@@ -57,7 +57,7 @@ macro_rules! recurrent_stage {
             /// batch uses, as `torch.optim.SparseAdam`): skips a dense
             /// vocabulary-sized gradient and Adam pass every step.
             pub sparse_embedding: bool,
-            /// `bfloat16` runs the recurrent layer in mixed precision.
+            /// `bfloat16` runs the recurrent layer in mixed precision on the CPU.
             pub precision: Precision,
         }
 
