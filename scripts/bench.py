@@ -133,6 +133,12 @@ def main():
                       f"{s['end_to_end_seconds'] / base['end_to_end_seconds']:.3f}, predict peak RSS "
                       f"{s['predict_peak_rss_mb'] / base['predict_peak_rss_mb']:.3f}, predict throughput "
                       f"{s['predict_rows_per_second'] / base['predict_rows_per_second']:.2f}x")
+        # The machines' speed drifts: each round's own ratio shows how far the mean can be trusted.
+        print("epoch time ratio per round (same round and seed as the notebook's):")
+        for c, rs in results.items():
+            if c != "notebook":
+                pairs = [(r, b) for r in rs for b in results["notebook"] if (b["round"], b["seed"]) == (r["round"], r["seed"])]
+                print(f"  {c}: " + ", ".join(f"round {r['round']} seed {r['seed']} {r['epoch_seconds'] / b['epoch_seconds']:.3f}" for r, b in pairs))
     if a.json:
         json.dump({"args": vars(a), "results": results, "summary": summary}, open(a.json, "w"), indent=1)
 
