@@ -291,28 +291,31 @@ impl Classifier {
 fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, bidirectional_hidden: Option<i64>) -> Tensor {
     let time = out.size()[1];
     let device = out.device();
-    let positions = Tensor::arange(time, (Kind::Int64, device)).unsqueeze(0);
     let lengths = lengths.to_device(device).unsqueeze(1);
-    // Which time steps hold real tokens.
-    let valid = match padding {
-        PaddingSide::Post => positions.lt_tensor(&lengths),
-        PaddingSide::Pre => positions.ge_tensor(&(lengths.g_mul_scalar(-1) + time)),
+    // Which time steps hold real tokens. This and `real_ends` are built only
+    // by the poolings that read them: a handful of ops each training step.
+    let valid = || {
+        let positions = Tensor::arange(time, (Kind::Int64, device)).unsqueeze(0);
+        match padding {
+            PaddingSide::Post => positions.lt_tensor(&lengths),
+            PaddingSide::Pre => positions.ge_tensor(&(lengths.g_mul_scalar(-1) + time)),
+        }
     };
     let at = |index: &Tensor| -> Tensor {
         let features = out.size()[2];
         out.gather(1, &index.view([-1, 1, 1]).expand([-1, 1, features], false), false).squeeze_dim(1)
     };
-    let (first_real, last_real) = match padding {
+    let real_ends = || match padding {
         PaddingSide::Post => (Tensor::zeros_like(&lengths.squeeze_dim(1)), (lengths.squeeze_dim(1) - 1).clamp_min(0)),
         PaddingSide::Pre => ((lengths.squeeze_dim(1).g_mul_scalar(-1) + time).clamp_max(time - 1), Tensor::full([out.size()[0]], time - 1, (Kind::Int64, device))),
     };
     let mean = || {
-        let mask = valid.unsqueeze(2).to_kind(out.kind());
+        let mask = valid().unsqueeze(2).to_kind(out.kind());
         let count = mask.sum_dim_intlist(1, false, out.kind()).clamp_min(1.0);
         (out * &mask).sum_dim_intlist(1, false, out.kind()) / count
     };
     let max = || {
-        let masked = out.masked_fill(&valid.logical_not().unsqueeze(2), f64::NEG_INFINITY);
+        let masked = out.masked_fill(&valid().logical_not().unsqueeze(2), f64::NEG_INFINITY);
         let (m, _) = masked.max_dim(1, false);
         // Rows without any real token give zeros rather than -inf.
         m.masked_fill(&m.isinf(), 0.0)
@@ -320,8 +323,9 @@ fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, 
     match pooling {
         Pooling::LastStep => out.select(1, time - 1),
         Pooling::LastValid => match bidirectional_hidden {
-            None => at(&last_real),
+            None => at(&real_ends().1),
             Some(h) => {
+                let (first_real, last_real) = real_ends();
                 let forward = at(&last_real).narrow(1, 0, h);
                 let backward = at(&first_real).narrow(1, h, h);
                 Tensor::cat(&[forward, backward], 1)
