@@ -45,7 +45,7 @@ impl Adam {
     /// Per-tensor fused passes for float32 parameters on the CPU, the flat
     /// buffer elsewhere.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Adam {
-        let on_cpu = params.iter().all(|p| p.device() == Device::Cpu && p.kind() == Kind::Float && p.is_contiguous());
+        let on_cpu = params.iter().all(cpu_f32_contiguous);
         Self::with_layout(params, config, !on_cpu)
     }
 
@@ -107,15 +107,12 @@ impl Adam {
                 for i in 0..self.params.len() {
                     let (p, g) = (&self.params[i], &grads[i]);
                     if g.is_sparse() {
-                        if [p, &exp_avg[i], &exp_avg_sq[i]].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
-                            && g.kind() == Kind::Float
-                            && g.sparse_dim() == 1
-                        {
+                        if [p, &exp_avg[i], &exp_avg_sq[i]].into_iter().all(cpu_f32_contiguous) && g.kind() == Kind::Float && g.sparse_dim() == 1 {
                             fused_sparse_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                         } else {
                             sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                         }
-                    } else if g.device() == Device::Cpu && g.kind() == Kind::Float && g.is_contiguous() {
+                    } else if cpu_f32_contiguous(g) {
                         fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, self.threads);
                     } else {
                         tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
@@ -131,6 +128,11 @@ impl Adam {
             }
         });
     }
+}
+
+/// What the fused CPU loops can read as a plain `&[f32]`.
+fn cpu_f32_contiguous(t: &Tensor) -> bool {
+    t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()
 }
 
 /// Lazy Adam for a sparse gradient (`torch.optim.SparseAdam`'s update): only
