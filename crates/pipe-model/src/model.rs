@@ -225,6 +225,8 @@ impl Recurrent {
 pub struct Classifier {
     spec: ModelSpec,
     embedding: Tensor,
+    /// Whether the embedding's gradient comes sparse (one row per token).
+    sparse_gradient: bool,
     recurrent: Option<Recurrent>,
     fc_weight: Tensor,
     fc_bias: Tensor,
@@ -261,16 +263,31 @@ impl Classifier {
         let fc = vs / "fc";
         let fc_weight = fc.var("weight", &[spec.num_classes, features], init(Init::Uniform { lo: -bound, up: bound }));
         let fc_bias = fc.var("bias", &[spec.num_classes], init(Init::Uniform { lo: -bound, up: bound }));
-        Ok(Classifier { spec: spec.clone(), embedding, recurrent, fc_weight, fc_bias })
+        Ok(Classifier { spec: spec.clone(), embedding, sparse_gradient: spec.sparse_embedding, recurrent, fc_weight, fc_bias })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
 
+    /// The embedding table (`embedding.weight`), for an optimizer that
+    /// treats its rows specially.
+    pub fn embedding_weight(&self) -> &Tensor {
+        &self.embedding
+    }
+
+    /// Makes the embedding's gradient sparse (the rows the batch used) or
+    /// dense. The forward pass and the gradient's values are the same either
+    /// way; `spec.sparse_embedding` sets the default, and with it the lazy
+    /// optimizer update. A trainer that keeps the dense update's semantics
+    /// can still ask for sparse gradients, to update idle rows late.
+    pub fn set_sparse_embedding_gradient(&mut self, sparse: bool) {
+        self.sparse_gradient = sparse;
+    }
+
     /// Logits `[batch, classes]` for ids `[batch, time]` with per-row `lengths`.
     pub fn forward_t(&self, ids: &Tensor, lengths: &Tensor, padding: PaddingSide, train: bool) -> Tensor {
-        let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, self.spec.sparse_embedding);
+        let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, self.sparse_gradient);
         if self.spec.embedding_dropout > 0.0 {
             xs = dropout(&xs, self.spec.embedding_dropout, train);
         }

@@ -9,8 +9,10 @@
 //! - [`ngrams`]: hashed word bigrams for bag-of-n-grams models (the `ngrams` stage).
 //! - [`runtime`]: device names (`auto`, `cpu`, `cuda:N`), thread count and
 //!   flushing denormals, set once at start-up.
+//! - [`parallel`]: CPU work split across torch's own threads.
 
 pub mod ngrams;
+pub mod parallel;
 pub mod runtime;
 
 use std::any::Any;

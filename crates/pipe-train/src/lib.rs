@@ -38,7 +38,9 @@ impl Stage for TrainConfig {
     }
     fn code_version(&self) -> u32 {
         // 2: CPU dropout masks from pipe's own generator; fused lazy Adam.
-        2
+        // 3: deferred idle embedding rows (the embedding gradient's repeats
+        // are summed in another order: last-bit differences).
+        3
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let initial = inputs.get::<Checkpoint>("model")?;

@@ -1,8 +1,14 @@
 //! Adam, exactly as `torch.optim.Adam` computes it (bias correction, eps added
 //! after the square root, optional L2 weight decay), in one fused pass over
 //! parameter, gradient and both moments. On the CPU the pass is split across
-//! threads; elsewhere it runs as torch ops on the device.
+//! torch's own threads; elsewhere it runs as torch ops on the device.
+//!
+//! An embedding table can also have its idle rows' updates deferred
+//! ([`Adam::defer_idle_rows`]): still `torch.optim.Adam`'s dense update, bit
+//! for bit, but each row's share of it runs when something next reads the
+//! row, in cache, instead of as a pass over the whole table every step.
 
+use pipe_tensor::parallel;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,7 +39,12 @@ pub struct Adam {
     params: Vec<Tensor>,
     state: State,
     step: u64,
-    threads: usize,
+    /// Per parameter: the step each row was last brought to, for tables
+    /// whose idle rows are updated late (`defer_idle_rows`).
+    deferred: Vec<Option<Vec<u64>>>,
+    /// The scalars of every step so far (index: step - 1), which late
+    /// updates replay; kept only while some table is deferred.
+    history: Vec<StepScalars>,
 }
 
 enum State {
@@ -57,7 +68,6 @@ impl Adam {
 
     /// Chooses the layout explicitly (`flat`: one buffer for all parameters).
     pub fn with_layout(params: Vec<Tensor>, config: AdamConfig, flat: bool) -> Adam {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(tch::get_num_threads().max(1) as usize);
         let state = if !flat || params.is_empty() {
             State::PerTensor {
                 exp_avg: params.iter().map(Tensor::zeros_like).collect(),
@@ -75,7 +85,64 @@ impl Adam {
             }
             State::Flat { exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like(), param: flat }
         };
-        Adam { config, params, state, step: 0, threads }
+        let deferred = vec![None; params.len()];
+        Adam { config, params, state, step: 0, deferred, history: Vec::new() }
+    }
+
+    /// Defers the updates of parameter `param`'s idle rows: its gradient then
+    /// comes sparse (an embedding built with sparse gradients), and each step
+    /// updates only the rows it names. The rows a step skips owe Adam's
+    /// update with a zero gradient (moments decay, the row still moves);
+    /// [`catch_up_rows`](Self::catch_up_rows) and [`catch_up`](Self::catch_up)
+    /// replay what they owe through the same kernel, so the result is the
+    /// eager dense update's, bit for bit. Whoever reads the table must catch
+    /// up the rows it reads first: a forward pass its batch's ids, anything
+    /// reading the whole table (a checkpoint, a validation pass) all of it.
+    ///
+    /// Only for 2-D float32 contiguous CPU tables, before the first step, and
+    /// without gradient clipping (the norm would need the dense gradient).
+    pub fn defer_idle_rows(&mut self, param: usize) -> Result<(), String> {
+        let p = self.params.get(param).ok_or_else(|| format!("no parameter {param}"))?;
+        if !cpu_f32_contiguous(p) || p.dim() != 2 || !matches!(self.state, State::PerTensor { .. }) {
+            return Err("deferred rows need a 2-D float32 CPU table in the per-tensor layout".into());
+        }
+        if self.step > 0 {
+            return Err("deferred rows must be set up before the first step".into());
+        }
+        self.deferred[param] = Some(vec![0; p.size()[0] as usize]);
+        Ok(())
+    }
+
+    /// Brings the rows of deferred parameter `param` named in `ids` (any
+    /// shape, int64) up to the current step.
+    pub fn catch_up_rows(&mut self, param: usize, ids: &Tensor) {
+        let ids: Vec<i64> = Vec::<i64>::try_from(&ids.reshape([-1]).to_device(Device::Cpu)).expect("int64 ids");
+        self.catch_up_where(param, |done| {
+            let mut rows: Vec<usize> = ids.iter().map(|&r| r as usize).collect();
+            rows.sort_unstable();
+            rows.dedup();
+            rows.retain(|&r| r < done.len());
+            rows
+        });
+    }
+
+    /// Brings every row of every deferred parameter up to the current step.
+    pub fn catch_up(&mut self) {
+        for param in 0..self.params.len() {
+            self.catch_up_where(param, |done| (0..done.len()).collect());
+        }
+    }
+
+    fn catch_up_where(&mut self, param: usize, rows: impl FnOnce(&[u64]) -> Vec<usize>) {
+        let (step, threads) = (self.step, parallel::threads());
+        let State::PerTensor { exp_avg, exp_avg_sq } = &self.state else { return };
+        let Some(done) = self.deferred[param].as_mut() else { return };
+        let owed: Vec<(usize, usize)> = rows(done).into_iter().filter(|&r| done[r] < step).map(|r| (r, done[r] as usize)).collect();
+        let table = TableSlices::of(&self.params[param], &exp_avg[param], &exp_avg_sq[param]);
+        replay_idle_rows(table, &owed, &self.history[..step as usize], threads);
+        for &(r, _) in &owed {
+            done[r] = step;
+        }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -99,6 +166,12 @@ impl Adam {
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
+        if self.deferred.iter().any(Option::is_some) {
+            assert!(clip.is_none(), "gradient clipping needs the dense gradient: it cannot be combined with deferred rows");
+            // 28 bytes a step: a few hundred kB for a long run.
+            self.history.push(StepScalars::new(c, bias1, bias2));
+        }
+        let (step, threads) = (self.step, parallel::threads());
         tch::no_grad(|| match &self.state {
             State::PerTensor { exp_avg, exp_avg_sq } => {
                 if let Some(max) = clip {
@@ -106,14 +179,17 @@ impl Adam {
                 }
                 for i in 0..self.params.len() {
                     let (p, g) = (&self.params[i], &grads[i]);
-                    if g.is_sparse() {
+                    if let Some(done) = self.deferred[i].as_mut() {
+                        let table = TableSlices::of(p, &exp_avg[i], &exp_avg_sq[i]);
+                        deferred_step(table, g, done, &self.history[..step as usize], threads);
+                    } else if g.is_sparse() {
                         if [p, &exp_avg[i], &exp_avg_sq[i]].into_iter().all(cpu_f32_contiguous) && g.kind() == Kind::Float && g.sparse_dim() == 1 {
                             fused_sparse_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                         } else {
                             sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                         }
                     } else if cpu_f32_contiguous(g) {
-                        fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, self.threads);
+                        fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, threads);
                     } else {
                         tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                     }
@@ -200,6 +276,161 @@ fn fused_sparse_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: A
     }
 }
 
+/// A table, its two moments and its row width, as plain slices.
+struct TableSlices<'a> {
+    p: &'a mut [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    width: usize,
+}
+
+impl<'a> TableSlices<'a> {
+    /// SAFETY of the slices: `defer_idle_rows` checked that the parameter is
+    /// a contiguous 2-D f32 CPU tensor; m and v were made with zeros_like(p).
+    /// The optimizer is their only user while it runs.
+    fn of(p: &'a Tensor, m: &'a Tensor, v: &'a Tensor) -> TableSlices<'a> {
+        let n = p.numel();
+        let rows = p.size()[0] as usize;
+        // SAFETY: see above; every later access is bounds-checked.
+        unsafe {
+            TableSlices {
+                p: std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
+                m: std::slice::from_raw_parts_mut(m.data_ptr() as *mut f32, n),
+                v: std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
+                width: n.checked_div(rows).unwrap_or(0),
+            }
+        }
+    }
+
+    /// Row `r` of the table and of each moment.
+    fn row(&mut self, r: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        let at = r * self.width..(r + 1) * self.width;
+        (&mut self.p[at.clone()], &mut self.m[at.clone()], &mut self.v[at])
+    }
+
+    fn reborrow(&mut self) -> TableSlices<'_> {
+        TableSlices { p: &mut *self.p, m: &mut *self.m, v: &mut *self.v, width: self.width }
+    }
+
+    /// Splits off rows `..r` (returned) from `r..` (kept, renumbered from 0).
+    fn split_off_front(&mut self, r: usize) -> TableSlices<'a> {
+        let at = r * self.width;
+        let (p, rest_p) = std::mem::take(&mut self.p).split_at_mut(at);
+        let (m, rest_m) = std::mem::take(&mut self.m).split_at_mut(at);
+        let (v, rest_v) = std::mem::take(&mut self.v).split_at_mut(at);
+        (self.p, self.m, self.v) = (rest_p, rest_m, rest_v);
+        TableSlices { p, m, v, width: self.width }
+    }
+}
+
+/// One step of a deferred table. A sparse gradient (one row per token,
+/// repeats summed in order as `coalesce` does) updates the rows it names,
+/// after they replay the steps they were idle for; other rows wait. A dense
+/// gradient updates every row (after all catch up).
+fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], history: &[StepScalars], threads: usize) {
+    let step = history.len() as u64;
+    let k = *history.last().expect("the current step's scalars");
+    if !grad.is_sparse() {
+        let owed: Vec<(usize, usize)> = (0..done.len()).filter(|&r| done[r] + 1 < step).map(|r| (r, done[r] as usize)).collect();
+        replay_idle_rows(table.reborrow(), &owed, &history[..history.len() - 1], threads);
+        let dense = grad.contiguous();
+        let n = table.p.len();
+        // SAFETY: a dense gradient of the parameter: n contiguous f32 values.
+        let g = unsafe { std::slice::from_raw_parts(dense.data_ptr() as *const f32, n) };
+        adam_chunk(table.p, g, table.m, table.v, k);
+        done.iter_mut().for_each(|d| *d = step);
+        return;
+    }
+    let rows: Vec<i64> = Vec::<i64>::try_from(&grad.internal_indices().reshape([-1])).expect("int64 indices");
+    let values = grad.internal_values().contiguous();
+    let width = table.width;
+    if rows.is_empty() || width == 0 {
+        return;
+    }
+    // SAFETY: the values of a sparse gradient of the table: rows × width f32.
+    let gv = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width) };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&e| rows[e]);
+    let mut sum = vec![0f32; width];
+    let zeros = vec![0f32; width];
+    let mut start = 0;
+    while start < order.len() {
+        let row = rows[order[start]] as usize;
+        let end = start + order[start..].iter().take_while(|&&e| rows[e] as usize == row).count();
+        sum.copy_from_slice(&gv[order[start] * width..][..width]);
+        for &e in &order[start + 1..end] {
+            sum.iter_mut().zip(&gv[e * width..][..width]).for_each(|(s, g)| *s += g);
+        }
+        let (p, m, v) = table.row(row);
+        replay_idle(p, m, v, &zeros, &history[done[row] as usize..history.len() - 1]);
+        adam_chunk(p, &sum, m, v, k);
+        done[row] = step;
+        start = end;
+    }
+}
+
+/// Replays, for each `(row, from)` (rows ascending), the steps `from..` of
+/// `history` with a zero gradient: the updates the row skipped while idle.
+/// Split across threads by rows when there is enough of it.
+fn replay_idle_rows(mut table: TableSlices, owed: &[(usize, usize)], history: &[StepScalars], threads: usize) {
+    let width = table.width;
+    let zeros = vec![0f32; width];
+    let work = |o: &[(usize, usize)]| o.iter().map(|&(_, from)| history.len() - from).sum::<usize>() * width;
+    let total = work(owed);
+    const MIN_PER_THREAD: usize = 1 << 16;
+    let threads = threads.min(total / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        for &(r, from) in owed {
+            let (p, m, v) = table.row(r);
+            replay_idle(p, m, v, &zeros, &history[from..]);
+        }
+        return;
+    }
+    // Contiguous groups of rows with about equal work; each thread gets the
+    // part of the table from its first row to the next group's.
+    let mut groups = Vec::with_capacity(threads);
+    let (mut begin, mut acc, mut first_row) = (0, 0, 0);
+    for (i, &(_, from)) in owed.iter().enumerate() {
+        acc += (history.len() - from) * width;
+        if acc * threads >= total * (groups.len() + 1) || i + 1 == owed.len() {
+            let next_row = owed.get(i + 1).map_or(table.p.len() / width.max(1) + first_row, |&(r, _)| r);
+            let part = table.split_off_front(next_row - first_row);
+            groups.push((part, first_row, &owed[begin..=i]));
+            begin = i + 1;
+            first_row = next_row;
+        }
+    }
+    parallel::for_each(groups, |(mut part, base, rows)| {
+        for &(r, from) in rows {
+            let (p, m, v) = part.row(r - base);
+            replay_idle(p, m, v, &zeros, &history[from..]);
+        }
+    });
+}
+
+/// The dense kernel, step after step, with a zero gradient: exactly what an
+/// eager update of an idle row computes.
+fn replay_idle(p: &mut [f32], m: &mut [f32], v: &mut [f32], zeros: &[f32], steps: &[StepScalars]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { replay_idle_avx2(p, m, v, zeros, steps) };
+        }
+    }
+    for &k in steps {
+        adam_chunk(p, zeros, m, v, k);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn replay_idle_avx2(p: &mut [f32], m: &mut [f32], v: &mut [f32], zeros: &[f32], steps: &[StepScalars]) {
+    for &k in steps {
+        adam_chunk_fma(p, zeros, m, v, k);
+    }
+}
+
 /// Scales gradients in place so their global L2 norm is at most `max`.
 fn clip_norm(grads: &[Tensor], max: f64) {
     let squares: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
@@ -230,6 +461,20 @@ struct StepScalars {
     step_size: f32,
     inv_bias2_sqrt: f32,
     eps: f32,
+}
+
+impl StepScalars {
+    fn new(c: AdamConfig, bias1: f64, bias2: f64) -> StepScalars {
+        StepScalars {
+            one_minus_b1: (1.0 - c.beta1) as f32,
+            b2: c.beta2 as f32,
+            one_minus_b2: (1.0 - c.beta2) as f32,
+            wd: c.weight_decay as f32,
+            step_size: (c.lr / bias1) as f32,
+            inv_bias2_sqrt: (1.0 / bias2.sqrt()) as f32,
+            eps: c.eps as f32,
+        }
+    }
 }
 
 /// The update over one chunk. `$fma` picks fused multiply-adds where torch's
@@ -295,27 +540,15 @@ fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConf
             std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
         )
     };
-    let k = StepScalars {
-        one_minus_b1: (1.0 - c.beta1) as f32,
-        b2: c.beta2 as f32,
-        one_minus_b2: (1.0 - c.beta2) as f32,
-        wd: c.weight_decay as f32,
-        step_size: (c.lr / bias1) as f32,
-        inv_bias2_sqrt: (1.0 / bias2.sqrt()) as f32,
-        eps: c.eps as f32,
-    };
+    let k = StepScalars::new(c, bias1, bias2);
     const MIN_CHUNK: usize = 1 << 16;
     if threads <= 1 || n < 2 * MIN_CHUNK {
         adam_chunk(pp, gp, mp, vp, k);
         return;
     }
     let chunk = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts = pp.chunks_mut(chunk).zip(gp.chunks(chunk)).zip(mp.chunks_mut(chunk)).zip(vp.chunks_mut(chunk));
-        for (((p, g), m), v) in parts {
-            s.spawn(move || adam_chunk(p, g, m, v, k));
-        }
-    });
+    let parts = pp.chunks_mut(chunk).zip(gp.chunks(chunk)).zip(mp.chunks_mut(chunk)).zip(vp.chunks_mut(chunk));
+    parallel::for_each(parts.collect(), |(((p, g), m), v)| adam_chunk(p, g, m, v, k));
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub struct TrainConfig {
     pub restore_best: bool,
     /// Batch size for validation passes.
     pub eval_batch_size: usize,
+    /// On the CPU, with the dense (non-sparse) embedding update: update the
+    /// embedding rows a batch does not use only when something next reads
+    /// them. The same update, bit for bit, without a pass over the whole
+    /// table every step; off (or `grad_clip` set) gives the eager pass.
+    pub defer_idle_embedding_rows: bool,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +100,7 @@ impl Default for TrainConfig {
             monitor: Monitor::MacroF1,
             restore_best: true,
             eval_batch_size: 512,
+            defer_idle_embedding_rows: true,
         }
     }
 }
@@ -204,15 +210,25 @@ pub fn train(
     let train_labels: Vec<i64> = train_rows.iter().map(|&i| labels[i]).collect();
     let weights = Tensor::from_slice(&class_weights(&train_labels, classes, config.class_weights)).to_device(device);
 
-    let (vs, model) = initial.build(device)?;
+    let (vs, mut model) = initial.build(device)?;
     let adam = AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay };
+    let params = vs.trainable_variables();
+    // Which parameter is the embedding table whose idle rows wait, if any.
+    let mut deferred_table = None;
     let mut optimizer = if initial.spec.sparse_embedding {
         if config.grad_clip.is_some() || config.weight_decay != 0.0 {
             return Err("sparse embeddings support neither grad_clip nor weight_decay (as torch.optim.SparseAdam)".into());
         }
-        Adam::per_tensor(vs.trainable_variables(), adam)
+        Adam::per_tensor(params, adam)
+    } else if config.defer_idle_embedding_rows && device == Device::Cpu && config.grad_clip.is_none() {
+        let table = params.iter().position(|p| p.data_ptr() == model.embedding_weight().data_ptr()).ok_or("the model has no embedding table")?;
+        let mut optimizer = Adam::per_tensor(params, adam);
+        optimizer.defer_idle_rows(table)?;
+        model.set_sparse_embedding_gradient(true);
+        deferred_table = Some(table);
+        optimizer
     } else {
-        Adam::new(vs.trainable_variables(), adam)
+        Adam::new(params, adam)
     };
 
     let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
@@ -245,6 +261,10 @@ pub fn train(
             offset += rows.len() as i64;
             let (ids, batch_lengths) = on_device.select_rows(&index, config.trim_padding.then_some(*longest));
             let targets = on_device.labels.as_ref().expect("checked above").index_select(0, &index);
+            let t_catch_up = Instant::now();
+            if let Some(table) = deferred_table {
+                optimizer.catch_up_rows(table, &ids);
+            }
             let t0 = Instant::now();
             let logits = model.forward_t(&ids, &batch_lengths, on_device.padding, true);
             let loss = logits.cross_entropy_loss(&targets, Some(&weights), Reduction::Mean, -100, config.label_smoothing);
@@ -254,7 +274,7 @@ pub fn train(
             optimizer.step(grads, config.grad_clip);
             timing[0] += (t1 - t0).as_secs_f64();
             timing[1] += (t2 - t1).as_secs_f64();
-            timing[2] += t2.elapsed().as_secs_f64();
+            timing[2] += t2.elapsed().as_secs_f64() + (t0 - t_catch_up).as_secs_f64();
             step += 1;
             tch::no_grad(|| {
                 loss_sum += loss.detach();
@@ -264,6 +284,10 @@ pub fn train(
                 progress(((epoch - 1) * steps_per_epoch + b + 1) as u64, total_steps, &format!("epoch {epoch}/{}", config.epochs));
             }
         }
+        // Validation and checkpoints read the whole embedding table.
+        let t_catch_up = Instant::now();
+        optimizer.catch_up();
+        timing[2] += t_catch_up.elapsed().as_secs_f64();
         tracing::debug!(epoch, forward = timing[0], backward = timing[1], optimizer = timing[2], "training time split (s)");
         let loss = loss_sum.double_value(&[]) / plan.len() as f64;
         let accuracy = correct.int64_value(&[]) as f64 / train_rows.len() as f64;
