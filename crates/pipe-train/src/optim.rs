@@ -234,28 +234,35 @@ fn sparse_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig,
 /// moments is updated in place. About 8 torch ops and their temporaries per
 /// step become one loop.
 fn fused_sparse_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64) {
+    let mut table = TableSlices::of(p, m, v);
+    let (one_minus_b1, b2, one_minus_b2, eps) = ((1.0 - c.beta1) as f32, c.beta2 as f32, (1.0 - c.beta2) as f32, c.eps as f32);
+    let step_size = (-c.lr * bias2.sqrt() / bias1) as f32;
+    for_each_gradient_row(grad, table.width, |row, sum| {
+        let (p, m, v) = table.row(row);
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(sum) {
+            *m += (g - *m) * one_minus_b1;
+            *v = *v * b2 + g * g * one_minus_b2;
+            *p += *m / (v.sqrt() + eps) * step_size;
+        }
+    });
+}
+
+/// Calls `f(row, gradient)` for each row an uncoalesced sparse gradient of
+/// a `width`-wide table names, rows ascending, its repeats (an embedding's
+/// gradient has one row per token) summed in order, as `coalesce` would.
+fn for_each_gradient_row(grad: &Tensor, width: usize, mut f: impl FnMut(usize, &[f32])) {
     let rows: Vec<i64> = Vec::<i64>::try_from(&grad.internal_indices().reshape([-1])).expect("int64 indices");
     let values = grad.internal_values().contiguous();
-    let n = p.numel();
-    let width = if p.size()[0] == 0 { 0 } else { n / p.size()[0] as usize };
     if rows.is_empty() || width == 0 {
         return;
     }
-    // SAFETY: p, m and v are contiguous f32 CPU tensors of `n` elements (m and
-    // v made with zeros_like(p)) and `values` one of rows × width; nothing else
-    // touches them during the step. Slices keep every access bounds-checked.
-    let (pp, mp, vp, gv) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
-            std::slice::from_raw_parts_mut(m.data_ptr() as *mut f32, n),
-            std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
-            std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width),
-        )
-    };
+    assert_eq!(values.kind(), Kind::Float, "float32 gradient values");
+    assert_eq!(values.numel(), rows.len() * width, "one gradient row of the table's width per index");
+    // SAFETY: `values` is a contiguous f32 CPU tensor of rows × width
+    // elements (checked above) that lives to the end of this function.
+    let gv = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width) };
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&e| rows[e]);
-    let (one_minus_b1, b2, one_minus_b2, eps) = ((1.0 - c.beta1) as f32, c.beta2 as f32, (1.0 - c.beta2) as f32, c.eps as f32);
-    let step_size = (-c.lr * bias2.sqrt() / bias1) as f32;
     let mut sum = vec![0f32; width];
     let mut start = 0;
     while start < order.len() {
@@ -265,13 +272,7 @@ fn fused_sparse_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: A
         for &e in &order[start + 1..end] {
             sum.iter_mut().zip(&gv[e * width..][..width]).for_each(|(s, g)| *s += g);
         }
-        let at = row as usize * width;
-        let (p, m, v) = (&mut pp[at..at + width], &mut mp[at..at + width], &mut vp[at..at + width]);
-        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&sum) {
-            *m += (g - *m) * one_minus_b1;
-            *v = *v * b2 + g * g * one_minus_b2;
-            *p += *m / (v.sqrt() + eps) * step_size;
-        }
+        f(row as usize, &sum);
         start = end;
     }
 }
@@ -285,13 +286,15 @@ struct TableSlices<'a> {
 }
 
 impl<'a> TableSlices<'a> {
-    /// SAFETY of the slices: `defer_idle_rows` checked that the parameter is
-    /// a contiguous 2-D f32 CPU tensor; m and v were made with zeros_like(p).
-    /// The optimizer is their only user while it runs.
+    /// The parameter and its moments (made with zeros_like(p)), which the
+    /// optimizer alone touches while it runs.
     fn of(p: &'a Tensor, m: &'a Tensor, v: &'a Tensor) -> TableSlices<'a> {
         let n = p.numel();
+        assert!([p, m, v].into_iter().all(|t| cpu_f32_contiguous(t) && t.numel() == n) && p.dim() >= 1, "an f32 CPU table and its moments");
         let rows = p.size()[0] as usize;
-        // SAFETY: see above; every later access is bounds-checked.
+        // SAFETY: three contiguous f32 CPU tensors of n elements (checked
+        // above), not otherwise accessed during the step; every later access
+        // goes through bounds-checked slices.
         unsafe {
             TableSlices {
                 p: std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
@@ -341,32 +344,13 @@ fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], histor
         done.iter_mut().for_each(|d| *d = step);
         return;
     }
-    let rows: Vec<i64> = Vec::<i64>::try_from(&grad.internal_indices().reshape([-1])).expect("int64 indices");
-    let values = grad.internal_values().contiguous();
-    let width = table.width;
-    if rows.is_empty() || width == 0 {
-        return;
-    }
-    // SAFETY: the values of a sparse gradient of the table: rows × width f32.
-    let gv = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width) };
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&e| rows[e]);
-    let mut sum = vec![0f32; width];
-    let zeros = vec![0f32; width];
-    let mut start = 0;
-    while start < order.len() {
-        let row = rows[order[start]] as usize;
-        let end = start + order[start..].iter().take_while(|&&e| rows[e] as usize == row).count();
-        sum.copy_from_slice(&gv[order[start] * width..][..width]);
-        for &e in &order[start + 1..end] {
-            sum.iter_mut().zip(&gv[e * width..][..width]).for_each(|(s, g)| *s += g);
-        }
+    let zeros = vec![0f32; table.width];
+    for_each_gradient_row(grad, table.width, |row, sum| {
         let (p, m, v) = table.row(row);
         replay_idle(p, m, v, &zeros, &history[done[row] as usize..history.len() - 1]);
-        adam_chunk(p, &sum, m, v, k);
+        adam_chunk(p, sum, m, v, k);
         done[row] = step;
-        start = end;
-    }
+    });
 }
 
 /// Replays, for each `(row, from)` (rows ascending), the steps `from..` of
