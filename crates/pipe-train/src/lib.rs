@@ -7,7 +7,9 @@
 //! - [`TrainConfig`] holds the settings (defaults: the notebook's) and is the
 //!   `train` stage itself.
 //! - [`train`] runs the loop and returns a [`Trained`] checkpoint and history.
-//! - [`optim::Adam`] is the optimizer; [`class_weights`] the notebook's weights.
+//! - [`optim::Adam`] is the optimizer; on the CPU it updates the embedding
+//!   rows a batch does not use when they are next read (the same update);
+//!   [`class_weights`] the notebook's weights.
 
 pub mod optim;
 pub mod sampler;
