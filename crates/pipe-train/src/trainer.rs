@@ -214,18 +214,18 @@ pub fn train(
     let adam = AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay };
     let params = vs.trainable_variables();
     // Which parameter is the embedding table whose idle rows wait, if any.
-    let mut deferred_table = None;
+    let deferred_table = (!initial.spec.sparse_embedding && config.defer_idle_embedding_rows && device == Device::Cpu && config.grad_clip.is_none())
+        .then(|| params.iter().position(|p| p.data_ptr() == model.embedding_weight().data_ptr()))
+        .flatten();
     let mut optimizer = if initial.spec.sparse_embedding {
         if config.grad_clip.is_some() || config.weight_decay != 0.0 {
             return Err("sparse embeddings support neither grad_clip nor weight_decay (as torch.optim.SparseAdam)".into());
         }
         Adam::per_tensor(params, adam)
-    } else if config.defer_idle_embedding_rows && device == Device::Cpu && config.grad_clip.is_none() {
-        let table = params.iter().position(|p| p.data_ptr() == model.embedding_weight().data_ptr()).ok_or("the model has no embedding table")?;
+    } else if let Some(table) = deferred_table {
         let mut optimizer = Adam::per_tensor(params, adam);
         optimizer.defer_idle_rows(table)?;
         model.set_sparse_embedding_gradient(true);
-        deferred_table = Some(table);
         optimizer
     } else {
         Adam::new(params, adam)
