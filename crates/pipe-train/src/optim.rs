@@ -338,7 +338,8 @@ fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], histor
         replay_idle_rows(table.reborrow(), &owed, &history[..history.len() - 1], threads);
         let dense = grad.contiguous();
         let n = table.p.len();
-        // SAFETY: a dense gradient of the parameter: n contiguous f32 values.
+        assert!(cpu_f32_contiguous(&dense) && dense.numel() == n, "a dense f32 CPU gradient of the table's shape");
+        // SAFETY: n contiguous f32 CPU values (checked above).
         let g = unsafe { std::slice::from_raw_parts(dense.data_ptr() as *const f32, n) };
         adam_chunk(table.p, g, table.m, table.v, k);
         done.iter_mut().for_each(|d| *d = step);
@@ -359,8 +360,7 @@ fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], histor
 fn replay_idle_rows(mut table: TableSlices, owed: &[(usize, usize)], history: &[StepScalars], threads: usize) {
     let width = table.width;
     let zeros = vec![0f32; width];
-    let work = |o: &[(usize, usize)]| o.iter().map(|&(_, from)| history.len() - from).sum::<usize>() * width;
-    let total = work(owed);
+    let total = owed.iter().map(|&(_, from)| history.len() - from).sum::<usize>() * width;
     const MIN_PER_THREAD: usize = 1 << 16;
     let threads = threads.min(total / MIN_PER_THREAD).max(1);
     if threads == 1 {

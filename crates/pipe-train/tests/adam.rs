@@ -165,3 +165,27 @@ fn deferred_rows_are_stale_until_caught_up() {
     adam.catch_up();
     assert!(table.get(4).equal(&row4), "a row never used has zero moments: Adam leaves it");
 }
+
+/// A deferred table may also get a dense gradient (an embedding built
+/// without sparse gradients): every row catches up and takes the update, and
+/// the table still ends equal to the eager one's.
+#[test]
+fn deferred_rows_take_dense_gradients_too() {
+    tch::manual_seed(8);
+    let initial = Tensor::randn([50, 4], (tch::Kind::Float, tch::Device::Cpu));
+    let (eager, deferred) = (initial.copy().set_requires_grad(true), initial.copy().set_requires_grad(true));
+    let config = AdamConfig { lr: 1e-2, weight_decay: 0.01, ..AdamConfig::default() };
+    let mut eager_adam = Adam::per_tensor(vec![eager.shallow_clone()], config);
+    let mut deferred_adam = Adam::per_tensor(vec![deferred.shallow_clone()], config);
+    deferred_adam.defer_idle_rows(0).unwrap();
+    for step in 0..12 {
+        let ids = Tensor::randint(50, [6], (tch::Kind::Int64, tch::Device::Cpu));
+        let upstream = Tensor::randn([6, 4], (tch::Kind::Float, tch::Device::Cpu));
+        eager_adam.backward_step(&(Tensor::embedding(&eager, &ids, 0, false, false) * &upstream).sum(tch::Kind::Float), None);
+        deferred_adam.catch_up_rows(0, &ids);
+        let sparse = step % 3 != 2;
+        deferred_adam.backward_step(&(Tensor::embedding(&deferred, &ids, 0, false, sparse) * &upstream).sum(tch::Kind::Float), None);
+    }
+    deferred_adam.catch_up();
+    assert!(eager.equal(&deferred), "max abs diff {}", (&eager - &deferred).abs().max().double_value(&[]));
+}
