@@ -10,7 +10,10 @@
 //! - [`runtime`]: device names (`auto`, `cpu`, `cuda:N`), thread count and
 //!   flushing denormals, set once at start-up.
 //! - [`parallel`]: CPU work split across torch's own threads.
+//! - [`cuda_graph`]: record kernels once, replay them with one launch (tch
+//!   does not bind CUDA graphs).
 
+pub mod cuda_graph;
 pub mod ngrams;
 pub mod parallel;
 pub mod runtime;
