@@ -45,6 +45,20 @@ pub struct Adam {
     /// The scalars of every step so far (index: step - 1), which late
     /// updates replay; kept only while some table is deferred.
     history: Vec<StepScalars>,
+    /// Bias corrections of the current step: 1 - beta1^t, 1 - beta2^t.
+    bias: (f64, f64),
+    /// The per-step scalars as device tensors, for a recorded update.
+    device_scalars: Option<DeviceScalars>,
+}
+
+/// What changes from step to step, where a recorded (CUDA graph) update
+/// reads it: 0-dim tensors on the parameters' device, filled before each
+/// step's kernels.
+struct DeviceScalars {
+    /// -lr / (1 - beta1^t)
+    neg_step_size: Tensor,
+    /// 1 / sqrt(1 - beta2^t)
+    inv_bias2_sqrt: Tensor,
 }
 
 enum State {
@@ -86,7 +100,21 @@ impl Adam {
             State::Flat { exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like(), param: flat }
         };
         let deferred = vec![None; params.len()];
-        Adam { config, params, state, step: 0, deferred, history: Vec::new() }
+        Adam { config, params, state, step: 0, deferred, history: Vec::new(), bias: (0.0, 0.0), device_scalars: None }
+    }
+
+    /// Keeps the per-step scalars (learning rate over the first moment's
+    /// bias correction, the second's) in device tensors that
+    /// [`begin_step`](Self::begin_step) fills, instead of passing them to
+    /// the kernels as constants: a recorded [`apply`](Self::apply) (a CUDA
+    /// graph) then reads each replay's own step. Flat layout only.
+    pub fn read_step_scalars_on_device(&mut self) -> Result<(), String> {
+        let State::Flat { param, .. } = &self.state else {
+            return Err("step scalars on the device need the flat layout".into());
+        };
+        let scalar = || Tensor::zeros([], (param.kind(), param.device()));
+        self.device_scalars = Some(DeviceScalars { neg_step_size: scalar(), inv_bias2_sqrt: scalar() });
+        Ok(())
     }
 
     /// Defers the updates of parameter `param`'s idle rows: its gradient then
@@ -160,16 +188,44 @@ impl Adam {
         self.step(grads, clip);
     }
 
-    /// One update from gradients in the order of the parameters.
+    /// One update from gradients in the order of the parameters:
+    /// [`begin_step`](Self::begin_step), then [`apply`](Self::apply).
     pub fn step(&mut self, grads: Vec<Tensor>, clip: Option<f64>) {
+        self.begin_step();
+        self.apply(grads, clip);
+    }
+
+    /// Advances the step count and sets the step's scalars (on the device,
+    /// with [`read_step_scalars_on_device`](Self::read_step_scalars_on_device)):
+    /// the host's part of a step, which a recorded graph cannot contain.
+    pub fn begin_step(&mut self) {
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
+        self.bias = (bias1, bias2);
         if self.deferred.iter().any(Option::is_some) {
-            assert!(clip.is_none(), "gradient clipping needs the dense gradient: it cannot be combined with deferred rows");
             // 28 bytes a step: a few hundred kB for a long run.
             self.history.push(StepScalars::new(c, bias1, bias2));
+        }
+        if let Some(scalars) = &self.device_scalars {
+            // A fill passes its value as a kernel argument: no host-to-device
+            // copy, so no sync.
+            tch::no_grad(|| {
+                let _ = scalars.neg_step_size.shallow_clone().fill_(-c.lr / bias1);
+                let _ = scalars.inv_bias2_sqrt.shallow_clone().fill_(1.0 / bias2.sqrt());
+            });
+        }
+    }
+
+    /// The update's kernels for the step [`begin_step`](Self::begin_step)
+    /// began, from gradients in the order of the parameters.
+    pub fn apply(&mut self, grads: Vec<Tensor>, clip: Option<f64>) {
+        let c = self.config;
+        let (bias1, bias2) = self.bias;
+        assert!(self.step > 0, "apply before begin_step");
+        if self.deferred.iter().any(Option::is_some) {
+            assert!(clip.is_none(), "gradient clipping needs the dense gradient: it cannot be combined with deferred rows");
         }
         let (step, threads) = (self.step, parallel::threads());
         tch::no_grad(|| match &self.state {
@@ -191,7 +247,7 @@ impl Adam {
                     } else if cpu_f32_contiguous(g) {
                         fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, threads);
                     } else {
-                        tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                        tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, ScalarsFrom::Host { bias1, bias2 });
                     }
                 }
             }
@@ -200,7 +256,11 @@ impl Adam {
                 if let Some(max) = clip {
                     clip_norm(std::slice::from_ref(&grad), max);
                 }
-                tensor_step(param, &grad, exp_avg, exp_avg_sq, c, bias1, bias2);
+                let scalars = match &self.device_scalars {
+                    Some(scalars) => ScalarsFrom::Device(scalars),
+                    None => ScalarsFrom::Host { bias1, bias2 },
+                };
+                tensor_step(param, &grad, exp_avg, exp_avg_sq, c, scalars);
             }
         });
     }
@@ -425,14 +485,25 @@ fn clip_norm(grads: &[Tensor], max: f64) {
     }
 }
 
+/// Where [`tensor_step`] takes the step's scalars from.
+enum ScalarsFrom<'a> {
+    /// Constants computed from the bias corrections 1 - beta1^t, 1 - beta2^t.
+    Host { bias1: f64, bias2: f64 },
+    /// Tensors filled before the kernels run (a recorded update).
+    Device(&'a DeviceScalars),
+}
+
 /// The same update as torch ops (for GPUs and unusual dtypes).
-fn tensor_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64) {
+fn tensor_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, scalars: ScalarsFrom) {
     let grad = if c.weight_decay != 0.0 { grad + p * c.weight_decay } else { grad.shallow_clone() };
     let (mut m, mut v, mut p) = (m.shallow_clone(), v.shallow_clone(), p.shallow_clone());
     let _ = m.lerp_(&grad, 1.0 - c.beta1);
     let _ = v.g_mul_scalar_(c.beta2).addcmul_(&grad, &grad.g_mul_scalar(1.0 - c.beta2));
-    let denom = (v.sqrt() / bias2.sqrt()) + c.eps;
-    let _ = p.addcdiv_(&(m.g_mul_scalar(-c.lr / bias1)), &denom);
+    let (denom, update) = match scalars {
+        ScalarsFrom::Host { bias1, bias2 } => ((v.sqrt() / bias2.sqrt()) + c.eps, m.g_mul_scalar(-c.lr / bias1)),
+        ScalarsFrom::Device(d) => ((v.sqrt() * &d.inv_bias2_sqrt) + c.eps, &m * &d.neg_step_size),
+    };
+    let _ = p.addcdiv_(&update, &denom);
 }
 
 /// Scalars of one update, in float32 as torch's kernels use them.

@@ -11,11 +11,23 @@ fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adam").join(name)
 }
 
-fn run(config_name: &str, config: AdamConfig, flat: bool) {
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    PerTensor,
+    /// One buffer for all parameters (GPUs).
+    Flat,
+    /// Flat, the step's scalars read from tensors (a recorded CUDA graph).
+    FlatReadingScalars,
+}
+
+fn run(config_name: &str, config: AdamConfig, layout: Layout) {
     let tensors = Tensor::read_safetensors(fixture("adam.safetensors")).unwrap();
     let get = |name: &str| tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name}")).1.shallow_clone();
     let params: Vec<Tensor> = (0..2).map(|i| get(&format!("initial.{i}")).copy().set_requires_grad(true)).collect();
-    let mut adam = Adam::with_layout(params.iter().map(Tensor::shallow_clone).collect(), config, flat);
+    let mut adam = Adam::with_layout(params.iter().map(Tensor::shallow_clone).collect(), config, layout != Layout::PerTensor);
+    if layout == Layout::FlatReadingScalars {
+        adam.read_step_scalars_on_device().unwrap();
+    }
     for step in 0..50 {
         let grads = (0..2).map(|i| get(&format!("grad.{step}.{i}"))).collect();
         adam.step(grads, None);
@@ -32,16 +44,17 @@ fn run(config_name: &str, config: AdamConfig, flat: bool) {
 
 #[test]
 fn matches_torch_adam_with_defaults() {
-    run("a", AdamConfig { lr: 1e-3, ..AdamConfig::default() }, false);
-    // The flat-buffer layout used on GPUs: the same update as torch ops.
-    run("a", AdamConfig { lr: 1e-3, ..AdamConfig::default() }, true);
+    for layout in [Layout::PerTensor, Layout::Flat, Layout::FlatReadingScalars] {
+        run("a", AdamConfig { lr: 1e-3, ..AdamConfig::default() }, layout);
+    }
 }
 
 #[test]
 fn matches_torch_adam_with_weight_decay_and_other_betas() {
     let config = AdamConfig { lr: 3e-3, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 0.01 };
-    run("b", config, false);
-    run("b", config, true);
+    for layout in [Layout::PerTensor, Layout::Flat, Layout::FlatReadingScalars] {
+        run("b", config, layout);
+    }
 }
 
 /// Sparse embedding gradients get the lazy update (SparseAdam's): rows a
