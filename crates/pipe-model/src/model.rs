@@ -270,6 +270,17 @@ impl Classifier {
         &self.spec
     }
 
+    /// Every parameter, the recurrent weights first, in cuDNN's order
+    /// (per layer and direction: `weight_ih`, `weight_hh`, `bias_ih`,
+    /// `bias_hh`). cuDNN reads recurrent weights in place only when they
+    /// start their storage in that layout, so an optimizer that moves the
+    /// parameters into one flat buffer should lay it out in this order;
+    /// otherwise every step copies them (and libtorch warns each time).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        let recurrent = self.recurrent.iter().flat_map(|r| r.weights.iter());
+        recurrent.chain([&self.embedding, &self.fc_weight, &self.fc_bias]).map(Tensor::shallow_clone).collect()
+    }
+
     /// The embedding table (`embedding.weight`), for an optimizer that
     /// treats its rows specially.
     pub fn embedding_weight(&self) -> &Tensor {

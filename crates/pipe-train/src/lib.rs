@@ -85,6 +85,7 @@ impl Stage for TrainConfig {
             "train_rows": trained.train_rows,
             "validation_rows": trained.validation_rows,
             "device": ctx.device,
+            "cuda_graph": trained.cuda_graph,
         });
         let curve = curve_svg(&trained.history);
         let files = BTreeMap::from([

@@ -8,6 +8,8 @@ use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use pipe_tensor::cuda_graph::CudaGraph;
+
 use crate::optim::{Adam, AdamConfig};
 use crate::sampler::{plan_epoch, stratified_split, Rng};
 
@@ -77,6 +79,12 @@ pub struct TrainConfig {
     /// them. The same update, bit for bit, without a pass over the whole
     /// table every step; off (or `grad_clip` set) gives the eager pass.
     pub defer_idle_embedding_rows: bool,
+    /// On a GPU, record the training step's kernels once as a CUDA graph and
+    /// replay it for every full batch: the same kernels without the host's
+    /// per-op launch cost, which bounds a small model's step there. Needs
+    /// fixed shapes, so not with `trim_padding` or sparse embeddings (those
+    /// run eagerly); a capture that fails falls back to eager steps.
+    pub cuda_graphs: bool,
 }
 
 impl Default for TrainConfig {
@@ -101,6 +109,7 @@ impl Default for TrainConfig {
             restore_best: true,
             eval_batch_size: 512,
             defer_idle_embedding_rows: true,
+            cuda_graphs: true,
         }
     }
 }
@@ -148,6 +157,8 @@ pub struct Trained {
     pub best_epoch: usize,
     pub train_rows: usize,
     pub validation_rows: usize,
+    /// Whether full batches replayed a recorded CUDA graph (`cuda_graphs`).
+    pub cuda_graph: bool,
 }
 
 /// Progress callback: (batches done, batches total, message).
@@ -212,7 +223,12 @@ pub fn train(
 
     let (vs, mut model) = initial.build(device)?;
     let adam = AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay };
-    let params = vs.trainable_variables();
+    // The model's order, not the store's (a hash map): a flat optimizer
+    // buffer then keeps the recurrent weights where cuDNN reads them in place.
+    let params: Vec<Tensor> = model.parameters().into_iter().filter(Tensor::requires_grad).collect();
+    if params.len() != vs.trainable_variables().len() {
+        return Err(format!("the model lists {} trainable parameters, its store {}", params.len(), vs.trainable_variables().len()));
+    }
     // Which parameter is the embedding table whose idle rows wait, if any.
     let deferred_table = (!initial.spec.sparse_embedding && config.defer_idle_embedding_rows && device == Device::Cpu && config.grad_clip.is_none())
         .then(|| params.iter().position(|p| p.data_ptr() == model.embedding_weight().data_ptr()))
@@ -231,6 +247,18 @@ pub fn train(
         Adam::new(params, adam)
     };
 
+    let mut recording = Recording::Off;
+    if device.is_cuda() && config.cuda_graphs && !config.trim_padding && !initial.spec.sparse_embedding {
+        match optimizer.read_step_scalars_on_device().map_err(|e| e.to_string()).and_then(|()| CudaGraph::new(device).map_err(|e| e.to_string())) {
+            Ok(graph) => recording = Recording::WarmingUp { graph, steps: 0 },
+            Err(e) => tracing::warn!("training without a CUDA graph: {e}"),
+        }
+    }
+    // Accumulated on the device and read once per epoch: no host sync per
+    // step. The same tensors all run long: a recorded step adds into them.
+    let totals = EpochTotals { loss_sum: Tensor::zeros([], (Kind::Float, device)), correct: Tensor::zeros([], (Kind::Int64, device)) };
+    let step_inputs = StepInputs { model: &model, data: &on_device, weights: &weights, config, deferred_table, totals: &totals };
+
     let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
     let total_steps = (steps_per_epoch * config.epochs) as u64;
     let warmup_steps = (config.warmup_epochs * steps_per_epoch as f64).round() as u64;
@@ -242,9 +270,10 @@ pub fn train(
     for epoch in 1..=config.epochs {
         let start = Instant::now();
         let plan = plan_epoch(&train_rows, &lengths, config.batch_size, config.bucketing, &mut rng);
-        // Accumulated on the device and read once per epoch: no host sync per step.
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        tch::no_grad(|| {
+            let _ = totals.loss_sum.shallow_clone().zero_();
+            let _ = totals.correct.shallow_clone().zero_();
+        });
         let mut lr = config.lr;
         // Host-side time in forward, backward and the optimizer (CPU: where the
         // time goes; GPU: launch cost only, kernels run asynchronously).
@@ -259,27 +288,40 @@ pub fn train(
             optimizer.set_lr(lr);
             let index = order.narrow(0, offset, rows.len() as i64);
             offset += rows.len() as i64;
-            let (ids, batch_lengths) = on_device.select_rows(&index, config.trim_padding.then_some(*longest));
-            let targets = on_device.labels.as_ref().expect("checked above").index_select(0, &index);
-            let t_catch_up = Instant::now();
-            if let Some(table) = deferred_table {
-                optimizer.catch_up_rows(table, &ids);
-            }
-            let t0 = Instant::now();
-            let logits = model.forward_t(&ids, &batch_lengths, on_device.padding, true);
-            let loss = logits.cross_entropy_loss(&targets, Some(&weights), Reduction::Mean, -100, config.label_smoothing);
-            let t1 = Instant::now();
-            let grads = Tensor::run_backward(&[&loss], optimizer.params(), false, false);
-            let t2 = Instant::now();
-            optimizer.step(grads, config.grad_clip);
-            timing[0] += (t1 - t0).as_secs_f64();
-            timing[1] += (t2 - t1).as_secs_f64();
-            timing[2] += t2.elapsed().as_secs_f64() + (t0 - t_catch_up).as_secs_f64();
+            let longest = config.trim_padding.then_some(*longest);
+            let full_batch = rows.len() == config.batch_size;
+            recording = match recording {
+                Recording::Ready { graph, index: recorded_index } if full_batch => {
+                    optimizer.begin_step();
+                    tch::no_grad(|| recorded_index.shallow_clone().copy_(&index));
+                    graph.replay().map_err(|e| e.to_string())?;
+                    Recording::Ready { graph, index: recorded_index }
+                }
+                Recording::WarmingUp { mut graph, steps } if full_batch => {
+                    graph.warm_up(|| step_inputs.run(&mut optimizer, &index, longest, false, &mut timing)).map_err(|e| e.to_string())?;
+                    if steps + 1 < GRAPH_WARM_UP_STEPS {
+                        Recording::WarmingUp { graph, steps: steps + 1 }
+                    } else {
+                        // Replays read their batch's rows from this tensor.
+                        let recorded_index = index.copy();
+                        match graph.capture(|| step_inputs.run(&mut optimizer, &recorded_index, longest, true, &mut [0.0; 3])) {
+                            Ok(()) => {
+                                tracing::info!("training step recorded as a CUDA graph");
+                                Recording::Ready { graph, index: recorded_index }
+                            }
+                            Err(e) => {
+                                tracing::warn!("training without a CUDA graph: {e}");
+                                Recording::Off
+                            }
+                        }
+                    }
+                }
+                other => {
+                    step_inputs.run(&mut optimizer, &index, longest, false, &mut timing);
+                    other
+                }
+            };
             step += 1;
-            tch::no_grad(|| {
-                loss_sum += loss.detach();
-                correct += logits.argmax(1, false).eq_tensor(&targets).sum(Kind::Int64);
-            });
             if b % 20 == 0 || b + 1 == plan.len() {
                 progress(((epoch - 1) * steps_per_epoch + b + 1) as u64, total_steps, &format!("epoch {epoch}/{}", config.epochs));
             }
@@ -289,8 +331,8 @@ pub fn train(
         optimizer.catch_up();
         timing[2] += t_catch_up.elapsed().as_secs_f64();
         tracing::debug!(epoch, forward = timing[0], backward = timing[1], optimizer = timing[2], "training time split (s)");
-        let loss = loss_sum.double_value(&[]) / plan.len() as f64;
-        let accuracy = correct.int64_value(&[]) as f64 / train_rows.len() as f64;
+        let loss = totals.loss_sum.double_value(&[]) / plan.len() as f64;
+        let accuracy = totals.correct.int64_value(&[]) as f64 / train_rows.len() as f64;
         let validation = if val_rows.is_empty() { None } else { Some(evaluate(&model, &on_device, &val_rows, &lengths, &weights, config)) };
         let metrics = EpochMetrics {
             epoch,
@@ -327,7 +369,69 @@ pub fn train(
         Some((_, epoch, checkpoint)) if config.restore_best => (checkpoint, epoch),
         _ => (Checkpoint::from_var_store(&initial.spec, &vs), last_epoch),
     };
-    Ok(Trained { checkpoint, history, best_epoch, train_rows: train_rows.len(), validation_rows: val_rows.len() })
+    let cuda_graph = matches!(recording, Recording::Ready { .. });
+    Ok(Trained { checkpoint, history, best_epoch, train_rows: train_rows.len(), validation_rows: val_rows.len(), cuda_graph })
+}
+
+/// Eager steps on the graph's stream before recording, as PyTorch advises:
+/// what a stream sets up on first use is then not met while recording.
+const GRAPH_WARM_UP_STEPS: usize = 3;
+
+/// Where recording the training step as a CUDA graph stands.
+enum Recording {
+    Off,
+    WarmingUp { graph: CudaGraph, steps: usize },
+    /// Recorded: each full batch copies its row indices into `index`, then
+    /// replays.
+    Ready { graph: CudaGraph, index: Tensor },
+}
+
+/// The epoch's running loss sum and correct count, on the device.
+struct EpochTotals {
+    loss_sum: Tensor,
+    correct: Tensor,
+}
+
+/// What every training step reads, fixed for the whole run.
+struct StepInputs<'a> {
+    model: &'a Classifier,
+    data: &'a TokenTensors,
+    weights: &'a Tensor,
+    config: &'a TrainConfig,
+    deferred_table: Option<usize>,
+    totals: &'a EpochTotals,
+}
+
+impl StepInputs<'_> {
+    /// One training step on the rows `index` names: forward, loss,
+    /// backward, update, totals. `recording`: the kernels are being
+    /// recorded, so the optimizer's host part (`begin_step`) is left to
+    /// each replay.
+    fn run(&self, optimizer: &mut Adam, index: &Tensor, longest: Option<i64>, recording: bool, timing: &mut [f64; 3]) {
+        let (ids, batch_lengths) = self.data.select_rows(index, longest);
+        let targets = self.data.labels.as_ref().expect("checked by train").index_select(0, index);
+        let t_catch_up = Instant::now();
+        if let Some(table) = self.deferred_table {
+            optimizer.catch_up_rows(table, &ids);
+        }
+        let t0 = Instant::now();
+        let logits = self.model.forward_t(&ids, &batch_lengths, self.data.padding, true);
+        let loss = logits.cross_entropy_loss(&targets, Some(self.weights), Reduction::Mean, -100, self.config.label_smoothing);
+        let t1 = Instant::now();
+        let grads = Tensor::run_backward(&[&loss], optimizer.params(), false, false);
+        let t2 = Instant::now();
+        if !recording {
+            optimizer.begin_step();
+        }
+        optimizer.apply(grads, self.config.grad_clip);
+        timing[0] += (t1 - t0).as_secs_f64();
+        timing[1] += (t2 - t1).as_secs_f64();
+        timing[2] += t2.elapsed().as_secs_f64() + (t0 - t_catch_up).as_secs_f64();
+        tch::no_grad(|| {
+            let _ = self.totals.loss_sum.shallow_clone().g_add_(&loss.detach());
+            let _ = self.totals.correct.shallow_clone().g_add_(&logits.argmax(1, false).eq_tensor(&targets).sum(Kind::Int64));
+        });
+    }
 }
 
 fn learning_rate(config: &TrainConfig, step: u64, warmup: u64, total: u64) -> f64 {

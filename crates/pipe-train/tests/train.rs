@@ -1,10 +1,12 @@
 //! The training loop: class weights, the loss, learning a separable toy set,
-//! determinism, early stopping.
+//! determinism, early stopping, and that the ways of running a step (deferred
+//! embedding rows, CUDA graphs) train like the plain one.
 
 use ndarray::{ArrayD, IxDyn};
 use pipe_core::IntArray;
 use pipe_model::{initialise, ModelSpec, Pooling};
 use pipe_tensor::{PaddingSide, TokenTensors};
+use pipe_train::optim::{Adam, AdamConfig};
 use pipe_train::{class_weights, train, ClassWeighting, TrainConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -60,10 +62,14 @@ fn small_spec() -> ModelSpec {
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn quiet_train(config: &TrainConfig, data: &TokenTensors, seed: u64) -> pipe_train::Trained {
+    quiet_train_on(Device::Cpu, config, data, seed)
+}
+
+fn quiet_train_on(device: Device, config: &TrainConfig, data: &TokenTensors, seed: u64) -> pipe_train::Trained {
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let initial = initialise(&small_spec(), seed).unwrap();
-    train(&initial, data, config, Device::Cpu, seed, &mut |_, _, _| {}, &mut |_| {}).unwrap()
+    train(&initial, data, config, device, seed, &mut |_, _, _| {}, &mut |_| {}).unwrap()
 }
 
 #[test]
@@ -147,5 +153,55 @@ fn deferred_embedding_rows_train_like_the_eager_update() {
     for (ma, mb) in a.history.iter().zip(&b.history) {
         assert!((ma.loss - mb.loss).abs() < 1e-5 && ma.val_loss.is_some());
         assert!((ma.val_loss.unwrap() - mb.val_loss.unwrap()).abs() < 1e-5);
+    }
+}
+
+/// On a GPU, replaying the recorded step is an implementation detail too:
+/// the same weights and losses as eager steps (within float32 rounding: the
+/// recorded update reads its step's scalars from tensors), partial last
+/// batches (eager between replays) and validation included. Without a GPU
+/// the recording is off and training runs eagerly.
+#[test]
+fn cuda_graph_steps_train_like_eager_steps() {
+    let data = toy_set(124, 6);
+    let recorded = TrainConfig { epochs: 3, batch_size: 8, lr: 1e-2, validation_fraction: 0.2, weight_decay: 1e-3, ..TrainConfig::default() };
+    if !tch::Cuda::is_available() {
+        assert!(!quiet_train(&recorded, &data, 4).cuda_graph, "no recording on the CPU");
+        return;
+    }
+    let eager = TrainConfig { cuda_graphs: false, ..recorded.clone() };
+    let device = Device::Cuda(0);
+    let (a, b) = (quiet_train_on(device, &recorded, &data, 4), quiet_train_on(device, &eager, &data, 4));
+    assert!(a.cuda_graph && !b.cuda_graph);
+    for ((name, ta), (_, tb)) in a.checkpoint.tensors.iter().zip(&b.checkpoint.tensors) {
+        let diff = (ta - tb).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{name} differs by {diff}");
+    }
+    for (ma, mb) in a.history.iter().zip(&b.history) {
+        assert!((ma.loss - mb.loss).abs() < 1e-4, "epoch {}: loss {} against {}", ma.epoch, ma.loss, mb.loss);
+        // At most one row's prediction apart (a near-tie flipped by rounding).
+        assert!((ma.accuracy - mb.accuracy).abs() * a.train_rows as f64 <= 1.0 + 1e-9, "epoch {}: accuracy {} against {}", ma.epoch, ma.accuracy, mb.accuracy);
+    }
+}
+
+/// The optimizer's flat buffer (its GPU layout), filled in the model's
+/// parameter order, starts with the recurrent weights back to back in
+/// cuDNN's order (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`): the
+/// layout cuDNN reads in place rather than copying every step.
+#[test]
+fn flat_optimizer_layout_keeps_the_recurrent_weights_in_cudnn_order() {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = small_spec();
+    let initial = initialise(&spec, 1).unwrap();
+    let (_vs, model) = initial.build(Device::Cpu).unwrap();
+    let params = model.parameters();
+    let _adam = Adam::with_layout(params.iter().map(Tensor::shallow_clone).collect(), AdamConfig::default(), true);
+    let gates = 4 * spec.hidden_dim;
+    let shapes: Vec<Vec<i64>> = params[..4].iter().map(Tensor::size).collect();
+    assert_eq!(shapes, vec![vec![gates, spec.embed_dim], vec![gates, spec.hidden_dim], vec![gates], vec![gates]]);
+    let mut next = params[0].data_ptr() as usize;
+    for p in &params[..4] {
+        assert_eq!(p.data_ptr() as usize, next, "a gap or another order in the flat buffer");
+        next += p.numel() * std::mem::size_of::<f32>();
     }
 }
