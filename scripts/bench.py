@@ -7,6 +7,8 @@ Contenders:
   notebook  scripts/notebook_reference.py (the notebook as a script, pinned torch)
   pipe-nb   pipe run pipelines/notebook.yaml (the same semantics)
   pipe-lstm pipe run pipelines/lstm.yaml (the best settings)
+  pipe-nb-eager  notebook.yaml with train.cuda_graphs=false (on a GPU: what
+            recording the step as a CUDA graph gains; the same as pipe-nb on a CPU)
 
 For each: mean epoch time, end-to-end wall time, accuracy and macro-F1 on the
 test labels, peak RSS of the whole run; then the prediction step alone (the
@@ -49,13 +51,14 @@ def notebook(a, seed, work):
     p = json.load(open(report))
     return {
         "epoch_seconds": r["mean_epoch_seconds"], "epochs": len(r["epochs"]), "end_to_end_seconds": wall,
+        "each_epoch_seconds": [e["seconds"] for e in r["epochs"]],
         "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"), "peak_rss_mb": rss,
         "predict_seconds": p["predict_seconds"], "predict_rows_per_second": p["predict_rows_per_second"],
         "predict_process_seconds": p_wall, "predict_peak_rss_mb": p_rss,
     }
 
 
-def pipe(a, pipeline, seed, work, epochs_override):
+def pipe(a, pipeline, seed, work, epochs_override, extra_sets=()):
     cache = os.path.join(work, "cache")
     shutil.rmtree(cache, ignore_errors=True)
     name = os.path.splitext(os.path.basename(pipeline))[0]
@@ -63,6 +66,8 @@ def pipe(a, pipeline, seed, work, epochs_override):
             "--set", f"export_training.dir={work}/{name}/training", "--set", f"export_evaluation.dir={work}/{name}/evaluation"]
     if epochs_override:
         sets += ["--set", f"train.epochs={a.epochs}"]
+    for setting in extra_sets:
+        sets += ["--set", setting]
     base = [a.pipe, "--cache-dir", cache, "-q", "run", pipeline, "--device", a.device, "--seed", str(seed), "--json"] + sets
     env = dict(os.environ)
     if a.threads:
@@ -79,6 +84,7 @@ def pipe(a, pipeline, seed, work, epochs_override):
     rows = len(json.load(open(os.path.join(a.data, "test_mini.json"))))
     return {
         "epoch_seconds": statistics.mean(e["seconds"] for e in epochs), "epochs": len(epochs), "end_to_end_seconds": wall,
+        "each_epoch_seconds": [e["seconds"] for e in epochs],
         "accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "peak_rss_mb": rss,
         "predict_seconds": predict["seconds"], "predict_rows_per_second": rows / predict["seconds"],
         "predict_process_seconds": p_wall, "predict_peak_rss_mb": p_rss,
@@ -109,6 +115,8 @@ def main():
                         r = notebook(a, seed, work)
                     elif c == "pipe-nb":
                         r = pipe(a, "pipelines/notebook.yaml", seed, work, True)
+                    elif c == "pipe-nb-eager":
+                        r = pipe(a, "pipelines/notebook.yaml", seed, work, True, ["train.cuda_graphs=false"])
                     elif c == "pipe-lstm":
                         r = pipe(a, "pipelines/lstm.yaml", seed, work, False)
                     else:
