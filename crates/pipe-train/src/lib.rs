@@ -6,7 +6,8 @@
 //! Overview:
 //! - [`TrainConfig`] holds the settings (defaults: the notebook's) and is the
 //!   `train` stage itself.
-//! - [`train`] runs the loop and returns a [`Trained`] checkpoint and history.
+//! - [`train`] runs the loop and returns a [`Trained`] checkpoint and history;
+//!   on a GPU it records the step once as a CUDA graph and replays it.
 //! - [`optim::Adam`] is the optimizer; on the CPU it updates the embedding
 //!   rows a batch does not use when they are next read (the same update);
 //!   [`class_weights`] the notebook's weights.

@@ -4,11 +4,10 @@ use std::time::Instant;
 
 use pipe_eval::Confusion;
 use pipe_model::{Checkpoint, Classifier};
+use pipe_tensor::cuda_graph::CudaGraph;
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
-
-use pipe_tensor::cuda_graph::CudaGraph;
 
 use crate::optim::{Adam, AdamConfig};
 use crate::sampler::{plan_epoch, stratified_split, Rng};
@@ -255,7 +254,7 @@ pub fn train(
         }
     }
     // Accumulated on the device and read once per epoch: no host sync per
-    // step. The same tensors all run long: a recorded step adds into them.
+    // step. The same tensors for the whole run: a recorded step adds into them.
     let totals = EpochTotals { loss_sum: Tensor::zeros([], (Kind::Float, device)), correct: Tensor::zeros([], (Kind::Int64, device)) };
     let step_inputs = StepInputs { model: &model, data: &on_device, weights: &weights, config, deferred_table, totals: &totals };
 
