@@ -179,3 +179,20 @@ fn flushing_denormals_leaves_results_unchanged() {
     assert_eq!(a["epochs"][1]["loss"], b["epochs"][1]["loss"]);
     assert_eq!(std::fs::read(flushed.path("out/submission.csv")).unwrap(), std::fs::read(kept.path("out/submission.csv")).unwrap());
 }
+
+/// With `--json` the predict stage reports its pass (no model loading, no
+/// output writing) as a metrics event: what `scripts/bench.py` compares with
+/// the notebook's own prediction timing.
+#[test]
+fn predict_reports_its_pass_as_a_metric() {
+    let s = tiny();
+    let run = s.pipe(&["run", "tiny.yaml", "--json"]).ok();
+    let events: Vec<serde_json::Value> = run.stdout().lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let pass = events.iter().find(|e| e["event"] == "metrics" && e["stage"] == "predict").expect("a predict metrics event")["values"].clone();
+    let test_rows = json(&s.path("data/test_mini.json")).as_array().unwrap().len();
+    assert_eq!(pass["rows"].as_u64(), Some(test_rows as u64));
+    let (seconds, rate) = (pass["seconds"].as_f64().unwrap(), pass["rows_per_second"].as_f64().unwrap());
+    assert!(seconds > 0.0 && (rate * seconds - test_rows as f64).abs() < 1e-6 * test_rows as f64, "{pass}");
+    let stage = events.iter().find(|e| e["event"] == "stage_finished" && e["stage"] == "predict").expect("predict finished");
+    assert!(stage["seconds"].as_f64().unwrap() >= seconds, "the stage covers its pass");
+}

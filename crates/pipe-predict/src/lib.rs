@@ -155,7 +155,11 @@ impl Stage for Predict {
         let start = std::time::Instant::now();
         let predictions = predictor.predict(data, self.batch_size, self.trim_padding, self.top_k);
         let seconds = start.elapsed().as_secs_f64();
-        ctx.info(format!("{} rows in {seconds:.2}s ({:.0} rows/s)", data.rows(), data.rows() as f64 / seconds.max(1e-9)));
+        let rows_per_second = data.rows() as f64 / seconds.max(1e-9);
+        ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", data.rows()));
+        // The pass alone (no model loading, no output writing): what a
+        // benchmark compares with another tool's forward pass.
+        ctx.metric(serde_json::json!({ "rows": data.rows(), "seconds": seconds, "rows_per_second": rows_per_second }));
         let mut out = Artifacts::new();
         out.insert("predictions", predictions_table(&predictions, labels));
         Ok(out)
