@@ -248,7 +248,7 @@ pub fn train(
 
     let mut recording = Recording::Off;
     if device.is_cuda() && config.cuda_graphs && !config.trim_padding && !initial.spec.sparse_embedding {
-        match optimizer.read_step_scalars_on_device().map_err(|e| e.to_string()).and_then(|()| CudaGraph::new(device).map_err(|e| e.to_string())) {
+        match optimizer.read_step_scalars_on_device().and_then(|()| CudaGraph::new(device).map_err(|e| e.to_string())) {
             Ok(graph) => recording = Recording::WarmingUp { graph, steps: 0 },
             Err(e) => tracing::warn!("training without a CUDA graph: {e}"),
         }
