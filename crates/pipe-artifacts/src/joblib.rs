@@ -9,8 +9,11 @@ use crate::error::LoadError;
 use crate::numpy::{dtype_from_value, element_count, DType, NdArray};
 use crate::pickle::{self, Object, PickleError, PickleErrorKind, Stream, Value};
 
-/// Decompressed streams larger than this are refused (a zip bomb guard).
-pub const MAX_DECOMPRESSED: u64 = 8 << 30;
+/// Decompressed streams larger than this are refused (a zip bomb guard),
+/// checked while inflating: a bomb stops here, not when memory runs out. A
+/// vocabulary of a million tokens pickles to about 20 MB; the limit holds
+/// three times that.
+pub const MAX_DECOMPRESSED: u64 = 64 << 20;
 
 /// The globals a joblib file may name. Anything else is refused by name.
 pub fn allowed(module: &str, name: &str) -> bool {
@@ -88,7 +91,7 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
                 err(None, format!("the compressed stream is corrupt or truncated: {e}"), "re-create the file with joblib.dump")
             })?;
             if out.len() as u64 > MAX_DECOMPRESSED {
-                return Err(err(None, format!("decompresses to more than {MAX_DECOMPRESSED} bytes"), "refusing a likely decompression bomb"));
+                return Err(err(None, format!("decompresses to more than {} MiB, the limit for a pickle", MAX_DECOMPRESSED >> 20), "refusing a likely decompression bomb"));
             }
             decompressed = out;
             &decompressed

@@ -53,6 +53,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     if dtype == DType::Object {
         return Err(err(8, "object arrays in .npy files hold pickles; pipe does not load them".into(), "save an integer array"));
     }
+    // Token ids and labels are integers: refuse any other dtype before its
+    // data is decoded (a zero-width `<U0` array of four billion elements
+    // has no data to check its size against).
+    if !matches!(dtype, DType::Int { .. } | DType::Bool) {
+        return Err(err(
+            8,
+            format!("dtype {} is not an integer array", dtype.describe()),
+            "token ids and labels must be saved as int32 or int64",
+        ));
+    }
     let count = crate::numpy::element_count(&header.shape).map_err(|m| err(8, m, ""))?;
     let need = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| err(8, "array size overflows".into(), ""))?;
     let have = bytes.len() as u64 - data_start;

@@ -65,6 +65,9 @@ pub enum Elements {
     Objects(Vec<Value>),
 }
 
+/// The most elements an array of a zero-width dtype may claim.
+pub const MAX_ZERO_WIDTH_ELEMENTS: usize = 1 << 20;
+
 /// A decoded array, always in C order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NdArray {
@@ -86,6 +89,14 @@ impl NdArray {
     /// Decodes `prod(shape) * itemsize` raw bytes.
     pub fn from_raw(dtype: DType, shape: Vec<usize>, fortran: bool, raw: &[u8]) -> Result<NdArray, String> {
         let n = element_count(&shape)?;
+        // A zero-width dtype (`<U0`) has no data to bound its element count:
+        // four billion empty strings from a 100-byte file would be 96 GB.
+        if dtype.itemsize() == 0 && n > MAX_ZERO_WIDTH_ELEMENTS {
+            return Err(format!(
+                "shape {shape:?} of the zero-width dtype {} has {n} elements, more than the {MAX_ZERO_WIDTH_ELEMENTS} allowed without data",
+                dtype.describe()
+            ));
+        }
         let need = n.checked_mul(dtype.itemsize()).ok_or("array size overflows")?;
         if raw.len() != need {
             return Err(format!("array data is {} bytes, shape {shape:?} of {} needs {need}", raw.len(), dtype.describe()));
@@ -242,7 +253,7 @@ fn shape_from_value(v: &Value) -> Result<Vec<usize>, String> {
 /// Bytes of a pickled buffer: `bytes`, or protocol 2's `_codecs.encode(str, 'latin1')`.
 pub fn bytes_from_value(v: &Value) -> Result<Vec<u8>, String> {
     match v {
-        Value::Bytes(b) => Ok(b.clone()),
+        Value::Bytes(b) => Ok(b.to_vec()),
         Value::Object(o) => {
             let o = o.borrow();
             if o.is("_codecs", "encode") {

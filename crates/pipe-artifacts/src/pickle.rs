@@ -5,6 +5,14 @@
 //!
 //! Protocols 2 to 5 (the binary opcodes). Every length is checked against the
 //! bytes left before anything is allocated.
+//!
+//! Hostile input is bounded in time and memory: strings and bytes are shared,
+//! never copied, when the memo or `DUP` repeats them; every walk of a value
+//! visits each container once and uses a heap stack, not recursion; the
+//! number of values a stream may create ([`MAX_VALUES`]) and the nesting
+//! depth of the result ([`MAX_DEPTH`]) are limited; and whatever the VM holds
+//! when it stops is torn down iteratively, so a million nested tuples cannot
+//! overflow the thread's stack when they are dropped.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,10 +26,11 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     /// An integer too large for i64 (LONG1/LONG4), little-endian two's complement.
-    BigInt(Vec<u8>),
+    BigInt(Rc<[u8]>),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
+    /// Shared, so that a memo `GET` or `DUP` of a large string costs nothing.
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
     Tuple(Rc<Vec<Value>>),
     List(Rc<RefCell<Vec<Value>>>),
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
@@ -72,7 +81,7 @@ impl Value {
     }
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Str(s) => Some(s),
+            Value::Str(s) => Some(s.as_ref()),
             _ => None,
         }
     }
@@ -123,6 +132,14 @@ impl fmt::Debug for Value {
     }
 }
 
+/// The most values one stream may create (each about 24 bytes, so about
+/// 500 MB at worst). The notebook's vocabulary of 30k tokens makes ~60k.
+pub const MAX_VALUES: usize = 20_000_000;
+
+/// The deepest nesting a loaded value may have. The notebook's files nest
+/// five levels at most; deeper values are refused rather than walked.
+pub const MAX_DEPTH: usize = 1_000;
+
 /// Scalars compare by value, containers by identity (no deep walk).
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
@@ -158,30 +175,129 @@ impl Value {
         }
     }
 
-    /// Whether `target` is reachable from this value. Visits each container
-    /// once, so shared structure costs no more than its size.
-    fn reaches(&self, target: *const (), seen: &mut std::collections::HashSet<*const ()>) -> bool {
-        if let Some(p) = self.container_ptr() {
-            if p == target {
-                return true;
-            }
-            if !seen.insert(p) {
-                return false;
-            }
-        }
+    /// Address of any shared node behind this value (containers and tuples),
+    /// so a walk can visit each once: tuples may share halves, and a chain of
+    /// 60 of them has 2^60 paths but only 60 nodes.
+    fn node_ptr(&self) -> Option<*const ()> {
         match self {
-            Value::Tuple(t) => t.iter().any(|v| v.reaches(target, seen)),
-            Value::List(l) => l.borrow().iter().any(|v| v.reaches(target, seen)),
-            Value::Set(s) => s.borrow().iter().any(|v| v.reaches(target, seen)),
-            Value::Dict(d) => d.borrow().iter().any(|(k, v)| k.reaches(target, seen) || v.reaches(target, seen)),
+            Value::Tuple(t) => Some(Rc::as_ptr(t) as *const ()),
+            other => other.container_ptr(),
+        }
+    }
+
+    /// The values directly inside this one.
+    fn for_each_child(&self, mut f: impl FnMut(&Value)) {
+        match self {
+            Value::Tuple(t) => t.iter().for_each(f),
+            Value::List(l) | Value::Set(l) => l.borrow().iter().for_each(f),
+            Value::Dict(d) => d.borrow().iter().for_each(|(k, v)| {
+                f(k);
+                f(v)
+            }),
             Value::Object(o) => {
                 let o = o.borrow();
-                o.args.iter().any(|v| v.reaches(target, seen))
-                    || o.state.as_ref().is_some_and(|v| v.reaches(target, seen))
-                    || o.items.iter().any(|(k, v)| k.reaches(target, seen) || v.reaches(target, seen))
-                    || o.list_items.iter().any(|v| v.reaches(target, seen))
+                o.args.iter().for_each(&mut f);
+                o.state.iter().for_each(&mut f);
+                o.items.iter().for_each(|(k, v)| {
+                    f(k);
+                    f(v)
+                });
+                o.list_items.iter().for_each(f);
             }
-            _ => false,
+            _ => {}
+        }
+    }
+}
+
+/// Whether `target` is reachable from any of `roots`. Visits each node once
+/// and keeps its own stack, so neither sharing nor depth costs more than the
+/// number of nodes.
+fn reaches<'v>(roots: impl IntoIterator<Item = &'v Value>, target: *const ()) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo: Vec<Value> = roots.into_iter().cloned().collect();
+    while let Some(v) = todo.pop() {
+        if v.container_ptr() == Some(target) {
+            return true;
+        }
+        if let Some(p) = v.node_ptr() {
+            if !seen.insert(p) {
+                continue;
+            }
+        }
+        v.for_each_child(|c| {
+            if c.node_ptr().is_some() {
+                todo.push(c.clone())
+            }
+        });
+    }
+    false
+}
+
+/// The nesting depth of `value` (a scalar is 0), computed without recursion,
+/// each shared node once. Stops early, returning `None`, past `limit`.
+fn depth_within(value: &Value, limit: usize) -> Option<usize> {
+    let mut depth: HashMap<*const (), usize> = HashMap::new();
+    // (node, whether its children were pushed already)
+    let mut todo: Vec<(Value, bool)> = vec![(value.clone(), false)];
+    let mut on_path = 0usize;
+    while let Some((v, expanded)) = todo.pop() {
+        let Some(p) = v.node_ptr() else { continue };
+        if expanded {
+            on_path -= 1;
+            let mut d = 0;
+            v.for_each_child(|c| d = d.max(c.node_ptr().and_then(|q| depth.get(&q).copied()).unwrap_or(0)));
+            depth.insert(p, d + 1);
+            continue;
+        }
+        if depth.contains_key(&p) {
+            continue;
+        }
+        on_path += 1;
+        if on_path > limit {
+            return None;
+        }
+        todo.push((v.clone(), true));
+        v.for_each_child(|c| {
+            if c.node_ptr().is_some_and(|q| !depth.contains_key(&q)) {
+                todo.push((c.clone(), false))
+            }
+        });
+    }
+    Some(value.node_ptr().and_then(|p| depth.get(&p).copied()).unwrap_or(0))
+}
+
+/// Drops `values` without recursion: a uniquely owned container gives its
+/// children to the work list before it goes, so dropping it recurses no deeper
+/// than one level. Shared nodes are only released (another owner remains).
+fn dismantle(values: impl IntoIterator<Item = Value>) {
+    let mut todo: Vec<Value> = values.into_iter().collect();
+    while let Some(v) = todo.pop() {
+        match v {
+            Value::Tuple(t) => {
+                if let Ok(items) = Rc::try_unwrap(t) {
+                    todo.extend(items);
+                }
+            }
+            Value::List(l) | Value::Set(l) => {
+                if let Ok(items) = Rc::try_unwrap(l) {
+                    todo.extend(items.into_inner());
+                }
+            }
+            Value::Dict(d) => {
+                if let Ok(items) = Rc::try_unwrap(d) {
+                    todo.extend(items.into_inner().into_iter().flat_map(|(k, v)| [k, v]));
+                }
+            }
+            Value::Object(o) => {
+                if let Ok(o) = Rc::try_unwrap(o) {
+                    let o = o.into_inner();
+                    todo.extend(o.args);
+                    todo.extend(o.state);
+                    todo.extend(o.items.into_iter().flat_map(|(k, v)| [k, v]));
+                    todo.extend(o.list_items);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -191,8 +307,7 @@ impl Value {
 /// endless walks for anything that reads it).
 fn check_acyclic<'v>(container: &Value, items: impl IntoIterator<Item = &'v Value>, at: usize) -> Result<(), PickleError> {
     let Some(target) = container.container_ptr() else { return Ok(()) };
-    let mut seen = std::collections::HashSet::new();
-    if items.into_iter().any(|v| v.reaches(target, &mut seen)) {
+    if reaches(items, target) {
         return Err(PickleError {
             offset: at,
             kind: PickleErrorKind::Malformed("a container that holds itself (recursive structures are not supported)".into()),
@@ -231,6 +346,10 @@ pub enum PickleErrorKind {
     NoStop,
     #[error("unsupported pickle protocol {0} (2 to 5 are supported)")]
     Protocol(u8),
+    #[error("the value nests deeper than {MAX_DEPTH} levels (a hostile or corrupt file; the notebook's files nest a few levels)")]
+    TooDeep,
+    #[error("the stream creates more than {MAX_VALUES} values (a hostile or corrupt file)")]
+    TooManyValues,
 }
 
 /// Extension points for formats that put raw data between opcodes (joblib).
@@ -316,7 +435,7 @@ pub type Allowlist = fn(&str, &str) -> bool;
 /// The stream is left just after `STOP`, so a caller can continue (joblib's
 /// nested pickles) or check for trailing bytes.
 pub fn load(stream: &mut Stream<'_>, allow: Allowlist, hooks: &mut dyn Hooks) -> Result<Value, PickleError> {
-    let mut vm = Vm { stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut vm = Vm { stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), created: 0 };
     loop {
         if stream.remaining() == 0 {
             return Err(stream.error(PickleErrorKind::NoStop));
@@ -324,9 +443,18 @@ pub fn load(stream: &mut Stream<'_>, allow: Allowlist, hooks: &mut dyn Hooks) ->
         let at = stream.pos();
         let op = stream.byte("an opcode")?;
         if op == op::STOP {
-            return vm.pop(stream, "STOP");
+            let value = vm.pop(stream, "STOP")?;
+            if depth_within(&value, MAX_DEPTH).is_none() {
+                dismantle([value]);
+                return Err(PickleError { offset: at, kind: PickleErrorKind::TooDeep });
+            }
+            return Ok(value);
         }
         vm.step(op, at, stream, allow, hooks)?;
+        vm.created += 1;
+        if vm.created > MAX_VALUES {
+            return Err(PickleError { offset: at, kind: PickleErrorKind::TooManyValues });
+        }
     }
 }
 
@@ -411,6 +539,14 @@ struct Vm {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
+    /// Opcodes run so far: each creates at most one value.
+    created: usize,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        dismantle(std::mem::take(&mut self.stack).into_iter().chain(std::mem::take(&mut self.memo).into_values()));
+    }
 }
 
 impl Vm {
@@ -516,8 +652,8 @@ impl Vm {
                 };
                 let bytes = s.sized(n, "a unicode string")?;
                 // Python writes lone surrogates with surrogatepass; keep what is valid.
-                let text = String::from_utf8(bytes.to_vec()).map_err(|_| malformed("string is not valid UTF-8".into()))?;
-                self.stack.push(Value::Str(text));
+                let text = std::str::from_utf8(bytes).map_err(|_| malformed("string is not valid UTF-8".into()))?;
+                self.stack.push(Value::Str(text.into()));
             }
             op::SHORT_BINBYTES | op::BINBYTES | op::BINBYTES8 | op::BYTEARRAY8 | op::SHORT_BINSTRING | op::BINSTRING => {
                 let n = match op {
@@ -526,7 +662,7 @@ impl Vm {
                     _ => s.u64("BINBYTES8")?,
                 };
                 let bytes = s.sized(n, "a bytes object")?;
-                self.stack.push(Value::Bytes(bytes.to_vec()));
+                self.stack.push(Value::Bytes(bytes.into()));
             }
             op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
             op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
@@ -688,7 +824,7 @@ fn long_value(bytes: &[u8]) -> Value {
         buf[..bytes.len()].copy_from_slice(bytes);
         return Value::Int(i64::from_le_bytes(buf));
     }
-    Value::BigInt(bytes.to_vec())
+    Value::BigInt(bytes.into())
 }
 
 #[cfg(test)]

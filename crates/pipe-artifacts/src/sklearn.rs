@@ -9,6 +9,11 @@ use crate::pickle::Value;
 pub const PAD: &str = "<PAD>";
 pub const UNK: &str = "<UNK>";
 
+/// The most bytes a vocabulary's tokens may hold together. A pickle can name
+/// one large string a million times through its memo for the price of a few
+/// bytes each; copying it into a million tokens would not be so cheap.
+pub const MAX_VOCABULARY_BYTES: usize = 64 << 20;
+
 /// A vocabulary from a dict (or `OrderedDict`/`defaultdict`) of token → id.
 /// Ids must be unique and within `0..len`, `'<PAD>'` must be present.
 pub fn vocabulary(value: &Value) -> Result<Vocabulary, String> {
@@ -22,8 +27,13 @@ pub fn vocabulary(value: &Value) -> Result<Vocabulary, String> {
     }
     let n = pairs.len();
     let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut total_bytes = 0usize;
     for (key, id) in &pairs {
         let token = key.as_str().ok_or_else(|| format!("vocabulary key {key:?} is a {}, not a string", describe(key)))?;
+        total_bytes += token.len();
+        if total_bytes > MAX_VOCABULARY_BYTES {
+            return Err(format!("the tokens hold more than {MAX_VOCABULARY_BYTES} bytes together (a hostile or corrupt file)"));
+        }
         let id = int_value(id).map_err(|m| format!("token {token:?}: {m}"))?;
         if id < 0 || id as usize >= n {
             return Err(format!(
@@ -36,6 +46,10 @@ pub fn vocabulary(value: &Value) -> Result<Vocabulary, String> {
         tokens[id as usize] = Some(token.to_string());
     }
     let tokens: Vec<String> = tokens.into_iter().map(|t| t.expect("n unique ids in 0..n fill every slot")).collect();
+    let mut distinct = std::collections::HashSet::with_capacity(n);
+    if let Some(twice) = tokens.iter().find(|t| !distinct.insert(t.as_str())) {
+        return Err(format!("token {twice:?} is a key twice (a dict holds each key once)"));
+    }
     let pad_id = tokens.iter().position(|t| t == PAD).ok_or_else(|| format!("the vocabulary has no {PAD:?} token"))? as i64;
     let unk_id = tokens.iter().position(|t| t == UNK).map(|i| i as i64);
     Ok(Vocabulary { tokens, pad_id, unk_id })
