@@ -44,6 +44,25 @@ pub enum Precision {
     Bfloat16,
 }
 
+/// Checks that every token id names a row of the model's embedding: an id
+/// outside `0..vocab_size` would make libtorch's embedding lookup fail.
+pub fn check_token_ids(spec: &ModelSpec, ids: &Tensor) -> Result<(), String> {
+    if ids.numel() == 0 {
+        return Ok(());
+    }
+    let (min, max) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+    if min < 0 {
+        return Err(format!("token id {min} is negative"));
+    }
+    if max >= spec.vocab_size {
+        return Err(format!(
+            "token id {max} is beyond the model's {} embedding rows (data from another vocabulary, or an `ngrams` stage with more buckets than the model?)",
+            spec.vocab_size
+        ));
+    }
+    Ok(())
+}
+
 /// Whether this CPU computes bfloat16 natively (AVX-512 BF16, which CPUs
 /// with AMX have too).
 pub fn native_bfloat16() -> bool {

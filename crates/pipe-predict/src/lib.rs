@@ -150,6 +150,7 @@ impl Stage for Predict {
                 labels.len()
             )));
         }
+        pipe_model::check_token_ids(&checkpoint.spec, &data.ids).map_err(StageError::invalid)?;
         let device = runtime::device(ctx.device).map_err(StageError::invalid)?;
         let predictor = Predictor::new(checkpoint, device).map_err(StageError::invalid)?;
         let start = std::time::Instant::now();

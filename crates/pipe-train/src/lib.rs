@@ -39,6 +39,9 @@ impl Stage for TrainConfig {
             Port::new("report", "files", "metrics.json and the training curve (curve.svg)"),
         ]
     }
+    fn validate(&self) -> Result<(), String> {
+        TrainConfig::validate(self)
+    }
     fn code_version(&self) -> u32 {
         // 2: CPU dropout masks from pipe's own generator; fused lazy Adam.
         // 3: deferred idle embedding rows (the embedding gradient's repeats
@@ -58,8 +61,11 @@ impl Stage for TrainConfig {
         if initial.spec.precision == pipe_model::Precision::Bfloat16 {
             if device.is_cuda() {
                 ctx.warn("`precision: bfloat16` applies on the CPU; on CUDA the recurrent layer computes in float32");
-            } else if !pipe_model::native_bfloat16() {
-                ctx.warn("this CPU has no native bfloat16 (AVX-512 BF16): `precision: bfloat16` is emulated and likely slower than float32");
+            } else if !pipe_model::CpuFacts::of_this_machine().native_bfloat16() {
+                ctx.warn(
+                    "this CPU has no native bfloat16 (AVX-512 BF16, or ONEDNN_MAX_CPU_ISA caps it): `precision: bfloat16` is emulated \
+                     and about 10x slower than float32; `precision: auto` picks float32 here",
+                );
             }
         }
         ctx.info(format!(
@@ -87,6 +93,8 @@ impl Stage for TrainConfig {
             "validation_rows": trained.validation_rows,
             "device": ctx.device,
             "cuda_graph": trained.cuda_graph,
+            "precision": initial.spec.precision,
+            "cpu": cpu_report(),
         });
         let curve = curve_svg(&trained.history);
         let files = BTreeMap::from([
@@ -99,6 +107,17 @@ impl Stage for TrainConfig {
     }
 }
 register_stage!(TrainConfig, "train", "train a model: class-weighted cross-entropy + Adam (the notebook's loop by default)");
+
+/// The CPU facts behind machine-dependent choices, for the report.
+fn cpu_report() -> serde_json::Value {
+    let facts = pipe_model::CpuFacts::of_this_machine();
+    serde_json::json!({
+        "avx512_bf16": facts.avx512_bf16,
+        "onednn_max_cpu_isa": facts.onednn_max_cpu_isa,
+        "native_bfloat16": facts.native_bfloat16(),
+        "torch_threads": tch::get_num_threads(),
+    })
+}
 
 fn curve_svg(history: &[EpochMetrics]) -> String {
     let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<f64> { history.iter().map(|m| f(m).unwrap_or(f64::NAN)).collect() };

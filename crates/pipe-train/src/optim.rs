@@ -183,16 +183,33 @@ impl Adam {
 
     /// Backpropagates `loss` and applies one update, clipping the global
     /// gradient norm to `clip` first when given (as `clip_grad_norm_`).
-    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) {
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) -> Result<(), AdamError> {
         let grads = Tensor::run_backward(&[loss], &self.params, false, false);
-        self.step(grads, clip);
+        self.step(grads, clip)
     }
 
     /// One update from gradients in the order of the parameters:
     /// [`begin_step`](Self::begin_step), then [`apply`](Self::apply).
-    pub fn step(&mut self, grads: Vec<Tensor>, clip: Option<f64>) {
+    pub fn step(&mut self, grads: Vec<Tensor>, clip: Option<f64>) -> Result<(), AdamError> {
+        self.check_gradients(&grads, clip)?;
         self.begin_step();
-        self.apply(grads, clip);
+        self.apply(grads, clip)
+    }
+
+    /// What [`apply`](Self::apply) requires of the gradients: one per
+    /// parameter, of its shape (the fused CPU kernels read them as slices of
+    /// the parameter's length), and no clipping with deferred rows.
+    fn check_gradients(&self, grads: &[Tensor], clip: Option<f64>) -> Result<(), AdamError> {
+        if self.deferred.iter().any(Option::is_some) && clip.is_some() {
+            return Err(AdamError::ClipWithDeferredRows);
+        }
+        if grads.len() != self.params.len() {
+            return Err(AdamError::GradientCount { params: self.params.len(), grads: grads.len() });
+        }
+        if let Some((index, (p, g))) = self.params.iter().zip(grads).enumerate().find(|(_, (p, g))| p.size() != g.size()) {
+            return Err(AdamError::GradientShape { index, param: p.size(), grad: g.size() });
+        }
+        Ok(())
     }
 
     /// Advances the step count and sets the step's scalars (on the device,
@@ -220,13 +237,17 @@ impl Adam {
 
     /// The update's kernels for the step [`begin_step`](Self::begin_step)
     /// began, from gradients in the order of the parameters.
-    pub fn apply(&mut self, grads: Vec<Tensor>, clip: Option<f64>) {
+    ///
+    /// The gradients are checked against the parameters (one each, of its
+    /// shape) before anything is read: the fused CPU kernels read them as raw
+    /// slices of the parameter's length.
+    pub fn apply(&mut self, grads: Vec<Tensor>, clip: Option<f64>) -> Result<(), AdamError> {
         let c = self.config;
         let (bias1, bias2) = self.bias;
-        assert!(self.step > 0, "apply before begin_step");
-        if self.deferred.iter().any(Option::is_some) {
-            assert!(clip.is_none(), "gradient clipping needs the dense gradient: it cannot be combined with deferred rows");
+        if self.step == 0 {
+            return Err(AdamError::NotBegun);
         }
+        self.check_gradients(&grads, clip)?;
         let (step, threads) = (self.step, parallel::threads());
         tch::no_grad(|| match &self.state {
             State::PerTensor { exp_avg, exp_avg_sq } => {
@@ -244,7 +265,7 @@ impl Adam {
                         } else {
                             sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                         }
-                    } else if cpu_f32_contiguous(g) {
+                    } else if [p, g, &exp_avg[i], &exp_avg_sq[i]].into_iter().all(cpu_f32_contiguous) {
                         fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, threads);
                     } else {
                         tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, ScalarsFrom::Host { bias1, bias2 });
@@ -263,7 +284,21 @@ impl Adam {
                 tensor_step(param, &grad, exp_avg, exp_avg_sq, c, scalars);
             }
         });
+        Ok(())
     }
+}
+
+/// Why an update was refused (nothing was changed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdamError {
+    #[error("apply before begin_step")]
+    NotBegun,
+    #[error("gradient clipping needs the dense gradient: it cannot be combined with deferred rows")]
+    ClipWithDeferredRows,
+    #[error("{grads} gradients for {params} parameters")]
+    GradientCount { params: usize, grads: usize },
+    #[error("gradient {index} has shape {grad:?}, its parameter {param:?}")]
+    GradientShape { index: usize, param: Vec<i64>, grad: Vec<i64> },
 }
 
 /// What the fused CPU loops can read as a plain `&[f32]`.
@@ -584,9 +619,15 @@ fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepSca
 #[allow(clippy::too_many_arguments)]
 fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64, threads: usize) {
     let n = p.numel();
+    // What the slices below rely on; `apply` checked it, this keeps it true
+    // for any other caller.
+    assert!(
+        [p, grad, m, v].into_iter().all(|t| cpu_f32_contiguous(t) && t.numel() == n),
+        "fused Adam needs four contiguous f32 CPU tensors of one length"
+    );
     // SAFETY: all four tensors are contiguous f32 CPU tensors of `n` elements
-    // (m and v were made with zeros_like(p)); nothing else touches them during
-    // the step, and each thread gets a disjoint range.
+    // (asserted above); nothing else touches them during the step, and each
+    // thread gets a disjoint range.
     let (pp, gp, mp, vp) = unsafe {
         (
             std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),

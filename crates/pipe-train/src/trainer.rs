@@ -118,8 +118,27 @@ impl TrainConfig {
         if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
             return Err("epochs, batch_size and eval_batch_size must be positive".into());
         }
-        if self.lr.is_nan() || self.lr <= 0.0 {
-            return Err(format!("lr must be positive, got {}", self.lr));
+        // Adam's lr is a step size in the weights' own units: past 1 every
+        // step overshoots, and 1e30 turns every loss into NaN.
+        if !(self.lr > 0.0 && self.lr <= 1.0) {
+            return Err(format!("lr must be in (0, 1], got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
+            return Err(format!("betas must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return Err(format!("eps must be positive and finite, got {}", self.eps));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("weight_decay must be zero or positive, got {}", self.weight_decay));
+        }
+        if let Some(clip) = self.grad_clip {
+            if !(clip > 0.0 && clip.is_finite()) {
+                return Err(format!("grad_clip must be positive and finite, got {clip}"));
+            }
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            return Err(format!("warmup_epochs must be zero or positive, got {}", self.warmup_epochs));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction));
@@ -202,13 +221,7 @@ pub fn train(
         return Err(format!("label {bad} is outside the model's {classes} classes"));
     }
 
-    let max_id = data.ids.max().int64_value(&[]);
-    if max_id >= initial.spec.vocab_size {
-        return Err(format!(
-            "token id {max_id} is beyond the model's {} embedding rows (an `ngrams` stage with more buckets than the model?)",
-            initial.spec.vocab_size
-        ));
-    }
+    pipe_model::check_token_ids(&initial.spec, &data.ids)?;
     let mut rng = Rng::new(seed);
     tch::manual_seed(seed.wrapping_add(1) as i64);
     let (train_rows, val_rows) = stratified_split(&labels, config.validation_fraction, &mut rng);
@@ -255,7 +268,7 @@ pub fn train(
     }
     // Accumulated on the device and read once per epoch: no host sync per
     // step. The same tensors for the whole run: a recorded step adds into them.
-    let totals = EpochTotals { loss_sum: Tensor::zeros([], (Kind::Float, device)), correct: Tensor::zeros([], (Kind::Int64, device)) };
+    let totals = EpochTotals::new(device);
     let step_inputs = StepInputs { model: &model, data: &on_device, weights: &weights, config, deferred_table, totals: &totals };
 
     let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
@@ -269,10 +282,7 @@ pub fn train(
     for epoch in 1..=config.epochs {
         let start = Instant::now();
         let plan = plan_epoch(&train_rows, &lengths, config.batch_size, config.bucketing, &mut rng);
-        tch::no_grad(|| {
-            let _ = totals.loss_sum.shallow_clone().zero_();
-            let _ = totals.correct.shallow_clone().zero_();
-        });
+        totals.reset();
         let mut lr = config.lr;
         // Host-side time in forward, backward and the optimizer (CPU: where the
         // time goes; GPU: launch cost only, kernels run asynchronously).
@@ -297,14 +307,15 @@ pub fn train(
                     Recording::Ready { graph, index: recorded_index }
                 }
                 Recording::WarmingUp { mut graph, steps } if full_batch => {
-                    graph.warm_up(|| step_inputs.run(&mut optimizer, &index, longest, false, &mut timing)).map_err(|e| e.to_string())?;
+                    graph.warm_up(|| step_inputs.run(&mut optimizer, &index, longest, false, &mut timing)).map_err(|e| e.to_string())??;
                     if steps + 1 < GRAPH_WARM_UP_STEPS {
                         Recording::WarmingUp { graph, steps: steps + 1 }
                     } else {
                         // Replays read their batch's rows from this tensor.
                         let recorded_index = index.copy();
                         match graph.capture(|| step_inputs.run(&mut optimizer, &recorded_index, longest, true, &mut [0.0; 3])) {
-                            Ok(()) => {
+                            Ok(Err(e)) => return Err(e),
+                            Ok(Ok(())) => {
                                 tracing::info!("training step recorded as a CUDA graph");
                                 Recording::Ready { graph, index: recorded_index }
                             }
@@ -316,7 +327,7 @@ pub fn train(
                     }
                 }
                 other => {
-                    step_inputs.run(&mut optimizer, &index, longest, false, &mut timing);
+                    step_inputs.run(&mut optimizer, &index, longest, false, &mut timing)?;
                     other
                 }
             };
@@ -330,6 +341,14 @@ pub fn train(
         optimizer.catch_up();
         timing[2] += t_catch_up.elapsed().as_secs_f64();
         tracing::debug!(epoch, forward = timing[0], backward = timing[1], optimizer = timing[2], "training time split (s)");
+        if let Some(batch) = totals.first_non_finite_batch() {
+            return Err(format!(
+                "epoch {epoch}, batch {} of {}: the loss is not finite (NaN or infinite), so training stopped; \
+                 a smaller lr (now {lr}) or grad_clip usually helps",
+                batch + 1,
+                plan.len()
+            ));
+        }
         let loss = totals.loss_sum.double_value(&[]) / plan.len() as f64;
         let accuracy = totals.correct.int64_value(&[]) as f64 / train_rows.len() as f64;
         let validation = if val_rows.is_empty() { None } else { Some(evaluate(&model, &on_device, &val_rows, &lengths, &weights, config)) };
@@ -389,6 +408,9 @@ enum Recording {
 struct EpochTotals {
     loss_sum: Tensor,
     correct: Tensor,
+    /// Steps run this epoch, and the first whose loss was not finite (-1: none).
+    steps: Tensor,
+    first_bad: Tensor,
 }
 
 /// What every training step reads, fixed for the whole run.
@@ -406,7 +428,7 @@ impl StepInputs<'_> {
     /// backward, update, totals. `recording`: the kernels are being
     /// recorded, so the optimizer's host part (`begin_step`) is left to
     /// each replay.
-    fn run(&self, optimizer: &mut Adam, index: &Tensor, longest: Option<i64>, recording: bool, timing: &mut [f64; 3]) {
+    fn run(&self, optimizer: &mut Adam, index: &Tensor, longest: Option<i64>, recording: bool, timing: &mut [f64; 3]) -> Result<(), String> {
         let (ids, batch_lengths) = self.data.select_rows(index, longest);
         let targets = self.data.labels.as_ref().expect("checked by train").index_select(0, index);
         let t_catch_up = Instant::now();
@@ -422,14 +444,42 @@ impl StepInputs<'_> {
         if !recording {
             optimizer.begin_step();
         }
-        optimizer.apply(grads, self.config.grad_clip);
+        optimizer.apply(grads, self.config.grad_clip).map_err(|e| e.to_string())?;
         timing[0] += (t1 - t0).as_secs_f64();
         timing[1] += (t2 - t1).as_secs_f64();
         timing[2] += t2.elapsed().as_secs_f64() + (t0 - t_catch_up).as_secs_f64();
         tch::no_grad(|| {
             let _ = self.totals.loss_sum.shallow_clone().g_add_(&loss.detach());
             let _ = self.totals.correct.shallow_clone().g_add_(&logits.argmax(1, false).eq_tensor(&targets).sum(Kind::Int64));
+            // The epoch's first batch whose loss is not finite, kept on the
+            // device: found without a host sync per step.
+            let first_bad = &self.totals.first_bad;
+            let newly_bad = loss.detach().isfinite().logical_not().logical_and(&first_bad.lt(0));
+            let _ = first_bad.shallow_clone().copy_(&self.totals.steps.where_self(&newly_bad, first_bad));
+            let _ = self.totals.steps.shallow_clone().g_add_scalar_(1);
         });
+        Ok(())
+    }
+}
+
+impl EpochTotals {
+    fn new(device: Device) -> EpochTotals {
+        let zero = |kind| Tensor::zeros([], (kind, device));
+        EpochTotals { loss_sum: zero(Kind::Float), correct: zero(Kind::Int64), steps: zero(Kind::Int64), first_bad: zero(Kind::Int64) - 1 }
+    }
+
+    fn reset(&self) {
+        tch::no_grad(|| {
+            let _ = self.loss_sum.shallow_clone().zero_();
+            let _ = self.correct.shallow_clone().zero_();
+            let _ = self.steps.shallow_clone().zero_();
+            let _ = self.first_bad.shallow_clone().fill_(-1);
+        });
+    }
+
+    /// The first batch (0-based) of the epoch whose loss was not finite.
+    fn first_non_finite_batch(&self) -> Option<usize> {
+        usize::try_from(self.first_bad.int64_value(&[])).ok()
     }
 }
 

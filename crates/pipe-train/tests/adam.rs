@@ -30,7 +30,7 @@ fn run(config_name: &str, config: AdamConfig, layout: Layout) {
     }
     for step in 0..50 {
         let grads = (0..2).map(|i| get(&format!("grad.{step}.{i}"))).collect();
-        adam.step(grads, None);
+        adam.step(grads, None).unwrap();
     }
     for (i, p) in params.iter().enumerate() {
         let want = get(&format!("final.{config_name}.{i}"));
@@ -67,7 +67,7 @@ fn sparse_gradients_update_only_the_rows_used() {
     let mut adam = Adam::new(vec![weight.shallow_clone()], AdamConfig::default());
     let ids = Tensor::from_slice(&[2i64, 5, 5, 0]);
     let loss = Tensor::embedding(&weight, &ids, 0, false, true).sum(tch::Kind::Float);
-    adam.backward_step(&loss, None);
+    adam.backward_step(&loss, None).unwrap();
     let moved: Vec<bool> = (0..10).map(|r| !weight.get(r).equal(&before.get(r))).collect();
     assert_eq!(moved, [false, false, true, false, false, true, false, false, false, false], "row 0 is padding");
     // d(sum)/dw = +1 for the used rows: Adam's first step moves them by -lr.
@@ -85,7 +85,7 @@ fn sparse_gradients_match_torch_sparse_adam() {
     let mut adam = Adam::per_tensor(vec![weight.shallow_clone()], AdamConfig { lr: 4e-3, ..AdamConfig::default() });
     for step in 0..30 {
         let rows = Tensor::embedding(&weight, &get(&format!("ids.{step}")), 0, false, true);
-        adam.backward_step(&(rows * get(&format!("upstream.{step}"))).sum(tch::Kind::Float), None);
+        adam.backward_step(&(rows * get(&format!("upstream.{step}"))).sum(tch::Kind::Float), None).unwrap();
     }
     let want = get("final");
     let diff = (&weight - &want).abs();
@@ -124,14 +124,14 @@ fn eager_deferred_and_lazy(rows: i64, width: i64, steps: usize, config: AdamConf
             lazy_adam.set_lr(config.lr / 3.0);
         }
         let loss = (Tensor::embedding(&lazy, &ids, 0, false, true) * &upstream).sum(tch::Kind::Float);
-        lazy_adam.backward_step(&loss, None);
+        lazy_adam.backward_step(&loss, None).unwrap();
         let loss = (Tensor::embedding(&eager, &ids, 0, false, false) * &upstream).sum(tch::Kind::Float);
-        eager_adam.backward_step(&loss, None);
+        eager_adam.backward_step(&loss, None).unwrap();
         if catch_up_first {
             deferred_adam.catch_up_rows(0, &ids);
         }
         let loss = (Tensor::embedding(&deferred, &ids, 0, false, true) * &upstream).sum(tch::Kind::Float);
-        deferred_adam.backward_step(&loss, None);
+        deferred_adam.backward_step(&loss, None).unwrap();
     }
     deferred_adam.catch_up();
     [initial, eager.detach(), deferred.detach(), lazy.detach()]
@@ -169,7 +169,7 @@ fn deferred_rows_are_stale_until_caught_up() {
     for ids in [[1i64, 2], [1, 3]] {
         let ids = Tensor::from_slice(&ids);
         adam.catch_up_rows(0, &ids);
-        adam.backward_step(&Tensor::embedding(&table, &ids, 0, false, true).sum(tch::Kind::Float), None);
+        adam.backward_step(&Tensor::embedding(&table, &ids, 0, false, true).sum(tch::Kind::Float), None).unwrap();
     }
     let row2 = table.get(2).detach().copy();
     adam.catch_up_rows(0, &Tensor::from_slice(&[2i64]));
@@ -194,10 +194,10 @@ fn deferred_rows_take_dense_gradients_too() {
     for step in 0..12 {
         let ids = Tensor::randint(50, [6], (tch::Kind::Int64, tch::Device::Cpu));
         let upstream = Tensor::randn([6, 4], (tch::Kind::Float, tch::Device::Cpu));
-        eager_adam.backward_step(&(Tensor::embedding(&eager, &ids, 0, false, false) * &upstream).sum(tch::Kind::Float), None);
+        eager_adam.backward_step(&(Tensor::embedding(&eager, &ids, 0, false, false) * &upstream).sum(tch::Kind::Float), None).unwrap();
         deferred_adam.catch_up_rows(0, &ids);
         let sparse = step % 3 != 2;
-        deferred_adam.backward_step(&(Tensor::embedding(&deferred, &ids, 0, false, sparse) * &upstream).sum(tch::Kind::Float), None);
+        deferred_adam.backward_step(&(Tensor::embedding(&deferred, &ids, 0, false, sparse) * &upstream).sum(tch::Kind::Float), None).unwrap();
     }
     deferred_adam.catch_up();
     assert!(eager.equal(&deferred), "max abs diff {}", (&eager - &deferred).abs().max().double_value(&[]));

@@ -205,3 +205,57 @@ fn flat_optimizer_layout_keeps_the_recurrent_weights_in_cudnn_order() {
         next += p.numel() * std::mem::size_of::<f32>();
     }
 }
+
+/// A loss that stops being finite ends training with the epoch and batch
+/// named, instead of a model of NaNs reported as a success.
+#[test]
+fn a_non_finite_loss_stops_training_naming_the_epoch_and_batch() {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let data = toy_set(48, 4);
+    let mut initial = initialise(&small_spec(), 3).unwrap();
+    // Poison the output layer: every logit, so every loss, is NaN.
+    for (name, tensor) in &mut initial.tensors {
+        if name.starts_with("fc.") {
+            *tensor = tensor.full_like(f64::NAN);
+        }
+    }
+    let config = TrainConfig { epochs: 3, batch_size: 16, ..TrainConfig::default() };
+    let Err(error) = train(&initial, &data, &config, Device::Cpu, 3, &mut |_, _, _| {}, &mut |_| {}) else {
+        panic!("training on NaN weights succeeded");
+    };
+    assert!(error.contains("epoch 1, batch 1 of 3") && error.contains("not finite"), "{error}");
+}
+
+#[test]
+fn out_of_range_settings_are_refused_before_training() {
+    let bad = [
+        TrainConfig { betas: (1.0, 0.999), ..TrainConfig::default() },
+        TrainConfig { betas: (0.9, -0.1), ..TrainConfig::default() },
+        TrainConfig { lr: 1e30, ..TrainConfig::default() },
+        TrainConfig { lr: f64::NAN, ..TrainConfig::default() },
+        TrainConfig { lr: f64::INFINITY, ..TrainConfig::default() },
+        TrainConfig { eps: 0.0, ..TrainConfig::default() },
+        TrainConfig { grad_clip: Some(f64::NAN), ..TrainConfig::default() },
+        TrainConfig { weight_decay: -1.0, ..TrainConfig::default() },
+    ];
+    for config in bad {
+        assert!(config.validate().is_err(), "{config:?} passed validation");
+    }
+    assert!(TrainConfig::default().validate().is_ok());
+}
+
+/// The fused CPU kernel reads gradients as raw slices of the parameter's
+/// length: a gradient of another shape must be refused, not read past.
+#[test]
+fn adam_refuses_gradients_that_do_not_fit_their_parameters() {
+    let param = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mut adam = Adam::new(vec![param.shallow_clone()], AdamConfig::default());
+    let short = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let error = adam.step(vec![short], None).unwrap_err();
+    assert!(error.to_string().contains("gradient 0 has shape [2]"), "{error}");
+    assert!(adam.step(vec![], None).unwrap_err().to_string().contains("0 gradients for 1 parameters"));
+    assert!(param.equal(&Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))), "nothing moved");
+    adam.step(vec![Tensor::ones([4, 3], (Kind::Float, Device::Cpu))], None).unwrap();
+    assert!(!param.equal(&Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))));
+}
