@@ -3,7 +3,8 @@
 //! scratch directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `pipe` binary next to the running test executable (`target/<profile>/pipe`).
 pub fn pipe_bin() -> PathBuf {
@@ -55,6 +56,104 @@ impl Scratch {
         }
         Run(cmd.output().expect("run pipe"))
     }
+}
+
+impl Scratch {
+    /// A scratch directory holding `data/` (a copy of tests/data/tiny, the
+    /// notebook's six artifacts in small) and `tiny.yaml`, the notebook's
+    /// pipeline on it.
+    pub fn tiny() -> Scratch {
+        let s = Scratch::new();
+        let data = repo_root().join("tests/data/tiny");
+        std::fs::create_dir_all(s.path("data")).expect("mkdir");
+        for entry in std::fs::read_dir(&data).expect("tests/data/tiny") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), s.path("data").join(entry.file_name())).expect("copy");
+        }
+        std::fs::copy(repo_root().join("tests/pipelines/tiny.yaml"), s.path("tiny.yaml")).expect("copy");
+        s
+    }
+
+    /// Runs `pipe ARGS` killed after `limit`, sampling its peak resident
+    /// memory (VmHWM) while it runs.
+    pub fn pipe_limited(&self, args: &[&str], limit: Duration) -> Limited {
+        let mut child = Command::new(pipe_bin())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("PIPE_THREADS", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pipe");
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+        let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+        let start = Instant::now();
+        let status_path = format!("/proc/{}/status", child.id());
+        let mut peak_kb = 0u64;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(hwm) = std::fs::read_to_string(&status_path).ok().and_then(|s| vm_hwm_kb(&s)) {
+                peak_kb = peak_kb.max(hwm);
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if start.elapsed() > limit {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Limited {
+            code: status.code(),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+            seconds: start.elapsed().as_secs_f64(),
+            peak_mb: peak_kb as f64 / 1024.0,
+            timed_out,
+        }
+    }
+}
+
+fn vm_hwm_kb(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A `pipe` run under a time limit, with its peak memory.
+#[derive(Debug)]
+pub struct Limited {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub seconds: f64,
+    /// The highest VmHWM seen while it ran.
+    pub peak_mb: f64,
+    pub timed_out: bool,
+}
+
+/// A `.npy` file (version 1) with the given header dict and data bytes.
+pub fn npy_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut text = header.to_string();
+    // Magic (6) + version (2) + length (2) + header, padded to 64 with a newline.
+    while (10 + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((text.len() as u16).to_le_bytes());
+    out.extend(text.as_bytes());
+    out.extend(data);
+    out
 }
 
 impl Default for Scratch {

@@ -50,6 +50,9 @@ struct Cli {
     /// CPU training from slowing down as gradients get small).
     #[arg(long, global = true)]
     keep_denormals: bool,
+    /// Seconds to wait for another `pipe` using the same cache (run, status, gc).
+    #[arg(long, global = true, default_value_t = 600)]
+    lock_timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,9 +73,6 @@ enum Command {
         /// Ignore the cache: run every selected stage.
         #[arg(long)]
         force: bool,
-        /// Seconds to wait for another `pipe` using the same cache.
-        #[arg(long, default_value_t = 600)]
-        lock_timeout: u64,
         /// One JSON event per line on stdout, for orchestrators.
         #[arg(long)]
         json: bool,
@@ -109,8 +109,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove cache entries that no pipeline's last run references.
-    Gc,
+    /// Remove cache entries that no existing pipeline's last run references.
+    Gc {
+        /// List what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// What changes a pipeline's keys without editing it.
@@ -148,6 +152,7 @@ enum DagArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    exit_cleanly_on_interrupt();
     // Before torch starts its thread pool: its threads inherit the setting.
     if !cli.keep_denormals {
         runtime::flush_denormals();
@@ -164,6 +169,29 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// On SIGINT or SIGTERM: kill the running external commands' process
+/// groups, remove scratch directories, say so, and exit with 128 + the
+/// signal (130, 143). The cache stays valid: its lock is released with the
+/// process, and a half-written entry sits in `tmp/` until the next run.
+fn exit_cleanly_on_interrupt() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        tracing::warn!("cannot install the interrupt handler: an interrupted exec stage may leave its command running");
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            pipe_core::interrupt::clean_up();
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!("pipe: interrupted by {name}; nothing of the running stage was cached");
+            // _exit: no atexit handlers or C++ destructors while torch's
+            // threads may still be running.
+            // SAFETY: _exit(2) ends the process; it touches no Rust state.
+            unsafe { libc::_exit(128 + signal) }
+        }
+    });
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
@@ -216,10 +244,10 @@ fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Resul
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, settings, only, from, force, lock_timeout, json } => {
+        Command::Run { pipeline, settings, only, from, force, json } => {
             let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
-            let options = RunOptions { only, from, force, device, lock_timeout: Duration::from_secs(lock_timeout) };
+            let options = RunOptions { only, from, force, device, lock_timeout: Duration::from_secs(cli.lock_timeout) };
             let renderer = render::Renderer::new(json, cli.quiet);
             let report = pipe_core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
@@ -234,7 +262,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { pipeline, settings, json } => {
             let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
-            let states = pipe_core::status(&pipeline, &cache, &device, &pipe_core::NullSink)?;
+            let waiting = render::Renderer::new(false, cli.quiet);
+            let states = pipe_core::status(&pipeline, &cache, &device, Duration::from_secs(cli.lock_timeout), &waiting);
+            waiting.finish();
+            let states = states?;
             if json {
                 let rows: Vec<_> = states.iter().map(|(name, f)| serde_json::json!({ "stage": name, "freshness": f })).collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -283,11 +314,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc => {
+        Command::Gc { dry_run } => {
             let cache = open_cache(&cli.cache_dir)?;
-            let _lock = cache.lock(Duration::from_secs(600), &pipe_core::NullSink)?;
-            let (removed, bytes) = cache.gc()?;
-            println!("removed {removed} cache entries ({:.1} MB)", bytes as f64 / 1e6);
+            let waiting = render::Renderer::new(false, cli.quiet);
+            let lock = cache.lock(Duration::from_secs(cli.lock_timeout), &waiting);
+            waiting.finish();
+            let _lock = lock?;
+            let removal = cache.gc(dry_run)?;
+            if dry_run {
+                for entry in &removal.entries {
+                    println!("{entry}");
+                }
+                println!("would remove {} cache entries ({:.1} MB)", removal.entries.len(), removal.bytes as f64 / 1e6);
+            } else {
+                println!("removed {} cache entries ({:.1} MB)", removal.entries.len(), removal.bytes as f64 / 1e6);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

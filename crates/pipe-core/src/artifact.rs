@@ -321,6 +321,7 @@ impl Artifact for Files {
     }
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         for (name, bytes) in &self.files {
+            crate::fsutil::check_file_name(name).map_err(|m| ArtifactError::io(dir, std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
             let path = dir.join(name);
             fs::write(&path, bytes).map_err(|e| ArtifactError::io(&path, e))?;
         }

@@ -77,7 +77,19 @@ pub enum Lookup {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunRecord {
     pub pipeline: String,
+    /// The pipeline file's absolute path (records written before it was
+    /// kept have none): `gc` keeps a record while this file exists.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     pub stages: BTreeMap<String, LastRun>,
+}
+
+/// What [`Cache::gc`] removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Removal {
+    /// Entry names (key hashes), sorted.
+    pub entries: Vec<String>,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,7 +228,7 @@ impl Cache {
     /// The keys a pipeline's stages last ran with.
     pub fn run_record(&self, pipeline: &str) -> RunRecord {
         fsutil::load_json(&self.run_record_path(pipeline))
-            .unwrap_or_else(|_| RunRecord { pipeline: pipeline.to_string(), stages: BTreeMap::new() })
+            .unwrap_or_else(|_| RunRecord { pipeline: pipeline.to_string(), path: None, stages: BTreeMap::new() })
     }
 
     pub fn save_run_record(&self, record: &RunRecord) -> Result<(), CacheError> {
@@ -226,29 +238,42 @@ impl Cache {
     }
 
     /// Removes entries that no pipeline's run record references, and run
-    /// records of pipelines whose file is gone. Returns (entries removed, bytes freed).
-    pub fn gc(&self) -> Result<(usize, u64), CacheError> {
+    /// records of pipelines whose file is gone. A record is kept while its
+    /// pipeline's absolute path exists; an old record with only a relative
+    /// path is kept (from here it cannot be told whether its file is gone),
+    /// so gc never removes what an existing pipeline's last run uses, from
+    /// whatever directory it runs. `dry_run`: remove nothing, say what would go.
+    pub fn gc(&self, dry_run: bool) -> Result<Removal, CacheError> {
         let runs = self.root.join("runs");
         let mut live = BTreeSet::new();
         for entry in fs::read_dir(&runs).map_err(io_err(&runs))?.flatten() {
             let Ok(record) = fsutil::load_json::<RunRecord>(&entry.path()) else { continue };
-            if !Path::new(&record.pipeline).exists() {
-                let _ = fs::remove_file(entry.path());
+            let gone = match &record.path {
+                Some(path) => !path.exists(),
+                None => Path::new(&record.pipeline).is_absolute() && !Path::new(&record.pipeline).exists(),
+            };
+            if gone {
+                if !dry_run {
+                    let _ = fs::remove_file(entry.path());
+                }
                 continue;
             }
             live.extend(record.stages.values().map(|s| s.key_hash.clone()));
         }
         let entries = self.root.join("entries");
-        let (mut removed, mut bytes) = (0, 0);
+        let mut removal = Removal::default();
         for entry in fs::read_dir(&entries).map_err(io_err(&entries))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !live.contains(&name) {
-                bytes += dir_size(&entry.path());
-                fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
-                removed += 1;
+                removal.bytes += dir_size(&entry.path());
+                if !dry_run {
+                    fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                }
+                removal.entries.push(name);
             }
         }
-        Ok((removed, bytes))
+        removal.entries.sort();
+        Ok(removal)
     }
 }
 

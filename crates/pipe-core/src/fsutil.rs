@@ -8,6 +8,22 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::artifact::ArtifactError;
 
+/// Checks that `name` is one plain file name: not empty, not `.` or `..`, no
+/// path separator, not absolute, no NUL. Names that come from configs or
+/// artifacts are joined to a directory; anything else could write outside it.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && Path::new(name).file_name().is_some_and(|n| n == name);
+    if plain {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a plain file name (no `/`, `\\`, `..` or absolute paths)"))
+    }
+}
+
 /// Writes `bytes` to `path` so that readers see either the old file or the new
 /// one, never a partial write: temp file in the same directory, fsync, rename,
 /// fsync of the directory.
@@ -85,4 +101,20 @@ pub fn save_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), Ar
 pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, ArtifactError> {
     let bytes = fs::read(path).map_err(|e| ArtifactError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| ArtifactError::invalid(path, e))
+}
+
+#[cfg(test)]
+mod file_name_tests {
+    use super::check_file_name;
+
+    #[test]
+    fn only_plain_file_names_pass() {
+        for good in ["metrics.json", "a b.csv", ".hidden", "x..y"] {
+            assert!(check_file_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "../x.json", "/etc/passwd", "a/b", "a\\b", "nul\0x"] {
+            let err = check_file_name(bad).unwrap_err();
+            assert!(err.contains("not a plain file name"), "{bad}: {err}");
+        }
+    }
 }

@@ -12,6 +12,11 @@ use serde_json::Value;
 pub struct StageKey {
     pub kind: String,
     pub code_version: u32,
+    /// The build that computed it ([`crate::BUILD_ID`]: the version and a
+    /// hash of the workspace's sources), so a new build never reuses an older
+    /// one's outputs; empty for stages whose outputs do not depend on it.
+    #[serde(default)]
+    pub build: String,
     /// Canonical config: object keys sorted, numbers as parsed (`1e-3` == `0.001`).
     pub config: Value,
     /// Input port → digest of the upstream output.
@@ -37,6 +42,9 @@ impl StageKey {
         }
         if self.code_version != old.code_version {
             reasons.push(StaleReason::CodeVersion { old: old.code_version, new: self.code_version });
+        }
+        if self.build != old.build {
+            reasons.push(StaleReason::Build { old: old.build.clone(), new: self.build.clone() });
         }
         diff_values("", &old.config, &self.config, &mut reasons);
         for (port, digest) in &self.inputs {
@@ -68,6 +76,7 @@ impl StageKey {
 pub enum StaleReason {
     Kind { old: String, new: String },
     CodeVersion { old: u32, new: u32 },
+    Build { old: String, new: String },
     Config { field: String, old: Value, new: Value },
     Input { port: String },
     File { path: String },
@@ -79,6 +88,7 @@ impl fmt::Display for StaleReason {
         match self {
             StaleReason::Kind { old, new } => write!(f, "kind changed from `{old}` to `{new}`"),
             StaleReason::CodeVersion { old, new } => write!(f, "code version changed from {old} to {new}"),
+            StaleReason::Build { old, new } => write!(f, "computed by another build of pipe ({old}; this one is {new})"),
             StaleReason::Config { field, old, new } => write!(f, "config `{field}` changed from {old} to {new}"),
             StaleReason::Input { port } => write!(f, "input `{port}` changed"),
             StaleReason::File { path } => write!(f, "file `{path}` changed"),
@@ -124,6 +134,7 @@ mod tests {
         StageKey {
             kind: "k".into(),
             code_version: 1,
+            build: crate::BUILD_ID.to_string(),
             config: canonical_json(&config),
             inputs: BTreeMap::new(),
             files: BTreeMap::new(),
@@ -151,5 +162,9 @@ mod tests {
         code.code_version = 2;
         assert_ne!(code.hash(), new.hash());
         assert!(matches!(code.diff(&new)[0], StaleReason::CodeVersion { old: 1, new: 2 }));
+        let mut rebuilt = key(json!({"a": 1}));
+        rebuilt.build = "0.0.9+0000000000000000".into();
+        assert_ne!(rebuilt.hash(), key(json!({"a": 1})).hash(), "another build's key is another address");
+        assert!(matches!(&key(json!({"a": 1})).diff(&rebuilt)[0], StaleReason::Build { .. }));
     }
 }

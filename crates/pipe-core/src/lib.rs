@@ -25,6 +25,7 @@ pub mod csv;
 pub mod events;
 pub mod fault;
 pub mod fsutil;
+pub mod interrupt;
 pub mod key;
 pub mod pipeline;
 pub mod runner;
@@ -40,6 +41,10 @@ pub use key::{StageKey, StaleReason};
 pub use pipeline::{did_you_mean, DagFormat, Location, Override, Pipeline, PipelineError, PipelineStage, DEFAULT_SEED};
 pub use runner::{error_chain, run, status, Freshness, RunError, RunOptions, RunReport, StageOutcome, StageReport};
 pub use stage::{default_config, registered_stages, Port, Stage, StageContext, StageError, StageInfo, ANY_TYPE};
+
+/// This build of `pipe`: the package version and a hash of the workspace's
+/// sources and lock file (computed by `build.rs`). Part of every cache key.
+pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PIPE_SOURCE_HASH"));
 
 // Re-exported so stage crates' registration macros resolve without their own dependency.
 #[doc(hidden)]

@@ -130,6 +130,9 @@ pub struct PipelineStage {
 pub struct Pipeline {
     /// Where the pipeline came from (a path, or a name for pipelines given as strings).
     pub source: String,
+    /// The file's absolute path, when the pipeline was loaded from one:
+    /// names its run record in the cache from any working directory.
+    pub path: Option<std::path::PathBuf>,
     pub description: Option<String>,
     pub seed: u64,
     pub device: String,
@@ -143,7 +146,15 @@ impl Pipeline {
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })?;
-        Self::from_yaml_str(&path.display().to_string(), &text, overrides)
+        let mut pipeline = Self::from_yaml_str(&path.display().to_string(), &text, overrides)?;
+        pipeline.path = path.canonicalize().ok();
+        Ok(pipeline)
+    }
+
+    /// What names this pipeline's run record in the cache: its absolute
+    /// path when it came from a file, else its source name.
+    pub fn record_id(&self) -> String {
+        self.path.as_ref().map_or_else(|| self.source.clone(), |p| p.display().to_string())
     }
 
     /// Parses and validates a pipeline given as YAML text; `source` names it in errors.
@@ -167,6 +178,7 @@ impl Pipeline {
                 return Err(err(stage_location(raw), format!("stage name `{name}` must be non-empty and contain no `.`")));
             }
             let (stage, kind, location) = deserialize_stage(source, name, raw)?;
+            stage.validate().map_err(|m| err(location, format!("stage `{name}` ({kind}): {m}")))?;
             let config = canonical_json(&serde_json::to_value(&stage).map_err(|e| err(location, e.to_string()))?);
             let mut wires = BTreeMap::new();
             if let Some(inputs) = raw.get("inputs") {
@@ -263,6 +275,7 @@ impl Pipeline {
 
         Ok(Pipeline {
             source: source.to_string(),
+            path: None,
             description: spec.description,
             seed: spec.seed.unwrap_or(DEFAULT_SEED),
             device: spec.device.unwrap_or_else(|| "auto".to_string()),

@@ -122,7 +122,8 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
     let selected = selection(pipeline, options)?;
     let explicit = !options.only.is_empty() || options.from.is_some();
     let mut resolved: Vec<Option<Resolved>> = (0..n).map(|_| None).collect();
-    let mut run_record = cache.run_record(&pipeline.source);
+    let mut run_record = cache.run_record(&pipeline.record_id());
+    run_record.path = pipeline.path.clone();
     let mut report = RunReport { pipeline: pipeline.source.clone(), stages: Vec::new() };
 
     for i in 0..n {
@@ -247,14 +248,7 @@ fn stage_key(pipeline: &Pipeline, i: usize, resolved: &[Option<Resolved>], devic
         inputs.insert(port.clone(), digest);
     }
     let files = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile { stage: stage.name.clone(), path, source })?;
-    Ok(StageKey {
-        kind: stage.kind.clone(),
-        code_version: stage.stage.code_version(),
-        config: stage.config.clone(),
-        inputs,
-        files,
-        env: env_for(pipeline, i, device),
-    })
+    Ok(StageKey { inputs, files, ..stage_key_without_inputs(pipeline, i, device) })
 }
 
 fn external_file_digests(stage: &crate::PipelineStage) -> Result<BTreeMap<String, String>, (PathBuf, std::io::Error)> {
@@ -267,7 +261,7 @@ fn external_file_digests(stage: &crate::PipelineStage) -> Result<BTreeMap<String
 }
 
 fn env_for(pipeline: &Pipeline, i: usize, device: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
+    let mut env = pipeline.stages[i].stage.machine_choices(device);
     if pipeline.stages[i].stage.depends_on_env() {
         let kind = device.split(':').next().unwrap_or(device);
         env.insert("device".into(), kind.to_string());
@@ -318,10 +312,20 @@ fn execute(
     let start = Instant::now();
     let pending = cache.begin(key_hash)?;
     let scratch = scratch_dir(cache)?;
+    let _scratch_guard = crate::interrupt::ScratchGuard::new(scratch.clone());
     let ctx = StageContext { stage: &stage.name, device: &options.device, seed: pipeline.seed, scratch: &scratch, events };
-    let result = stage.stage.run(&inputs, &ctx);
+    // A panic in a stage (a libtorch error tch turns into one, a bug) is
+    // that stage's failure, reported like any other; nothing is cached.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.stage.run(&inputs, &ctx)))
+        .unwrap_or_else(|panic| Err(StageError::Invalid(format!("the stage panicked: {}", panic_message(panic.as_ref())))));
     let _ = std::fs::remove_dir_all(&scratch);
     let outputs = result.map_err(fail)?;
+    // An external file that changed while the stage read it would leave an
+    // entry keyed by contents the stage may not have seen.
+    let files_now = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile { stage: stage.name.clone(), path, source })?;
+    if let Some(path) = key.files.iter().find(|(path, digest)| files_now.get(*path) != Some(digest)).map(|(path, _)| path) {
+        return Err(fail(StageError::Invalid(format!("{path} changed while the stage ran; its result is not cached (run again)"))));
+    }
 
     let declared = stage.stage.outputs();
     let mut types = BTreeMap::new();
@@ -354,6 +358,17 @@ fn execute(
     Ok((record, loaded))
 }
 
+/// The text a panic carried (`panic!("…")` or an `expect` message).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
 /// An error and its sources, joined by `: `.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -367,9 +382,15 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Each stage's freshness against the cache and its last run, without running anything.
-pub fn status(pipeline: &Pipeline, cache: &Cache, device: &str, events: &dyn EventSink) -> Result<Vec<(String, Freshness)>, RunError> {
-    let _lock = cache.lock(Duration::from_secs(600), events)?;
-    let last = cache.run_record(&pipeline.source);
+pub fn status(
+    pipeline: &Pipeline,
+    cache: &Cache,
+    device: &str,
+    lock_timeout: Duration,
+    events: &dyn EventSink,
+) -> Result<Vec<(String, Freshness)>, RunError> {
+    let _lock = cache.lock(lock_timeout, events)?;
+    let last = cache.run_record(&pipeline.record_id());
     let mut resolved: Vec<Option<Resolved>> = (0..pipeline.stages.len()).map(|_| None).collect();
     let mut out = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
@@ -427,6 +448,7 @@ fn stage_key_without_inputs(pipeline: &Pipeline, i: usize, device: &str) -> Stag
     StageKey {
         kind: stage.kind.clone(),
         code_version: stage.stage.code_version(),
+        build: if stage.stage.build_independent() { String::new() } else { crate::BUILD_ID.to_string() },
         config: stage.config.clone(),
         inputs: BTreeMap::new(),
         files: BTreeMap::new(),

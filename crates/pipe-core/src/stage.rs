@@ -53,9 +53,27 @@ pub trait Stage: fmt::Debug {
     fn external_files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// Whether this stage's outputs are the same whatever build of `pipe`
+    /// computed them (a plain copy). By default a key holds the build's
+    /// fingerprint, so a rebuilt `pipe` recomputes rather than trusting an
+    /// older build's outputs.
+    fn build_independent(&self) -> bool {
+        false
+    }
+    /// Choices this stage makes from the machine it runs on (on `device`),
+    /// which change its outputs: they join its key, so a cache shared by two
+    /// kinds of machine never hands one's result to the other.
+    fn machine_choices(&self, _device: &str) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::new()
+    }
     /// Whether device and seed change this stage's results (and so its key).
     fn depends_on_env(&self) -> bool {
         true
+    }
+    /// Checks the config on its own, when the pipeline is loaded: a bad value
+    /// is then an invalid pipeline (exit 2), named before anything runs.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
     }
     /// Computes the outputs from the inputs.
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError>;

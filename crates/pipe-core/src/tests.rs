@@ -1,6 +1,7 @@
 //! Unit tests of validation, keys, the cache and the runner, on two tiny stages.
 
 use std::cell::RefCell;
+use std::time::Duration;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -246,6 +247,7 @@ fn an_interrupted_write_leaves_no_valid_entry() {
     let key = StageKey {
         kind: "t_source".into(),
         code_version: 1,
+        build: BUILD_ID.into(),
         config: json!({}),
         inputs: BTreeMap::new(),
         files: BTreeMap::new(),
@@ -277,12 +279,12 @@ fn status_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
     let p = pipeline(CHAIN, &[]);
-    let states = status(&p, &cache, "cpu", &NullSink).unwrap();
+    let states = status(&p, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap();
     assert!(states.iter().all(|(_, f)| *f == Freshness::NeverRun));
     run_with(&p, &cache, RunOptions::default()).unwrap();
-    assert!(status(&p, &cache, "cpu", &NullSink).unwrap().iter().all(|(_, f)| *f == Freshness::Fresh));
+    assert!(status(&p, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap().iter().all(|(_, f)| *f == Freshness::Fresh));
     let changed = pipeline(CHAIN, &["b.add=11"]);
-    let states = status(&changed, &cache, "cpu", &NullSink).unwrap();
+    let states = status(&changed, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap();
     assert_eq!(states[0].1, Freshness::Fresh);
     assert_eq!(states[1].1, Freshness::Stale { reasons: vec!["config `add` changed from 10 to 11".into()] });
     match &states[2].1 {
@@ -290,7 +292,7 @@ fn status_says_why() {
         other => panic!("{other:?}"),
     }
     let seeded = Pipeline { seed: 7, ..pipeline(CHAIN, &[]) };
-    let states = status(&seeded, &cache, "cpu", &NullSink).unwrap();
+    let states = status(&seeded, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap();
     assert_eq!(states[0].1, Freshness::Stale { reasons: vec!["seed changed from `42` to `7`".into()] });
 }
 
@@ -305,10 +307,32 @@ fn gc_keeps_what_runs_reference() {
     let p2 = Pipeline::load(&file, &[Override::parse("b.add=5").unwrap()]).unwrap();
     run_with(&p2, &cache, RunOptions::default()).unwrap();
     // The first run's b and c are no longer referenced.
-    let (removed, _) = cache.gc().unwrap();
-    assert_eq!(removed, 2);
+    let dry = cache.gc(true).unwrap();
+    assert_eq!(dry.entries.len(), 2);
+    assert_eq!(cache.gc(false).unwrap(), dry, "a dry run lists what a real one removes");
     run_with(&p2, &cache, RunOptions::default()).unwrap();
     assert!(take_ran().is_empty(), "gc kept the live entries");
+}
+
+/// The record names the pipeline by its absolute path: gc from any working
+/// directory (here, with no file of that relative name) keeps its entries,
+/// and removes them once the file is gone.
+#[test]
+fn gc_keeps_entries_of_pipelines_that_exist_whatever_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("cache")).unwrap();
+    let sub = dir.path().join("pipelines");
+    std::fs::create_dir(&sub).unwrap();
+    let file = sub.join("p.yaml");
+    std::fs::write(&file, CHAIN).unwrap();
+    let p = Pipeline::load(&file, &[]).unwrap();
+    assert!(p.path.as_ref().is_some_and(|path| path.is_absolute()));
+    run_with(&p, &cache, RunOptions::default()).unwrap();
+    let record = cache.run_record(&p.record_id());
+    assert_eq!(record.path.as_deref(), Some(file.canonicalize().unwrap().as_path()));
+    assert!(cache.gc(false).unwrap().entries.is_empty(), "an existing pipeline's entries were removed");
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(cache.gc(false).unwrap().entries.len(), 3, "a deleted pipeline's entries stay");
 }
 
 #[test]

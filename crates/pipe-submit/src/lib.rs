@@ -145,8 +145,15 @@ impl Stage for Export {
     fn outputs(&self) -> Vec<Port> {
         vec![Port::new("exported", "files", "what was exported")]
     }
+    fn validate(&self) -> Result<(), String> {
+        fsutil::check_file_name(&self.json_name).map_err(|m| format!("json_name: {m}"))
+    }
     fn code_version(&self) -> u32 {
         1
+    }
+    fn build_independent(&self) -> bool {
+        // Its outputs are its inputs' bytes, and one JSON document.
+        true
     }
     fn depends_on_env(&self) -> bool {
         false

@@ -152,11 +152,14 @@ register_stage!(ToyLineLengths, "toy_line_lengths", "length of each line of a te
 #[serde(deny_unknown_fields, default)]
 pub struct ToyFail {
     pub message: String,
+    /// Panic instead of returning an error (a bug, or a libtorch error that
+    /// tch turns into a panic): the runner must report it the same way.
+    pub panic: bool,
 }
 
 impl Default for ToyFail {
     fn default() -> Self {
-        ToyFail { message: "failing on purpose".into() }
+        ToyFail { message: "failing on purpose".into(), panic: false }
     }
 }
 
@@ -172,6 +175,9 @@ impl Stage for ToyFail {
         1
     }
     fn run(&self, _inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
+        if self.panic {
+            panic!("{}", self.message);
+        }
         Err(StageError::invalid(&self.message))
     }
 }
