@@ -12,9 +12,11 @@
 mod checkpoint;
 mod dropout;
 mod model;
+pub mod precision;
 mod stage;
 
 pub use checkpoint::Checkpoint;
 pub use dropout::dropout;
-pub use model::{native_bfloat16, Architecture, Classifier, ModelSpec, Pooling, Precision};
+pub use model::{check_token_ids, native_bfloat16, Architecture, Classifier, ModelSpec, Pooling, Precision};
+pub use precision::{CpuFacts, PrecisionChoice, PrecisionDecision};
 pub use stage::{initialise, BagOfNgrams, GruClassifier, LstmClassifier};

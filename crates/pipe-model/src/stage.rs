@@ -8,6 +8,7 @@ use tch::{nn, Device};
 
 use crate::checkpoint::Checkpoint;
 use crate::model::{Architecture, Classifier, ModelSpec, Pooling, Precision};
+use crate::precision::{self, CpuFacts, PrecisionChoice};
 
 fn ports() -> (Vec<Port>, Vec<Port>) {
     (
@@ -29,6 +30,13 @@ fn run_model_stage(inputs: &Artifacts, ctx: &StageContext, spec: impl Fn(&Vocabu
     let mut out = Artifacts::new();
     out.insert("model", checkpoint);
     Ok(out)
+}
+
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::Float32 => "float32",
+        Precision::Bfloat16 => "bfloat16",
+    }
 }
 
 /// Initialises `spec` with the pipeline's seed, on the CPU (the same weights on every device).
@@ -57,8 +65,10 @@ macro_rules! recurrent_stage {
             /// batch uses, as `torch.optim.SparseAdam`): skips a dense
             /// vocabulary-sized gradient and Adam pass every step.
             pub sparse_embedding: bool,
-            /// `bfloat16` runs the recurrent layer in mixed precision on the CPU.
-            pub precision: Precision,
+            /// `auto` (bfloat16 where oneDNN runs it natively, float32
+            /// elsewhere), `float32`, or `bfloat16`: the recurrent layer in
+            /// mixed precision on the CPU.
+            pub precision: PrecisionChoice,
         }
 
         impl Default for $name {
@@ -74,13 +84,19 @@ macro_rules! recurrent_stage {
                     embedding_dropout: 0.0,
                     pooling: Pooling::LastStep,
                     sparse_embedding: false,
-                    precision: Precision::Float32,
+                    precision: PrecisionChoice::Auto,
                 }
             }
         }
 
         impl $name {
-            pub fn spec(&self, vocab: &Vocabulary, labels: &LabelSet) -> ModelSpec {
+            /// What `precision` means on `device` of this machine, and why.
+            pub fn precision_decision(&self, device: &str) -> precision::PrecisionDecision {
+                precision::resolve(self.precision, $arch, device, &CpuFacts::of_this_machine())
+            }
+
+            /// The model this config describes, its precision resolved for `device`.
+            pub fn spec(&self, vocab: &Vocabulary, labels: &LabelSet, device: &str) -> ModelSpec {
                 ModelSpec {
                     architecture: $arch,
                     vocab_size: vocab.len() as i64,
@@ -95,7 +111,7 @@ macro_rules! recurrent_stage {
                     embedding_dropout: self.embedding_dropout,
                     pooling: self.pooling,
                     sparse_embedding: self.sparse_embedding,
-                    precision: self.precision,
+                    precision: self.precision_decision(device).precision,
                 }
             }
         }
@@ -111,8 +127,14 @@ macro_rules! recurrent_stage {
             fn code_version(&self) -> u32 {
                 1
             }
+            fn machine_choices(&self, device: &str) -> std::collections::BTreeMap<String, String> {
+                // A bfloat16 model is not a float32 model: the decision is in the key.
+                std::collections::BTreeMap::from([("precision".to_string(), precision_name(self.precision_decision(device).precision).to_string())])
+            }
             fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-                run_model_stage(inputs, ctx, |vocab, labels| self.spec(vocab, labels))
+                let decision = self.precision_decision(ctx.device);
+                ctx.info(format!("recurrent layer in {}: {}", precision_name(decision.precision), decision.reason));
+                run_model_stage(inputs, ctx, |vocab, labels| self.spec(vocab, labels, ctx.device))
             }
         }
         register_stage!($name, $kind, $doc);
