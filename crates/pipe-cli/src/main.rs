@@ -199,6 +199,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<PipelineError>().is_some() {
             return 2;
         }
+        if cause.downcast_ref::<pipe_core::CacheError>().is_some() {
+            return 3;
+        }
         if let Some(run) = cause.downcast_ref::<RunError>() {
             return match run {
                 RunError::Stage { .. } | RunError::Output { .. } | RunError::ExternalFile { .. } => 1,

@@ -300,6 +300,11 @@ pub struct PendingEntry {
 }
 
 impl PendingEntry {
+    /// Where the entry is being written (under the cache's `tmp/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// An empty directory for output `port`'s files.
     pub fn output_dir(&self, port: &str) -> Result<PathBuf, CacheError> {
         let dir = self.dir.join("outputs").join(port);

@@ -311,6 +311,7 @@ fn execute(
     events.emit(&Event::StageStarted { stage: stage.name.clone(), kind: stage.kind.clone(), key: key_hash.to_string() });
     let start = Instant::now();
     let pending = cache.begin(key_hash)?;
+    let _pending_guard = crate::interrupt::ScratchGuard::new(pending.dir().to_path_buf());
     let scratch = scratch_dir(cache)?;
     let _scratch_guard = crate::interrupt::ScratchGuard::new(scratch.clone());
     let ctx = StageContext { stage: &stage.name, device: &options.device, seed: pipeline.seed, scratch: &scratch, events };
