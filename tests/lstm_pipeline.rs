@@ -6,15 +6,7 @@ use std::path::Path;
 use pipe_e2e::{repo_root, Scratch};
 
 fn tiny() -> Scratch {
-    let s = Scratch::new();
-    let data = repo_root().join("tests/data/tiny");
-    std::fs::create_dir_all(s.path("data")).unwrap();
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), s.path("data").join(entry.file_name())).unwrap();
-    }
-    std::fs::copy(repo_root().join("tests/pipelines/tiny.yaml"), s.path("tiny.yaml")).unwrap();
-    s
+    Scratch::tiny()
 }
 
 fn json(path: &Path) -> serde_json::Value {
