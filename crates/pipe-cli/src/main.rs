@@ -43,7 +43,7 @@ struct Cli {
     /// Cache directory [env: PIPE_CACHE_DIR] [default: .pipe]
     #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
-    /// Torch threads [env: PIPE_THREADS] [default: one per core]
+    /// Torch threads [env: PIPE_THREADS] [default: OMP_NUM_THREADS, else one per physical core]
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Keep denormal floats (by default they are flushed to zero, which keeps

@@ -61,7 +61,7 @@ impl CpuFacts {
     pub fn of_this_machine() -> CpuFacts {
         CpuFacts {
             avx512_bf16: crate::model::native_bfloat16(),
-            onednn_max_cpu_isa: std::env::var("ONEDNN_MAX_CPU_ISA").ok().filter(|v| !v.trim().is_empty()),
+            onednn_max_cpu_isa: pipe_tensor::cpu::onednn_max_cpu_isa(),
         }
     }
 

@@ -7,12 +7,15 @@
 //! - [`TokenTensors::from_arrays`]: one copy from an `IntArray` to a tensor.
 //! - The `to_tensors` stage wraps it for pipelines.
 //! - [`ngrams`]: hashed word bigrams for bag-of-n-grams models (the `ngrams` stage).
+//! - [`cpu`]: the SIMD level of hand-written kernels and the thread count,
+//!   decided from the machine at run time.
 //! - [`runtime`]: device names (`auto`, `cpu`, `cuda:N`), thread count and
 //!   flushing denormals, set once at start-up.
 //! - [`parallel`]: CPU work split across torch's own threads.
 //! - [`cuda_graph`]: record kernels once, replay them with one launch (tch
 //!   does not bind CUDA graphs).
 
+pub mod cpu;
 pub mod cuda_graph;
 pub mod ngrams;
 pub mod parallel;

@@ -1,6 +1,10 @@
 //! Torch runtime settings: device names, thread count, denormal flushing.
 
+use std::sync::OnceLock;
+
 use tch::Device;
+
+use crate::cpu::{self, ThreadDecision};
 
 /// Resolves a device spec (`auto`, `cpu`, `cuda`, `cuda:N`) to a concrete name.
 pub fn resolve_device(spec: &str) -> Result<String, String> {
@@ -32,14 +36,22 @@ pub fn device(name: &str) -> Result<Device, String> {
     }
 }
 
-/// Sets torch's intra-op thread count: `PIPE_THREADS`, else the value given,
-/// else torch's default (one per core).
-pub fn set_threads(threads: Option<usize>) {
-    let from_env = std::env::var("PIPE_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
-    if let Some(n) = from_env.or(threads).filter(|&n| n > 0) {
-        tch::set_num_threads(n as i32);
-    }
+/// Sets torch's intra-op thread count as [`cpu::decide_threads`] decides
+/// (`PIPE_THREADS`, the `--threads` flag, `OMP_NUM_THREADS`, else one per
+/// physical core) and keeps the decision for reports. Call it once, at
+/// start-up, before torch starts its thread pool.
+pub fn set_threads(flag: Option<usize>) -> &'static ThreadDecision {
+    let decision = THREADS.get_or_init(|| cpu::decide_threads(flag));
+    tch::set_num_threads(decision.threads as i32);
+    decision
 }
+
+/// The thread decision [`set_threads`] made, if it ran in this process.
+pub fn thread_decision() -> Option<&'static ThreadDecision> {
+    THREADS.get()
+}
+
+static THREADS: OnceLock<ThreadDecision> = OnceLock::new();
 
 /// Flushes denormal floats to zero (the FTZ and DAZ bits of x86-64's MXCSR),
 /// which keeps late epochs from slowing down as small gradients underflow.

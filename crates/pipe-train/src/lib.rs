@@ -69,12 +69,14 @@ impl Stage for TrainConfig {
             }
         }
         ctx.info(format!(
-            "{} rows, {} epochs of batch {}, lr {}, on {}",
+            "{} rows, {} epochs of batch {}, lr {}, on {} ({} torch threads; Adam's kernel: {})",
             data.rows(),
             self.epochs,
             self.batch_size,
             self.lr,
-            ctx.device
+            ctx.device,
+            tch::get_num_threads(),
+            pipe_tensor::cpu::simd_level().name(),
         ));
         let mut progress = |done: u64, total: u64, message: &str| ctx.progress(done, total, message);
         let mut on_epoch = |m: &EpochMetrics| {
@@ -115,7 +117,10 @@ fn cpu_report() -> serde_json::Value {
         "avx512_bf16": facts.avx512_bf16,
         "onednn_max_cpu_isa": facts.onednn_max_cpu_isa,
         "native_bfloat16": facts.native_bfloat16(),
+        "model": pipe_tensor::cpu::model_name(),
         "torch_threads": tch::get_num_threads(),
+        "threads_reason": pipe_tensor::runtime::thread_decision().map(|d| d.reason.clone()),
+        "optimizer_simd": pipe_tensor::cpu::simd_level().name(),
     })
 }
 

@@ -8,6 +8,7 @@
 //! for bit, but each row's share of it runs when something next reads the
 //! row, in cache, instead of as a pass over the whole table every step.
 
+use pipe_tensor::cpu::{simd_level, SimdLevel};
 use pipe_tensor::parallel;
 use tch::{Device, Kind, Tensor};
 
@@ -490,23 +491,9 @@ fn replay_idle_rows(mut table: TableSlices, owed: &[(usize, usize)], history: &[
 /// The dense kernel, step after step, with a zero gradient: exactly what an
 /// eager update of an idle row computes.
 fn replay_idle(p: &mut [f32], m: &mut [f32], v: &mut [f32], zeros: &[f32], steps: &[StepScalars]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { replay_idle_avx2(p, m, v, zeros, steps) };
-        }
-    }
+    let level = simd_level();
     for &k in steps {
-        adam_chunk(p, zeros, m, v, k);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn replay_idle_avx2(p: &mut [f32], m: &mut [f32], v: &mut [f32], zeros: &[f32], steps: &[StepScalars]) {
-    for &k in steps {
-        adam_chunk_fma(p, zeros, m, v, k);
+        adam_chunk_at(level, p, zeros, m, v, k);
     }
 }
 
@@ -599,16 +586,32 @@ unsafe fn adam_chunk_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]
     adam_chunk_fma(p, g, m, v, k)
 }
 
-/// The best kernel this CPU runs: AVX2 with FMA when present. Without FMA,
-/// `mul_add` would be a slow library call, so the plain kernel is used.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn adam_chunk_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+    adam_chunk_fma(p, g, m, v, k)
+}
+
+/// The kernel for the level this machine runs ([`pipe_tensor::cpu::simd_level`]:
+/// the CPU's widest, capped by `ONEDNN_MAX_CPU_ISA`).
 fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+    adam_chunk_at(simd_level(), p, g, m, v, k)
+}
+
+/// The kernel compiled for `level`. A level this CPU lacks falls back to
+/// the scalar kernel; the check is what makes the `unsafe` calls sound.
+fn adam_chunk_at(level: SimdLevel, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+    assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len(), "Adam's slices differ in length");
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { adam_chunk_avx2(p, g, m, v, k) };
-        }
+    match level {
+        // SAFETY: `supported()` checked at run time that the CPU has the
+        // features each function is compiled for.
+        SimdLevel::Avx512 if level.supported() => return unsafe { adam_chunk_avx512(p, g, m, v, k) },
+        SimdLevel::Avx2Fma if level.supported() => return unsafe { adam_chunk_avx2(p, g, m, v, k) },
+        _ => {}
     }
+    let _ = level;
+    // Without hardware FMA, `mul_add` would be a slow library call.
     if cfg!(target_feature = "fma") {
         adam_chunk_fma(p, g, m, v, k)
     } else {
@@ -650,6 +653,38 @@ fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every SIMD level's kernel makes torch's update (the torch-op version,
+    /// which runs oneDNN/ATen's own vectorised code) to within float32
+    /// rounding, including lengths that leave a remainder after the vector
+    /// loop. A level this CPU lacks is reported and skipped: CI machines
+    /// differ, and the AVX-512 kernel is checked on those that have it.
+    #[test]
+    fn every_simd_level_matches_torch() {
+        tch::manual_seed(7);
+        let c = AdamConfig { lr: 3e-3, weight_decay: 0.01, ..AdamConfig::default() };
+        for level in [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512] {
+            if !level.supported() {
+                eprintln!("skipped: this CPU has no {}", level.name());
+                continue;
+            }
+            for n in [1usize, 7, 16, 37, 1000] {
+                let p0 = Tensor::randn([n as i64], (Kind::Float, Device::Cpu));
+                let (expected, em, ev) = (p0.copy(), p0.zeros_like(), p0.zeros_like());
+                let (mut p, mut m, mut v) = (Vec::<f32>::try_from(&p0).unwrap(), vec![0f32; n], vec![0f32; n]);
+                for step in 1..=5 {
+                    let grad = Tensor::randn([n as i64], (Kind::Float, Device::Cpu));
+                    let (bias1, bias2) = (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step));
+                    tch::no_grad(|| tensor_step(&expected, &grad, &em, &ev, c, ScalarsFrom::Host { bias1, bias2 }));
+                    let g = Vec::<f32>::try_from(&grad).unwrap();
+                    adam_chunk_at(level, &mut p, &g, &mut m, &mut v, StepScalars::new(c, bias1, bias2));
+                }
+                let got = Tensor::from_slice(&p);
+                assert!(got.allclose(&expected, 1e-5, 1e-6, false), "{} kernel, {n} elements", level.name());
+                assert!(Tensor::from_slice(&v).allclose(&ev, 1e-5, 1e-9, false), "{} kernel's second moment", level.name());
+            }
+        }
+    }
 
     /// The fused CPU loop and the torch-op version (used off the CPU) make the
     /// same lazy updates.
