@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use pipe_e2e::{npy_file, Limited, Scratch};
 
+mod interrupts;
+
 /// Well under a second of work; the limit leaves room for a loaded machine.
 const QUICK: Duration = Duration::from_secs(20);
 
