@@ -5,6 +5,9 @@ these machines drift by up to 2x; only ratios measured side by side count).
 
 Contenders:
   notebook  scripts/notebook_reference.py (the notebook as a script, pinned torch)
+  peer      scripts/peer_lstm.py (a tuned PyTorch LSTM-64: last valid token,
+            trimming, bucketing, fused Adam; the notebook's batch 32)
+  peer-b128 the same at batch 128, lr 4e-3 (lstm.yaml's batch size)
   pipe-nb   pipe run pipelines/notebook.yaml (the same semantics)
   pipe-lstm pipe run pipelines/lstm.yaml (the best settings)
   pipe-nb-eager  notebook.yaml with train.cuda_graphs=false (on a GPU: what
@@ -20,8 +23,14 @@ the notebook's own timing covers (forward, argmax, label names).
 
     source scripts/env.sh
     python scripts/bench.py [--data data/wordnet] [--rounds 1] [--seeds 42]
-                            [--epochs 15] [--device cpu] [--contenders notebook,pipe-nb,pipe-lstm]
-                            [--pipe target/release/pipe] [--json out.json]
+                            [--epochs 15] [--device cpu] [--contenders notebook,peer,pipe-nb,pipe-lstm]
+                            [--isa AVX2] [--pipe target/release/pipe] [--json out.json]
+
+Every result carries the machine: CPU model, ISA flags that matter here
+(avx2, fma, avx512f, avx512_bf16, amx_bf16), core count, and the
+ONEDNN_MAX_CPU_ISA cap. `--isa AVX2` sets that cap for every contender, so an
+AVX-512 machine measures as an AVX2 one would (oneDNN obeys it; so does
+`pipe`'s `precision: auto` and its optimizer kernel).
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -42,9 +51,24 @@ def run(cmd, env=None, cwd=ROOT):
     return wall, usage.ru_maxrss / 1024, text
 
 
-def notebook(a, seed, work):
+def machine():
+    """The CPU this run measures, recorded with every result."""
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    field = lambda name: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(name)), "")
+    flags = set(field("flags").split())
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
+    cores = {(l.split(":")[1].strip()) for l in info.splitlines() if l.startswith("core id")}
+    isa = {f: f in flags for f in wanted}
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    native_bf16 = isa["avx512_bf16"] and (not cap or cap.upper().startswith(("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL", "DEFAULT")))
+    return {"cpu_model": field("model name"), "isa_flags": isa, "logical_cpus": os.cpu_count(),
+            "physical_cores": len(cores) or None, "onednn_max_cpu_isa": cap or None,
+            "cpu_class": "AVX-512 BF16" if native_bf16 else ("AVX2" if isa["avx2"] else "other")}
+
+
+def notebook(a, seed, work, script="scripts/notebook_reference.py", extra=()):
     report = os.path.join(work, "nb.json")
-    cmd = [a.python, "scripts/notebook_reference.py", a.data, "--epochs", str(a.epochs), "--seed", str(seed),
+    cmd = [a.python, script, *extra, a.data, "--epochs", str(a.epochs), "--seed", str(seed),
            "--device", a.device, "--out", os.path.join(work, "nb.csv"), "--report", report]
     wall, rss, _ = run(cmd)
     r = json.load(open(report))
@@ -106,12 +130,18 @@ def main():
     ap.add_argument("--epochs", type=int, default=15, help="for the notebook and notebook.yaml")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--contenders", default="notebook,pipe-nb,pipe-lstm")
+    ap.add_argument("--contenders", default="notebook,peer,pipe-nb,pipe-lstm")
+    ap.add_argument("--isa", default="", help="ONEDNN_MAX_CPU_ISA for every contender (e.g. AVX2)")
     ap.add_argument("--pipe", default=os.path.join(ROOT, "target/release/pipe"))
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     a.data = os.path.abspath(a.data)
+    if a.isa:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = a.isa
+    host = machine()
+    print(f"machine: {host['cpu_model']} ({host['cpu_class']} class; flags {host['isa_flags']}; "
+          f"{host['physical_cores']} cores; ONEDNN_MAX_CPU_ISA={host['onednn_max_cpu_isa']})", flush=True)
     contenders = a.contenders.split(",")
     results = {c: [] for c in contenders}
     with tempfile.TemporaryDirectory() as work:
@@ -120,6 +150,10 @@ def main():
                 for c in contenders:
                     if c == "notebook":
                         r = notebook(a, seed, work)
+                    elif c == "peer":
+                        r = notebook(a, seed, work, "scripts/peer_lstm.py")
+                    elif c == "peer-b128":
+                        r = notebook(a, seed, work, "scripts/peer_lstm.py", ["--batch-size", "128", "--lr", "4e-3"])
                     elif c == "pipe-nb":
                         r = pipe(a, "pipelines/notebook.yaml", seed, work, True)
                     elif c == "pipe-nb-eager":
@@ -139,6 +173,11 @@ def main():
     print("|---" * (len(keys) + 1) + "|")
     for c, s in summary.items():
         print(f"| {c} | " + " | ".join(f"{s[k]:.4g}" for k in keys) + " |")
+    best = {c: min(r["epoch_seconds"] for r in rs) for c, rs in results.items() if rs}
+    for base_name in ["notebook", "peer", "peer-b128"]:
+        if base_name in best:
+            print(f"\nbest epoch time ratio to {base_name} (min over rounds, each side): " +
+                  ", ".join(f"{c} {t / best[base_name]:.3f}" for c, t in best.items() if c != base_name))
     if "notebook" in summary:
         base = summary["notebook"]
         print("\nratios to the notebook (pipe / notebook):")
@@ -162,7 +201,7 @@ def main():
                 print(f"  {c}: " + ", ".join(f"round {r['round']} seed {r['seed']} {r['predict_rows_per_second'] / b['predict_rows_per_second']:.2f}x / "
                                              f"{r['predict_pass_rows_per_second'] / b['predict_pass_rows_per_second']:.2f}x" for r, b in pairs))
     if a.json:
-        json.dump({"args": vars(a), "results": results, "summary": summary}, open(a.json, "w"), indent=1)
+        json.dump({"args": vars(a), "machine": host, "results": results, "summary": summary}, open(a.json, "w"), indent=1)
 
 
 if __name__ == "__main__":
