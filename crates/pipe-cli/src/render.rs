@@ -152,6 +152,7 @@ pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
             "outputs": ports(stage.outputs()),
             "config": default_config(info),
             "code_version": stage.code_version(),
+            "defined_at": info.defined_at,
         }));
     }
     if json {
@@ -160,6 +161,7 @@ pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
     }
     for row in rows {
         println!("{} — {}", row["kind"].as_str().unwrap_or_default(), row["summary"].as_str().unwrap_or_default());
+        println!("  defined at {}", row["defined_at"].as_str().unwrap_or_default());
         for (title, key) in [("inputs", "inputs"), ("outputs", "outputs")] {
             let ports = row[key].as_array().cloned().unwrap_or_default();
             if !ports.is_empty() {

@@ -150,6 +150,8 @@ pub struct StageInfo {
     pub summary: &'static str,
     /// A stage with default config, to list its ports and defaults.
     pub default: fn() -> Box<dyn Stage>,
+    /// `file:line` of the registration, beside the stage's code.
+    pub defined_at: &'static str,
 }
 
 inventory::collect!(StageInfo);
@@ -164,6 +166,7 @@ macro_rules! register_stage {
                 kind: $kind,
                 summary: $summary,
                 default: || Box::new(<$ty as Default>::default()),
+                defined_at: concat!(file!(), ":", line!()),
             }
         }
     };
