@@ -201,7 +201,7 @@ fn stages_lists_every_kind_with_defaults() {
     let listing = s.pipe(&["stages", "--json"]).ok().stdout();
     let kinds: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
     let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
-    for kind in ["load_artifacts", "to_tensors", "lstm_classifier", "gru_classifier", "train", "predict", "submission", "evaluate", "export", "toy_numbers"] {
+    for kind in ["load_artifacts", "to_tensors", "lstm_classifier", "gru_classifier", "train", "predict", "submission", "evaluate", "export", "tfidf_linear", "toy_numbers"] {
         assert!(names.contains(&kind), "{kind} missing from {names:?}");
     }
     let train = kinds.iter().find(|k| k["kind"] == "train").unwrap();
@@ -209,6 +209,11 @@ fn stages_lists_every_kind_with_defaults() {
     assert_eq!(train["config"]["batch_size"], 32);
     let text = s.pipe(&["stages", "predict"]).ok().stdout();
     assert!(text.contains("batch_size: 256"), "{text}");
+    // From a kind to its code in one hop.
+    assert!(text.contains("defined at crates/pipe-predict/src/lib.rs:"), "{text}");
+    let line: usize = text.split("lib.rs:").nth(1).and_then(|r| r.lines().next()).unwrap().trim().parse().unwrap();
+    let source = std::fs::read_to_string(pipe_e2e::repo_root().join("crates/pipe-predict/src/lib.rs")).unwrap();
+    assert!(source.lines().nth(line - 1).unwrap().contains("register_stage!(Predict, \"predict\""), "line {line}");
     assert_eq!(s.pipe(&["stages", "predictt"]).code(), Some(2));
 }
 

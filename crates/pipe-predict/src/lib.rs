@@ -7,7 +7,8 @@
 //!   returns [`Predictions`] (class ids and, on request, top-k probabilities).
 //! - The `predict` stage turns them into a table with the class names.
 
-use pipe_core::{register_stage, Artifacts, Column, LabelSet, Port, Stage, StageContext, StageError, Table};
+use pipe_core::{register_stage, Artifacts, Column, LabelSet, Port, Stage, StageContext, StageError, Table, ANY_TYPE};
+use pipe_linear::LinearModel;
 use pipe_model::{Checkpoint, Classifier, ModelSpec, Pooling};
 use pipe_tensor::{runtime, PaddingSide, TokenTensors};
 use serde::{Deserialize, Serialize};
@@ -128,7 +129,7 @@ impl Default for Predict {
 impl Stage for Predict {
     fn inputs(&self) -> Vec<Port> {
         vec![
-            Port::new("model", "checkpoint", "the trained model"),
+            Port::new("model", ANY_TYPE, "the trained model: a `checkpoint` (torch) or a `linear_model` (tfidf_linear)"),
             Port::new("tensors", "token_tensors", "rows to classify"),
             Port::new("labels", "label_set", "class names for the ids"),
         ]
@@ -140,6 +141,9 @@ impl Stage for Predict {
         1
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        if let Ok(linear) = inputs.get::<LinearModel>("model") {
+            return self.run_linear(linear, inputs, ctx);
+        }
         let checkpoint = inputs.get::<Checkpoint>("model")?;
         let data = inputs.get::<TokenTensors>("tensors")?;
         let labels = inputs.get::<LabelSet>("labels")?;
@@ -166,6 +170,30 @@ impl Stage for Predict {
         Ok(out)
     }
 }
+impl Predict {
+    /// Scores rows with a `tfidf_linear` model (on the CPU, whatever the device).
+    fn run_linear(&self, model: &LinearModel, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let data = inputs.get::<TokenTensors>("tensors")?;
+        let labels = inputs.get::<LabelSet>("labels")?;
+        if labels.len() != model.svm.classes() {
+            return Err(StageError::invalid(format!("the model has {} classes but the label set {}", model.svm.classes(), labels.len())));
+        }
+        let width = data.ids.size().get(1).copied().unwrap_or(0).max(0) as usize;
+        let ids = Vec::<i64>::try_from(data.ids.reshape([-1]).to_device(Device::Cpu)).map_err(StageError::invalid)?;
+        let rows: Vec<&[i64]> = if width == 0 { vec![&[][..]; data.rows() as usize] } else { ids.chunks(width).collect() };
+        let start = std::time::Instant::now();
+        let (class_ids, top) = model.predict(&rows, self.top_k);
+        let seconds = start.elapsed().as_secs_f64();
+        let rows_per_second = rows.len() as f64 / seconds.max(1e-9);
+        ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", rows.len()));
+        ctx.metric(serde_json::json!({ "rows": rows.len(), "seconds": seconds, "rows_per_second": rows_per_second }));
+        let predictions = Predictions { class_ids, top_k: (self.top_k > 0).then_some(top) };
+        let mut out = Artifacts::new();
+        out.insert("predictions", predictions_table(&predictions, labels));
+        Ok(out)
+    }
+}
+
 register_stage!(Predict, "predict", "classify rows with a trained model, in bounded batches, results in input order");
 
 /// Predictions as a table: `class_id`, `label`, and with top-k `probability` and `top_k`.

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The stage crates are re-exported by concern: [`core`], [`artifacts`],
-//! [`vectorize`], [`tensor`], [`model`], [`train`], [`predict`], [`submit`],
+//! [`vectorize`], [`tensor`], [`model`], [`train`], [`linear`], [`predict`], [`submit`],
 //! [`eval`], [`exec`]; [`polars`] is the version the DataFrame functions take.
 
 mod classify;
@@ -33,6 +33,7 @@ pub use pipe_artifacts as artifacts;
 pub use pipe_core as core;
 pub use pipe_eval as eval;
 pub use pipe_exec as exec;
+pub use pipe_linear as linear;
 pub use pipe_model as model;
 pub use pipe_predict as predict;
 pub use pipe_submit as submit;

@@ -1,0 +1,136 @@
+//! Linear text classifiers over token ids: what scikit-learn's
+//! `TfidfVectorizer` + `LinearSVC` do, reading the notebook's artifacts.
+//!
+//! - [`features`]: word n-grams of token ids and character n-grams of the
+//!   tokens' text (`char_wb`), sublinear TF, smoothed IDF, L2 norm per block.
+//! - [`svm`]: one-vs-rest linear SVMs with the squared hinge loss, trained by
+//!   dual coordinate descent with shrinking, as liblinear does; class weights.
+//! - [`LinearModel`]: the two together, an artifact (`linear_model`) that the
+//!   `predict` stage scores like a torch checkpoint.
+//! - The `tfidf_linear` stage fits one.
+
+pub mod features;
+mod stage;
+pub mod svm;
+
+use std::any::Any;
+use std::path::Path;
+
+use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
+use serde::{Deserialize, Serialize};
+
+pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
+pub use stage::{rows_of, TfidfLinear};
+pub use svm::{ClassWeight, LinearSvm, SvmConfig};
+
+/// Errors of fitting and scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum LinearError {
+    #[error("no training rows")]
+    NoRows,
+    #[error("{rows} rows but {labels} labels")]
+    LengthMismatch { rows: usize, labels: usize },
+    #[error("label {label} at row {row} is outside 0..{classes}")]
+    LabelOutOfRange { row: usize, label: i64, classes: usize },
+    #[error("token id {id} at row {row} is outside the vocabulary (0..{vocab})")]
+    TokenOutOfRange { row: usize, id: i64, vocab: usize },
+    #[error("expected a 2-D array of token ids in C order, got shape {0:?}")]
+    NotTwoDimensional(Vec<usize>),
+    #[error("no n-gram occurs in at least min_df rows: nothing to learn from")]
+    NoFeatures,
+}
+
+/// A fitted vectorizer and the SVMs over its features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearModel {
+    pub vectorizer: TfidfVectorizer,
+    pub svm: LinearSvm,
+}
+
+impl LinearModel {
+    /// Class scores (margins) for each row of token ids.
+    pub fn decision(&self, rows: &[&[i64]]) -> Vec<Vec<f32>> {
+        let x = self.vectorizer.transform(rows);
+        (0..x.rows()).map(|r| self.svm.decision(x.row(r))).collect()
+    }
+
+    /// Predicted class ids, and the top `k` classes with probabilities (a
+    /// softmax over the margins: the SVM has no probabilities of its own).
+    pub fn predict(&self, rows: &[&[i64]], k: usize) -> (Vec<i64>, Vec<Vec<(i64, f32)>>) {
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut top = Vec::with_capacity(rows.len());
+        for scores in self.decision(rows) {
+            let best = argmax(&scores);
+            ids.push(best as i64);
+            top.push(top_k_softmax(&scores, k.max(1)));
+        }
+        (ids, top)
+    }
+}
+
+fn argmax(scores: &[f32]) -> usize {
+    scores.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
+}
+
+fn top_k_softmax(scores: &[f32], k: usize) -> Vec<(i64, f32)> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = scores.iter().map(|&s| (s - max).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.into_iter().take(k).map(|c| (c as i64, exp[c] / total)).collect()
+}
+
+const MODEL_FILE: &str = "linear_model.json";
+const WEIGHTS_FILE: &str = "weights.f32";
+
+/// What `linear_model.json` holds; the weights are raw little-endian f32 beside it.
+#[derive(Serialize, Deserialize)]
+struct StoredModel {
+    vectorizer: TfidfVectorizer,
+    classes: usize,
+    features: usize,
+    intercepts: Vec<f32>,
+}
+
+impl Artifact for LinearModel {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE_NAME
+    }
+    fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        let stored = StoredModel {
+            vectorizer: self.vectorizer.clone(),
+            classes: self.svm.classes(),
+            features: self.svm.features(),
+            intercepts: self.svm.intercepts.clone(),
+        };
+        pipe_core::fsutil::save_json(&dir.join(MODEL_FILE), &stored)?;
+        let bytes: Vec<u8> = self.svm.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let path = dir.join(WEIGHTS_FILE);
+        std::fs::write(&path, bytes).map_err(|e| ArtifactError::io(&path, e))
+    }
+    fn summary(&self) -> String {
+        format!("linear SVMs: {} classes × {} features", self.svm.classes(), self.svm.features())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl LoadArtifact for LinearModel {
+    const TYPE_NAME: &'static str = "linear_model";
+    fn load(dir: &Path) -> Result<Self, ArtifactError> {
+        let stored: StoredModel = pipe_core::fsutil::load_json(&dir.join(MODEL_FILE))?;
+        let path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| ArtifactError::io(&path, e))?;
+        let expected = stored.classes.checked_mul(stored.features).and_then(|n| n.checked_mul(4));
+        if expected != Some(bytes.len()) || stored.intercepts.len() != stored.classes || stored.features != stored.vectorizer.features() {
+            return Err(ArtifactError::invalid(&path, "the weights do not fit the model's classes and features"));
+        }
+        let weights = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let svm = LinearSvm { weights, intercepts: stored.intercepts, features: stored.features };
+        Ok(LinearModel { vectorizer: stored.vectorizer, svm })
+    }
+}
+
+register_artifact!(LinearModel, "TF-IDF vectorizer and linear SVM weights (linear_model.json + weights.f32)");

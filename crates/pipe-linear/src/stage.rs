@@ -1,0 +1,137 @@
+//! The `tfidf_linear` stage: fits TF-IDF features and one-vs-rest linear
+//! SVMs on the notebook's arrays (token ids back to n-grams through the
+//! vocabulary: no raw text needed). Its `model` goes to the `predict` stage
+//! like a torch checkpoint.
+
+use std::time::Instant;
+
+use pipe_core::{register_stage, Artifacts, IntArray, JsonDoc, LabelSet, Port, Stage, StageContext, StageError, Vocabulary};
+use serde::{Deserialize, Serialize};
+
+use crate::features::{TfidfConfig, TfidfVectorizer};
+use crate::svm::{ClassWeight, LinearSvm, SvmConfig};
+use crate::{LinearError, LinearModel};
+
+/// Config of the `tfidf_linear` stage: scikit-learn's `TfidfVectorizer`
+/// (word 1–2-grams, sublinear TF) and `LinearSVC` (C = 1, balanced class
+/// weights) by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TfidfLinear {
+    /// Smallest and largest word n-gram.
+    pub word_ngrams: [usize; 2],
+    /// Smallest and largest character n-gram within tokens; none by default.
+    pub char_ngrams: Option<[usize; 2]>,
+    /// 1 + ln(tf) instead of raw counts.
+    pub sublinear_tf: bool,
+    /// Keep n-grams that occur in at least this many training rows.
+    pub min_df: usize,
+    /// Inverse regularisation strength.
+    pub c: f64,
+    pub class_weight: ClassWeight,
+    /// The solver stops when its projected gradients span at most this.
+    pub tol: f64,
+    pub max_iter: usize,
+}
+
+impl Default for TfidfLinear {
+    fn default() -> Self {
+        let (svm, f) = (SvmConfig::default(), TfidfConfig::default());
+        TfidfLinear {
+            word_ngrams: f.word_ngrams,
+            char_ngrams: f.char_ngrams,
+            sublinear_tf: f.sublinear_tf,
+            min_df: f.min_df,
+            c: svm.c,
+            class_weight: svm.class_weight,
+            tol: svm.tol,
+            max_iter: svm.max_iter,
+        }
+    }
+}
+
+impl TfidfLinear {
+    fn feature_config(&self) -> TfidfConfig {
+        TfidfConfig { word_ngrams: self.word_ngrams, char_ngrams: self.char_ngrams, sublinear_tf: self.sublinear_tf, min_df: self.min_df }
+    }
+}
+
+#[typetag::serde(name = "tfidf_linear")]
+impl Stage for TfidfLinear {
+    fn inputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("x", "int_array", "training token ids [rows, max_len]"),
+            Port::new("y", "int_array", "training class ids [rows]"),
+            Port::new("vocab", "vocabulary", "token texts by id, and the padding id"),
+            Port::new("labels", "label_set", "the class names"),
+        ]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("model", "linear_model", "the fitted vectorizer and SVM weights"),
+            Port::new("metrics", "json", "features, training time, solver convergence per class"),
+        ]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn validate(&self) -> Result<(), String> {
+        self.feature_config().validate()?;
+        if !(self.c.is_finite() && self.c > 0.0) {
+            return Err(format!("c must be a positive number, not {}", self.c));
+        }
+        if !(self.tol.is_finite() && self.tol > 0.0) {
+            return Err(format!("tol must be a positive number, not {}", self.tol));
+        }
+        if self.max_iter == 0 {
+            return Err("max_iter must be at least 1".into());
+        }
+        Ok(())
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let x = inputs.get::<IntArray>("x")?;
+        let y = inputs.get::<IntArray>("y")?;
+        let vocab = inputs.get::<Vocabulary>("vocab")?;
+        let labels = inputs.get::<LabelSet>("labels")?;
+        let fail = |e: LinearError| StageError::invalid(e);
+        let rows = rows_of(x).map_err(fail)?;
+        let y: Vec<i64> = y.0.iter().copied().collect();
+
+        let start = Instant::now();
+        let vectorizer = TfidfVectorizer::fit(self.feature_config(), &rows, vocab.pad_id, &vocab.tokens).map_err(fail)?;
+        let features = vectorizer.transform(&rows);
+        let vectorize_seconds = start.elapsed().as_secs_f64();
+        ctx.info(format!("{} rows, {} n-gram features ({vectorize_seconds:.1}s)", rows.len(), vectorizer.features()));
+
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let config = SvmConfig { c: self.c, class_weight: self.class_weight, tol: self.tol, max_iter: self.max_iter, seed: ctx.seed, threads };
+        let (svm, convergence) = LinearSvm::fit(&features, vectorizer.features(), &y, labels.len(), config).map_err(fail)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let unconverged = convergence.iter().filter(|c| !c.converged).count();
+        if unconverged > 0 {
+            ctx.warn(format!("{unconverged} of {} classes reached max_iter ({}) before tol", labels.len(), self.max_iter));
+        }
+        ctx.info(format!("{} linear SVMs in {seconds:.1}s", labels.len()));
+        let metrics = serde_json::json!({
+            "rows": rows.len(),
+            "features": vectorizer.features(),
+            "seconds": seconds,
+            "vectorize_seconds": vectorize_seconds,
+            "iterations": convergence.iter().map(|c| c.iterations).collect::<Vec<_>>(),
+            "unconverged_classes": unconverged,
+        });
+        ctx.metric(metrics.clone());
+        let mut out = Artifacts::new();
+        out.insert("model", LinearModel { vectorizer, svm }).insert("metrics", JsonDoc(metrics));
+        Ok(out)
+    }
+}
+register_stage!(TfidfLinear, "tfidf_linear", "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC");
+
+/// The rows of a 2-D id array.
+pub fn rows_of(x: &IntArray) -> Result<Vec<&[i64]>, LinearError> {
+    let shape = x.0.shape().to_vec();
+    let (Some(&width), 2) = (shape.get(1), shape.len()) else { return Err(LinearError::NotTwoDimensional(shape)) };
+    let flat = x.0.as_slice().ok_or_else(|| LinearError::NotTwoDimensional(shape.clone()))?;
+    Ok(if width == 0 { vec![&[][..]; shape[0]] } else { flat.chunks(width).collect() })
+}

@@ -1,0 +1,94 @@
+//! Parity with scikit-learn on real data: the first rows of `data/wordnet`,
+//! against `TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)` +
+//! `LinearSVC(class_weight="balanced")` as `scripts/make_linear_fixture.py`
+//! ran them in the project's venv.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use pipe_linear::{LinearSvm, SvmConfig, TfidfConfig, TfidfVectorizer};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn macro_f1(predicted: &[i64], truth: &[i64], classes: usize) -> f64 {
+    let mut scores = Vec::new();
+    for c in 0..classes as i64 {
+        let tp = predicted.iter().zip(truth).filter(|(p, t)| **p == c && **t == c).count() as f64;
+        let fp = predicted.iter().zip(truth).filter(|(p, t)| **p == c && **t != c).count() as f64;
+        let fn_ = predicted.iter().zip(truth).filter(|(p, t)| **p != c && **t == c).count() as f64;
+        if tp + fp + fn_ > 0.0 {
+            scores.push(if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) });
+        }
+    }
+    scores.iter().sum::<f64>() / scores.len() as f64
+}
+
+#[test]
+fn matches_scikit_learn_on_wordnet() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("crates/pipe-linear/tests/fixtures/sklearn_wordnet.json")).unwrap()).unwrap();
+    let data = repo().join("data/wordnet");
+    let vocab = pipe_artifacts::read_vocabulary(&data.join("vocab_stoi.pkl")).unwrap();
+    let labels = pipe_artifacts::read_label_encoder(&data.join("label_encoder.pkl")).unwrap();
+    let x = pipe_artifacts::read_npy(&data.join("X_train_seq.npy")).unwrap();
+    let y = pipe_artifacts::read_npy(&data.join("y_train.npy")).unwrap();
+    let x_test = pipe_artifacts::read_npy(&data.join("X_test_seq.npy")).unwrap();
+    let (n, m) = (fixture["train_rows"].as_u64().unwrap() as usize, fixture["test_rows"].as_u64().unwrap() as usize);
+    let rows: Vec<&[i64]> = pipe_linear::rows_of(&x).unwrap().into_iter().take(n).collect();
+    let test: Vec<&[i64]> = pipe_linear::rows_of(&x_test).unwrap().into_iter().take(m).collect();
+    let y: Vec<i64> = y.0.iter().copied().take(n).collect();
+
+    let vectorizer = TfidfVectorizer::fit(TfidfConfig::default(), &rows, vocab.pad_id, &vocab.tokens).unwrap();
+    assert_eq!(vectorizer.features() as u64, fixture["features"].as_u64().unwrap(), "the same n-grams");
+
+    // Row 0's TF-IDF values and their IDFs, by n-gram text.
+    let text = |gram: &[i64]| gram.iter().map(|&id| vocab.tokens[id as usize].as_str()).collect::<Vec<_>>().join(" ");
+    let x_train = vectorizer.transform(&rows);
+    let (cols, vals) = x_train.row(0);
+    let ours: HashMap<String, (f32, f32)> =
+        cols.iter().zip(vals).map(|(&c, &v)| (text(&vectorizer.word_ngrams[c as usize]), (v, vectorizer.idf[c as usize]))).collect();
+    let theirs = fixture["row0_tfidf"].as_object().unwrap();
+    assert_eq!(ours.len(), theirs.len(), "row 0's n-grams: ours {:?}", ours.keys());
+    for (gram, value) in theirs {
+        let (v, idf) = ours.get(gram).unwrap_or_else(|| panic!("`{gram}` missing"));
+        assert!((*v as f64 - value.as_f64().unwrap()).abs() < 1e-5, "tf-idf of `{gram}`: {v} vs {value}");
+        assert!((*idf as f64 - fixture["idf_of"][gram].as_f64().unwrap()).abs() < 1e-4, "idf of `{gram}`");
+    }
+
+    let config = SvmConfig { threads: 2, ..SvmConfig::default() };
+    let (svm, convergence) = LinearSvm::fit(&x_train, vectorizer.features(), &y, labels.len(), config).unwrap();
+    assert!(convergence.iter().all(|c| c.converged), "{convergence:?}");
+    let model = pipe_linear::LinearModel { vectorizer, svm };
+    let (predicted, _) = model.predict(&test, 1);
+    let sklearn: Vec<i64> = fixture["predictions"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let truth: Vec<i64> = fixture["truth"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let agree = predicted.iter().zip(&sklearn).filter(|(a, b)| a == b).count() as f64 / m as f64;
+    let (ours_f1, theirs_f1) = (macro_f1(&predicted, &truth, labels.len()), fixture["macro_f1"].as_f64().unwrap());
+    eprintln!("agreement {agree:.4}; macro-F1 ours {ours_f1:.4}, scikit-learn {theirs_f1:.4}");
+    assert!(agree >= 0.98, "predictions agree on {agree:.4} of rows");
+    assert!((ours_f1 - theirs_f1).abs() <= 0.005, "macro-F1 {ours_f1:.4} vs scikit-learn's {theirs_f1:.4}");
+}
+
+#[test]
+fn a_model_round_trips_through_its_files() {
+    use pipe_core::{Artifact, LoadArtifact};
+    let tokens: Vec<String> = ["<PAD>", "a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let rows: Vec<&[i64]> = vec![&[1, 2, 0], &[3, 0, 0], &[1, 3, 0], &[2, 2, 0]];
+    let config = TfidfConfig { char_ngrams: Some([1, 2]), ..TfidfConfig::default() };
+    let vectorizer = TfidfVectorizer::fit(config, &rows, 0, &tokens).unwrap();
+    let x = vectorizer.transform(&rows);
+    let (svm, _) = LinearSvm::fit(&x, vectorizer.features(), &[0, 1, 0, 1], 2, SvmConfig::default()).unwrap();
+    let model = pipe_linear::LinearModel { vectorizer, svm };
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let loaded = pipe_linear::LinearModel::load(dir.path()).unwrap();
+    assert_eq!(loaded.decision(&rows), model.decision(&rows));
+    // A truncated weights file is refused by name.
+    let weights = dir.path().join("weights.f32");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() - 4]).unwrap();
+    let err = pipe_linear::LinearModel::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("weights.f32"), "{err}");
+}
