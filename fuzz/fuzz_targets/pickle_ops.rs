@@ -80,11 +80,14 @@ enum Op {
     Repeat(u8, u16),
 }
 
-fn encode(ops: &[Op], out: &mut Vec<u8>, depth: u8) {
+/// Writes `ops` as pickle bytes. `budget` bounds the ops visited, so that
+/// nested repeats of nothing cannot make the generator itself the slow part.
+fn encode(ops: &[Op], out: &mut Vec<u8>, depth: u8, budget: &mut usize) {
     for op in ops {
-        if out.len() > 1 << 20 {
+        if out.len() > 1 << 20 || *budget == 0 {
             return;
         }
+        *budget -= 1;
         match op {
             Op::Mark => out.push(b'('),
             Op::Pop => out.push(b'0'),
@@ -162,7 +165,11 @@ fn encode(ops: &[Op], out: &mut Vec<u8>, depth: u8) {
                     let here = ops.iter().position(|o| std::ptr::eq(o, op)).unwrap_or(0);
                     let from = here.saturating_sub(*count as usize % 16 + 1);
                     for _ in 0..(*len % 512) {
-                        encode(&ops[from..here], out, depth + 1);
+                        if from == here || *budget == 0 {
+                            break;
+                        }
+                        *budget -= 1;
+                        encode(&ops[from..here], out, depth + 1, budget);
                     }
                 }
             }
@@ -177,8 +184,13 @@ fn short_unicode(out: &mut Vec<u8>, s: &str) {
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut bytes = vec![0x80, 4];
-    encode(&ops, &mut bytes, 0);
+    encode(&ops, &mut bytes, 0, &mut 1_000_000);
     bytes.push(b'.');
+    // `PICKLE_OPS_DUMP=file cargo fuzz run pickle_ops ARTIFACT` writes the
+    // pickle a finding generated, to run through `pipe` itself.
+    if let Some(path) = std::env::var_os("PICKLE_OPS_DUMP") {
+        let _ = std::fs::write(path, &bytes);
+    }
     if let Ok(value) = joblib::load_bytes(Path::new("fuzz.pkl"), &bytes) {
         let _ = sklearn::vocabulary(&value);
         let _ = sklearn::label_encoder(&value);

@@ -41,6 +41,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
             "the file is truncated or corrupt",
         ));
     }
+    // ndarray-npy's header parser (a PEG grammar) backtracks exponentially
+    // in nesting: 128 bytes of unclosed `{{(` took seconds. A numpy header
+    // nests four levels at most (dict, structured dtype list, field tuple,
+    // subarray shape); refuse anything deeper or unbalanced before it.
+    let header_start = len_at + len_size;
+    check_header_nesting(&bytes[header_start..header_end as usize]).map_err(|m| err(header_start as u64, m, "the file was not written by numpy"))?;
     let mut cursor = Cursor::new(bytes);
     let header = Header::from_reader(&mut cursor)
         .map_err(|e| err(6, format!("unreadable .npy header: {e}"), "the file is truncated or not written by numpy"))?;
@@ -80,6 +86,53 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
         .map_err(|m| err(data_start, m, ""))
 }
 
+/// The deepest a `.npy` header's brackets go: the dict, a structured
+/// dtype's list, a field's tuple, a subarray's shape.
+const MAX_HEADER_NESTING: usize = 4;
+
+/// Checks that the header's brackets (outside string literals) balance and
+/// nest at most [`MAX_HEADER_NESTING`] deep.
+fn check_header_nesting(header: &[u8]) -> Result<(), String> {
+    let mut open: Vec<u8> = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    for &b in header {
+        if let Some(q) = quote {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                _ if b == q => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'\'' | b'"' => quote = Some(b),
+            b'{' | b'(' | b'[' => {
+                open.push(b);
+                if open.len() > MAX_HEADER_NESTING {
+                    return Err(format!("the header nests brackets deeper than {MAX_HEADER_NESTING} levels"));
+                }
+            }
+            b'}' | b')' | b']' => {
+                let expected = match b {
+                    b'}' => b'{',
+                    b')' => b'(',
+                    _ => b'[',
+                };
+                if open.pop() != Some(expected) {
+                    return Err(format!("the header's brackets do not match (unexpected `{}`)", b as char));
+                }
+            }
+            _ => {}
+        }
+    }
+    if quote.is_some() || !open.is_empty() {
+        return Err("the header ends inside a string or an open bracket".into());
+    }
+    Ok(())
+}
+
 /// An integer array: floats and strings where token ids or labels belong are errors.
 pub fn int_array(path: &Path, array: NdArray) -> Result<(Vec<usize>, Vec<i64>), LoadError> {
     match array.elements {
@@ -90,5 +143,23 @@ pub fn int_array(path: &Path, array: NdArray) -> Result<(Vec<usize>, Vec<i64>), 
             format!("dtype is {}, an integer array was expected", array.dtype.describe()),
             "token ids and labels must be saved as int32 or int64",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_header_nesting;
+
+    #[test]
+    fn numpy_headers_pass_and_deep_or_unbalanced_ones_do_not() {
+        let plain = b"{'descr': '<i8', 'fortran_order': False, 'shape': (3, 4), }";
+        assert_eq!(check_header_nesting(plain), Ok(()));
+        let structured = b"{'descr': [('a', '<i4', (2, 3)), ('b', '|S3')], 'fortran_order': False, 'shape': (2,), }";
+        assert_eq!(check_header_nesting(structured), Ok(()));
+        assert_eq!(check_header_nesting(b"{'descr': '({[', 'shape': (1,)}"), Ok(()), "brackets in strings do not count");
+        assert!(check_header_nesting(b"{'a': ((((1,),),),)}").unwrap_err().contains("deeper than 4"));
+        assert!(check_header_nesting(b"{'a': (1,]}").unwrap_err().contains("unexpected `]`"));
+        assert!(check_header_nesting(b"{'a': (1,").is_err());
+        assert!(check_header_nesting(b"{'a': 'b}").is_err());
     }
 }

@@ -260,7 +260,7 @@ fn cross_file_checks() {
     }
 }
 
-/// Inputs the fuzzers found (fuzz/, `cargo +nightly fuzz run pickle`), kept as
+/// Inputs the fuzzers found (fuzz/, README's Fuzzing), kept as
 /// regression tests: each must give an error, not a panic, a hang or a leak.
 #[test]
 fn fuzzer_findings_stay_fixed() {
@@ -283,4 +283,10 @@ fn fuzzer_findings_stay_fixed() {
     // The npy fuzzer's: a 42-byte file whose header claims 3.6 GB.
     let message = error_of(read_npy(&dir.join("npy-oom-header-length.npy")));
     assert!(message.contains("the header claims 3648716918 bytes but the file has 42"), "{message}");
+    // Its run with a 2 s hang limit: 128 bytes of unclosed `{{(` that the
+    // header grammar took 3 s to give up on.
+    let start = std::time::Instant::now();
+    let message = error_of(read_npy(&dir.join("npy-slow-nested-header.npy")));
+    assert!(message.contains("nests brackets deeper than 4 levels"), "{message}");
+    assert!(start.elapsed().as_secs_f64() < 0.5, "took {:?}", start.elapsed());
 }
