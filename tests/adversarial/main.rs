@@ -57,6 +57,22 @@ fn a_pickle_of_tuples_sharing_halves_fails_fast() {
     assert!(run.seconds < 10.0, "took {:.1} s", run.seconds);
 }
 
+/// The shape of a fuzzing finding (`pickle_ops`): hundreds of thousands of
+/// values each kept on the stack and in the memo (EMPTY_SET, MEMOIZE, over
+/// and over). Memory grows with the file, a few dozen bytes per value, and
+/// the error names what was found.
+#[test]
+fn a_pickle_of_many_memoized_values_stays_small() {
+    let mut pickle = b"\x80\x04".to_vec();
+    for _ in 0..333_000 {
+        pickle.extend(b"\x8f\x94");
+    }
+    pickle.push(b'.');
+    let run = tiny_with("vocab_stoi.pkl", &pickle).pipe_limited(&["run", "tiny.yaml"], QUICK);
+    assert_fails_naming(&run, 1, &["vocab_stoi.pkl", "expected a dict"]);
+    assert_extra_memory_below(&run, 100.0);
+}
+
 /// A million nested 1-tuples: refused by depth, and torn down without
 /// recursion (dropping it recursively overflowed the stack: exit 134).
 #[test]

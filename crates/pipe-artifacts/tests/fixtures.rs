@@ -260,7 +260,7 @@ fn cross_file_checks() {
     }
 }
 
-/// Inputs the fuzzers found (fuzz/, README's Fuzzing), kept as
+/// Inputs the fuzzers found (fuzz/, docs/safety.md), kept as
 /// regression tests: each must give an error, not a panic, a hang or a leak.
 #[test]
 fn fuzzer_findings_stay_fixed() {
