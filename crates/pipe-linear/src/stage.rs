@@ -14,7 +14,9 @@ use crate::{LinearError, LinearModel};
 
 /// Config of the `tfidf_linear` stage: scikit-learn's `TfidfVectorizer`
 /// (word 1–2-grams, sublinear TF) and `LinearSVC` (C = 1, balanced class
-/// weights) by default.
+/// weights) by default. The feature fields repeat [`TfidfConfig`]'s rather
+/// than `#[serde(flatten)]` it: serde cannot deny unknown fields through a
+/// flattened struct, and a misspelt setting must be an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TfidfLinear {
