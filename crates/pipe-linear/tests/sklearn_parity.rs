@@ -85,6 +85,14 @@ fn a_model_round_trips_through_its_files() {
     model.save(dir.path()).unwrap();
     let loaded = pipe_linear::LinearModel::load(dir.path()).unwrap();
     assert_eq!(loaded.decision(&rows), model.decision(&rows));
+    // IDF weights that do not fit the columns are refused, not indexed out of bounds.
+    let json_path = dir.path().join("linear_model.json");
+    let original = std::fs::read_to_string(&json_path).unwrap();
+    let mut stored: serde_json::Value = serde_json::from_str(&original).unwrap();
+    stored["vectorizer"]["idf"].as_array_mut().unwrap().pop();
+    std::fs::write(&json_path, stored.to_string()).unwrap();
+    assert!(pipe_linear::LinearModel::load(dir.path()).is_err());
+    std::fs::write(&json_path, original).unwrap();
     // A truncated weights file is refused by name.
     let weights = dir.path().join("weights.f32");
     let bytes = std::fs::read(&weights).unwrap();
