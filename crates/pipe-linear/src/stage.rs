@@ -52,9 +52,39 @@ impl Default for TfidfLinear {
     }
 }
 
+/// How a fit went: sizes, times, the solver's iterations per class.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub rows: usize,
+    pub features: usize,
+    pub seconds: f64,
+    pub vectorize_seconds: f64,
+    pub iterations: Vec<usize>,
+    pub unconverged_classes: usize,
+}
+
 impl TfidfLinear {
     fn feature_config(&self) -> TfidfConfig {
         TfidfConfig { word_ngrams: self.word_ngrams, char_ngrams: self.char_ngrams, sublinear_tf: self.sublinear_tf, min_df: self.min_df }
+    }
+
+    /// Fits the vectorizer and the SVMs on rows of token ids with labels in `0..classes`.
+    pub fn fit(&self, rows: &[&[i64]], y: &[i64], vocab: &Vocabulary, classes: usize, seed: u64, threads: usize) -> Result<(LinearModel, FitReport), LinearError> {
+        let start = Instant::now();
+        let vectorizer = TfidfVectorizer::fit(self.feature_config(), rows, vocab.pad_id, &vocab.tokens)?;
+        let features = vectorizer.transform(rows);
+        let vectorize_seconds = start.elapsed().as_secs_f64();
+        let config = SvmConfig { c: self.c, class_weight: self.class_weight, tol: self.tol, max_iter: self.max_iter, seed, threads };
+        let (svm, convergence) = LinearSvm::fit(&features, vectorizer.features(), y, classes, config)?;
+        let report = FitReport {
+            rows: rows.len(),
+            features: vectorizer.features(),
+            seconds: start.elapsed().as_secs_f64(),
+            vectorize_seconds,
+            iterations: convergence.iter().map(|c| c.iterations).collect(),
+            unconverged_classes: convergence.iter().filter(|c| !c.converged).count(),
+        };
+        Ok((LinearModel { vectorizer, svm }, report))
     }
 }
 
@@ -98,33 +128,17 @@ impl Stage for TfidfLinear {
         let fail = |e: LinearError| StageError::invalid(e);
         let rows = rows_of(x).map_err(fail)?;
         let y: Vec<i64> = y.0.iter().copied().collect();
-
-        let start = Instant::now();
-        let vectorizer = TfidfVectorizer::fit(self.feature_config(), &rows, vocab.pad_id, &vocab.tokens).map_err(fail)?;
-        let features = vectorizer.transform(&rows);
-        let vectorize_seconds = start.elapsed().as_secs_f64();
-        ctx.info(format!("{} rows, {} n-gram features ({vectorize_seconds:.1}s)", rows.len(), vectorizer.features()));
-
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let config = SvmConfig { c: self.c, class_weight: self.class_weight, tol: self.tol, max_iter: self.max_iter, seed: ctx.seed, threads };
-        let (svm, convergence) = LinearSvm::fit(&features, vectorizer.features(), &y, labels.len(), config).map_err(fail)?;
-        let seconds = start.elapsed().as_secs_f64();
-        let unconverged = convergence.iter().filter(|c| !c.converged).count();
-        if unconverged > 0 {
-            ctx.warn(format!("{unconverged} of {} classes reached max_iter ({}) before tol", labels.len(), self.max_iter));
+        let (model, fit) = self.fit(&rows, &y, vocab, labels.len(), ctx.seed, threads).map_err(fail)?;
+        ctx.info(format!("{} rows, {} n-gram features ({:.1}s)", rows.len(), model.vectorizer.features(), fit.vectorize_seconds));
+        if fit.unconverged_classes > 0 {
+            ctx.warn(format!("{} of {} classes reached max_iter ({}) before tol", fit.unconverged_classes, labels.len(), self.max_iter));
         }
-        ctx.info(format!("{} linear SVMs in {seconds:.1}s", labels.len()));
-        let metrics = serde_json::json!({
-            "rows": rows.len(),
-            "features": vectorizer.features(),
-            "seconds": seconds,
-            "vectorize_seconds": vectorize_seconds,
-            "iterations": convergence.iter().map(|c| c.iterations).collect::<Vec<_>>(),
-            "unconverged_classes": unconverged,
-        });
+        ctx.info(format!("{} linear SVMs in {:.1}s", labels.len(), fit.seconds));
+        let metrics = serde_json::to_value(&fit).expect("json");
         ctx.metric(metrics.clone());
         let mut out = Artifacts::new();
-        out.insert("model", LinearModel { vectorizer, svm }).insert("metrics", JsonDoc(metrics));
+        out.insert("model", model).insert("metrics", JsonDoc(metrics));
         Ok(out)
     }
 }

@@ -5,14 +5,24 @@
 //! Overview:
 //! - [`Predictor`] wraps a checkpoint on a device; [`Predictor::predict`]
 //!   returns [`Predictions`] (class ids and, on request, top-k probabilities).
-//! - The `predict` stage turns them into a table with the class names.
+//! - [`ScoreRows`] is what any model artifact implements to be scored
+//!   (checkpoints and linear models here; others register with
+//!   [`register_scorer!`]); [`ClassProbabilities`] is its per-class output.
+//! - The `predict` stage turns scores into a table with the class names and
+//!   the probabilities an `ensemble` stage averages.
 
-use pipe_core::{register_stage, Artifacts, Column, LabelSet, Port, Stage, StageContext, StageError, Table, ANY_TYPE};
-use pipe_linear::LinearModel;
+mod scores;
+
+use pipe_core::{register_stage, Artifacts, Column, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError, Table, ANY_TYPE};
 use pipe_model::{Checkpoint, Classifier, ModelSpec, Pooling};
 use pipe_tensor::{runtime, PaddingSide, TokenTensors};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
+
+pub use scores::{argmax, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreOptions, ScoreRows, ScorerType};
+// For `register_scorer!` in other crates.
+#[doc(hidden)]
+pub use {inventory, pipe_core};
 
 /// Whether cutting trailing pads leaves the model's output unchanged: true for
 /// post-padded rows read by a unidirectional model through a masked pooling.
@@ -129,69 +139,63 @@ impl Default for Predict {
 impl Stage for Predict {
     fn inputs(&self) -> Vec<Port> {
         vec![
-            Port::new("model", ANY_TYPE, "the trained model: a `checkpoint` (torch) or a `linear_model` (tfidf_linear)"),
+            Port::new("model", ANY_TYPE, "the trained model: a `checkpoint` (torch), a `linear_model` (tfidf_linear), an `ensemble_model` (select)"),
             Port::new("tensors", "token_tensors", "rows to classify"),
             Port::new("labels", "label_set", "class names for the ids"),
         ]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::new("predictions", "table", "class_id, label (and probability, top_k) per row, in input order")]
+        vec![
+            Port::new("predictions", "table", "class_id, label (and probability, top_k) per row, in input order"),
+            Port::new("probabilities", ClassProbabilities::TYPE_NAME, "every class's probability per row (for an `ensemble` stage)"),
+        ]
     }
     fn code_version(&self) -> u32 {
-        1
+        // 2: the `probabilities` output.
+        2
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        if let Ok(linear) = inputs.get::<LinearModel>("model") {
-            return self.run_linear(linear, inputs, ctx);
-        }
-        let checkpoint = inputs.get::<Checkpoint>("model")?;
+        let model = inputs.get_rc("model").ok_or_else(|| StageError::MissingInput("model".into()))?;
         let data = inputs.get::<TokenTensors>("tensors")?;
         let labels = inputs.get::<LabelSet>("labels")?;
-        if labels.len() as i64 != checkpoint.spec.num_classes {
-            return Err(StageError::invalid(format!(
-                "the model has {} classes but the label set {}",
-                checkpoint.spec.num_classes,
-                labels.len()
-            )));
+        let scorer = scorer(model.as_ref()).ok_or_else(|| {
+            StageError::invalid(format!("`predict` cannot score a `{}`; it scores: {}", model.type_name(), scoreable_types().join(", ")))
+        })?;
+        if labels.len() != scorer.classes() {
+            return Err(StageError::invalid(format!("the model has {} classes but the label set {}", scorer.classes(), labels.len())));
         }
-        pipe_model::check_token_ids(&checkpoint.spec, &data.ids).map_err(StageError::invalid)?;
-        let device = runtime::device(ctx.device).map_err(StageError::invalid)?;
-        let predictor = Predictor::new(checkpoint, device).map_err(StageError::invalid)?;
+        let options = ScoreOptions { device: runtime::device(ctx.device).map_err(StageError::invalid)?, batch_size: self.batch_size, trim: self.trim_padding };
         let start = std::time::Instant::now();
-        let predictions = predictor.predict(data, self.batch_size, self.trim_padding, self.top_k);
+        let scores = scorer.scores(data, &options).map_err(StageError::invalid)?;
         let seconds = start.elapsed().as_secs_f64();
         let rows_per_second = data.rows() as f64 / seconds.max(1e-9);
         ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", data.rows()));
         // The pass alone (no model loading, no output writing): what a
         // benchmark compares with another tool's forward pass.
         ctx.metric(serde_json::json!({ "rows": data.rows(), "seconds": seconds, "rows_per_second": rows_per_second }));
+        let probabilities = ClassProbabilities { rows: data.rows() as usize, classes: labels.len(), values: softmax_rows(&scores, labels.len()) };
+        let predictions = Predictions::from_scores(&scores, &probabilities, self.top_k);
         let mut out = Artifacts::new();
-        out.insert("predictions", predictions_table(&predictions, labels));
+        out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", probabilities);
         Ok(out)
     }
 }
-impl Predict {
-    /// Scores rows with a `tfidf_linear` model (on the CPU, whatever the device).
-    fn run_linear(&self, model: &LinearModel, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let data = inputs.get::<TokenTensors>("tensors")?;
-        let labels = inputs.get::<LabelSet>("labels")?;
-        if labels.len() != model.svm.classes() {
-            return Err(StageError::invalid(format!("the model has {} classes but the label set {}", model.svm.classes(), labels.len())));
-        }
-        let width = data.ids.size().get(1).copied().unwrap_or(0).max(0) as usize;
-        let ids = Vec::<i64>::try_from(data.ids.reshape([-1]).to_device(Device::Cpu)).map_err(StageError::invalid)?;
-        let rows: Vec<&[i64]> = if width == 0 { vec![&[][..]; data.rows() as usize] } else { ids.chunks(width).collect() };
-        let start = std::time::Instant::now();
-        let (class_ids, top) = model.predict(&rows, self.top_k);
-        let seconds = start.elapsed().as_secs_f64();
-        let rows_per_second = rows.len() as f64 / seconds.max(1e-9);
-        ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", rows.len()));
-        ctx.metric(serde_json::json!({ "rows": rows.len(), "seconds": seconds, "rows_per_second": rows_per_second }));
-        let predictions = Predictions { class_ids, top_k: (self.top_k > 0).then_some(top) };
-        let mut out = Artifacts::new();
-        out.insert("predictions", predictions_table(&predictions, labels));
-        Ok(out)
+
+impl Predictions {
+    /// Class ids (the first best score) and top-k from one model's scores.
+    pub fn from_scores(scores: &[f32], probabilities: &ClassProbabilities, top_k: usize) -> Predictions {
+        let classes = probabilities.classes.max(1);
+        let class_ids = scores.chunks(classes).map(|row| argmax(row) as i64).collect();
+        let top_k = (top_k > 0).then(|| (0..probabilities.rows).map(|r| top_classes(probabilities.row(r), top_k)).collect());
+        Predictions { class_ids, top_k }
     }
+}
+
+/// The `k` most likely classes of one row, most likely first.
+fn top_classes(probabilities: &[f32], k: usize) -> Vec<(i64, f32)> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    order.into_iter().take(k).map(|c| (c as i64, probabilities[c])).collect()
 }
 
 register_stage!(Predict, "predict", "classify rows with a trained model, in bounded batches, results in input order");

@@ -22,7 +22,7 @@ use pipe_core::{register_stage, Artifacts, Files, JsonDoc, Port, Stage, StageCon
 use pipe_model::Checkpoint;
 use pipe_tensor::{runtime, PaddingSide, TokenTensors};
 
-pub use trainer::{class_weights, train, ClassWeighting, EpochMetrics, Monitor, Schedule, TrainConfig, Trained};
+pub use trainer::{class_weights, train, ClassWeighting, EpochMetrics, Monitor, Progress, Schedule, TrainConfig, Trained};
 
 #[typetag::serde(name = "train")]
 impl Stage for TrainConfig {
