@@ -25,6 +25,7 @@ use pipe_eval as _;
 use pipe_exec as _;
 use pipe_model as _;
 use pipe_predict as _;
+use pipe_select as _;
 use pipe_submit as _;
 use pipe_tensor::runtime;
 use pipe_toy as _;

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The stage crates are re-exported by concern: [`core`], [`artifacts`],
-//! [`vectorize`], [`tensor`], [`model`], [`train`], [`linear`], [`predict`], [`submit`],
+//! [`vectorize`], [`tensor`], [`model`], [`train`], [`linear`], [`select`], [`predict`], [`submit`],
 //! [`eval`], [`exec`]; [`polars`] is the version the DataFrame functions take.
 
 mod classify;
@@ -36,6 +36,7 @@ pub use pipe_exec as exec;
 pub use pipe_linear as linear;
 pub use pipe_model as model;
 pub use pipe_predict as predict;
+pub use pipe_select as select;
 pub use pipe_submit as submit;
 pub use pipe_tensor as tensor;
 pub use pipe_train as train;

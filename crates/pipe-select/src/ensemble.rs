@@ -1,0 +1,90 @@
+//! The `ensemble` stage: the weighted mean of several `predict` stages'
+//! class probabilities over the same rows. Weights are given; `select`
+//! fits them (and a temperature per model) on validation instead.
+
+use pipe_core::{register_stage, Artifacts, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_predict::{predictions_table, ClassProbabilities, Predictions};
+use serde::{Deserialize, Serialize};
+
+use crate::calibrate;
+
+/// Config of the `ensemble` stage: each name in `members` is an input port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ensemble {
+    /// Input names, each wired to a `predict` stage's `probabilities`.
+    pub members: Vec<String>,
+    /// One weight per member (normalised); equal weights when absent.
+    pub weights: Option<Vec<f64>>,
+    /// Also output the `top_k` most likely classes with probabilities (0: none).
+    pub top_k: usize,
+}
+
+impl Ensemble {
+    fn normalised_weights(&self) -> Vec<f32> {
+        let raw = self.weights.clone().unwrap_or_else(|| vec![1.0; self.members.len()]);
+        let total: f64 = raw.iter().sum();
+        raw.iter().map(|w| (w / total) as f32).collect()
+    }
+}
+
+#[typetag::serde(name = "ensemble")]
+impl Stage for Ensemble {
+    fn inputs(&self) -> Vec<Port> {
+        let mut ports: Vec<Port> =
+            self.members.iter().map(|m| Port::named(m.clone(), ClassProbabilities::TYPE_NAME, "a predict stage's `probabilities`")).collect();
+        ports.push(Port::new("labels", "label_set", "class names for the ids"));
+        ports
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("predictions", "table", "class_id, label (and probability, top_k) per row, in input order"),
+            Port::new("probabilities", ClassProbabilities::TYPE_NAME, "the weighted mean probabilities"),
+        ]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn depends_on_env(&self) -> bool {
+        false
+    }
+    fn validate(&self) -> Result<(), String> {
+        if self.members.len() < 2 {
+            return Err("members: name at least two inputs to average".into());
+        }
+        if self.members.iter().any(|m| m == "labels") {
+            return Err("members: `labels` is the label set's input; name the members otherwise".into());
+        }
+        if let Some(w) = &self.weights {
+            if w.len() != self.members.len() {
+                return Err(format!("weights: {} weights for {} members", w.len(), self.members.len()));
+            }
+            if w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().sum::<f64>() <= 0.0 {
+                return Err("weights must be non-negative with a positive sum".into());
+            }
+        }
+        Ok(())
+    }
+    fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let labels = inputs.get::<LabelSet>("labels")?;
+        let members: Vec<&ClassProbabilities> = self.members.iter().map(|m| inputs.get::<ClassProbabilities>(m)).collect::<Result<_, _>>()?;
+        for (name, p) in self.members.iter().zip(&members) {
+            if (p.rows, p.classes) != (members[0].rows, labels.len()) {
+                return Err(StageError::invalid(format!(
+                    "`{name}` has {} rows × {} classes; expected {} × {} (the first member's rows, the label set's classes)",
+                    p.rows,
+                    p.classes,
+                    members[0].rows,
+                    labels.len()
+                )));
+            }
+        }
+        let values: Vec<&[f32]> = members.iter().map(|p| p.values.as_slice()).collect();
+        let mean = ClassProbabilities { rows: members[0].rows, classes: labels.len(), values: calibrate::mix(&values, &self.normalised_weights()) };
+        let predictions = Predictions::from_scores(&mean.values, &mean, self.top_k);
+        let mut out = Artifacts::new();
+        out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", mean);
+        Ok(out)
+    }
+}
+register_stage!(Ensemble, "ensemble", "average the class probabilities of several predict stages (optionally weighted)");

@@ -1,0 +1,38 @@
+//! Model selection and ensembles: which model to trust on the user's data
+//! is measured, not guessed.
+//!
+//! - The `select` stage ([`Select`]) fits each candidate model kind on part
+//!   of the training rows (a stratified validation split, or k stratified
+//!   folds for small data), calibrates each one's probabilities with a
+//!   temperature, builds a weighted ensemble by greedy forward selection,
+//!   keeps whichever scores the best validation macro-F1, refits it on all
+//!   rows and reports the table. Its `model` ([`EnsembleModel`]) goes to the
+//!   `predict` stage like any model.
+//! - The `ensemble` stage ([`Ensemble`]) averages the class probabilities of
+//!   `predict` stages over the same rows, with fixed weights.
+//! - [`calibrate`] holds the two policies: temperature scaling and greedy
+//!   ensemble selection, each with its own tests.
+//! - [`Candidate`] is what `select` can fit: `tfidf_linear`, the recurrent
+//!   classifiers and `bag_of_ngrams`, each with its own settings.
+
+pub mod calibrate;
+mod candidate;
+mod ensemble;
+mod ensemble_model;
+mod select;
+
+pub use candidate::{Candidate, FitData};
+pub use ensemble::Ensemble;
+pub use ensemble_model::{EnsembleModel, Member, MemberModel};
+pub use select::{stratified_folds, Select, Validation};
+
+/// Errors of fitting candidates and combining them.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("candidate `{name}`: {message}")]
+    Candidate { name: String, message: String },
+    #[error("no candidates: list at least one under `candidates`")]
+    NoCandidates,
+    #[error("{0}")]
+    Invalid(String),
+}

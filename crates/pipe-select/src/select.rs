@@ -1,0 +1,380 @@
+//! The `select` stage: model selection by validation, as a list of steps —
+//! plan the validation, score each candidate out of sample, calibrate,
+//! combine, choose, refit.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use pipe_core::{register_stage, Artifacts, Files, IntArray, JsonDoc, LabelSet, Port, Stage, StageContext, StageError, Vocabulary};
+use pipe_predict::{ScoreOptions, Trim};
+use pipe_tensor::{runtime, TokenTensors};
+use pipe_train::sampler::{stratified_split, Rng};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::calibrate::{self, greedy_ensemble};
+use crate::candidate::{Candidate, FitData};
+use crate::ensemble_model::{EnsembleModel, Member};
+use crate::SelectError;
+
+/// How candidates are scored out of sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    /// Three stratified folds below 10,000 rows (every row is scored once,
+    /// which small data needs), else a stratified 20% hold-out.
+    #[default]
+    Auto,
+    /// A stratified hold-out of this fraction of the rows.
+    Holdout(f64),
+    /// Stratified k-fold: each row scored by a model that did not see it.
+    Folds(usize),
+}
+
+impl Validation {
+    /// Below this many rows `auto` uses folds.
+    pub const AUTO_FOLDS_BELOW: usize = 10_000;
+
+    /// (train rows, validation rows) for each fit.
+    pub fn plan(&self, labels: &[i64], seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+        let mut rng = Rng::new(seed ^ 0x5e1ec7);
+        match *self {
+            Validation::Auto if labels.len() < Self::AUTO_FOLDS_BELOW => Validation::Folds(3).plan(labels, seed),
+            Validation::Auto => Validation::Holdout(0.2).plan(labels, seed),
+            Validation::Holdout(fraction) => vec![stratified_split(labels, fraction, &mut rng)],
+            Validation::Folds(k) => {
+                let folds = stratified_folds(labels, k, &mut rng);
+                (0..k)
+                    .map(|f| {
+                        let train = folds.iter().enumerate().filter(|(g, _)| *g != f).flat_map(|(_, rows)| rows.iter().copied()).collect::<Vec<_>>();
+                        let mut train = train;
+                        train.sort_unstable();
+                        (train, folds[f].clone())
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn describe(&self, rows: usize) -> String {
+        match *self {
+            Validation::Auto if rows < Self::AUTO_FOLDS_BELOW => "3 stratified folds".into(),
+            Validation::Auto => "a stratified 20% hold-out".into(),
+            Validation::Holdout(f) => format!("a stratified {:.0}% hold-out", f * 100.0),
+            Validation::Folds(k) => format!("{k} stratified folds"),
+        }
+    }
+}
+
+/// Rows dealt into `k` folds class by class (shuffled), so each fold has
+/// each class's share; each fold's rows sorted.
+pub fn stratified_folds(labels: &[i64], k: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &y) in labels.iter().enumerate() {
+        by_class[y as usize].push(i);
+    }
+    let mut folds = vec![Vec::new(); k];
+    let mut next = 0;
+    for mut rows in by_class {
+        rng.shuffle(&mut rows);
+        for r in rows {
+            folds[next % k].push(r);
+            next += 1;
+        }
+    }
+    folds.iter_mut().for_each(|f| f.sort_unstable());
+    folds
+}
+
+/// Config of the `select` stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Select {
+    /// Named candidate models. They are tried cheapest kind first (linear,
+    /// then bag of n-grams, then recurrent; by name within a kind), so a
+    /// time budget skips the expensive ones.
+    pub candidates: BTreeMap<String, Candidate>,
+    pub validation: Validation,
+    /// Also try a weighted average of the candidates' calibrated probabilities.
+    pub ensemble: bool,
+    /// Picks of the greedy ensemble selection (with replacement).
+    pub ensemble_rounds: usize,
+    /// Fit the chosen models again on all rows (otherwise a hold-out's
+    /// training part is kept; folds always refit).
+    pub refit: bool,
+    /// Candidates not started when this much time has passed are skipped.
+    pub time_budget_seconds: Option<f64>,
+}
+
+impl Default for Select {
+    fn default() -> Self {
+        let mut candidates = BTreeMap::new();
+        candidates.insert("tfidf".to_string(), Candidate::TfidfLinear(Default::default()));
+        Select { candidates, validation: Validation::Auto, ensemble: true, ensemble_rounds: 10, refit: true, time_budget_seconds: None }
+    }
+}
+
+/// One candidate's validation result.
+#[derive(Debug, Serialize)]
+struct Scored {
+    name: String,
+    kind: &'static str,
+    macro_f1: f64,
+    log_loss: f64,
+    temperature: f32,
+    seconds: f64,
+    #[serde(skip)]
+    probabilities: Vec<f32>,
+    /// The model fitted on the training part (kept when a hold-out is not refit).
+    #[serde(skip)]
+    holdout_member: Option<Member>,
+}
+
+#[typetag::serde(name = "select")]
+impl Stage for Select {
+    fn inputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("x", "int_array", "training token ids [rows, max_len]"),
+            Port::new("y", "int_array", "training class ids [rows]"),
+            Port::new("vocab", "vocabulary", "token texts by id, and the padding id"),
+            Port::new("labels", "label_set", "the class names"),
+        ]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("model", "ensemble_model", "the chosen model or ensemble, calibrated (for `predict`)"),
+            Port::new("metrics", "json", "each candidate's validation macro-F1, log-loss, temperature and time; the choice"),
+            Port::new("report", "files", "selection.csv: the table of candidates"),
+        ]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn machine_choices(&self, device: &str) -> BTreeMap<String, String> {
+        // A bfloat16 LSTM is not a float32 one: each recurrent candidate's precision joins the key.
+        let mut choices = BTreeMap::new();
+        for (name, c) in &self.candidates {
+            let decision = match c {
+                Candidate::LstmClassifier { model, .. } => model.precision_decision(device),
+                Candidate::GruClassifier { model, .. } => model.precision_decision(device),
+                _ => continue,
+            };
+            choices.insert(format!("{name}.precision"), format!("{:?}", decision.precision).to_lowercase());
+        }
+        choices
+    }
+    fn validate(&self) -> Result<(), String> {
+        if self.candidates.is_empty() {
+            return Err(SelectError::NoCandidates.to_string());
+        }
+        for (name, c) in &self.candidates {
+            c.validate().map_err(|message| SelectError::Candidate { name: name.clone(), message }.to_string())?;
+        }
+        match self.validation {
+            Validation::Holdout(f) if !(f > 0.0 && f < 1.0) => return Err(format!("validation: holdout must be in (0, 1), not {f}")),
+            Validation::Folds(k) if k < 2 => return Err(format!("validation: folds must be at least 2, not {k}")),
+            _ => {}
+        }
+        if self.ensemble_rounds == 0 {
+            return Err("ensemble_rounds must be at least 1".into());
+        }
+        if matches!(self.time_budget_seconds, Some(t) if !(t > 0.0)) {
+            return Err("time_budget_seconds must be positive".into());
+        }
+        Ok(())
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let x = inputs.get::<IntArray>("x")?;
+        let y = inputs.get::<IntArray>("y")?;
+        let vocab = inputs.get::<Vocabulary>("vocab")?;
+        let label_set = inputs.get::<LabelSet>("labels")?;
+        let start = Instant::now();
+
+        // 1. The rows, in the forms candidates read.
+        let rows = pipe_linear::rows_of(x).map_err(StageError::invalid)?;
+        let labels: Vec<i64> = y.0.iter().copied().collect();
+        if let Some((row, &bad)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= label_set.len()) {
+            return Err(StageError::invalid(format!("label {bad} at row {row} is outside the {} classes", label_set.len())));
+        }
+        let tensors = TokenTensors::from_arrays(x, Some(y), vocab.pad_id, None, Device::Cpu).map_err(StageError::invalid)?;
+        let device = runtime::device(ctx.device).map_err(StageError::invalid)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let data = FitData { rows, labels: &labels, tensors: &tensors, vocab, label_set, device, device_name: ctx.device, seed: ctx.seed, threads };
+
+        // 2. The validation plan: which rows each fit trains on and scores.
+        let plan = self.validation.plan(&labels, ctx.seed);
+        let scored_rows: Vec<usize> = plan.iter().flat_map(|(_, val)| val.iter().copied()).collect();
+        let truth: Vec<i64> = scored_rows.iter().map(|&r| labels[r]).collect();
+        ctx.info(format!("{} candidates on {} rows, scored by {}", self.candidates.len(), labels.len(), self.validation.describe(labels.len())));
+
+        // 3. Each candidate scored out of sample and calibrated.
+        let mut scored = Vec::new();
+        let mut skipped = Vec::new();
+        for (name, candidate) in self.in_trial_order() {
+            if self.time_budget_seconds.is_some_and(|budget| start.elapsed().as_secs_f64() >= budget) {
+                ctx.warn(format!("candidate `{name}` skipped: the time budget is spent"));
+                skipped.push(name.clone());
+                continue;
+            }
+            let result = self.score_candidate(name, candidate, &data, &plan, &truth, ctx).map_err(StageError::invalid)?;
+            ctx.info(format!(
+                "{name} ({}): validation macro-F1 {:.4}, log-loss {:.4} at temperature {:.3} ({:.1}s)",
+                result.kind, result.macro_f1, result.log_loss, result.temperature, result.seconds
+            ));
+            scored.push(result);
+        }
+
+        // 4. The ensemble, and the choice: whichever scores best.
+        let classes = label_set.len();
+        let best_single = scored.iter().enumerate().fold(0, |b, (i, s)| if s.macro_f1 > scored[b].macro_f1 { i } else { b });
+        let mut weights = vec![0f32; scored.len()];
+        weights[best_single] = 1.0;
+        let mut ensemble_report = serde_json::Value::Null;
+        if self.ensemble && scored.len() > 1 {
+            let models: Vec<&[f32]> = scored.iter().map(|s| s.probabilities.as_slice()).collect();
+            let choice = greedy_ensemble(&models, classes, &truth, self.ensemble_rounds);
+            let f1 = calibrate::macro_f1(&choice.mix(&models), classes, &truth);
+            let used = choice.counts.iter().filter(|&&c| c > 0).count();
+            ctx.info(format!("ensemble of {used}: validation macro-F1 {f1:.4}, log-loss {:.4}", choice.log_loss));
+            ensemble_report = serde_json::json!({ "macro_f1": f1, "log_loss": choice.log_loss, "weights": choice.weights() });
+            if used > 1 && f1 > scored[best_single].macro_f1 {
+                weights = choice.weights();
+            }
+        }
+        let chosen: Vec<String> = scored.iter().zip(&weights).filter(|(_, &w)| w > 0.0).map(|(s, _)| s.name.clone()).collect();
+        ctx.info(format!("chosen: {}", chosen.join(" + ")));
+
+        // 5. The chosen models, refit on all rows unless kept from a hold-out.
+        let refit = self.refit || plan.len() > 1;
+        let refit_start = Instant::now();
+        let mut members = Vec::new();
+        for (s, &weight) in scored.iter_mut().zip(&weights) {
+            if weight == 0.0 {
+                continue;
+            }
+            let mut member = match (refit, s.holdout_member.take()) {
+                (false, Some(kept)) => kept,
+                _ => {
+                    let all: Vec<usize> = (0..labels.len()).collect();
+                    let mut progress = |done: u64, total: u64, message: &str| ctx.progress(done, total, format!("refit {}: {message}", s.name));
+                    self.candidates[&s.name].fit(&s.name, &data, &all, &mut progress).map_err(StageError::invalid)?
+                }
+            };
+            member.weight = weight;
+            member.temperature = s.temperature;
+            members.push(member);
+        }
+        let refit_seconds = refit_start.elapsed().as_secs_f64();
+
+        // 6. The report.
+        let metrics = serde_json::json!({
+            "validation": self.validation.describe(labels.len()),
+            "rows": labels.len(),
+            "scored_rows": truth.len(),
+            "candidates": scored,
+            "skipped": skipped,
+            "ensemble": ensemble_report,
+            "chosen": chosen.iter().zip(members.iter()).map(|(n, m)| serde_json::json!({ "name": n, "weight": m.weight })).collect::<Vec<_>>(),
+            "refit": refit,
+            "refit_seconds": refit_seconds,
+            "seconds": start.elapsed().as_secs_f64(),
+        });
+        ctx.metric(metrics.clone());
+        let mut csv = String::from("candidate,kind,validation_macro_f1,validation_log_loss,temperature,weight,seconds\n");
+        for (s, w) in scored.iter().zip(&weights) {
+            csv.push_str(&format!("{},{},{:.6},{:.6},{:.4},{:.3},{:.2}\n", pipe_core::csv::field(&s.name), s.kind, s.macro_f1, s.log_loss, s.temperature, w, s.seconds));
+        }
+        let mut out = Artifacts::new();
+        out.insert("model", EnsembleModel { members })
+            .insert("metrics", JsonDoc(metrics))
+            .insert("report", Files { files: BTreeMap::from([("selection.csv".to_string(), csv.into_bytes())]) });
+        Ok(out)
+    }
+}
+
+impl Select {
+    /// The candidates, cheapest kind first.
+    fn in_trial_order(&self) -> Vec<(&String, &Candidate)> {
+        let mut order: Vec<_> = self.candidates.iter().collect();
+        order.sort_by_key(|(name, c)| (c.cost_rank(), name.as_str()));
+        order
+    }
+
+    /// Fits `candidate` once per plan entry, scores the held-out rows, and calibrates.
+    fn score_candidate(
+        &self,
+        name: &str,
+        candidate: &Candidate,
+        data: &FitData,
+        plan: &[(Vec<usize>, Vec<usize>)],
+        truth: &[i64],
+        ctx: &StageContext,
+    ) -> Result<Scored, SelectError> {
+        let started = Instant::now();
+        let classes = data.label_set.len();
+        let fail = |message: String| SelectError::Candidate { name: name.to_string(), message };
+        let options = ScoreOptions { device: data.device, batch_size: 512, trim: Trim::Auto };
+        let mut scores = Vec::with_capacity(truth.len() * classes);
+        let mut holdout_member = None;
+        for (fold, (train, val)) in plan.iter().enumerate() {
+            let mut progress = |done: u64, total: u64, message: &str| ctx.progress(done, total, format!("{name}, fit {}/{}: {message}", fold + 1, plan.len()));
+            let member = candidate.fit(name, data, train, &mut progress).map_err(fail)?;
+            scores.extend(member.scores(&data.tensors_of(val), &options).map_err(fail)?);
+            holdout_member = Some(member);
+        }
+        let temperature = calibrate::fit_temperature(&scores, classes, truth);
+        let probabilities = calibrate::probabilities(&scores, classes, temperature);
+        Ok(Scored {
+            name: name.to_string(),
+            kind: candidate.kind(),
+            macro_f1: calibrate::macro_f1(&probabilities, classes, truth),
+            log_loss: calibrate::log_loss(&probabilities, classes, truth),
+            temperature,
+            seconds: started.elapsed().as_secs_f64(),
+            probabilities,
+            holdout_member: if plan.len() == 1 { holdout_member } else { None },
+        })
+    }
+}
+
+register_stage!(Select, "select", "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_partition_the_rows_and_keep_each_class_share() {
+        let labels: Vec<i64> = (0..90).map(|i| if i < 60 { 0 } else { 1 }).collect();
+        let plan = Validation::Folds(3).plan(&labels, 7);
+        let mut seen: Vec<usize> = plan.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..90).collect::<Vec<_>>(), "each row is scored exactly once");
+        for (train, val) in &plan {
+            assert_eq!(train.len() + val.len(), 90);
+            assert!(train.iter().all(|r| !val.contains(r)));
+            assert_eq!(val.iter().filter(|&&r| labels[r] == 1).count(), 10, "a third of class 1 per fold");
+        }
+    }
+
+    #[test]
+    fn auto_validation_uses_folds_for_small_data_and_a_holdout_for_large() {
+        let small: Vec<i64> = (0..300).map(|i| i % 3).collect();
+        assert_eq!(Validation::Auto.plan(&small, 1).len(), 3);
+        let large: Vec<i64> = (0..Validation::AUTO_FOLDS_BELOW as i64).map(|i| i % 3).collect();
+        let plan = Validation::Auto.plan(&large, 1);
+        assert_eq!(plan.len(), 1);
+        // 20% of each class, rounded per class.
+        assert!(plan[0].1.len().abs_diff(Validation::AUTO_FOLDS_BELOW / 5) <= 3, "{}", plan[0].1.len());
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_at_load() {
+        let bad = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap()).unwrap_err();
+        assert!(bad("candidates: {}").contains("no candidates"));
+        assert!(bad("validation: { folds: 1 }").contains("at least 2"));
+        assert!(bad("validation: { holdout: 1.5 }").contains("(0, 1)"));
+        assert!(bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").contains("candidate `t`"));
+    }
+}
