@@ -151,12 +151,21 @@ fn compare_puts_models_side_by_side() {
     let table = s.pipe(&["compare", "tiny.yaml", "gru.yaml"]).ok().stdout();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
-    assert!(lines[2].starts_with("| tiny.yaml | lstm_classifier | 0."), "{table}");
-    assert!(lines[3].starts_with("| gru.yaml | gru_classifier | 0."), "{table}");
+    assert!(lines[2].starts_with("| tiny.yaml | lstm_classifier | 1 | 0."), "{table}");
+    assert!(lines[3].starts_with("| gru.yaml | gru_classifier | 1 | 0."), "{table}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&s.pipe(&["compare", "tiny.yaml", "gru.yaml", "--json"]).ok().stdout()).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows[0]["train_seconds"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["predict_rows_per_second"].as_f64().unwrap() > 0.0);
+
+    // Over seeds: one row per pipeline, the mean with a sample standard deviation.
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&s.pipe(&["compare", "tiny.yaml", "--seeds", "1,2,3", "--json"]).ok().stdout()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["seeds"], serde_json::json!([1, 2, 3]));
+    let sd = rows[0]["macro_f1_sd"].as_f64().unwrap();
+    assert!(sd >= 0.0 && sd < 0.5, "{}", rows[0]);
+    let table = s.pipe(&["compare", "tiny.yaml", "--seeds", "1,2", "--set", "train.epochs=1"]).ok().stdout();
+    assert!(table.lines().nth(2).unwrap().contains(" | 2 | ") && table.contains(" ± "), "{table}");
 }
 
 /// Flushing denormals to zero (the default) must not change what is learnt.

@@ -106,6 +106,12 @@ enum Command {
         pipelines: Vec<PathBuf>,
         #[arg(long)]
         device: Option<String>,
+        /// Override a config value in every pipeline: `stage.field=value` (repeatable).
+        #[arg(long = "set", value_name = "STAGE.FIELD=VALUE")]
+        set: Vec<String>,
+        /// Run each pipeline once per seed and report mean ± sd: `--seeds 1,2,3`.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
         /// JSON instead of a markdown table.
         #[arg(long)]
         json: bool,
@@ -233,12 +239,12 @@ fn open_cache(dir: &Option<PathBuf>) -> anyhow::Result<Cache> {
     Ok(Cache::open(dir)?)
 }
 
+fn parse_overrides(set: &[String]) -> anyhow::Result<Vec<Override>> {
+    set.iter().map(|s| Override::parse(s).map_err(|m| anyhow::anyhow!("--set {m}"))).collect()
+}
+
 fn load_pipeline(path: &Path, set: &[String]) -> anyhow::Result<Pipeline> {
-    let overrides = set
-        .iter()
-        .map(|s| Override::parse(s).map_err(|m| anyhow::anyhow!("--set {m}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Pipeline::load(path, &overrides)?)
+    Ok(Pipeline::load(path, &parse_overrides(set)?)?)
 }
 
 fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Result<String> {
@@ -303,12 +309,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             render::print_stages(kind.as_deref(), json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compare { pipelines, device, json } => {
+        Command::Compare { pipelines, device, set, seeds, json } => {
+            let overrides = parse_overrides(&set)?;
             let cache = open_cache(&cli.cache_dir)?;
             let device = runtime::resolve_device(device.as_deref().unwrap_or("auto")).map_err(|m| anyhow::anyhow!(m))?;
             let options = RunOptions { device, ..RunOptions::default() };
             let renderer = render::Renderer::new(false, true);
-            let rows = compare::compare(&pipelines, &cache, &options, &renderer);
+            let rows = compare::compare(&pipelines, &overrides, &seeds, &cache, &options, &renderer);
             renderer.finish();
             let rows = rows?;
             if json {
