@@ -56,7 +56,8 @@ def fasttext_supervised(train, test, threads, lr):
     seconds = time.perf_counter() - start
     os.unlink(path)
     pred = [model.predict(" ".join(tokens(r["Text"])))[0][0][len("__label__"):] for r in test]
-    truth = [r["Category"] for r in test]
+    # fastText's labels are strings; integer classes are compared as their text.
+    truth = [str(r["Category"]) for r in test]
     acc = sum(p == t for p, t in zip(pred, truth)) / len(truth)
     return {"accuracy": acc, "macro_f1": macro_f1(truth, pred), "train_seconds": seconds}
 
