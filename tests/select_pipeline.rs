@@ -71,3 +71,12 @@ fn ensemble_weights_decide_whose_probabilities_count() {
     let unknown = s.pipe(&["run", "select.yaml", "--set", "select.validation=sometimes"]);
     assert_eq!(unknown.code(), Some(2), "{}", unknown.stderr());
 }
+
+#[test]
+fn a_spent_time_budget_skips_candidates_and_says_so() {
+    let s = tiny_select();
+    let run = s.pipe(&["run", "select.yaml", "--set", "select.time_budget_seconds=0.000001"]);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    assert!(run.stderr().contains("every candidate was skipped: raise time_budget_seconds"), "{}", run.stderr());
+    assert!(run.stderr().contains("candidate `chars` skipped: the time budget is spent"), "{}", run.stderr());
+}

@@ -7,6 +7,7 @@ use pipe_core::{LabelSet, Vocabulary};
 use pipe_linear::TfidfLinear;
 use pipe_model::{BagOfNgrams, GruClassifier, LstmClassifier};
 use pipe_tensor::TokenTensors;
+use pipe_train::sampler::{stratified_split, Rng};
 use pipe_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -24,12 +25,20 @@ pub enum Candidate {
         model: LstmClassifier,
         #[serde(default)]
         train: TrainConfig,
+        /// Train on at most this many rows (a stratified sample): bounds the
+        /// time a network takes on large data, where it joins an ensemble.
+        #[serde(default)]
+        max_rows: Option<usize>,
     },
     GruClassifier {
         #[serde(default)]
         model: GruClassifier,
         #[serde(default)]
         train: TrainConfig,
+        /// Train on at most this many rows (a stratified sample): bounds the
+        /// time a network takes on large data, where it joins an ensemble.
+        #[serde(default)]
+        max_rows: Option<usize>,
     },
     /// fastText's model; the rows get their hashed bigrams (`model.buckets`) first.
     BagOfNgrams {
@@ -37,6 +46,10 @@ pub enum Candidate {
         model: BagOfNgrams,
         #[serde(default)]
         train: TrainConfig,
+        /// Train on at most this many rows (a stratified sample): bounds the
+        /// time a network takes on large data, where it joins an ensemble.
+        #[serde(default)]
+        max_rows: Option<usize>,
     },
 }
 
@@ -93,43 +106,56 @@ impl Candidate {
 
     /// Checks the settings before anything is fitted.
     pub fn validate(&self) -> Result<(), String> {
-        match self {
-            Candidate::TfidfLinear(t) => pipe_core::Stage::validate(t),
-            Candidate::LstmClassifier { train, .. } | Candidate::GruClassifier { train, .. } => train.validate(),
-            Candidate::BagOfNgrams { model, train } => {
-                if model.buckets <= 0 {
-                    return Err("model.buckets must be positive".into());
-                }
-                train.validate()
-            }
+        let (train, max_rows) = match self {
+            Candidate::TfidfLinear(t) => return pipe_core::Stage::validate(t),
+            Candidate::BagOfNgrams { model, .. } if model.buckets <= 0 => return Err("model.buckets must be positive".into()),
+            Candidate::LstmClassifier { train, max_rows, .. }
+            | Candidate::GruClassifier { train, max_rows, .. }
+            | Candidate::BagOfNgrams { train, max_rows, .. } => (train, max_rows),
+        };
+        if *max_rows == Some(0) {
+            return Err("max_rows must be at least 1".into());
         }
+        train.validate()
     }
 
     /// Fits the model on the rows `subset` (weight 1, temperature 1).
     pub fn fit(&self, name: &str, data: &FitData, subset: &[usize], progress: &mut pipe_train::Progress) -> Result<Member, String> {
-        let model = match self {
+        let (model, bigram_buckets) = match self {
             Candidate::TfidfLinear(config) => {
                 let rows: Vec<&[i64]> = subset.iter().map(|&r| data.rows[r]).collect();
                 let labels: Vec<i64> = subset.iter().map(|&r| data.labels[r]).collect();
                 let (model, _) = config.fit(&rows, &labels, data.vocab, data.label_set.len(), data.seed, data.threads).map_err(|e| e.to_string())?;
-                MemberModel::Linear(model)
+                (MemberModel::Linear(model), None)
             }
-            Candidate::LstmClassifier { model, train } => {
-                MemberModel::Checkpoint(fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &data.tensors_of(subset), data, progress)?)
+            Candidate::LstmClassifier { model, train, max_rows } => {
+                let tensors = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
+                (fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &tensors, data, progress)?, None)
             }
-            Candidate::GruClassifier { model, train } => {
-                MemberModel::Checkpoint(fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &data.tensors_of(subset), data, progress)?)
+            Candidate::GruClassifier { model, train, max_rows } => {
+                let tensors = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
+                (fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &tensors, data, progress)?, None)
             }
-            Candidate::BagOfNgrams { model, train } => {
-                let tensors = pipe_tensor::ngrams::append_bigrams(&data.tensors_of(subset), data.vocab.len() as i64, model.buckets);
-                MemberModel::Checkpoint(fit_torch(&model.spec(data.vocab, data.label_set), train, &tensors, data, progress)?)
+            Candidate::BagOfNgrams { model, train, max_rows } => {
+                let rows = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
+                let tensors = pipe_tensor::ngrams::append_bigrams(&rows, data.vocab.len() as i64, model.buckets);
+                (fit_torch(&model.spec(data.vocab, data.label_set), train, &tensors, data, progress)?, Some(model.buckets))
             }
-        };
-        let bigram_buckets = match self {
-            Candidate::BagOfNgrams { model, .. } => Some(model.buckets),
-            _ => None,
         };
         Ok(Member { name: name.to_string(), weight: 1.0, temperature: 1.0, bigram_buckets, model })
+    }
+}
+
+/// `subset`, or a stratified sample of `max_rows` of it (seeded, in row order).
+pub fn capped(subset: &[usize], max_rows: Option<usize>, labels: &[i64], seed: u64) -> Vec<usize> {
+    match max_rows {
+        Some(max) if subset.len() > max => {
+            let labels: Vec<i64> = subset.iter().map(|&r| labels[r]).collect();
+            let left_out = 1.0 - max as f64 / subset.len() as f64;
+            let (kept, _) = stratified_split(&labels, left_out, &mut Rng::new(seed ^ 0xca9));
+            kept.into_iter().map(|i| subset[i]).collect()
+        }
+        _ => subset.to_vec(),
     }
 }
 
@@ -139,10 +165,10 @@ fn fit_torch(
     tensors: &TokenTensors,
     data: &FitData,
     progress: &mut pipe_train::Progress,
-) -> Result<pipe_model::Checkpoint, String> {
+) -> Result<MemberModel, String> {
     let initial = pipe_model::initialise(spec, data.seed).map_err(|e| e.to_string())?;
     let trained = pipe_train::train(&initial, tensors, train, data.device, data.seed, progress, &mut |_| {})?;
-    Ok(trained.checkpoint)
+    Ok(MemberModel::Checkpoint(trained.checkpoint))
 }
 
 #[cfg(test)]
@@ -162,8 +188,20 @@ mod tests {
 ";
         let candidates: Vec<Candidate> = serde_saphyr::from_str(yaml).unwrap();
         assert!(matches!(&candidates[0], Candidate::TfidfLinear(t) if t.c == 0.5 && t.word_ngrams == [1, 2]));
-        assert!(matches!(&candidates[1], Candidate::LstmClassifier { model, train } if model.hidden_dim == 32 && train.epochs == 3));
+        assert!(matches!(&candidates[1], Candidate::LstmClassifier { model, train, max_rows: None } if model.hidden_dim == 32 && train.epochs == 3));
         assert!(matches!(&candidates[2], Candidate::BagOfNgrams { model, .. } if model.buckets == 1 << 16));
+    }
+
+    #[test]
+    fn max_rows_keeps_a_stratified_sample_of_the_subset() {
+        let labels: Vec<i64> = (0..1000).map(|i| if i % 10 == 0 { 1 } else { 0 }).collect();
+        let subset: Vec<usize> = (0..1000).step_by(2).collect(); // 500 rows, 100 of class 1
+        let kept = capped(&subset, Some(100), &labels, 3);
+        assert!(kept.len().abs_diff(100) <= 2, "{}", kept.len());
+        assert!(kept.iter().all(|r| subset.contains(r)) && kept.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(kept.iter().filter(|&&r| labels[r] == 1).count(), 20, "class 1 keeps its fifth");
+        assert_eq!(capped(&subset, Some(500), &labels, 3), subset);
+        assert_eq!(capped(&subset, None, &labels, 3), subset);
     }
 
     #[test]

@@ -159,7 +159,10 @@ impl LoadArtifact for EnsembleModel {
             let member = Member { name: s.name, weight: s.weight, temperature: s.temperature, bigram_buckets: s.bigram_buckets, model };
             if let (Some(buckets), MemberModel::Checkpoint(c)) = (member.bigram_buckets, &member.model) {
                 if buckets <= 0 || buckets >= c.spec.vocab_size {
-                    return Err(ArtifactError::invalid(&path, format!("member {i}'s {buckets} bigram buckets do not fit its {} embeddings", c.spec.vocab_size)));
+                    return Err(ArtifactError::invalid(
+                        &path,
+                        format!("member {i}'s {buckets} bigram buckets do not fit its {} embeddings", c.spec.vocab_size),
+                    ));
                 }
             }
             members.push(member);

@@ -11,16 +11,18 @@
 //! - The `ensemble` stage ([`Ensemble`]) averages the class probabilities of
 //!   `predict` stages over the same rows, with fixed weights.
 //! - [`calibrate`] holds the two policies: temperature scaling and greedy
-//!   ensemble selection, each with its own tests.
+//!   ensemble selection; [`Budget`] the time budget's. Each has its own tests.
 //! - [`Candidate`] is what `select` can fit: `tfidf_linear`, the recurrent
 //!   classifiers and `bag_of_ngrams`, each with its own settings.
 
+mod budget;
 pub mod calibrate;
 mod candidate;
 mod ensemble;
 mod ensemble_model;
 mod select;
 
+pub use budget::Budget;
 pub use candidate::{Candidate, FitData};
 pub use ensemble::Ensemble;
 pub use ensemble_model::{EnsembleModel, Member, MemberModel};

@@ -3,6 +3,7 @@
 //! combine, choose, refit.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use pipe_core::{register_stage, Artifacts, Files, IntArray, JsonDoc, LabelSet, Port, Stage, StageContext, StageError, Vocabulary};
@@ -12,6 +13,7 @@ use pipe_train::sampler::{stratified_split, Rng};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::budget::Budget;
 use crate::calibrate::{self, greedy_ensemble};
 use crate::candidate::{Candidate, FitData};
 use crate::ensemble_model::{EnsembleModel, Member};
@@ -103,7 +105,9 @@ pub struct Select {
     /// Fit the chosen models again on all rows (otherwise a hold-out's
     /// training part is kept; folds always refit).
     pub refit: bool,
-    /// Candidates not started when this much time has passed are skipped.
+    /// Seconds for scoring candidates and refitting: a candidate not
+    /// started in time, or whose training is projected to end past it, is
+    /// skipped (see [`Budget`]).
     pub time_budget_seconds: Option<f64>,
 }
 
@@ -189,7 +193,7 @@ impl Stage for Select {
         let y = inputs.get::<IntArray>("y")?;
         let vocab = inputs.get::<Vocabulary>("vocab")?;
         let label_set = inputs.get::<LabelSet>("labels")?;
-        let start = Instant::now();
+        let budget = Budget::new(self.time_budget_seconds);
 
         // 1. The rows, in the forms candidates read.
         let rows = pipe_linear::rows_of(x).map_err(StageError::invalid)?;
@@ -212,12 +216,20 @@ impl Stage for Select {
         let mut scored = Vec::new();
         let mut skipped = Vec::new();
         for (name, candidate) in self.in_trial_order() {
-            if self.time_budget_seconds.is_some_and(|budget| start.elapsed().as_secs_f64() >= budget) {
+            if budget.spent() {
                 ctx.warn(format!("candidate `{name}` skipped: the time budget is spent"));
-                skipped.push(name.clone());
+                skipped.push(serde_json::json!({ "name": name, "why": "the time budget is spent" }));
                 continue;
             }
-            let result = self.score_candidate(name, candidate, &data, &plan, &truth, ctx).map_err(StageError::invalid)?;
+            let result = match self.score_candidate(name, candidate, &data, &plan, &truth, &budget, ctx) {
+                Ok(result) => result,
+                Err(Skipped::OverBudget(why)) => {
+                    ctx.warn(format!("candidate `{name}` skipped: {why}"));
+                    skipped.push(serde_json::json!({ "name": name, "why": why }));
+                    continue;
+                }
+                Err(Skipped::Failed(e)) => return Err(StageError::invalid(e)),
+            };
             ctx.info(format!(
                 "{name} ({}): validation macro-F1 {:.4}, log-loss {:.4} at temperature {:.3} ({:.1}s)",
                 result.kind, result.macro_f1, result.log_loss, result.temperature, result.seconds
@@ -226,6 +238,9 @@ impl Stage for Select {
         }
 
         // 4. The ensemble, and the choice: whichever scores best.
+        if scored.is_empty() {
+            return Err(StageError::invalid("every candidate was skipped: raise time_budget_seconds"));
+        }
         let classes = label_set.len();
         let best_single = scored.iter().enumerate().fold(0, |b, (i, s)| if s.macro_f1 > scored[b].macro_f1 { i } else { b });
         let mut weights = vec![0f32; scored.len()];
@@ -257,7 +272,10 @@ impl Stage for Select {
                 (false, Some(kept)) => kept,
                 _ => {
                     let all: Vec<usize> = (0..labels.len()).collect();
-                    let mut progress = |done: u64, total: u64, message: &str| ctx.progress(done, total, format!("refit {}: {message}", s.name));
+                    let mut progress = |done: u64, total: u64, message: &str| {
+                        ctx.progress(done, total, format!("refit {}: {message}", s.name));
+                        ControlFlow::Continue(())
+                    };
                     self.candidates[&s.name].fit(&s.name, &data, &all, &mut progress).map_err(StageError::invalid)?
                 }
             };
@@ -278,12 +296,22 @@ impl Stage for Select {
             "chosen": chosen.iter().zip(members.iter()).map(|(n, m)| serde_json::json!({ "name": n, "weight": m.weight })).collect::<Vec<_>>(),
             "refit": refit,
             "refit_seconds": refit_seconds,
-            "seconds": start.elapsed().as_secs_f64(),
+            "seconds": budget.elapsed(),
+            "time_budget_seconds": self.time_budget_seconds,
         });
         ctx.metric(metrics.clone());
         let mut csv = String::from("candidate,kind,validation_macro_f1,validation_log_loss,temperature,weight,seconds\n");
         for (s, w) in scored.iter().zip(&weights) {
-            csv.push_str(&format!("{},{},{:.6},{:.6},{:.4},{:.3},{:.2}\n", pipe_core::csv::field(&s.name), s.kind, s.macro_f1, s.log_loss, s.temperature, w, s.seconds));
+            csv.push_str(&format!(
+                "{},{},{:.6},{:.6},{:.4},{:.3},{:.2}\n",
+                pipe_core::csv::field(&s.name),
+                s.kind,
+                s.macro_f1,
+                s.log_loss,
+                s.temperature,
+                w,
+                s.seconds
+            ));
         }
         let mut out = Artifacts::new();
         out.insert("model", EnsembleModel { members })
@@ -301,7 +329,9 @@ impl Select {
         order
     }
 
-    /// Fits `candidate` once per plan entry, scores the held-out rows, and calibrates.
+    /// Fits `candidate` once per plan entry, scores the held-out rows, and
+    /// calibrates; stops when its training is projected past the budget.
+    #[allow(clippy::too_many_arguments)]
     fn score_candidate(
         &self,
         name: &str,
@@ -309,17 +339,36 @@ impl Select {
         data: &FitData,
         plan: &[(Vec<usize>, Vec<usize>)],
         truth: &[i64],
+        budget: &Budget,
         ctx: &StageContext,
-    ) -> Result<Scored, SelectError> {
+    ) -> Result<Scored, Skipped> {
         let started = Instant::now();
         let classes = data.label_set.len();
-        let fail = |message: String| SelectError::Candidate { name: name.to_string(), message };
+        let fail = |message: String| Skipped::Failed(SelectError::Candidate { name: name.to_string(), message });
         let options = ScoreOptions { device: data.device, batch_size: 512, trim: Trim::Auto };
         let mut scores = Vec::with_capacity(truth.len() * classes);
         let mut holdout_member = None;
         for (fold, (train, val)) in plan.iter().enumerate() {
-            let mut progress = |done: u64, total: u64, message: &str| ctx.progress(done, total, format!("{name}, fit {}/{}: {message}", fold + 1, plan.len()));
-            let member = candidate.fit(name, data, train, &mut progress).map_err(fail)?;
+            // The fits still to come after this one: the other folds, and a refit on all rows.
+            let refit_share = if self.refit || plan.len() > 1 { data.labels.len() as f64 / train.len().max(1) as f64 } else { 0.0 };
+            let fits_after = (plan.len() - fold - 1) as f64 + refit_share;
+            let fit_start = Instant::now();
+            let mut over_budget = None;
+            let mut progress = |done: u64, total: u64, message: &str| {
+                ctx.progress(done, total, format!("{name}, fit {}/{}: {message}", fold + 1, plan.len()));
+                match budget.overrun(fit_start.elapsed().as_secs_f64(), done, total, fits_after) {
+                    Some(why) => {
+                        over_budget = Some(why.clone());
+                        ControlFlow::Break(why)
+                    }
+                    None => ControlFlow::Continue(()),
+                }
+            };
+            let fitted = candidate.fit(name, data, train, &mut progress);
+            if let Some(why) = over_budget {
+                return Err(Skipped::OverBudget(why));
+            }
+            let member = fitted.map_err(fail)?;
             scores.extend(member.scores(&data.tensors_of(val), &options).map_err(fail)?);
             holdout_member = Some(member);
         }
@@ -336,6 +385,12 @@ impl Select {
             holdout_member: if plan.len() == 1 { holdout_member } else { None },
         })
     }
+}
+
+/// Why a candidate has no score.
+enum Skipped {
+    OverBudget(String),
+    Failed(SelectError),
 }
 
 register_stage!(Select, "select", "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit");

@@ -78,7 +78,10 @@ impl Stage for TrainConfig {
             tch::get_num_threads(),
             pipe_tensor::cpu::simd_level().name(),
         ));
-        let mut progress = |done: u64, total: u64, message: &str| ctx.progress(done, total, message);
+        let mut progress = |done: u64, total: u64, message: &str| {
+            ctx.progress(done, total, message);
+            std::ops::ControlFlow::Continue(())
+        };
         let mut on_epoch = |m: &EpochMetrics| {
             let val = match (m.val_accuracy, m.val_macro_f1) {
                 (Some(a), Some(f)) => format!(" — val acc {a:.4} — val macro-F1 {f:.4}"),

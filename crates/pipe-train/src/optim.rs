@@ -84,10 +84,7 @@ impl Adam {
     /// Chooses the layout explicitly (`flat`: one buffer for all parameters).
     pub fn with_layout(params: Vec<Tensor>, config: AdamConfig, flat: bool) -> Adam {
         let state = if !flat || params.is_empty() {
-            State::PerTensor {
-                exp_avg: params.iter().map(Tensor::zeros_like).collect(),
-                exp_avg_sq: params.iter().map(Tensor::zeros_like).collect(),
-            }
+            State::PerTensor { exp_avg: params.iter().map(Tensor::zeros_like).collect(), exp_avg_sq: params.iter().map(Tensor::zeros_like).collect() }
         } else {
             let flat = tch::no_grad(|| Tensor::cat(&params.iter().map(|p| p.detach().reshape([-1])).collect::<Vec<_>>(), 0));
             let mut offset = 0;

@@ -102,10 +102,12 @@ mod tests {
         let lengths: Vec<i64> = (0..1000).map(|i| (i * 37 % 64) as i64).collect();
         let rows: Vec<usize> = (0..1000).collect();
         let spread = |plan: &[(Vec<i64>, i64)]| -> i64 {
-            plan.iter().map(|(b, _)| {
-                let l: Vec<i64> = b.iter().map(|&i| lengths[i as usize]).collect();
-                l.iter().max().unwrap() - l.iter().min().unwrap()
-            }).sum()
+            plan.iter()
+                .map(|(b, _)| {
+                    let l: Vec<i64> = b.iter().map(|&i| lengths[i as usize]).collect();
+                    l.iter().max().unwrap() - l.iter().min().unwrap()
+                })
+                .sum()
         };
         let plain = plan_epoch(&rows, &lengths, 32, false, &mut Rng::new(2));
         let bucketed = plan_epoch(&rows, &lengths, 32, true, &mut Rng::new(2));

@@ -179,8 +179,10 @@ pub struct Trained {
     pub cuda_graph: bool,
 }
 
-/// Progress callback: (batches done, batches total, message).
-pub type Progress<'a> = dyn FnMut(u64, u64, &str) + 'a;
+/// Progress callback: (batches done, batches total, message). Returning
+/// `Break(reason)` stops training, which then fails with that reason (a
+/// caller's time budget, for example).
+pub type Progress<'a> = dyn FnMut(u64, u64, &str) -> std::ops::ControlFlow<String> + 'a;
 
 /// The notebook's class weights: total / bincount(y, minlength = classes), zeros as 1.
 pub fn class_weights(labels: &[i64], classes: usize, weighting: ClassWeighting) -> Vec<f32> {
@@ -333,7 +335,10 @@ pub fn train(
             };
             step += 1;
             if b % 20 == 0 || b + 1 == plan.len() {
-                progress(((epoch - 1) * steps_per_epoch + b + 1) as u64, total_steps, &format!("epoch {epoch}/{}", config.epochs));
+                let done = ((epoch - 1) * steps_per_epoch + b + 1) as u64;
+                if let std::ops::ControlFlow::Break(reason) = progress(done, total_steps, &format!("epoch {epoch}/{}", config.epochs)) {
+                    return Err(reason);
+                }
             }
         }
         // Validation and checkpoints read the whole embedding table.
@@ -398,10 +403,16 @@ const GRAPH_WARM_UP_STEPS: usize = 3;
 /// Where recording the training step as a CUDA graph stands.
 enum Recording {
     Off,
-    WarmingUp { graph: CudaGraph, steps: usize },
+    WarmingUp {
+        graph: CudaGraph,
+        steps: usize,
+    },
     /// Recorded: each full batch copies its row indices into `index`, then
     /// replays.
-    Ready { graph: CudaGraph, index: Tensor },
+    Ready {
+        graph: CudaGraph,
+        index: Tensor,
+    },
 }
 
 /// The epoch's running loss sum and correct count, on the device.

@@ -69,7 +69,7 @@ fn quiet_train_on(device: Device, config: &TrainConfig, data: &TokenTensors, see
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let initial = initialise(&small_spec(), seed).unwrap();
-    train(&initial, data, config, device, seed, &mut |_, _, _| {}, &mut |_| {}).unwrap()
+    train(&initial, data, config, device, seed, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).unwrap()
 }
 
 #[test]
@@ -105,14 +105,7 @@ fn same_seed_same_weights_on_cpu() {
 #[test]
 fn validation_early_stopping_and_best_checkpoint() {
     let data = toy_set(300, 3);
-    let config = TrainConfig {
-        epochs: 30,
-        batch_size: 16,
-        lr: 2e-2,
-        validation_fraction: 0.2,
-        patience: Some(2),
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig { epochs: 30, batch_size: 16, lr: 2e-2, validation_fraction: 0.2, patience: Some(2), ..TrainConfig::default() };
     let trained = quiet_train(&config, &data, 9);
     assert_eq!(trained.validation_rows, 60, "stratified 20% of 300");
     assert!(trained.history.len() < 30, "stopped early after {} epochs", trained.history.len());
@@ -123,15 +116,32 @@ fn validation_early_stopping_and_best_checkpoint() {
 }
 
 #[test]
+fn a_progress_callback_stops_training_with_its_reason() {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = toy_set(240, 2);
+    let initial = initialise(&small_spec(), 1).unwrap();
+    let config = TrainConfig { epochs: 5, batch_size: 8, ..TrainConfig::default() };
+    let mut calls = Vec::new();
+    let mut stop_at_second_report = |done: u64, total: u64, _: &str| {
+        calls.push((done, total));
+        if calls.len() == 2 { std::ops::ControlFlow::Break("over budget".to_string()) } else { std::ops::ControlFlow::Continue(()) }
+    };
+    let err = train(&initial, &data, &config, Device::Cpu, 1, &mut stop_at_second_report, &mut |_| {}).err().unwrap();
+    assert_eq!(err, "over budget");
+    assert_eq!(calls.len(), 2, "no batch runs after the stop: {calls:?}");
+    assert!(calls[1].0 < calls[1].1, "stopped before the end: {calls:?}");
+}
+
+#[test]
 fn bad_settings_are_refused() {
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let data = toy_set(30, 4);
     let initial = initialise(&small_spec(), 1).unwrap();
     let bad = TrainConfig { patience: Some(2), ..TrainConfig::default() };
-    let err = train(&initial, &data, &bad, Device::Cpu, 1, &mut |_, _, _| {}, &mut |_| {}).err().unwrap();
+    let err = train(&initial, &data, &bad, Device::Cpu, 1, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).err().unwrap();
     assert!(err.contains("patience needs a validation split"), "{err}");
     let unlabelled = TokenTensors { labels: None, ..toy_set(30, 4) };
-    let err = train(&initial, &unlabelled, &TrainConfig::default(), Device::Cpu, 1, &mut |_, _, _| {}, &mut |_| {}).err().unwrap();
+    let err = train(&initial, &unlabelled, &TrainConfig::default(), Device::Cpu, 1, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).err().unwrap();
     assert!(err.contains("no labels"), "{err}");
 }
 
@@ -180,7 +190,13 @@ fn cuda_graph_steps_train_like_eager_steps() {
     for (ma, mb) in a.history.iter().zip(&b.history) {
         assert!((ma.loss - mb.loss).abs() < 1e-4, "epoch {}: loss {} against {}", ma.epoch, ma.loss, mb.loss);
         // At most one row's prediction apart (a near-tie flipped by rounding).
-        assert!((ma.accuracy - mb.accuracy).abs() * a.train_rows as f64 <= 1.0 + 1e-9, "epoch {}: accuracy {} against {}", ma.epoch, ma.accuracy, mb.accuracy);
+        assert!(
+            (ma.accuracy - mb.accuracy).abs() * a.train_rows as f64 <= 1.0 + 1e-9,
+            "epoch {}: accuracy {} against {}",
+            ma.epoch,
+            ma.accuracy,
+            mb.accuracy
+        );
     }
 }
 
@@ -221,7 +237,7 @@ fn a_non_finite_loss_stops_training_naming_the_epoch_and_batch() {
         }
     }
     let config = TrainConfig { epochs: 3, batch_size: 16, ..TrainConfig::default() };
-    let Err(error) = train(&initial, &data, &config, Device::Cpu, 3, &mut |_, _, _| {}, &mut |_| {}) else {
+    let Err(error) = train(&initial, &data, &config, Device::Cpu, 3, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}) else {
         panic!("training on NaN weights succeeded");
     };
     assert!(error.contains("epoch 1, batch 1 of 3") && error.contains("not finite"), "{error}");
