@@ -89,10 +89,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // 2. New records, scored with the trained vocabulary and checkpoint.
     let records = read_frame(&args.records, FrameFormat::Auto)?;
-    let scored = classifier.predict_frame(
-        &records.select(["Id", "Text"])?,
-        &FrameColumns { probability: Some("Probability".into()), ..FrameColumns::default() },
-    )?;
+    let scored = classifier
+        .predict_frame(&records.select(["Id", "Text"])?, &FrameColumns { probability: Some("Probability".into()), ..FrameColumns::default() })?;
 
     // 3. Join the predictions back onto the full records by id.
     let predictions = scored.select(["Id", "Category", "Probability"])?;

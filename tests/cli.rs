@@ -97,7 +97,10 @@ fn status_reports_fresh_stale_and_why() {
 fn external_file_contents_are_part_of_the_key() {
     let s = Scratch::new();
     s.write("lines.txt", "ab\ncde\n");
-    s.write("p.yaml", "stages:\n  lines:\n    kind: toy_line_lengths\n    path: lines.txt\n  total:\n    kind: toy_sum\n    inputs: { values: lines.values }\n");
+    s.write(
+        "p.yaml",
+        "stages:\n  lines:\n    kind: toy_line_lengths\n    path: lines.txt\n  total:\n    kind: toy_sum\n    inputs: { values: lines.values }\n",
+    );
     s.pipe(&["run", "p.yaml"]).ok();
     assert!(s.pipe(&["run", "p.yaml"]).ok().ran().is_empty());
     s.write("lines.txt", "ab\ncdef\n");
@@ -201,7 +204,19 @@ fn stages_lists_every_kind_with_defaults() {
     let listing = s.pipe(&["stages", "--json"]).ok().stdout();
     let kinds: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
     let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
-    for kind in ["load_artifacts", "to_tensors", "lstm_classifier", "gru_classifier", "train", "predict", "submission", "evaluate", "export", "tfidf_linear", "toy_numbers"] {
+    for kind in [
+        "load_artifacts",
+        "to_tensors",
+        "lstm_classifier",
+        "gru_classifier",
+        "train",
+        "predict",
+        "submission",
+        "evaluate",
+        "export",
+        "tfidf_linear",
+        "toy_numbers",
+    ] {
         assert!(names.contains(&kind), "{kind} missing from {names:?}");
     }
     let train = kinds.iter().find(|k| k["kind"] == "train").unwrap();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pipe::polars::prelude::*;
-use pipe::{core::Table, core::LoadArtifact, Cache, Event, FrameColumns, Pipeline, RecordingSink, RunOptions, StageOutcome, TextClassifier};
+use pipe::{core::LoadArtifact, core::Table, Cache, Event, FrameColumns, Pipeline, RecordingSink, RunOptions, StageOutcome, TextClassifier};
 use pipe_e2e::{pipe_bin, repo_root, Scratch};
 
 fn raw_scratch() -> Scratch {
@@ -70,9 +70,7 @@ fn library_api_reports_metrics_and_events_and_classifies_new_texts() {
     // A DataFrame in, the same frame out with the predicted class added, rows in order.
     let ids: Vec<i64> = (0..texts.len() as i64).rev().collect();
     let frame = df!("Id" => ids.clone(), "Text" => texts.clone()).unwrap();
-    let scored = classifier
-        .predict_frame(&frame, &FrameColumns { probability: Some("Probability".into()), ..Default::default() })
-        .unwrap();
+    let scored = classifier.predict_frame(&frame, &FrameColumns { probability: Some("Probability".into()), ..Default::default() }).unwrap();
     assert_eq!(scored.get_column_names(), ["Id", "Text", "Category", "Probability"]);
     let got: Vec<String> = scored.column("Category").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
     assert_eq!(got, expected);

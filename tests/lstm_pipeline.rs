@@ -24,12 +24,8 @@ fn writes_submission_metrics_and_plots_then_reuses_the_cache() {
     assert_eq!(lines[0], ",Id,Category");
     assert_eq!(lines.len(), 61);
     let labels = json(&s.path("data/test_labels.json"));
-    let classes: std::collections::HashSet<String> = json(&s.path("data/test_labels.json"))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["Category"].as_str().unwrap().to_string())
-        .collect();
+    let classes: std::collections::HashSet<String> =
+        json(&s.path("data/test_labels.json")).as_array().unwrap().iter().map(|r| r["Category"].as_str().unwrap().to_string()).collect();
     assert!(!classes.is_empty());
     for (i, line) in lines[1..].iter().enumerate() {
         let cols: Vec<&str> = line.splitn(3, ',').collect();

@@ -74,7 +74,8 @@ fn cuda_headers(torch_lib: &Path) -> Option<PathBuf> {
     }
     roots.push(PathBuf::from("/usr/local/cuda"));
     // crt/ comes with nvcc, or with pip's nvidia-cuda-crt beside the runtime.
-    roots.into_iter().map(|root| root.join("include")).find(|include| {
-        include.join("cuda_runtime_api.h").exists() && include.join("crt/host_defines.h").exists()
-    })
+    roots
+        .into_iter()
+        .map(|root| root.join("include"))
+        .find(|include| include.join("cuda_runtime_api.h").exists() && include.join("crt/host_defines.h").exists())
 }

@@ -87,11 +87,15 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
                 Box::new(flate2::read::GzDecoder::new(bytes).take(MAX_DECOMPRESSED + 1))
             };
             let mut limited = limited;
-            limited.read_to_end(&mut out).map_err(|e| {
-                err(None, format!("the compressed stream is corrupt or truncated: {e}"), "re-create the file with joblib.dump")
-            })?;
+            limited
+                .read_to_end(&mut out)
+                .map_err(|e| err(None, format!("the compressed stream is corrupt or truncated: {e}"), "re-create the file with joblib.dump"))?;
             if out.len() as u64 > MAX_DECOMPRESSED {
-                return Err(err(None, format!("decompresses to more than {} MiB, the limit for a pickle", MAX_DECOMPRESSED >> 20), "refusing a likely decompression bomb"));
+                return Err(err(
+                    None,
+                    format!("decompresses to more than {} MiB, the limit for a pickle", MAX_DECOMPRESSED >> 20),
+                    "refusing a likely decompression bomb",
+                ));
             }
             decompressed = out;
             &decompressed
@@ -113,7 +117,11 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
         }
         Container::Npy => return Err(err(Some(0), "this is a .npy file, not a pickle".into(), "list it among the .npy inputs instead")),
         Container::Zip => {
-            return Err(err(Some(0), "this is a zip archive (an .npz?), not a pickle".into(), "save each array with np.save, or the object with joblib.dump"))
+            return Err(err(
+                Some(0),
+                "this is a zip archive (an .npz?), not a pickle".into(),
+                "save each array with np.save, or the object with joblib.dump",
+            ))
         }
         Container::Empty => return Err(err(Some(0), "the file is empty".into(), "re-create it with joblib.dump")),
         Container::Unknown => {
@@ -160,8 +168,8 @@ impl pickle::Hooks for JoblibHooks {
             return Err(bad(stream, "NumpyArrayWrapper without a state dict".into()));
         };
         let field = |name: &str| state.borrow().iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v.clone());
-        let dtype = dtype_from_value(&field("dtype").ok_or_else(|| bad(stream, "NumpyArrayWrapper without dtype".into()))?)
-            .map_err(|m| bad(stream, m))?;
+        let dtype =
+            dtype_from_value(&field("dtype").ok_or_else(|| bad(stream, "NumpyArrayWrapper without dtype".into()))?).map_err(|m| bad(stream, m))?;
         let shape: Vec<usize> = field("shape")
             .and_then(|s| s.as_seq())
             .ok_or_else(|| bad(stream, "NumpyArrayWrapper without shape".into()))?
@@ -184,7 +192,10 @@ impl pickle::Hooks for JoblibHooks {
             let start = stream.pos();
             let padding = stream.byte("the array's alignment padding")? as usize;
             if !(1..=16).contains(&padding) {
-                return Err(PickleError { offset: start, kind: PickleErrorKind::Malformed(format!("alignment padding length {padding}, expected 1 to 16")) });
+                return Err(PickleError {
+                    offset: start,
+                    kind: PickleErrorKind::Malformed(format!("alignment padding length {padding}, expected 1 to 16")),
+                });
             }
             let pad = stream.take(padding, "the array's alignment padding")?;
             if pad.iter().any(|&b| b != 0xff) {

@@ -78,9 +78,8 @@ pub fn read_record_columns(path: &Path, fields: &[&str]) -> Result<Table, LoadEr
             return Err(LoadError::new(path, None, format!("record {i} is not an object"), "expected a JSON array of records"));
         };
         for column in &mut columns {
-            let value = map
-                .remove(&column.name)
-                .ok_or_else(|| LoadError::new(path, None, format!("record {i} has no `{}` field", column.name), ""))?;
+            let value =
+                map.remove(&column.name).ok_or_else(|| LoadError::new(path, None, format!("record {i} has no `{}` field", column.name), ""))?;
             column.values.push(value);
         }
     }
@@ -114,10 +113,7 @@ impl Default for ArtifactFiles {
 
 impl ArtifactFiles {
     pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
-        [&self.x_train, &self.y_train, &self.x_test, &self.vocab, &self.label_encoder, &self.test_records]
-            .iter()
-            .map(|f| dir.join(f))
-            .collect()
+        [&self.x_train, &self.y_train, &self.x_test, &self.vocab, &self.label_encoder, &self.test_records].iter().map(|f| dir.join(f)).collect()
     }
 }
 
@@ -152,46 +148,37 @@ impl NotebookArtifacts {
             }
             if let Some((pos, &bad)) = x.0.iter().enumerate().find(|(_, &t)| t < 0 || t as usize >= vocab.len()) {
                 let (row, col) = (pos / x.shape()[1], pos % x.shape()[1]);
-                return Err(fail(f, format!(
-                    "token id {bad} at row {row}, column {col} is outside the vocabulary (0..{}, from {})",
-                    vocab.len(),
-                    files.vocab
-                )));
+                return Err(fail(
+                    f,
+                    format!("token id {bad} at row {row}, column {col} is outside the vocabulary (0..{}, from {})", vocab.len(), files.vocab),
+                ));
             }
         }
         if y_train.shape().len() != 1 {
             return Err(fail(&files.y_train, format!("shape {:?}: expected a 1-D label vector", y_train.shape())));
         }
         if y_train.shape()[0] != x_train.shape()[0] {
-            return Err(fail(&files.y_train, format!(
-                "{} labels for {} rows of {}",
-                y_train.shape()[0],
-                x_train.shape()[0],
-                files.x_train
-            )));
+            return Err(fail(&files.y_train, format!("{} labels for {} rows of {}", y_train.shape()[0], x_train.shape()[0], files.x_train)));
         }
         if let Some((i, &bad)) = y_train.0.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= labels.len()) {
-            return Err(fail(&files.y_train, format!(
-                "label {bad} at index {i} is outside classes_ (0..{}, from {})",
-                labels.len(),
-                files.label_encoder
-            )));
+            return Err(fail(
+                &files.y_train,
+                format!("label {bad} at index {i} is outside classes_ (0..{}, from {})", labels.len(), files.label_encoder),
+            ));
         }
         if x_train.shape()[1] != x_test.shape()[1] {
-            return Err(fail(&files.x_test, format!(
-                "width {} differs from {}'s {}: both must be padded to the same max_len",
-                x_test.shape()[1],
-                files.x_train,
-                x_train.shape()[1]
-            )));
+            return Err(fail(
+                &files.x_test,
+                format!(
+                    "width {} differs from {}'s {}: both must be padded to the same max_len",
+                    x_test.shape()[1],
+                    files.x_train,
+                    x_train.shape()[1]
+                ),
+            ));
         }
         if test_ids.rows() != x_test.shape()[0] {
-            return Err(fail(&files.test_records, format!(
-                "{} records for {} rows of {}",
-                test_ids.rows(),
-                x_test.shape()[0],
-                files.x_test
-            )));
+            return Err(fail(&files.test_records, format!("{} records for {} rows of {}", test_ids.rows(), x_test.shape()[0], files.x_test)));
         }
         Ok(NotebookArtifacts { x_train, y_train, x_test, vocab, labels, test_ids })
     }

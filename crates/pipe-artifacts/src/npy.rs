@@ -63,11 +63,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     // data is decoded (a zero-width `<U0` array of four billion elements
     // has no data to check its size against).
     if !matches!(dtype, DType::Int { .. } | DType::Bool) {
-        return Err(err(
-            8,
-            format!("dtype {} is not an integer array", dtype.describe()),
-            "token ids and labels must be saved as int32 or int64",
-        ));
+        return Err(err(8, format!("dtype {} is not an integer array", dtype.describe()), "token ids and labels must be saved as int32 or int64"));
     }
     let count = crate::numpy::element_count(&header.shape).map_err(|m| err(8, m, ""))?;
     let need = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| err(8, "array size overflows".into(), ""))?;
@@ -82,8 +78,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     if have > need {
         return Err(err(data_start + need, format!("{} trailing bytes after the array data", have - need), "the file is corrupt"));
     }
-    NdArray::from_raw(dtype, header.shape.clone(), header.layout.is_fortran(), &bytes[data_start as usize..])
-        .map_err(|m| err(data_start, m, ""))
+    NdArray::from_raw(dtype, header.shape.clone(), header.layout.is_fortran(), &bytes[data_start as usize..]).map_err(|m| err(data_start, m, ""))
 }
 
 /// The deepest a `.npy` header's brackets go: the dict, a structured

@@ -6,11 +6,21 @@ use crate::pickle::{Object, Value};
 /// A numpy dtype this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
-    Int { bytes: usize, signed: bool, big_endian: bool },
-    Float { bytes: usize, big_endian: bool },
+    Int {
+        bytes: usize,
+        signed: bool,
+        big_endian: bool,
+    },
+    Float {
+        bytes: usize,
+        big_endian: bool,
+    },
     Bool,
     /// Fixed-width unicode, `chars` UTF-32 code units.
-    Unicode { chars: usize, big_endian: bool },
+    Unicode {
+        chars: usize,
+        big_endian: bool,
+    },
     Object,
 }
 
@@ -226,15 +236,13 @@ pub fn dtype_from_value(v: &Value) -> Result<DType, String> {
         return Err(format!("expected a numpy dtype, found {}.{}", obj.module, obj.name));
     }
     let code = obj.args.first().and_then(Value::as_str).ok_or("numpy dtype without a type code")?.to_string();
-    let order = obj
-        .state
-        .as_ref()
-        .and_then(Value::as_seq)
-        .and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_string)))
-        .unwrap_or_else(|| "|".into());
+    let order =
+        obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_string))).unwrap_or_else(|| "|".into());
     let mut dtype = DType::parse(&format!("{order}{code}"))?;
     // Unicode dtypes carry their element size in the state (bytes, 4 per char).
-    if let (DType::Unicode { big_endian, .. }, Some(elsize)) = (dtype, obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(5).and_then(Value::as_int))) {
+    if let (DType::Unicode { big_endian, .. }, Some(elsize)) =
+        (dtype, obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(5).and_then(Value::as_int)))
+    {
         if elsize >= 0 && code == "U" {
             dtype = DType::Unicode { chars: elsize as usize / 4, big_endian };
         }
@@ -244,10 +252,7 @@ pub fn dtype_from_value(v: &Value) -> Result<DType, String> {
 
 fn shape_from_value(v: &Value) -> Result<Vec<usize>, String> {
     let items = v.as_seq().ok_or_else(|| format!("array shape is a {}, not a tuple", v.type_name()))?;
-    items
-        .iter()
-        .map(|d| d.as_int().filter(|&x| x >= 0).map(|x| x as usize).ok_or_else(|| format!("bad array dimension {d:?}")))
-        .collect()
+    items.iter().map(|d| d.as_int().filter(|&x| x >= 0).map(|x| x as usize).ok_or_else(|| format!("bad array dimension {d:?}"))).collect()
 }
 
 /// Bytes of a pickled buffer: `bytes`, or protocol 2's `_codecs.encode(str, 'latin1')`.

@@ -419,9 +419,10 @@ impl<'a> Stream<'a> {
     }
     fn line(&mut self, what: &str) -> Result<&'a str, PickleError> {
         let rest = &self.data[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
-            self.error(PickleErrorKind::Truncated { what: what.to_string(), need: 1, have: 0 })
-        })?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.error(PickleErrorKind::Truncated { what: what.to_string(), need: 1, have: 0 }))?;
         let text = std::str::from_utf8(&rest[..end]).map_err(|_| self.error(PickleErrorKind::Malformed(format!("{what} is not UTF-8"))))?;
         self.pos += end + 1;
         Ok(text)
@@ -585,10 +586,7 @@ impl Vm {
 
     fn global(&self, s: &Stream<'_>, at: usize, module: &str, name: &str, allow: Allowlist) -> Result<Value, PickleError> {
         if !allow(module, name) {
-            return Err(PickleError {
-                offset: at,
-                kind: PickleErrorKind::ForbiddenGlobal { module: module.to_string(), name: name.to_string() },
-            });
+            return Err(PickleError { offset: at, kind: PickleErrorKind::ForbiddenGlobal { module: module.to_string(), name: name.to_string() } });
         }
         let _ = s;
         Ok(Value::Global(Rc::new((module.to_string(), name.to_string()))))

@@ -36,9 +36,7 @@ pub fn vocabulary(value: &Value) -> Result<Vocabulary, String> {
         }
         let id = int_value(id).map_err(|m| format!("token {token:?}: {m}"))?;
         if id < 0 || id as usize >= n {
-            return Err(format!(
-                "token {token:?} has id {id}, outside 0..{n}: the embedding has len(vocabulary) = {n} rows"
-            ));
+            return Err(format!("token {token:?} has id {id}, outside 0..{n}: the embedding has len(vocabulary) = {n} rows"));
         }
         if let Some(other) = &tokens[id as usize] {
             return Err(format!("id {id} is given to both {other:?} and {token:?}"));

@@ -71,24 +71,13 @@ impl Stage for LoadArtifacts {
     }
     fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let a = NotebookArtifacts::load(&self.dir, &self.files, &self.id_field).map_err(StageError::other)?;
-        ctx.info(format!(
-            "train {:?}, test {:?}, vocabulary {}, {} classes",
-            a.x_train.shape(),
-            a.x_test.shape(),
-            a.vocab.len(),
-            a.labels.len()
-        ));
+        ctx.info(format!("train {:?}, test {:?}, vocabulary {}, {} classes", a.x_train.shape(), a.x_test.shape(), a.vocab.len(), a.labels.len()));
         let mut out = Artifacts::new();
         if let Some(labels) = &self.test_labels {
             let path = self.dir.join(labels);
             let table = read_record_columns(&path, &[&self.id_field, &self.label_field]).map_err(StageError::other)?;
             if table.rows() != a.x_test.shape()[0] {
-                return Err(StageError::invalid(format!(
-                    "{}: {} labels for {} test rows",
-                    path.display(),
-                    table.rows(),
-                    a.x_test.shape()[0]
-                )));
+                return Err(StageError::invalid(format!("{}: {} labels for {} test rows", path.display(), table.rows(), a.x_test.shape()[0])));
             }
             out.insert("test_labels", table);
         }

@@ -232,10 +232,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn open_cache(dir: &Option<PathBuf>) -> anyhow::Result<Cache> {
-    let dir = dir
-        .clone()
-        .or_else(|| std::env::var_os("PIPE_CACHE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".pipe"));
+    let dir = dir.clone().or_else(|| std::env::var_os("PIPE_CACHE_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".pipe"));
     Ok(Cache::open(dir)?)
 }
 

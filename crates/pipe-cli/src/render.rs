@@ -140,10 +140,7 @@ pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
     for info in stages {
         let stage = (info.default)();
         let ports = |ports: Vec<pipe_core::Port>| -> Vec<serde_json::Value> {
-            ports
-                .iter()
-                .map(|p| serde_json::json!({ "name": p.name, "type": p.type_name, "required": p.required, "doc": p.doc }))
-                .collect()
+            ports.iter().map(|p| serde_json::json!({ "name": p.name, "type": p.type_name, "required": p.required, "doc": p.doc })).collect()
         };
         rows.push(serde_json::json!({
             "kind": info.kind,
@@ -168,7 +165,12 @@ pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
                 println!("  {title}:");
                 for p in ports {
                     let optional = if p["required"].as_bool() == Some(false) { " (optional)" } else { "" };
-                    println!("    {:<14} {:<14} {}{optional}", p["name"].as_str().unwrap_or_default(), p["type"].as_str().unwrap_or_default(), p["doc"].as_str().unwrap_or_default());
+                    println!(
+                        "    {:<14} {:<14} {}{optional}",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["type"].as_str().unwrap_or_default(),
+                        p["doc"].as_str().unwrap_or_default()
+                    );
                 }
             }
         }

@@ -127,19 +127,20 @@ impl Artifacts {
 
     /// The artifact `name`, downcast to `T`; a typed error names what is wrong.
     pub fn get<T: Artifact>(&self, name: &str) -> Result<&T, crate::StageError> {
-        let value = self
-            .map
-            .get(name)
-            .ok_or_else(|| crate::StageError::MissingInput(name.to_string()))?;
-        value.as_any().downcast_ref::<T>().ok_or_else(|| crate::StageError::WrongInputType {
-            port: name.to_string(),
-            found: value.type_name().to_string(),
-        })
+        let value = self.map.get(name).ok_or_else(|| crate::StageError::MissingInput(name.to_string()))?;
+        value
+            .as_any()
+            .downcast_ref::<T>()
+            .ok_or_else(|| crate::StageError::WrongInputType { port: name.to_string(), found: value.type_name().to_string() })
     }
 
     /// Like [`get`](Self::get) for an optional input.
     pub fn get_opt<T: Artifact>(&self, name: &str) -> Result<Option<&T>, crate::StageError> {
-        if self.map.contains_key(name) { self.get(name).map(Some) } else { Ok(None) }
+        if self.map.contains_key(name) {
+            self.get(name).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Rc<dyn Artifact>)> {
@@ -179,8 +180,7 @@ impl Artifact for IntArray {
         let path = dir.join(ARRAY_FILE);
         let file = fs::File::create(&path).map_err(|e| ArtifactError::io(&path, e))?;
         let standard = self.0.as_standard_layout();
-        ndarray_npy::WriteNpyExt::write_npy(&standard.view(), std::io::BufWriter::new(file))
-            .map_err(|e| ArtifactError::invalid(&path, e))
+        ndarray_npy::WriteNpyExt::write_npy(&standard.view(), std::io::BufWriter::new(file)).map_err(|e| ArtifactError::invalid(&path, e))
     }
     fn summary(&self) -> String {
         format!("i64{:?}", self.0.shape())
@@ -195,8 +195,7 @@ impl LoadArtifact for IntArray {
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let path = dir.join(ARRAY_FILE);
         let file = fs::File::open(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        let array: ArrayD<i64> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
-            .map_err(|e| ArtifactError::invalid(&path, e))?;
+        let array: ArrayD<i64> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file)).map_err(|e| ArtifactError::invalid(&path, e))?;
         Ok(IntArray(array.into_dimensionality::<IxDyn>().expect("dynamic dimension")))
     }
 }
@@ -300,14 +299,10 @@ macro_rules! json_artifact {
     };
 }
 
-json_artifact!(Vocabulary, "vocabulary", "vocabulary.json", "token vocabulary with its <PAD> id",
-    |s| format!("{} tokens", s.len()));
-json_artifact!(LabelSet, "label_set", "labels.json", "class names for label ids",
-    |s| format!("{} classes", s.len()));
-json_artifact!(Table, "table", "table.json", "named columns of JSON values",
-    |s| format!("{} rows × {} columns", s.rows(), s.columns.len()));
-json_artifact!(JsonDoc, "json", "doc.json", "a JSON document (metrics, reports)",
-    |_s| "json".to_string());
+json_artifact!(Vocabulary, "vocabulary", "vocabulary.json", "token vocabulary with its <PAD> id", |s| format!("{} tokens", s.len()));
+json_artifact!(LabelSet, "label_set", "labels.json", "class names for label ids", |s| format!("{} classes", s.len()));
+json_artifact!(Table, "table", "table.json", "named columns of JSON values", |s| format!("{} rows × {} columns", s.rows(), s.columns.len()));
+json_artifact!(JsonDoc, "json", "doc.json", "a JSON document (metrics, reports)", |_s| "json".to_string());
 
 /// Files a stage produced for people (a CSV, a plot), kept by name.
 #[derive(Debug, Clone, PartialEq)]

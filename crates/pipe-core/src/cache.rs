@@ -227,8 +227,11 @@ impl Cache {
 
     /// The keys a pipeline's stages last ran with.
     pub fn run_record(&self, pipeline: &str) -> RunRecord {
-        fsutil::load_json(&self.run_record_path(pipeline))
-            .unwrap_or_else(|_| RunRecord { pipeline: pipeline.to_string(), path: None, stages: BTreeMap::new() })
+        fsutil::load_json(&self.run_record_path(pipeline)).unwrap_or_else(|_| RunRecord {
+            pipeline: pipeline.to_string(),
+            path: None,
+            stages: BTreeMap::new(),
+        })
     }
 
     pub fn save_run_record(&self, record: &RunRecord) -> Result<(), CacheError> {

@@ -15,18 +15,54 @@ pub enum Level {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    StageStarted { stage: String, kind: String, key: String },
-    StageCached { stage: String, key: String },
+    StageStarted {
+        stage: String,
+        kind: String,
+        key: String,
+    },
+    StageCached {
+        stage: String,
+        key: String,
+    },
     /// Outputs read from the cache without running, for a stage not selected by `--only`/`--from`.
-    StageRestored { stage: String, key: String },
-    StageFinished { stage: String, key: String, seconds: f64 },
-    StageFailed { stage: String, error: String },
+    StageRestored {
+        stage: String,
+        key: String,
+    },
+    StageFinished {
+        stage: String,
+        key: String,
+        seconds: f64,
+    },
+    StageFailed {
+        stage: String,
+        error: String,
+    },
     /// A cache entry failed verification and will be recomputed.
-    CacheCorrupt { stage: String, key: String, detail: String },
-    Progress { stage: String, done: u64, total: u64, message: String },
-    Metrics { stage: String, values: serde_json::Value },
-    Message { stage: String, level: Level, text: String },
-    WaitingForLock { path: String, holder: String },
+    CacheCorrupt {
+        stage: String,
+        key: String,
+        detail: String,
+    },
+    Progress {
+        stage: String,
+        done: u64,
+        total: u64,
+        message: String,
+    },
+    Metrics {
+        stage: String,
+        values: serde_json::Value,
+    },
+    Message {
+        stage: String,
+        level: Level,
+        text: String,
+    },
+    WaitingForLock {
+        path: String,
+        holder: String,
+    },
 }
 
 /// Receives events; implemented by the CLI's renderers and by library users.

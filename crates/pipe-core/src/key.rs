@@ -59,11 +59,7 @@ impl StageKey {
         }
         for (name, value) in &self.env {
             if old.env.get(name) != Some(value) {
-                reasons.push(StaleReason::Env {
-                    name: name.clone(),
-                    old: old.env.get(name).cloned().unwrap_or_default(),
-                    new: value.clone(),
-                });
+                reasons.push(StaleReason::Env { name: name.clone(), old: old.env.get(name).cloned().unwrap_or_default(), new: value.clone() });
             }
         }
         reasons

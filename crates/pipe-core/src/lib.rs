@@ -32,8 +32,8 @@ pub mod runner;
 pub mod stage;
 
 pub use artifact::{
-    artifact_type, load_artifact, Artifact, ArtifactError, ArtifactType, Artifacts, Column, Files, IntArray, JsonDoc,
-    LabelSet, LoadArtifact, Table, Vocabulary,
+    artifact_type, load_artifact, Artifact, ArtifactError, ArtifactType, Artifacts, Column, Files, IntArray, JsonDoc, LabelSet, LoadArtifact, Table,
+    Vocabulary,
 };
 pub use cache::{Cache, CacheError, Lookup};
 pub use events::{Event, EventSink, Level, NullSink, RecordingSink};

@@ -60,9 +60,7 @@ pub struct Override {
 impl Override {
     /// Parses `stage.field=value`; the value is read as a YAML scalar or flow value.
     pub fn parse(text: &str) -> Result<Override, String> {
-        let (lhs, rhs) = text
-            .split_once('=')
-            .ok_or_else(|| format!("`{text}`: expected stage.field=value"))?;
+        let (lhs, rhs) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected stage.field=value"))?;
         let mut parts = lhs.trim().split('.').map(str::to_string);
         let stage = parts.next().filter(|s| !s.is_empty());
         let path: Vec<String> = parts.collect();
@@ -100,11 +98,7 @@ pub struct PipelineSpec {
 
 impl PipelineSpec {
     pub fn from_yaml(file: &str, text: &str) -> Result<PipelineSpec, PipelineError> {
-        serde_saphyr::from_str(text).map_err(|e| PipelineError::Invalid {
-            file: file.to_string(),
-            at: None,
-            message: e.to_string(),
-        })
+        serde_saphyr::from_str(text).map_err(|e| PipelineError::Invalid { file: file.to_string(), at: None, message: e.to_string() })
     }
 
     pub fn stage_names(&self) -> impl Iterator<Item = &String> {
@@ -144,8 +138,7 @@ pub const DEFAULT_SEED: u64 = 42;
 impl Pipeline {
     /// Reads, parses and validates a pipeline file.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })?;
         let mut pipeline = Self::from_yaml_str(&path.display().to_string(), &text, overrides)?;
         pipeline.path = path.canonicalize().ok();
         Ok(pipeline)
@@ -199,19 +192,25 @@ impl Pipeline {
             let ports = stage.inputs();
             for (port, (_, _, at)) in &wires {
                 if !ports.iter().any(|p| p.name == port.as_str()) {
-                    return Err(err(*at, format!(
-                        "stage `{name}` ({kind}) has no input `{port}`{}; its inputs: {}",
-                        did_you_mean(port, ports.iter().map(|p| p.name.as_ref())),
-                        port_list(&ports)
-                    )));
+                    return Err(err(
+                        *at,
+                        format!(
+                            "stage `{name}` ({kind}) has no input `{port}`{}; its inputs: {}",
+                            did_you_mean(port, ports.iter().map(|p| p.name.as_ref())),
+                            port_list(&ports)
+                        ),
+                    ));
                 }
             }
             for p in &ports {
                 if p.required && !wires.contains_key(p.name.as_ref()) {
-                    return Err(err(location, format!(
-                        "stage `{name}` ({kind}): required input `{}` ({}) is not wired; add `inputs: {{ {}: STAGE.OUTPUT }}`",
-                        p.name, p.type_name, p.name
-                    )));
+                    return Err(err(
+                        location,
+                        format!(
+                            "stage `{name}` ({kind}): required input `{}` ({}) is not wired; add `inputs: {{ {}: STAGE.OUTPUT }}`",
+                            p.name, p.type_name, p.name
+                        ),
+                    ));
                 }
             }
             parsed.push(PipelineStage { name: name.clone(), kind, stage, config, inputs: BTreeMap::new(), location });
@@ -227,28 +226,34 @@ impl Pipeline {
             let mut map = BTreeMap::new();
             for (port, (up, out, at)) in wires {
                 let Some(&j) = index.get(up.as_str()) else {
-                    return Err(err(*at, format!(
-                        "stage `{}`: input `{port}` refers to stage `{up}`, which does not exist{}",
-                        me.name,
-                        did_you_mean(up, names.iter().map(String::as_str))
-                    )));
+                    return Err(err(
+                        *at,
+                        format!(
+                            "stage `{}`: input `{port}` refers to stage `{up}`, which does not exist{}",
+                            me.name,
+                            did_you_mean(up, names.iter().map(String::as_str))
+                        ),
+                    ));
                 };
                 let out_ports = parsed[j].stage.outputs();
                 let Some(out_port) = out_ports.iter().find(|p| p.name == out.as_str()) else {
-                    return Err(err(*at, format!(
-                        "stage `{}`: input `{port}` refers to `{up}.{out}`, but `{up}` ({}) has no output `{out}`{}; its outputs: {}",
-                        me.name,
-                        parsed[j].kind,
-                        did_you_mean(out, out_ports.iter().map(|p| p.name.as_ref())),
-                        port_list(&out_ports)
-                    )));
+                    return Err(err(
+                        *at,
+                        format!(
+                            "stage `{}`: input `{port}` refers to `{up}.{out}`, but `{up}` ({}) has no output `{out}`{}; its outputs: {}",
+                            me.name,
+                            parsed[j].kind,
+                            did_you_mean(out, out_ports.iter().map(|p| p.name.as_ref())),
+                            port_list(&out_ports)
+                        ),
+                    ));
                 };
                 let in_port = in_ports.iter().find(|p| p.name == port.as_str()).expect("checked above");
                 if in_port.type_name != crate::stage::ANY_TYPE && in_port.type_name != out_port.type_name {
-                    return Err(err(*at, format!(
-                        "stage `{}`: input `{port}` takes `{}`, but `{up}.{out}` is `{}`",
-                        me.name, in_port.type_name, out_port.type_name
-                    )));
+                    return Err(err(
+                        *at,
+                        format!("stage `{}`: input `{port}` takes `{}`, but `{up}.{out}` is `{}`", me.name, in_port.type_name, out_port.type_name),
+                    ));
                 }
                 map.insert(port.clone(), (j, out.clone()));
             }
@@ -377,11 +382,10 @@ fn deserialize_stage(file: &str, name: &str, raw: &RawStage) -> Result<Deseriali
     let kind_at = raw.get("kind").and_then(|v| Location::from_saphyr(&v.referenced));
     let kinds = known_kinds();
     if !kinds.iter().any(|k| *k == kind) {
-        return Err(err(kind_at, format!(
-            "stage `{name}`: unknown stage kind `{kind}`{}; known kinds: {}",
-            did_you_mean(&kind, kinds.iter().copied()),
-            kinds.join(", ")
-        )));
+        return Err(err(
+            kind_at,
+            format!("stage `{name}`: unknown stage kind `{kind}`{}; known kinds: {}", did_you_mean(&kind, kinds.iter().copied()), kinds.join(", ")),
+        ));
     }
     let mut object = serde_json::Map::new();
     object.insert("kind".into(), Value::String(kind.clone()));
@@ -432,9 +436,7 @@ fn port_list(ports: &[Port]) -> String {
 
 /// `; did you mean `x`?` when a candidate is close enough, else empty.
 pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    let best = candidates
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .min_by_key(|(d, _)| *d);
+    let best = candidates.map(|c| (strsim::damerau_levenshtein(word, c), c)).min_by_key(|(d, _)| *d);
     match best {
         Some((d, c)) if d <= (word.len() / 3).max(2) => format!("; did you mean `{c}`?"),
         _ => String::new(),

@@ -140,11 +140,7 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
         if !(selected[i] && (explicit || options.force)) {
             match cache.lookup(&key_hash)? {
                 Lookup::Valid(record) => cached = Some(record),
-                Lookup::Corrupt(detail) => events.emit(&Event::CacheCorrupt {
-                    stage: stage.name.clone(),
-                    key: key_hash.clone(),
-                    detail,
-                }),
+                Lookup::Corrupt(detail) => events.emit(&Event::CacheCorrupt { stage: stage.name.clone(), key: key_hash.clone(), detail }),
                 Lookup::Missing => {}
             }
         }
@@ -166,8 +162,7 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
             }
         };
 
-        let outputs: BTreeMap<String, PathBuf> =
-            record.outputs.keys().map(|port| (port.clone(), cache.output_dir(&key_hash, port))).collect();
+        let outputs: BTreeMap<String, PathBuf> = record.outputs.keys().map(|port| (port.clone(), cache.output_dir(&key_hash, port))).collect();
         let metrics = json_outputs(&record, &outputs);
         if selected[i] {
             let scratch = scratch_dir(cache)?;
@@ -241,10 +236,11 @@ fn stage_key(pipeline: &Pipeline, i: usize, resolved: &[Option<Resolved>], devic
     let mut inputs = BTreeMap::new();
     for (port, (j, output)) in &stage.inputs {
         let up = resolved[*j].as_ref().expect("upstream resolved first");
-        let digest = up.record.outputs.get(output).map(|o| o.digest.clone()).ok_or_else(|| RunError::Output {
-            stage: pipeline.stages[*j].name.clone(),
-            message: format!("cached entry has no output `{output}`"),
-        })?;
+        let digest =
+            up.record.outputs.get(output).map(|o| o.digest.clone()).ok_or_else(|| RunError::Output {
+                stage: pipeline.stages[*j].name.clone(),
+                message: format!("cached entry has no output `{output}`"),
+            })?;
         inputs.insert(port.clone(), digest);
     }
     let files = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile { stage: stage.name.clone(), path, source })?;
@@ -395,12 +391,8 @@ pub fn status(
     let mut resolved: Vec<Option<Resolved>> = (0..pipeline.stages.len()).map(|_| None).collect();
     let mut out = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let stale_upstream: Vec<String> = stage
-            .inputs
-            .values()
-            .filter(|(j, _)| resolved[*j].is_none())
-            .map(|(j, _)| pipeline.stages[*j].name.clone())
-            .collect();
+        let stale_upstream: Vec<String> =
+            stage.inputs.values().filter(|(j, _)| resolved[*j].is_none()).map(|(j, _)| pipeline.stages[*j].name.clone()).collect();
         let previous = last.stages.get(&stage.name);
         if !stale_upstream.is_empty() {
             let mut reasons: Vec<String> = stale_upstream.iter().map(|u| format!("upstream `{u}` is not fresh")).collect();

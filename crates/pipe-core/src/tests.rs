@@ -1,8 +1,8 @@
 //! Unit tests of validation, keys, the cache and the runner, on two tiny stages.
 
 use std::cell::RefCell;
-use std::time::Duration;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -345,10 +345,7 @@ fn validation_errors_name_file_line_and_column() {
         ("stages:\n  a:\n    kind: t_source\n    valeu: 1\n", &["test.yaml:4:12", "unknown field `valeu`", "did you mean `value`"]),
         ("stages:\n  a:\n    kind: t_source\n    value: abc\n", &["test.yaml:4:12", "invalid type"]),
         ("stages:\n  b:\n    kind: t_add\n", &["test.yaml:3:11", "required input `in` (json) is not wired"]),
-        (
-            "stages:\n  b:\n    kind: t_add\n    inputs: { in: x.out }\n",
-            &["test.yaml:4:13", "refers to stage `x`, which does not exist"],
-        ),
+        ("stages:\n  b:\n    kind: t_add\n    inputs: { in: x.out }\n", &["test.yaml:4:13", "refers to stage `x`, which does not exist"]),
         (
             "stages:\n  a: { kind: t_source }\n  b:\n    kind: t_add\n    inputs: { in: a.outt }\n",
             &["test.yaml:5:13", "has no output `outt`", "did you mean `out`", "its outputs: out (json)"],

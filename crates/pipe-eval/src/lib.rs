@@ -144,4 +144,3 @@ impl Stage for Evaluate {
     }
 }
 register_stage!(Evaluate, "evaluate", "accuracy, macro-F1, per-class scores and confusion matrix against true labels");
-

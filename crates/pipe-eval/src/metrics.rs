@@ -60,16 +60,22 @@ impl Confusion {
     /// Mean F1 over the classes that occur in the truth or the predictions.
     pub fn macro_f1(&self) -> f64 {
         let scores = self.per_class();
-        let present: Vec<f64> = (0..self.classes)
-            .filter(|&c| scores[c].support > 0 || (0..self.classes).any(|t| self.get(t, c) > 0))
-            .map(|c| scores[c].f1)
-            .collect();
-        if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 }
+        let present: Vec<f64> =
+            (0..self.classes).filter(|&c| scores[c].support > 0 || (0..self.classes).any(|t| self.get(t, c) > 0)).map(|c| scores[c].f1).collect();
+        if present.is_empty() {
+            0.0
+        } else {
+            present.iter().sum::<f64>() / present.len() as f64
+        }
     }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
 }
 
 #[cfg(test)]

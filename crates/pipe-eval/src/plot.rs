@@ -18,7 +18,12 @@ pub fn line_chart(title: &str, panels: &[(&str, Vec<Series>)]) -> String {
     let h = margin + panels.len() as f64 * (panel_h + margin);
     let mut svg = String::new();
     let _ = write!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
-    let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#, w / 2.0, escape(title));
+    let _ = write!(
+        svg,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
+        w / 2.0,
+        escape(title)
+    );
     for (p, (name, series)) in panels.iter().enumerate() {
         let top = margin + p as f64 * (panel_h + margin);
         let (left, right) = (60.0, w - 150.0);

@@ -25,9 +25,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipe_core::{interrupt, register_stage, Artifacts, Files, Port, Stage, StageContext, StageError, ANY_TYPE};
@@ -163,7 +163,11 @@ impl Exec {
         let shell = matches!(self.config.command, CommandLine::Shell(_));
         let path = |p: &Path| {
             let text = p.display().to_string();
-            if shell { format!("'{}'", text.replace('\'', r"'\''")) } else { text }
+            if shell {
+                format!("'{}'", text.replace('\'', r"'\''"))
+            } else {
+                text
+            }
         };
         self.config
             .command
@@ -308,10 +312,7 @@ impl Stage for Exec {
         let shown = argv.join(" ");
         ctx.info(format!("running: {shown}"));
 
-        let mut child = self
-            .command(&argv)
-            .spawn()
-            .map_err(|e| StageError::invalid(format!("cannot start `{shown}`: {e}")))?;
+        let mut child = self.command(&argv).spawn().map_err(|e| StageError::invalid(format!("cannot start `{shown}`: {e}")))?;
         // The command leads its own process group: a timeout, an interrupt of
         // `pipe` or the command's end kills the whole tree (`sh -c`, and what
         // it started in the background).

@@ -172,6 +172,7 @@ fn config_mistakes_are_caught_when_the_pipeline_loads() {
         assert!(err.contains(expected) && err.contains("p.yaml"), "{body}: {err}");
     }
     // An input named by a placeholder must be wired.
-    let err = pipeline(dir.path(), "stages:\n  step:\n    kind: exec\n    command: \"cat {in.data}/x > {out.r}\"\n    outputs: { r: r.txt }\n").unwrap_err();
+    let err = pipeline(dir.path(), "stages:\n  step:\n    kind: exec\n    command: \"cat {in.data}/x > {out.r}\"\n    outputs: { r: r.txt }\n")
+        .unwrap_err();
     assert!(err.contains("required input `data`"), "{err}");
 }

@@ -124,7 +124,9 @@ impl LoadArtifact for LinearModel {
         let path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&path).map_err(|e| ArtifactError::io(&path, e))?;
         let expected = stored.classes.checked_mul(stored.features).and_then(|n| n.checked_mul(4));
-        if expected != Some(bytes.len()) || stored.intercepts.len() != stored.classes || stored.features != stored.vectorizer.features()
+        if expected != Some(bytes.len())
+            || stored.intercepts.len() != stored.classes
+            || stored.features != stored.vectorizer.features()
             || stored.vectorizer.idf.len() != stored.features
         {
             return Err(ArtifactError::invalid(&path, "the weights do not fit the model's classes and features"));

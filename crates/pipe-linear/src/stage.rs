@@ -69,7 +69,15 @@ impl TfidfLinear {
     }
 
     /// Fits the vectorizer and the SVMs on rows of token ids with labels in `0..classes`.
-    pub fn fit(&self, rows: &[&[i64]], y: &[i64], vocab: &Vocabulary, classes: usize, seed: u64, threads: usize) -> Result<(LinearModel, FitReport), LinearError> {
+    pub fn fit(
+        &self,
+        rows: &[&[i64]],
+        y: &[i64],
+        vocab: &Vocabulary,
+        classes: usize,
+        seed: u64,
+        threads: usize,
+    ) -> Result<(LinearModel, FitReport), LinearError> {
         let start = Instant::now();
         let vectorizer = TfidfVectorizer::fit(self.feature_config(), rows, vocab.pad_id, &vocab.tokens)?;
         let features = vectorizer.transform(rows);
@@ -142,7 +150,11 @@ impl Stage for TfidfLinear {
         Ok(out)
     }
 }
-register_stage!(TfidfLinear, "tfidf_linear", "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC");
+register_stage!(
+    TfidfLinear,
+    "tfidf_linear",
+    "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC"
+);
 
 /// The rows of a 2-D id array.
 pub fn rows_of(x: &IntArray) -> Result<Vec<&[i64]>, LinearError> {

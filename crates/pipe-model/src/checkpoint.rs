@@ -24,11 +24,8 @@ const SPEC_FILE: &str = "spec.json";
 impl Checkpoint {
     /// Copies the weights out of a var store.
     pub fn from_var_store(spec: &ModelSpec, vs: &nn::VarStore) -> Checkpoint {
-        let mut tensors: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).copy()))
-            .collect();
+        let mut tensors: Vec<(String, Tensor)> =
+            vs.variables().into_iter().map(|(name, t)| (name, t.detach().to_device(Device::Cpu).copy())).collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         Checkpoint { spec: spec.clone(), tensors }
     }

@@ -135,7 +135,11 @@ impl ModelSpec {
     }
 
     fn directions(&self) -> i64 {
-        if self.bidirectional { 2 } else { 1 }
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
     }
 
     /// Width of the pooled vector the output layer reads.
@@ -144,7 +148,11 @@ impl ModelSpec {
             Architecture::BagOfEmbeddings => self.embed_dim,
             _ => self.hidden_dim * self.directions(),
         };
-        if self.pooling == Pooling::MeanMax { 2 * width } else { width }
+        if self.pooling == Pooling::MeanMax {
+            2 * width
+        } else {
+            width
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -213,7 +221,15 @@ impl Recurrent {
                 spec.bidirectional,
             );
         }
-        Recurrent { weights, lstm, layers: spec.layers, bidirectional: spec.bidirectional, hidden: spec.hidden_dim, dropout: spec.layer_dropout, precision: spec.precision }
+        Recurrent {
+            weights,
+            lstm,
+            layers: spec.layers,
+            bidirectional: spec.bidirectional,
+            hidden: spec.hidden_dim,
+            dropout: spec.layer_dropout,
+            precision: spec.precision,
+        }
     }
 
     /// Outputs `[batch, time, hidden × directions]` (float32) for batch-first input.
@@ -222,7 +238,9 @@ impl Recurrent {
         let directions = if self.bidirectional { 2 } else { 1 };
         // The casts are differentiable: gradients reach the float32 parameters.
         let (xs, cast_weights) = match self.precision {
-            Precision::Bfloat16 if xs.device() == Device::Cpu => (xs.to_kind(Kind::BFloat16), Some(self.weights.iter().map(|w| w.to_kind(Kind::BFloat16)).collect::<Vec<_>>())),
+            Precision::Bfloat16 if xs.device() == Device::Cpu => {
+                (xs.to_kind(Kind::BFloat16), Some(self.weights.iter().map(|w| w.to_kind(Kind::BFloat16)).collect::<Vec<_>>()))
+            }
             _ => (xs.shallow_clone(), None),
         };
         let weights = cast_weights.as_ref().unwrap_or(&self.weights);
@@ -363,7 +381,9 @@ fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, 
     };
     let real_ends = || match padding {
         PaddingSide::Post => (Tensor::zeros_like(&lengths.squeeze_dim(1)), (lengths.squeeze_dim(1) - 1).clamp_min(0)),
-        PaddingSide::Pre => ((lengths.squeeze_dim(1).g_mul_scalar(-1) + time).clamp_max(time - 1), Tensor::full([out.size()[0]], time - 1, (Kind::Int64, device))),
+        PaddingSide::Pre => {
+            ((lengths.squeeze_dim(1).g_mul_scalar(-1) + time).clamp_max(time - 1), Tensor::full([out.size()[0]], time - 1, (Kind::Int64, device)))
+        }
     };
     let mean = || {
         let mask = valid().unsqueeze(2).to_kind(out.kind());

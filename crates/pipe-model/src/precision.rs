@@ -59,10 +59,7 @@ pub struct CpuFacts {
 
 impl CpuFacts {
     pub fn of_this_machine() -> CpuFacts {
-        CpuFacts {
-            avx512_bf16: crate::model::native_bfloat16(),
-            onednn_max_cpu_isa: pipe_tensor::cpu::onednn_max_cpu_isa(),
-        }
+        CpuFacts { avx512_bf16: crate::model::native_bfloat16(), onednn_max_cpu_isa: pipe_tensor::cpu::onednn_max_cpu_isa() }
     }
 
     /// Whether oneDNN will run bfloat16 natively here.
@@ -98,7 +95,9 @@ pub fn resolve(choice: PrecisionChoice, architecture: Architecture, device: &str
                 facts.onednn_max_cpu_isa.as_deref().unwrap_or_default()
             ),
         },
-        PrecisionChoice::Auto => decided(Precision::Bfloat16, "auto: this CPU has AVX-512 BF16, where oneDNN's bfloat16 LSTM runs about twice float32's rate"),
+        PrecisionChoice::Auto => {
+            decided(Precision::Bfloat16, "auto: this CPU has AVX-512 BF16, where oneDNN's bfloat16 LSTM runs about twice float32's rate")
+        }
     }
 }
 

@@ -141,7 +141,12 @@ macro_rules! recurrent_stage {
     };
 }
 
-recurrent_stage!(LstmClassifier, "lstm_classifier", Architecture::Lstm, "Embedding → LSTM → pooling → dropout → linear (the notebook's model by default)");
+recurrent_stage!(
+    LstmClassifier,
+    "lstm_classifier",
+    Architecture::Lstm,
+    "Embedding → LSTM → pooling → dropout → linear (the notebook's model by default)"
+);
 recurrent_stage!(GruClassifier, "gru_classifier", Architecture::Gru, "Embedding → GRU → pooling → dropout → linear");
 
 /// fastText's model: the mean of word and hashed-bigram embeddings, then a

@@ -164,7 +164,8 @@ impl Stage for Predict {
         if labels.len() != scorer.classes() {
             return Err(StageError::invalid(format!("the model has {} classes but the label set {}", scorer.classes(), labels.len())));
         }
-        let options = ScoreOptions { device: runtime::device(ctx.device).map_err(StageError::invalid)?, batch_size: self.batch_size, trim: self.trim_padding };
+        let options =
+            ScoreOptions { device: runtime::device(ctx.device).map_err(StageError::invalid)?, batch_size: self.batch_size, trim: self.trim_padding };
         let start = std::time::Instant::now();
         let scores = scorer.scores(data, &options).map_err(StageError::invalid)?;
         let seconds = start.elapsed().as_secs_f64();
@@ -218,7 +219,9 @@ pub fn predictions_table(p: &Predictions, labels: &LabelSet) -> Table {
             name: "top_k".into(),
             values: top
                 .iter()
-                .map(|t| serde_json::Value::Array(t.iter().map(|(c, p)| serde_json::json!({ "label": name(*c), "probability": *p as f64 })).collect()))
+                .map(|t| {
+                    serde_json::Value::Array(t.iter().map(|(c, p)| serde_json::json!({ "label": name(*c), "probability": *p as f64 })).collect())
+                })
                 .collect(),
         });
     }

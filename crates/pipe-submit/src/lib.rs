@@ -75,10 +75,7 @@ impl Submission {
 #[typetag::serde(name = "submission")]
 impl Stage for Submission {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("predictions", "table", "a `label` column, one row per test row"),
-            Port::new("ids", "table", "the test rows' ids"),
-        ]
+        vec![Port::new("predictions", "table", "a `label` column, one row per test row"), Port::new("ids", "table", "the test rows' ids")]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::new("submission", "files", "the CSV")]
@@ -93,9 +90,7 @@ impl Stage for Submission {
         let predictions = inputs.get::<Table>("predictions")?;
         let ids = inputs.get::<Table>("ids")?;
         let labels = predictions.column("label").ok_or_else(|| StageError::invalid("the predictions table has no `label` column"))?;
-        let id_column = ids
-            .column(&self.id_field)
-            .ok_or_else(|| StageError::invalid(format!("the ids table has no `{}` column", self.id_field)))?;
+        let id_column = ids.column(&self.id_field).ok_or_else(|| StageError::invalid(format!("the ids table has no `{}` column", self.id_field)))?;
         if id_column.values.len() != labels.values.len() {
             return Err(StageError::invalid(format!("{} ids for {} predictions", id_column.values.len(), labels.values.len())));
         }
@@ -137,10 +132,7 @@ impl Default for Export {
 #[typetag::serde(name = "export")]
 impl Stage for Export {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::optional("files", "files", "files to copy as they are"),
-            Port::optional("json", "json", "a JSON document, written as `json_name`"),
-        ]
+        vec![Port::optional("files", "files", "files to copy as they are"), Port::optional("json", "json", "a JSON document, written as `json_name`")]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::new("exported", "files", "what was exported")]

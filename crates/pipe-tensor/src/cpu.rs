@@ -100,10 +100,7 @@ pub fn decide_threads(flag: Option<usize>) -> ThreadDecision {
     }
     let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     match physical_cores() {
-        Some(cores) => decided(
-            cores.min(logical).max(1),
-            format!("one per physical core ({cores} physical, {logical} logical CPUs available)"),
-        ),
+        Some(cores) => decided(cores.min(logical).max(1), format!("one per physical core ({cores} physical, {logical} logical CPUs available)")),
         None => decided(logical, format!("one per available CPU ({logical}; the core topology is unreadable here)")),
     }
 }

@@ -25,8 +25,7 @@ use std::any::Any;
 use std::path::Path;
 
 use pipe_core::{
-    register_artifact, register_stage, Artifact, ArtifactError, Artifacts, IntArray, LoadArtifact, Port, Stage,
-    StageContext, StageError, Vocabulary,
+    register_artifact, register_stage, Artifact, ArtifactError, Artifacts, IntArray, LoadArtifact, Port, Stage, StageContext, StageError, Vocabulary,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};

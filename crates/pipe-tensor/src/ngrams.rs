@@ -66,10 +66,7 @@ impl Default for Ngrams {
 #[typetag::serde(name = "ngrams")]
 impl Stage for Ngrams {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("tensors", "token_tensors", "token ids"),
-            Port::new("vocab", "vocabulary", "bigram ids start after it"),
-        ]
+        vec![Port::new("tensors", "token_tensors", "token ids"), Port::new("vocab", "vocabulary", "bigram ids start after it")]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::new("tensors", "token_tensors", "token ids followed by hashed bigram ids")]

@@ -38,9 +38,7 @@ impl FrameFormat {
             "parquet" | "pq" => Ok(FrameFormat::Parquet),
             _ => Err(VectorizeError::Invalid {
                 path: path.to_path_buf(),
-                message: format!(
-                    "cannot tell the format from the extension `.{ext}`; name it with `format:` (json, json_lines, csv, parquet)"
-                ),
+                message: format!("cannot tell the format from the extension `.{ext}`; name it with `format:` (json, json_lines, csv, parquet)"),
             }),
         }
     }
@@ -57,10 +55,9 @@ pub fn read_frame(path: &Path, format: FrameFormat) -> Result<DataFrame, Vectori
             // Every record decides the schema, so a field that first appears late is still found.
             JsonReader::new(open()?).with_json_format(json_format).infer_schema_len(None).finish()
         }
-        FrameFormat::Csv => CsvReadOptions::default()
-            .with_has_header(true)
-            .try_into_reader_with_file_path(Some(path.to_path_buf()))
-            .and_then(|r| r.finish()),
+        FrameFormat::Csv => {
+            CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(path.to_path_buf())).and_then(|r| r.finish())
+        }
         FrameFormat::Parquet => ParquetReader::new(open()?).finish(),
         FrameFormat::Auto => unreachable!("resolved above"),
     };
@@ -82,13 +79,7 @@ pub struct TextColumns {
 impl TextColumns {
     /// Pulls `text` (required), `label` and `id` (each used when present) from
     /// `frame`; `path` names the source in errors.
-    pub fn from_frame(
-        frame: &DataFrame,
-        path: &Path,
-        text: &str,
-        label: Option<&str>,
-        id: Option<&str>,
-    ) -> Result<TextColumns, VectorizeError> {
+    pub fn from_frame(frame: &DataFrame, path: &Path, text: &str, label: Option<&str>, id: Option<&str>) -> Result<TextColumns, VectorizeError> {
         let present = |name: &str| frame.schema().contains(name);
         Ok(TextColumns {
             texts: string_column(frame, path, text)?,
@@ -145,10 +136,7 @@ fn type_err(path: &Path, name: &str, dtype: &DataType, expected: &'static str) -
 }
 
 fn no_nulls<T>(values: impl Iterator<Item = Option<T>>, path: &Path, name: &str) -> Result<Vec<T>, VectorizeError> {
-    values
-        .enumerate()
-        .map(|(row, v)| v.ok_or_else(|| VectorizeError::Null { path: PathBuf::from(path), column: name.to_string(), row }))
-        .collect()
+    values.enumerate().map(|(row, v)| v.ok_or_else(|| VectorizeError::Null { path: PathBuf::from(path), column: name.to_string(), row })).collect()
 }
 
 /// A text column: strings only, no nulls.

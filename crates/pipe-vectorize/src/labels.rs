@@ -40,10 +40,6 @@ impl LabelEncoder {
 
     /// `transform`: ids for labels; the first unknown label is the error.
     pub fn transform<S: AsRef<str>>(&self, labels: &[S]) -> Result<Vec<i64>, (usize, String)> {
-        labels
-            .iter()
-            .enumerate()
-            .map(|(row, l)| self.id(l.as_ref()).ok_or_else(|| (row, l.as_ref().to_string())))
-            .collect()
+        labels.iter().enumerate().map(|(row, l)| self.id(l.as_ref()).ok_or_else(|| (row, l.as_ref().to_string()))).collect()
     }
 }

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipe_core::fsutil::atomic_write;
-use pipe_core::{
-    register_stage, Artifacts, Column, IntArray, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError, Table, Vocabulary,
-};
+use pipe_core::{register_stage, Artifacts, Column, IntArray, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use crate::{read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions};
@@ -85,8 +83,8 @@ impl Vectorize {
 
     fn read(&self, path: &Path, rows: Option<usize>, require_labels: bool) -> Result<TextColumns, StageError> {
         let frame = read_frame(path, self.format).map_err(StageError::other)?;
-        let columns = TextColumns::from_frame(&frame, path, &self.text_field, Some(&self.label_field), Some(&self.id_field))
-            .map_err(StageError::other)?;
+        let columns =
+            TextColumns::from_frame(&frame, path, &self.text_field, Some(&self.label_field), Some(&self.id_field)).map_err(StageError::other)?;
         if require_labels && columns.labels.is_none() {
             return Err(StageError::invalid(format!(
                 "{}: no label column `{}`; its columns: {}",
@@ -169,10 +167,7 @@ impl Vectorize {
                     _ => serde_json::Value::from(l.as_str()),
                 })
                 .collect();
-            out.insert(
-                "test_labels",
-                Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] },
-            );
+            out.insert("test_labels", Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] });
         }
         let texts = test.texts.iter().map(|t| serde_json::Value::from(t.as_str())).collect();
         out.insert("x_train", x_train)
@@ -181,10 +176,7 @@ impl Vectorize {
             .insert("vocab", vectorizer.vocab.clone())
             .insert("labels", encoder.classes.clone())
             .insert("test_ids", Table { columns: vec![id_column(ids.clone())] })
-            .insert(
-                "test_records",
-                Table { columns: vec![id_column(ids), Column { name: self.text_field.clone(), values: texts }] },
-            )
+            .insert("test_records", Table { columns: vec![id_column(ids), Column { name: self.text_field.clone(), values: texts }] })
             .insert("vectorizer", vectorizer);
         Ok(out)
     }

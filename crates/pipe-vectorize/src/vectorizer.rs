@@ -80,10 +80,8 @@ impl Vectorizer {
         let mut ranked: Vec<(String, usize, usize)> = counts.into_iter().map(|(t, (c, first))| (t, c, first)).collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
         let mut tokens = vec![PAD.to_string(), UNK.to_string()];
-        let kept = ranked
-            .into_iter()
-            .filter(|(t, c, _)| *c >= options.min_freq && t != PAD && t != UNK)
-            .take(options.max_vocab.unwrap_or(usize::MAX));
+        let kept =
+            ranked.into_iter().filter(|(t, c, _)| *c >= options.min_freq && t != PAD && t != UNK).take(options.max_vocab.unwrap_or(usize::MAX));
         tokens.extend(kept.map(|(t, _, _)| t));
         Self::from_vocabulary(Vocabulary { tokens, pad_id: 0, unk_id: Some(1) }, options)
     }
@@ -97,10 +95,7 @@ impl Vectorizer {
     /// The ids of one text's tokens, unknown tokens as `<UNK>` (or skipped
     /// when the vocabulary has none), before truncation and padding.
     pub fn token_ids(&self, text: &str) -> Vec<i64> {
-        tokenize(text)
-            .iter()
-            .filter_map(|t| self.index.get(t).copied().or(self.vocab.unk_id))
-            .collect()
+        tokenize(text).iter().filter_map(|t| self.index.get(t).copied().or(self.vocab.unk_id)).collect()
     }
 
     /// A `[texts, max_len]` id matrix, truncated and padded as configured.

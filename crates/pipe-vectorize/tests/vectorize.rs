@@ -56,13 +56,7 @@ const TEST: &str = r#"[{"Id": 10, "Text": "a cat, a dog!", "Category": "a"},
  {"Id": 12, "Text": "", "Category": "b"}]"#;
 
 fn small(dir: &Path) -> Vectorize {
-    Vectorize {
-        train: write(dir, "train.json", TRAIN),
-        test: write(dir, "test.json", TEST),
-        min_freq: 1,
-        max_len: 4,
-        ..Vectorize::default()
-    }
+    Vectorize { train: write(dir, "train.json", TRAIN), test: write(dir, "test.json", TEST), min_freq: 1, max_len: 4, ..Vectorize::default() }
 }
 
 #[test]
@@ -135,7 +129,8 @@ fn written_artifacts_read_back() {
         pipe_artifacts::write_label_encoder(&path, &labels).unwrap();
         assert_eq!(read_label_encoder(&path).unwrap(), labels);
     }
-    let big = Vocabulary { tokens: std::iter::once("<PAD>".to_string()).chain((1..2500).map(|i| format!("t{i}"))).collect(), pad_id: 0, unk_id: None };
+    let big =
+        Vocabulary { tokens: std::iter::once("<PAD>".to_string()).chain((1..2500).map(|i| format!("t{i}"))).collect(), pad_id: 0, unk_id: None };
     let path = dir.path().join("vocab.pkl");
     pipe_artifacts::write_vocabulary(&path, &big).unwrap();
     assert_eq!(read_vocabulary(&path).unwrap().tokens, big.tokens);
@@ -213,7 +208,8 @@ fn every_input_format_gives_the_same_artifacts() {
         "train.jsonl",
         &serde_json::from_str::<Vec<serde_json::Value>>(TRAIN).unwrap().iter().map(|r| r.to_string() + "\n").collect::<String>(),
     );
-    let csv = write(dir.path(), "train.csv", "Id,Text,Category\n1,The cat sat.,b\n2,\"the dog sat; the cat ran\",a\n3,\"Über café, naïve «quotes»\",b\n");
+    let csv =
+        write(dir.path(), "train.csv", "Id,Text,Category\n1,The cat sat.,b\n2,\"the dog sat; the cat ran\",a\n3,\"Über café, naïve «quotes»\",b\n");
     let parquet = dir.path().join("train.parquet");
     use pipe_vectorize::polars::prelude::*;
     ParquetWriter::new(std::fs::File::create(&parquet).unwrap()).finish(&mut frame.clone()).unwrap();

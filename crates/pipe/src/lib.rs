@@ -25,8 +25,7 @@ mod classify;
 
 pub use classify::{Classification, ClassifyError, FrameColumns, TextClassifier};
 pub use pipe_core::{
-    run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions, RunReport, Stage,
-    StageOutcome, StageReport,
+    run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions, RunReport, Stage, StageOutcome, StageReport,
 };
 
 pub use pipe_artifacts as artifacts;
