@@ -145,6 +145,8 @@ pub struct Limited {
 pub fn npy_file(header: &str, data: &[u8]) -> Vec<u8> {
     let mut text = header.to_string();
     // Magic (6) + version (2) + length (2) + header, padded to 64 with a newline.
+    // Not `is_multiple_of`: the workspace's rust-version is 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
     while (10 + text.len() + 1) % 64 != 0 {
         text.push(' ');
     }

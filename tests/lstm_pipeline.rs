@@ -159,7 +159,7 @@ fn compare_puts_models_side_by_side() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["seeds"], serde_json::json!([1, 2, 3]));
     let sd = rows[0]["macro_f1_sd"].as_f64().unwrap();
-    assert!(sd >= 0.0 && sd < 0.5, "{}", rows[0]);
+    assert!((0.0..0.5).contains(&sd), "{}", rows[0]);
     let table = s.pipe(&["compare", "tiny.yaml", "--seeds", "1,2", "--set", "train.epochs=1"]).ok().stdout();
     assert!(table.lines().nth(2).unwrap().contains(" | 2 | ") && table.contains(" ± "), "{table}");
 }

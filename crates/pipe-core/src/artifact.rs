@@ -3,7 +3,7 @@
 //! An artifact is any type implementing [`Artifact`]; it knows how to save itself
 //! into a directory of files. The cache digests those files, so an artifact's
 //! digest is the digest of exactly what is stored. Loading back goes through the
-//! [`ArtifactType`] registry, filled at link time by [`register_artifact!`].
+//! [`ArtifactType`] registry, filled at link time by [`register_artifact!`](crate::register_artifact).
 
 use std::any::Any;
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! behind scikit-learn's `LinearSVC`. The intercept is a constant feature of
 //! value 1, regularised like the others, as `LinearSVC(intercept_scaling=1)`.
 //!
-//! For class k, rows of class k are positive with cost C·weight[k] and all
+//! For class k, rows of class k are positive with cost C·weight\[k\] and all
 //! others negative with cost C, as liblinear's one-vs-rest does.
 
 use serde::{Deserialize, Serialize};
@@ -279,9 +279,9 @@ mod tests {
         assert!(conv.converged);
         // Primal gradient of ½‖w‖² + C Σ max(0, 1 - y w·x)² vanishes.
         let mut grad = w.clone();
-        for r in 0..6 {
+        for (r, &is_positive) in positive.iter().enumerate().take(6) {
             let (cols, vals) = x.row(r);
-            let yr = if positive[r] { 1.0 } else { -1.0 };
+            let yr = if is_positive { 1.0 } else { -1.0 };
             let margin = w[2] + cols.iter().zip(vals).map(|(&c, &v)| w[c as usize] * v as f64).sum::<f64>();
             let slack = (1.0 - yr * margin).max(0.0);
             for (&c, &v) in cols.iter().zip(vals) {

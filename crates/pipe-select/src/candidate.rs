@@ -126,7 +126,7 @@ impl Candidate {
                 let rows: Vec<&[i64]> = subset.iter().map(|&r| data.rows[r]).collect();
                 let labels: Vec<i64> = subset.iter().map(|&r| data.labels[r]).collect();
                 let (model, _) = config.fit(&rows, &labels, data.vocab, data.label_set.len(), data.seed, data.threads).map_err(|e| e.to_string())?;
-                (MemberModel::Linear(model), None)
+                (MemberModel::Linear(Box::new(model)), None)
             }
             Candidate::LstmClassifier { model, train, max_rows } => {
                 let tensors = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));

@@ -22,20 +22,21 @@ use crate::calibrate;
 #[derive(Debug)]
 pub enum MemberModel {
     Checkpoint(Checkpoint),
-    Linear(LinearModel),
+    /// Boxed: a fitted vectorizer is three times a checkpoint's size.
+    Linear(Box<LinearModel>),
 }
 
 impl MemberModel {
     fn scorer(&self) -> &dyn ScoreRows {
         match self {
             MemberModel::Checkpoint(c) => c,
-            MemberModel::Linear(l) => l,
+            MemberModel::Linear(l) => l.as_ref(),
         }
     }
     fn artifact(&self) -> &dyn Artifact {
         match self {
             MemberModel::Checkpoint(c) => c,
-            MemberModel::Linear(l) => l,
+            MemberModel::Linear(l) => l.as_ref(),
         }
     }
 }
@@ -150,7 +151,7 @@ impl LoadArtifact for EnsembleModel {
             let sub = member_dir(dir, i);
             let model = match s.model.as_str() {
                 "checkpoint" => MemberModel::Checkpoint(Checkpoint::load(&sub)?),
-                "linear_model" => MemberModel::Linear(LinearModel::load(&sub)?),
+                "linear_model" => MemberModel::Linear(Box::new(LinearModel::load(&sub)?)),
                 other => return Err(ArtifactError::invalid(&path, format!("member {i} is a `{other}`, not a checkpoint or linear_model"))),
             };
             if !(s.weight.is_finite() && s.weight >= 0.0 && s.temperature.is_finite() && s.temperature > 0.0) {
@@ -194,7 +195,7 @@ mod tests {
         let (rows, labels, vocab) = toy();
         let rows: Vec<&[i64]> = rows.iter().map(Vec::as_slice).collect();
         let (model, _) = TfidfLinear::default().fit(&rows, &labels, &vocab, 2, 0, 1).unwrap();
-        Member { name: format!("t{temperature}"), weight, temperature, bigram_buckets: None, model: MemberModel::Linear(model) }
+        Member { name: format!("t{temperature}"), weight, temperature, bigram_buckets: None, model: MemberModel::Linear(Box::new(model)) }
     }
 
     fn tensors() -> TokenTensors {

@@ -183,7 +183,7 @@ impl Stage for Select {
         if self.ensemble_rounds == 0 {
             return Err("ensemble_rounds must be at least 1".into());
         }
-        if matches!(self.time_budget_seconds, Some(t) if !(t > 0.0)) {
+        if matches!(self.time_budget_seconds, Some(t) if t.is_nan() || t <= 0.0) {
             return Err("time_budget_seconds must be positive".into());
         }
         Ok(())

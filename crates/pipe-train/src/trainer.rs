@@ -466,7 +466,7 @@ impl StepInputs<'_> {
             // device: found without a host sync per step.
             let first_bad = &self.totals.first_bad;
             let newly_bad = loss.detach().isfinite().logical_not().logical_and(&first_bad.lt(0));
-            let _ = first_bad.shallow_clone().copy_(&self.totals.steps.where_self(&newly_bad, first_bad));
+            first_bad.shallow_clone().copy_(&self.totals.steps.where_self(&newly_bad, first_bad));
             let _ = self.totals.steps.shallow_clone().g_add_scalar_(1);
         });
         Ok(())

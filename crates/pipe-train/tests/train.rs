@@ -124,7 +124,11 @@ fn a_progress_callback_stops_training_with_its_reason() {
     let mut calls = Vec::new();
     let mut stop_at_second_report = |done: u64, total: u64, _: &str| {
         calls.push((done, total));
-        if calls.len() == 2 { std::ops::ControlFlow::Break("over budget".to_string()) } else { std::ops::ControlFlow::Continue(()) }
+        if calls.len() == 2 {
+            std::ops::ControlFlow::Break("over budget".to_string())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
     };
     let err = train(&initial, &data, &config, Device::Cpu, 1, &mut stop_at_second_report, &mut |_| {}).err().unwrap();
     assert_eq!(err, "over budget");
@@ -141,7 +145,9 @@ fn bad_settings_are_refused() {
     let err = train(&initial, &data, &bad, Device::Cpu, 1, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).err().unwrap();
     assert!(err.contains("patience needs a validation split"), "{err}");
     let unlabelled = TokenTensors { labels: None, ..toy_set(30, 4) };
-    let err = train(&initial, &unlabelled, &TrainConfig::default(), Device::Cpu, 1, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).err().unwrap();
+    let err = train(&initial, &unlabelled, &TrainConfig::default(), Device::Cpu, 1, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {})
+        .err()
+        .unwrap();
     assert!(err.contains("no labels"), "{err}");
 }
 
