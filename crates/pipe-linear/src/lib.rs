@@ -20,7 +20,7 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 
 pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
-pub use stage::{rows_of, FitReport, TfidfLinear};
+pub use stage::{rows_of, training_rows_ports, FitReport, TfidfLinear};
 pub use svm::{ClassWeight, LinearSvm, SvmConfig};
 
 /// Errors of fitting and scoring.

@@ -99,12 +99,7 @@ impl TfidfLinear {
 #[typetag::serde(name = "tfidf_linear")]
 impl Stage for TfidfLinear {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("x", "int_array", "training token ids [rows, max_len]"),
-            Port::new("y", "int_array", "training class ids [rows]"),
-            Port::new("vocab", "vocabulary", "token texts by id, and the padding id"),
-            Port::new("labels", "label_set", "the class names"),
-        ]
+        training_rows_ports()
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
@@ -155,6 +150,17 @@ register_stage!(
     "tfidf_linear",
     "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC"
 );
+
+/// The inputs of a stage that fits a model on the notebook's arrays
+/// (`tfidf_linear`, `select`): token ids, labels, vocabulary, class names.
+pub fn training_rows_ports() -> Vec<Port> {
+    vec![
+        Port::new("x", "int_array", "training token ids [rows, max_len]"),
+        Port::new("y", "int_array", "training class ids [rows]"),
+        Port::new("vocab", "vocabulary", "token texts by id, and the padding id"),
+        Port::new("labels", "label_set", "the class names"),
+    ]
+}
 
 /// The rows of a 2-D id array.
 pub fn rows_of(x: &IntArray) -> Result<Vec<&[i64]>, LinearError> {

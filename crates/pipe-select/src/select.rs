@@ -138,12 +138,7 @@ struct Scored {
 #[typetag::serde(name = "select")]
 impl Stage for Select {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("x", "int_array", "training token ids [rows, max_len]"),
-            Port::new("y", "int_array", "training class ids [rows]"),
-            Port::new("vocab", "vocabulary", "token texts by id, and the padding id"),
-            Port::new("labels", "label_set", "the class names"),
-        ]
+        pipe_linear::training_rows_ports()
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
