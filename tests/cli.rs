@@ -250,6 +250,25 @@ fn every_registered_kind_loads_from_yaml() {
     }
 }
 
+/// The pipelines the README lists load and validate as shipped (kinds,
+/// settings, wiring), from any directory.
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let s = Scratch::new();
+    let dir = pipe_e2e::repo_root().join("pipelines");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let dag = s.pipe(&["dag", path.to_str().unwrap()]).ok().stdout();
+            assert!(dag.contains("predict") || dag.contains("toy"), "{}: {dag}", path.display());
+            checked.push(path.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    checked.sort();
+    assert!(checked.contains(&"auto.yaml".to_string()) && checked.contains(&"lstm.yaml".to_string()), "{checked:?}");
+}
+
 #[test]
 fn json_events_for_orchestrators() {
     let s = toy();
