@@ -54,31 +54,15 @@ impl LinearModel {
         (0..x.rows()).map(|r| self.svm.decision(x.row(r))).collect()
     }
 
-    /// Predicted class ids, and the top `k` classes with probabilities (a
-    /// softmax over the margins: the SVM has no probabilities of its own).
-    pub fn predict(&self, rows: &[&[i64]], k: usize) -> (Vec<i64>, Vec<Vec<(i64, f32)>>) {
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut top = Vec::with_capacity(rows.len());
-        for scores in self.decision(rows) {
-            let best = argmax(&scores);
-            ids.push(best as i64);
-            top.push(top_k_softmax(&scores, k.max(1)));
-        }
-        (ids, top)
+    /// Predicted class ids: the first largest margin of each row (top-k
+    /// probabilities come from the `predict` stage, over these margins).
+    pub fn predict_classes(&self, rows: &[&[i64]]) -> Vec<i64> {
+        self.decision(rows).iter().map(|scores| argmax(scores) as i64).collect()
     }
 }
 
 fn argmax(scores: &[f32]) -> usize {
     scores.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
-}
-
-fn top_k_softmax(scores: &[f32], k: usize) -> Vec<(i64, f32)> {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = scores.iter().map(|&s| (s - max).exp()).collect();
-    let total: f32 = exp.iter().sum();
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    order.into_iter().take(k).map(|c| (c as i64, exp[c] / total)).collect()
 }
 
 const MODEL_FILE: &str = "linear_model.json";

@@ -61,7 +61,7 @@ fn matches_scikit_learn_on_wordnet() {
     let (svm, convergence) = LinearSvm::fit(&x_train, vectorizer.features(), &y, labels.len(), config).unwrap();
     assert!(convergence.iter().all(|c| c.converged), "{convergence:?}");
     let model = pipe_linear::LinearModel { vectorizer, svm };
-    let (predicted, _) = model.predict(&test, 1);
+    let predicted = model.predict_classes(&test);
     let sklearn: Vec<i64> = fixture["predictions"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let truth: Vec<i64> = fixture["truth"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let agree = predicted.iter().zip(&sklearn).filter(|(a, b)| a == b).count() as f64 / m as f64;

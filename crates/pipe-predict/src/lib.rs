@@ -19,7 +19,7 @@ use pipe_tensor::{runtime, PaddingSide, TokenTensors};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-pub use scores::{argmax, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreOptions, ScoreRows, ScorerType};
+pub use scores::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreOptions, ScoreRows, ScorerType};
 // For `register_scorer!` in other crates.
 #[doc(hidden)]
 pub use {inventory, pipe_core};
@@ -168,6 +168,7 @@ impl Stage for Predict {
             ScoreOptions { device: runtime::device(ctx.device).map_err(StageError::invalid)?, batch_size: self.batch_size, trim: self.trim_padding };
         let start = std::time::Instant::now();
         let scores = scorer.scores(data, &options).map_err(StageError::invalid)?;
+        check_finite(&scores, labels.len()).map_err(StageError::invalid)?;
         let seconds = start.elapsed().as_secs_f64();
         let rows_per_second = data.rows() as f64 / seconds.max(1e-9);
         ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", data.rows()));

@@ -114,6 +114,15 @@ pub fn softmax_rows(scores: &[f32], classes: usize) -> Vec<f32> {
     out
 }
 
+/// Refuses scores a class cannot be read from: a NaN or an infinity names
+/// its row (a model trained into NaN, a tampered file).
+pub fn check_finite(scores: &[f32], classes: usize) -> Result<(), String> {
+    match scores.iter().position(|s| !s.is_finite()) {
+        Some(i) => Err(format!("the model's score for row {} is not finite ({}): its weights may hold NaN", i / classes.max(1), scores[i])),
+        None => Ok(()),
+    }
+}
+
 /// Index of the first largest value (as `torch.argmax`).
 pub fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
@@ -178,6 +187,14 @@ mod tests {
         assert!((p[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[0] < p[1] && p[1] < p[2]);
         assert!((p[3] - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn non_finite_scores_are_refused_with_their_row() {
+        assert_eq!(check_finite(&[0.1, 0.2, 0.3, 0.4], 2), Ok(()));
+        let err = check_finite(&[0.1, 0.2, f32::NAN, 0.4], 2).unwrap_err();
+        assert!(err.contains("row 1") && err.contains("NaN"), "{err}");
+        assert!(check_finite(&[f32::INFINITY, 0.0], 2).unwrap_err().contains("row 0"));
     }
 
     #[test]

@@ -168,6 +168,9 @@ impl LoadArtifact for EnsembleModel {
             }
             members.push(member);
         }
+        if members.iter().all(|m| m.weight == 0.0) {
+            return Err(ArtifactError::invalid(&path, "every member's weight is 0"));
+        }
         let classes: Vec<usize> = members.iter().map(Member::classes).collect();
         if classes.is_empty() || classes.iter().any(|&c| c != classes[0]) {
             return Err(ArtifactError::invalid(&path, format!("members must agree on the classes; they have {classes:?}")));
@@ -235,7 +238,7 @@ mod tests {
         EnsembleModel { members: vec![linear_member(1.0, 1.0)] }.save(dir.path()).unwrap();
         let path = dir.path().join(ENSEMBLE_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        for (from, to) in [("\"temperature\":1.0", "\"temperature\":-1.0"), ("linear_model", "pickle")] {
+        for (from, to) in [("\"temperature\":1.0", "\"temperature\":-1.0"), ("linear_model", "pickle"), ("\"weight\":1.0", "\"weight\":0.0")] {
             std::fs::write(&path, text.replace(from, to)).unwrap();
             let err = EnsembleModel::load(dir.path()).unwrap_err().to_string();
             assert!(err.contains("ensemble.json"), "{err}");

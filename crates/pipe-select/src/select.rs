@@ -364,7 +364,9 @@ impl Select {
                 return Err(Skipped::OverBudget(why));
             }
             let member = fitted.map_err(fail)?;
-            scores.extend(member.scores(&data.tensors_of(val), &options).map_err(fail)?);
+            let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(fail)?;
+            pipe_predict::check_finite(&fold_scores, classes).map_err(fail)?;
+            scores.extend(fold_scores);
             holdout_member = Some(member);
         }
         let temperature = calibrate::fit_temperature(&scores, classes, truth);
