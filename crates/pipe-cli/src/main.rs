@@ -3,12 +3,13 @@
 //! The binary parses flags and dispatches one function per subcommand; the
 //! work happens in `pipe-core` and the stage crates.
 //!
-//! Exit codes: 0 success; 1 a stage failed; 2 bad usage or an invalid
+//! Exit codes: 0 success; 1 a stage or scoring failed; 2 bad usage or an invalid
 //! pipeline; 3 the cache is unusable (locked past the timeout, missing
 //! upstream outputs for `--only`/`--from`, I/O errors).
 
 mod compare;
 mod render;
+mod score;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -116,6 +117,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Score records at scale with the model a pipeline trained: Parquet, CSV
+    /// or JSON-lines files (a file, a directory of parts, a glob) in batches,
+    /// into Parquet parts in OUTPUT. Runs the pipeline first (cached stages
+    /// are reused) and uses the model, labels and vectorizer of its `predict`
+    /// stage.
+    Score {
+        pipeline: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+        /// The records: a file, a directory (searched recursively) or a glob.
+        #[arg(long)]
+        input: String,
+        /// The directory that receives `part-I-of-N.parquet` and its manifest per shard.
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value = "Text")]
+        text_column: String,
+        /// Carried into the output as its first column.
+        #[arg(long)]
+        id_column: Option<String>,
+        /// More input columns to carry into the output (comma-separated, repeatable).
+        #[arg(long = "keep", value_delimiter = ',', value_name = "COLUMN")]
+        keep: Vec<String>,
+        /// Also write the next most likely classes, up to this rank.
+        #[arg(long, default_value_t = 1)]
+        top_k: usize,
+        /// Score only shard I of N (`--shard 0/4`): contiguous row ranges, split with no coordinator.
+        #[arg(long, default_value = "0/1", value_name = "I/N")]
+        shard: pipe_score::Shard,
+        /// Rows read, scored and written at a time: what bounds memory.
+        #[arg(long, default_value_t = 10_000)]
+        batch_rows: usize,
+        /// One JSON event per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove cache entries that no existing pipeline's last run references.
     Gc {
         /// List what would be removed, remove nothing.
@@ -208,6 +245,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<pipe_core::CacheError>().is_some() {
             return 3;
+        }
+        if cause.downcast_ref::<pipe_score::ScoreError>().is_some() {
+            return 1;
         }
         if let Some(run) = cause.downcast_ref::<RunError>() {
             return match run {
@@ -320,6 +360,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", compare::markdown(&rows));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score { pipeline, settings, input, output, text_column, id_column, keep, top_k, shard, batch_rows, json } => {
+            let job = pipe_score::ScoreJob { input, output, text_column, id_column, keep_columns: keep, top_k, shard, batch_rows };
+            score::run(&pipeline, &settings, &job, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), json, cli.quiet)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { dry_run } => {

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_core::{LabelSet, LoadArtifact, RunReport};
+use std::rc::Rc;
+
+use pipe_core::{load_artifact, Artifact, LabelSet, LoadArtifact, RunReport};
 use pipe_model::Checkpoint;
-use pipe_predict::{Predictor, Trim};
+use pipe_predict::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim};
 use pipe_tensor::{PaddingSide, TokenTensors};
 use pipe_vectorize::{Side, Vectorizer};
 use polars::prelude::{DataFrame, NamedFrom, Series};
@@ -25,6 +27,10 @@ pub enum ClassifyError {
     Mismatch(String),
     #[error("{0}")]
     Frame(String),
+    #[error("a `{0}` artifact is not a model that can score texts (scoreable: {1})")]
+    NotScoreable(&'static str, String),
+    #[error("{} holds no model this build can load: {}", .dir.display(), .attempts)]
+    NoModel { dir: PathBuf, attempts: String },
 }
 
 /// One text's predicted class.
@@ -52,36 +58,41 @@ impl Default for FrameColumns {
     }
 }
 
-/// A trained text classifier: raw text in, class names out.
+/// A trained text classifier: raw text in, class names out. The model is
+/// any scoreable artifact (an LSTM `checkpoint`, a `linear_model`, an
+/// `ensemble_model`): whatever `predict` scores, this scores the same way.
 pub struct TextClassifier {
     vectorizer: Vectorizer,
-    predictor: Predictor,
+    model: Rc<dyn Artifact>,
     labels: LabelSet,
+    device: Device,
     /// Rows per forward pass; bounds memory for any number of texts.
     pub batch_size: usize,
 }
 
 impl TextClassifier {
     /// Checks that the three parts belong together.
-    pub fn new(vectorizer: Vectorizer, checkpoint: &Checkpoint, labels: LabelSet, device: Device) -> Result<Self, ClassifyError> {
-        let spec = &checkpoint.spec;
-        if spec.num_classes != labels.len() as i64 {
-            return Err(ClassifyError::Mismatch(format!("the model has {} classes, the label set {}", spec.num_classes, labels.len())));
+    pub fn new(vectorizer: Vectorizer, model: Rc<dyn Artifact>, labels: LabelSet, device: Device) -> Result<Self, ClassifyError> {
+        let scorer = scorer(model.as_ref()).ok_or_else(|| ClassifyError::NotScoreable(model.type_name(), scoreable_types().join(", ")))?;
+        if scorer.classes() != labels.len() {
+            return Err(ClassifyError::Mismatch(format!("the model has {} classes, the label set {}", scorer.classes(), labels.len())));
         }
-        if spec.vocab_size != vectorizer.vocab.len() as i64 {
-            return Err(ClassifyError::Mismatch(format!(
-                "the model embeds {} tokens, the vectorizer's vocabulary has {}",
-                spec.vocab_size,
-                vectorizer.vocab.len()
-            )));
+        if let Some(checkpoint) = model.as_any().downcast_ref::<Checkpoint>() {
+            if checkpoint.spec.vocab_size != vectorizer.vocab.len() as i64 {
+                return Err(ClassifyError::Mismatch(format!(
+                    "the model embeds {} tokens, the vectorizer's vocabulary has {}",
+                    checkpoint.spec.vocab_size,
+                    vectorizer.vocab.len()
+                )));
+            }
         }
-        let predictor = Predictor::new(checkpoint, device).map_err(ClassifyError::Mismatch)?;
-        Ok(TextClassifier { vectorizer, predictor, labels, batch_size: 256 })
+        Ok(TextClassifier { vectorizer, model, labels, device, batch_size: 256 })
     }
 
-    /// From the stored artifacts' directories (a run report's output locations), on the CPU.
-    pub fn load(vectorizer: &Path, checkpoint: &Path, labels: &Path) -> Result<Self, ClassifyError> {
-        Self::new(Vectorizer::load(vectorizer)?, &Checkpoint::load(checkpoint)?, LabelSet::load(labels)?, Device::Cpu)
+    /// From the stored artifacts' directories (a run report's output
+    /// locations), on the CPU; the model directory may hold any scoreable type.
+    pub fn load(vectorizer: &Path, model: &Path, labels: &Path) -> Result<Self, ClassifyError> {
+        Self::new(Vectorizer::load(vectorizer)?, load_model(model)?, LabelSet::load(labels)?, Device::Cpu)
     }
 
     /// From a pipeline run: each part named `stage.output` as in the pipeline's wiring.
@@ -97,8 +108,41 @@ impl TextClassifier {
         &self.labels
     }
 
+    /// The model's artifact type (`checkpoint`, `linear_model`, ...).
+    pub fn model_type(&self) -> &'static str {
+        self.model.type_name()
+    }
+
+    /// Class probabilities `[texts × classes]`, row-major, in input order.
+    pub fn probabilities<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<f32>, ClassifyError> {
+        let classes = self.labels.len();
+        Ok(softmax_rows(&self.scores(texts)?, classes))
+    }
+
     /// The predicted class of each text, in order.
     pub fn classify<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Classification>, ClassifyError> {
+        let classes = self.labels.len();
+        let scores = self.scores(texts)?;
+        let probabilities = softmax_rows(&scores, classes);
+        // The class is the argmax of the scores, as the predict stage takes it.
+        scores
+            .chunks(classes)
+            .zip(probabilities.chunks(classes))
+            .map(|(row, p)| {
+                let class = argmax(row);
+                Ok(Classification { class_id: class as i64, label: self.label(class)?, probability: p[class] })
+            })
+            .collect()
+    }
+
+    /// The name of class `class`.
+    pub fn label(&self, class: usize) -> Result<String, ClassifyError> {
+        self.labels.name(class).ok_or_else(|| ClassifyError::Mismatch(format!("class {class} is outside the label set")))
+    }
+
+    /// The model's raw scores `[texts × classes]`, row-major: logits,
+    /// margins or log-probabilities, whose softmax is [`Self::probabilities`].
+    pub fn scores<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<f32>, ClassifyError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -109,20 +153,11 @@ impl TextClassifier {
         };
         let tensors = TokenTensors::from_arrays(&ids, None, self.vectorizer.vocab.pad_id, Some(padding), Device::Cpu)
             .map_err(|e| ClassifyError::Mismatch(e.to_string()))?;
-        let predictions = self.predictor.predict(&tensors, self.batch_size, Trim::Auto, 1);
-        let top = predictions.top_k.expect("asked for the top class");
-        // The class is the argmax of the logits, as the predict stage takes it;
-        // top-k of the softmax can order near-equal logits differently once
-        // they round to the same probability, which is then the same number.
-        Ok(predictions
-            .class_ids
-            .into_iter()
-            .zip(top)
-            .map(|(class_id, best)| {
-                let label = self.labels.name(class_id as usize).expect("class id within the label set");
-                Classification { class_id, label, probability: best[0].1 }
-            })
-            .collect())
+        let scorer = scorer(self.model.as_ref()).expect("checked in new()");
+        let options = ScoreOptions { device: self.device, batch_size: self.batch_size, trim: Trim::Auto };
+        let scores = scorer.scores(&tensors, &options).map_err(ClassifyError::Mismatch)?;
+        check_finite(&scores, self.labels.len()).map_err(ClassifyError::Mismatch)?;
+        Ok(scores)
     }
 
     /// `frame` with the predicted class (and optionally its probability)
@@ -158,4 +193,17 @@ pub fn output_dir(report: &RunReport, reference: &str) -> Result<PathBuf, Classi
         port: port.to_string(),
         available: s.outputs.keys().cloned().collect::<Vec<_>>().join(", "),
     })
+}
+
+/// Loads whichever scoreable model type `dir` holds: each type's files are
+/// its own, so at most one loader succeeds.
+pub fn load_model(dir: &Path) -> Result<Rc<dyn Artifact>, ClassifyError> {
+    let mut attempts = Vec::new();
+    for type_name in scoreable_types() {
+        match load_artifact(type_name, dir) {
+            Ok(model) => return Ok(model),
+            Err(e) => attempts.push(format!("not a {type_name} ({e})")),
+        }
+    }
+    Err(ClassifyError::NoModel { dir: dir.to_path_buf(), attempts: attempts.join("; ") })
 }

@@ -23,7 +23,7 @@
 
 mod classify;
 
-pub use classify::{Classification, ClassifyError, FrameColumns, TextClassifier};
+pub use classify::{load_model, output_dir, Classification, ClassifyError, FrameColumns, TextClassifier};
 pub use pipe_core::{
     run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions, RunReport, Stage, StageOutcome, StageReport,
 };

@@ -1,0 +1,63 @@
+//! `pipe score`: bring the pipeline's model up to date, then stream the input through it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pipe_core::{Event, EventSink, RunOptions};
+use pipe_score::{ScoreEvent, ScoreJob};
+
+use crate::{open_cache, render, Settings};
+
+pub fn run(
+    path: &Path,
+    settings: &Settings,
+    job: &ScoreJob,
+    cache_dir: &Option<PathBuf>,
+    lock_timeout: Duration,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let (pipeline, device) = settings.load(path)?;
+    let cache = open_cache(cache_dir)?;
+    let renderer = render::Renderer::new(json, quiet);
+    let options = RunOptions { device, lock_timeout, ..RunOptions::default() };
+    let report = pipe_core::run(&pipeline, &cache, &options, &renderer);
+    let report = report.with_context(|| format!("running {}", pipeline.source))?;
+    let model = pipe_score::classifier_from_run(&pipeline, &report)?;
+    if !json && !quiet {
+        eprintln!("scoring with {}", model.description);
+    }
+    let mut on_event = |event: &ScoreEvent| {
+        if json {
+            render::print_json_line(&serde_json::to_value(event).expect("events serialize"));
+            return;
+        }
+        match event {
+            ScoreEvent::Batch { rows_done, shard_rows } => {
+                renderer.emit(&Event::Progress { stage: "score".into(), done: *rows_done, total: *shard_rows, message: "rows".into() })
+            }
+            ScoreEvent::Planned { files, input_rows, shard, shard_rows } if !quiet => {
+                eprintln!("{input_rows} rows in {files} file(s); shard {shard} scores {shard_rows}")
+            }
+            ScoreEvent::Skipped { shard, manifest } if !quiet => {
+                eprintln!("shard {shard} is already complete for this model and input ({}): skipped", manifest.display())
+            }
+            _ => {}
+        }
+    };
+    let summary = pipe_score::score(&model, job, &mut on_event);
+    renderer.finish();
+    let summary = summary.with_context(|| format!("scoring {}", job.input))?;
+    if !json && !quiet && !summary.skipped {
+        let rss = summary.peak_rss_bytes.map(|b| format!(", peak RSS {:.0} MB", b as f64 / 1e6)).unwrap_or_default();
+        println!(
+            "scored {} rows in {:.1} s ({:.0} rows/s{rss}) -> {}",
+            summary.rows,
+            summary.seconds,
+            summary.rows_per_second,
+            summary.part.as_deref().unwrap_or(&summary.manifest).display()
+        );
+    }
+    Ok(())
+}
