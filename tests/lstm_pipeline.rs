@@ -99,7 +99,10 @@ fn pytorch_loads_the_checkpoint_and_agrees() {
         return;
     };
     let s = tiny();
-    let run = s.pipe(&["run", "tiny.yaml", "--json"]).ok();
+    // In float32 as the notebook's class computes: on a CPU with native
+    // bfloat16, `precision: auto` trains and predicts in bfloat16, whose
+    // rounding can flip a near-tie between two classes.
+    let run = s.pipe(&["run", "tiny.yaml", "--json", "--set", "model.precision=float32"]).ok();
     let report = run.stdout().lines().last().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).unwrap();
     let stages = report["report"]["stages"].as_array().unwrap();
     let dir = |name: &str, port: &str| stages.iter().find(|st| st["name"] == name).unwrap()["outputs"][port].as_str().unwrap().to_string();
