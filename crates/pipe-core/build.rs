@@ -1,6 +1,9 @@
-//! Fingerprints the workspace's sources for `BUILD_ID`: every file under
-//! `crates/` and the lock file, hashed in path order (FNV-1a, 64 bits: a
-//! change detector, not a defence). Cargo reruns this when any of them changes.
+//! Fingerprints the workspace's sources for `BUILD_ID`: every source file
+//! compiled into `pipe` under `crates/` (Rust, manifests, the C++/CUDA shims)
+//! and the lock file, hashed in path order (FNV-1a, 64 bits: a change
+//! detector, not a defence). Cargo reruns this when any of them changes.
+//! Other files there (the Python package's sources, its built module) are
+//! not part of a build's identity.
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +31,13 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=PIPE_SOURCE_HASH={hash:016x}");
-    println!("cargo:rerun-if-changed={}", crates.display());
-    println!("cargo:rerun-if-changed={}", lock.display());
+    // Each file, not the folder: a folder makes cargo rerun for any file in
+    // it. A new source file is reached through a `mod` line or a manifest
+    // edit, both watched.
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -38,8 +46,13 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             collect(&path, out);
-        } else {
+        } else if is_source(&path) {
             out.push(path);
         }
     }
+}
+
+fn is_source(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    matches!(ext, "rs" | "toml" | "c" | "cc" | "cpp" | "cu" | "h" | "hpp")
 }

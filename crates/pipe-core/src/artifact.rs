@@ -61,14 +61,14 @@ pub trait LoadArtifact: Artifact + Sized {
 pub struct ArtifactType {
     pub name: &'static str,
     pub doc: &'static str,
-    pub load: fn(&Path) -> Result<Rc<dyn Artifact>, ArtifactError>,
+    pub load: fn(&Path) -> Result<Box<dyn Artifact>, ArtifactError>,
 }
 
 inventory::collect!(ArtifactType);
 
 #[doc(hidden)]
-pub fn load_rc<T: LoadArtifact>(dir: &Path) -> Result<Rc<dyn Artifact>, ArtifactError> {
-    Ok(Rc::new(T::load(dir)?))
+pub fn load_boxed<T: LoadArtifact>(dir: &Path) -> Result<Box<dyn Artifact>, ArtifactError> {
+    Ok(Box::new(T::load(dir)?))
 }
 
 /// Registers an artifact type so the cache can load it by name.
@@ -79,7 +79,7 @@ macro_rules! register_artifact {
             $crate::ArtifactType {
                 name: <$ty as $crate::LoadArtifact>::TYPE_NAME,
                 doc: $doc,
-                load: $crate::artifact::load_rc::<$ty>,
+                load: $crate::artifact::load_boxed::<$ty>,
             }
         }
     };
@@ -90,8 +90,9 @@ pub fn artifact_type(name: &str) -> Option<&'static ArtifactType> {
     inventory::iter::<ArtifactType>.into_iter().find(|t| t.name == name)
 }
 
-/// Loads an artifact of the named type from a directory written by `save`.
-pub fn load_artifact(type_name: &str, dir: &Path) -> Result<Rc<dyn Artifact>, ArtifactError> {
+/// Loads an artifact of the named type from a directory written by `save`
+/// (boxed, so it can move to another thread; `Rc::from` shares it in a run).
+pub fn load_artifact(type_name: &str, dir: &Path) -> Result<Box<dyn Artifact>, ArtifactError> {
     let ty = artifact_type(type_name).ok_or_else(|| ArtifactError::UnknownType(type_name.to_string()))?;
     (ty.load)(dir)
 }

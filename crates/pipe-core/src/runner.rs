@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::artifact::{load_artifact, Artifacts};
+use crate::artifact::{load_artifact, Artifact, Artifacts};
 use crate::cache::{Cache, CacheError, EntryRecord, LastRun, Lookup};
 use crate::events::{Event, EventSink};
 use crate::fsutil::{hash_file, unique_suffix};
@@ -296,7 +296,7 @@ fn execute(
             Some(a) => a,
             None => {
                 let type_name = &up.record.outputs[output].type_name;
-                let a = load_artifact(type_name, &cache.output_dir(&up.key_hash, output)).map_err(|e| fail(e.into()))?;
+                let a: Rc<dyn Artifact> = load_artifact(type_name, &cache.output_dir(&up.key_hash, output)).map_err(|e| fail(e.into()))?.into();
                 up.loaded.borrow_mut().insert(output.clone(), a.clone());
                 a
             }

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use std::rc::Rc;
-
 use pipe_core::{load_artifact, Artifact, LabelSet, LoadArtifact, RunReport};
 use pipe_model::Checkpoint;
 use pipe_predict::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim};
@@ -63,7 +61,7 @@ impl Default for FrameColumns {
 /// `ensemble_model`): whatever `predict` scores, this scores the same way.
 pub struct TextClassifier {
     vectorizer: Vectorizer,
-    model: Rc<dyn Artifact>,
+    model: Box<dyn Artifact>,
     labels: LabelSet,
     device: Device,
     /// Rows per forward pass; bounds memory for any number of texts.
@@ -72,7 +70,7 @@ pub struct TextClassifier {
 
 impl TextClassifier {
     /// Checks that the three parts belong together.
-    pub fn new(vectorizer: Vectorizer, model: Rc<dyn Artifact>, labels: LabelSet, device: Device) -> Result<Self, ClassifyError> {
+    pub fn new(vectorizer: Vectorizer, model: Box<dyn Artifact>, labels: LabelSet, device: Device) -> Result<Self, ClassifyError> {
         let scorer = scorer(model.as_ref()).ok_or_else(|| ClassifyError::NotScoreable(model.type_name(), scoreable_types().join(", ")))?;
         if scorer.classes() != labels.len() {
             return Err(ClassifyError::Mismatch(format!("the model has {} classes, the label set {}", scorer.classes(), labels.len())));
@@ -197,7 +195,7 @@ pub fn output_dir(report: &RunReport, reference: &str) -> Result<PathBuf, Classi
 
 /// Loads whichever scoreable model type `dir` holds: each type's files are
 /// its own, so at most one loader succeeds.
-pub fn load_model(dir: &Path) -> Result<Rc<dyn Artifact>, ClassifyError> {
+pub fn load_model(dir: &Path) -> Result<Box<dyn Artifact>, ClassifyError> {
     let mut attempts = Vec::new();
     for type_name in scoreable_types() {
         match load_artifact(type_name, dir) {
