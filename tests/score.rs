@@ -124,7 +124,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     for i in 0..3 {
         let part = read_parquet(&s.path(&format!("out/sharded/part-{i:05}-of-00003.parquet")));
         let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(s.path(&format!("out/sharded/part-{i:05}-of-00003.json"))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(s.path(&format!("out/sharded/_part-{i:05}-of-00003.json"))).unwrap()).unwrap();
         assert_eq!(manifest["rows"], part.height() as u64);
         assert_eq!(part.height(), 50, "150 rows in 3 shards");
         parts.push(part);
@@ -159,7 +159,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     let events: Vec<serde_json::Value> = again.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(events.iter().any(|e| e["event"] == "skipped"), "{}", again.stdout());
     assert_eq!(std::fs::metadata(&part1).unwrap().modified().unwrap(), written);
-    std::fs::remove_file(s.path("out/sharded/part-00001-of-00003.json")).unwrap();
+    std::fs::remove_file(s.path("out/sharded/_part-00001-of-00003.json")).unwrap();
     let rescored = s.pipe(&args).ok();
     let finished = rescored
         .stdout()

@@ -7,13 +7,16 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{DataFrame, ParquetWriter};
+use polars::prelude::{CompatLevel, DataFrame, KeyValueMetadata, ParquetWriter, SchemaExt as _};
+use polars_parquet::write::schema_to_metadata_key;
 use serde::{Deserialize, Serialize};
 
 use crate::shard::Shard;
 use crate::ScoreError;
 
-/// Written beside each part as `part-XXXXX-of-YYYYY.json`.
+/// Written beside each part as `_part-XXXXX-of-YYYYY.json`: the leading `_`
+/// marks it as metadata, as Spark's `_SUCCESS`, so Spark, pyarrow, Dask and
+/// `pipe score` itself read the output directory as Parquet parts only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub shard: Shard,
@@ -31,7 +34,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn path(dir: &Path, shard: Shard) -> PathBuf {
-        dir.join(format!("{}.json", shard.part_name()))
+        dir.join(format!("_{}.json", shard.part_name()))
     }
 
     /// Whether this manifest's shard is complete for `model` and `input`: same
@@ -52,7 +55,7 @@ pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, ScoreError> {
     for entry in entries {
         let path = entry.map_err(|e| ScoreError::Output { path: dir.into(), message: e.to_string() })?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("part-") && name.ends_with(".json") {
+        if name.starts_with("_part-") && name.ends_with(".json") {
             let manifest = pipe::core::fsutil::load_json(&path).map_err(|e| ScoreError::Output { path: path.clone(), message: e.to_string() })?;
             out.push((path, manifest));
         }
@@ -83,7 +86,13 @@ impl PartWriter {
         let err = |e: polars::error::PolarsError| ScoreError::Output { path: self.tmp.clone(), message: e.to_string() };
         if self.writer.is_none() {
             let file = File::create(&self.tmp).map_err(|e| ScoreError::Output { path: self.tmp.clone(), message: e.to_string() })?;
-            self.writer = Some(ParquetWriter::new(file).batched(frame.schema()).map_err(err)?);
+            // The Arrow schema embedded for readers, with strings as
+            // `large_string`: polars would record `string_view`, which
+            // pyarrow reads back but cannot sort or take.
+            let arrow_schema = schema_to_metadata_key(&frame.schema().to_arrow(CompatLevel::oldest()));
+            let metadata = Some(KeyValueMetadata::Static(vec![arrow_schema]));
+            let writer = ParquetWriter::new(file).with_key_value_metadata(metadata);
+            self.writer = Some(writer.batched(frame.schema()).map_err(err)?);
         }
         // The writer takes one chunk per column; columns carried from the
         // input can arrive in several (one per row group read).
