@@ -119,11 +119,12 @@ enum Command {
     },
     /// Score records at scale with the model a pipeline trained: Parquet, CSV
     /// or JSON-lines files (a file, a directory of parts, a glob) in batches,
-    /// into Parquet parts in OUTPUT. Runs the pipeline first (cached stages
-    /// are reused) and uses the model, labels and vectorizer of its `predict`
-    /// stage.
+    /// into Parquet parts in OUTPUT. From a pipeline, runs it first (cached
+    /// stages are reused) and uses the model, labels and vectorizer of its
+    /// `predict` stage; or from a bundle written by `pipe bundle`.
     Score {
-        pipeline: PathBuf,
+        /// A pipeline file, or a bundle directory.
+        model: PathBuf,
         #[command(flatten)]
         settings: Settings,
         /// The records: a file, a directory (searched recursively) or a glob.
@@ -152,6 +153,15 @@ enum Command {
         /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the trained classifier of a pipeline's `predict` stage to DIR:
+    /// vectorizer, model and labels, self-contained, for `pipe score` and the
+    /// Python package on machines without the pipeline or its cache.
+    Bundle {
+        pipeline: PathBuf,
+        dir: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// Remove cache entries that no existing pipeline's last run references.
     Gc {
@@ -362,9 +372,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Score { pipeline, settings, input, output, text_column, id_column, keep, top_k, shard, batch_rows, json } => {
+        Command::Score { model, settings, input, output, text_column, id_column, keep, top_k, shard, batch_rows, json } => {
             let job = pipe_score::ScoreJob { input, output, text_column, id_column, keep_columns: keep, top_k, shard, batch_rows };
-            score::run(&pipeline, &settings, &job, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), json, cli.quiet)?;
+            let renderer = render::Renderer::new(json, cli.quiet);
+            let model = score::load_model(&model, &settings, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), &renderer)?;
+            score::run(&model, &job, &renderer, json, cli.quiet)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle { pipeline, dir, settings } => {
+            let renderer = render::Renderer::new(false, cli.quiet);
+            let model = score::load_model(&pipeline, &settings, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), &renderer)?;
+            renderer.finish();
+            model.save_bundle(&dir).with_context(|| format!("writing the bundle {}", dir.display()))?;
+            if !cli.quiet {
+                println!("wrote {} ({})", dir.display(), model.description);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { dry_run } => {

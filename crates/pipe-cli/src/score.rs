@@ -1,30 +1,43 @@
-//! `pipe score`: bring the pipeline's model up to date, then stream the input through it.
+//! `pipe score` and `pipe bundle`: bring the pipeline's model up to date (or
+//! read a bundle), then stream the input through it or write it out.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use pipe_core::{Event, EventSink, RunOptions};
-use pipe_score::{ScoreEvent, ScoreJob};
+use pipe_score::{ScoreEvent, ScoreJob, ScoringModel};
 
 use crate::{open_cache, render, Settings};
 
-pub fn run(
+/// The classifier to score with: a bundle directory as written by `pipe
+/// bundle`, or a pipeline, run first (cached stages are reused).
+pub fn load_model(
     path: &Path,
     settings: &Settings,
-    job: &ScoreJob,
     cache_dir: &Option<PathBuf>,
     lock_timeout: Duration,
-    json: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
+    renderer: &render::Renderer,
+) -> anyhow::Result<ScoringModel> {
+    if path.is_dir() {
+        anyhow::ensure!(
+            pipe_score::is_bundle(path),
+            "{}: a directory that is not a bundle (no bundle.json); give a pipeline file or a directory written by `pipe bundle`",
+            path.display()
+        );
+        return ScoringModel::load_bundle(path).with_context(|| format!("loading the bundle {}", path.display()));
+    }
     let (pipeline, device) = settings.load(path)?;
     let cache = open_cache(cache_dir)?;
-    let renderer = render::Renderer::new(json, quiet);
     let options = RunOptions { device, lock_timeout, ..RunOptions::default() };
-    let report = pipe_core::run(&pipeline, &cache, &options, &renderer);
+    let report = pipe_core::run(&pipeline, &cache, &options, renderer);
     let report = report.with_context(|| format!("running {}", pipeline.source))?;
-    let model = pipe_score::classifier_from_run(&pipeline, &report)?;
+    Ok(pipe_score::classifier_from_run(&pipeline, &report)?)
+}
+
+/// Scores `job` with `model`, showing progress (or `--json` events) and a
+/// summary.
+pub fn run(model: &ScoringModel, job: &ScoreJob, renderer: &render::Renderer, json: bool, quiet: bool) -> anyhow::Result<()> {
     if !json && !quiet {
         eprintln!("scoring with {}", model.description);
     }
@@ -46,7 +59,7 @@ pub fn run(
             _ => {}
         }
     };
-    let summary = pipe_score::score(&model, job, &mut on_event);
+    let summary = pipe_score::score(model, job, &mut on_event);
     renderer.finish();
     let summary = summary.with_context(|| format!("scoring {}", job.input))?;
     if !json && !quiet && !summary.skipped {

@@ -25,7 +25,7 @@ use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 use serde::Serialize;
 
 pub use input::{Format, InputFile};
-pub use model::{classifier_from_run, ScoringModel};
+pub use model::{classifier_from_run, is_bundle, ScoringModel};
 pub use output::Manifest;
 pub use shard::Shard;
 
@@ -266,7 +266,7 @@ fn score_batch(classifier: &TextClassifier, job: &ScoreJob, batch: &DataFrame, p
 
 /// The `k` highest-scoring classes, best first; equal scores in class order
 /// (the first is the class `predict` picks).
-fn top_classes(scores: &[f32], k: usize) -> Vec<usize> {
+pub fn top_classes(scores: &[f32], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     order.truncate(k);

@@ -1,23 +1,119 @@
 //! The trained classifier a pipeline's run holds: the model, labels and
 //! token tensors its `predict` stage reads, and the vectorizer that encodes
-//! new texts the way those tensors were encoded.
+//! new texts the way those tensors were encoded; and a bundle of the three,
+//! a self-contained directory to copy to the machines that score.
 
 use std::path::{Path, PathBuf};
 
-use pipe::core::{LabelSet, LoadArtifact, Pipeline, RunReport, Vocabulary};
+use pipe::core::{Artifact, LabelSet, LoadArtifact, Pipeline, RunReport, Vocabulary};
 use pipe::tensor::{PaddingSide, TokenTensors};
 use pipe::vectorize::{Side, Vectorizer, VectorizerOptions};
 use pipe::TextClassifier;
+use serde::{Deserialize, Serialize};
 
 use crate::ScoreError;
 
 /// A classifier and the digest that identifies it in shard manifests.
 pub struct ScoringModel {
     pub classifier: TextClassifier,
-    /// blake3 over the model's and labels' files and the vectorizer.
+    /// blake3 over the model's and labels' files and the vectorizer: the
+    /// same for a pipeline's model and a bundle of it.
     pub digest: String,
     /// Where each part came from, for the user.
     pub description: String,
+    model_dir: PathBuf,
+    labels_dir: PathBuf,
+}
+
+/// What `bundle.json` records beside a bundle's three artifacts.
+#[derive(Debug, Serialize, Deserialize)]
+struct BundleRecord {
+    model_type: String,
+    description: String,
+    pipe_version: String,
+}
+
+const BUNDLE_FILE: &str = "bundle.json";
+
+/// Whether `dir` holds a bundle written by [`ScoringModel::save_bundle`].
+pub fn is_bundle(dir: &Path) -> bool {
+    dir.join(BUNDLE_FILE).is_file()
+}
+
+impl ScoringModel {
+    fn new(classifier: TextClassifier, description: String, model_dir: PathBuf, labels_dir: PathBuf) -> Result<ScoringModel, ScoreError> {
+        let digest = digest(classifier.vectorizer(), &[&model_dir, &labels_dir])?;
+        Ok(ScoringModel { classifier, digest, description, model_dir, labels_dir })
+    }
+
+    /// Writes a self-contained copy to `dir`: `vectorizer/`, `model/` and
+    /// `labels/` as the cache stores them, and `bundle.json`. It needs no
+    /// pipeline, cache or working directory to load, so it can be copied to
+    /// the machines that score. Written under a temp name and renamed into
+    /// place; an existing bundle at `dir` is replaced, anything else refused.
+    pub fn save_bundle(&self, dir: &Path) -> Result<(), ScoreError> {
+        let out_err = |path: &Path, e: &dyn std::fmt::Display| ScoreError::Output { path: path.to_path_buf(), message: e.to_string() };
+        if dir.exists() && !is_bundle(dir) && std::fs::read_dir(dir).map_err(|e| out_err(dir, &e))?.next().is_some() {
+            return Err(out_err(dir, &"exists and is not a bundle; pick an empty or new directory"));
+        }
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| out_err(parent, &e))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+        let tmp = parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), pipe::core::fsutil::unique_suffix()));
+        let written = (|| {
+            std::fs::create_dir_all(tmp.join("vectorizer")).map_err(|e| out_err(&tmp, &e))?;
+            self.classifier.vectorizer().save(&tmp.join("vectorizer")).map_err(|e| out_err(&tmp, &e))?;
+            copy_tree(&self.model_dir, &tmp.join("model"))?;
+            copy_tree(&self.labels_dir, &tmp.join("labels"))?;
+            let record = BundleRecord {
+                model_type: self.classifier.model_type().to_string(),
+                description: self.description.clone(),
+                pipe_version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            pipe::core::fsutil::save_json(&tmp.join(BUNDLE_FILE), &record).map_err(|e| out_err(&tmp, &e))?;
+            pipe::core::fsutil::sync_tree(&tmp).map_err(|e| out_err(&tmp, &e))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let old = parent.join(format!(".{name}.old-{}", pipe::core::fsutil::unique_suffix()));
+        let replacing = dir.exists();
+        if replacing {
+            std::fs::rename(dir, &old).map_err(|e| out_err(dir, &e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| out_err(dir, &e))?;
+        if replacing {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        pipe::core::fsutil::sync_dir(parent).map_err(|e| out_err(parent, &e))
+    }
+
+    /// Loads a bundle written by [`Self::save_bundle`].
+    pub fn load_bundle(dir: &Path) -> Result<ScoringModel, ScoreError> {
+        let record: BundleRecord = pipe::core::fsutil::load_json(&dir.join(BUNDLE_FILE)).map_err(model_err)?;
+        let vectorizer = Vectorizer::load(&dir.join("vectorizer")).map_err(model_err)?;
+        let model = pipe::load_model(&dir.join("model"))?;
+        let labels = LabelSet::load(&dir.join("labels")).map_err(model_err)?;
+        let classifier = TextClassifier::new(vectorizer, model, labels, tch::Device::Cpu)?;
+        let description = format!("{} (bundle {})", record.description, dir.display());
+        ScoringModel::new(classifier, description, dir.join("model"), dir.join("labels"))
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ScoreError> {
+    let err = |path: &Path, e: std::io::Error| ScoreError::Output { path: path.to_path_buf(), message: e.to_string() };
+    std::fs::create_dir_all(to).map_err(|e| err(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| err(from, e))? {
+        let path = entry.map_err(|e| err(from, e))?.path();
+        let target = to.join(path.file_name().expect("a directory entry has a name"));
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target).map_err(|e| err(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The classifier behind the pipeline's one `predict` stage, from `report`
@@ -57,11 +153,10 @@ pub fn classifier_from_run(pipeline: &Pipeline, report: &RunReport) -> Result<Sc
         }
     };
     let model = pipe::load_model(&model_dir)?;
-    let digest = digest(&vectorizer, &[&model_dir, &labels_dir])?;
     let labels = LabelSet::load(&labels_dir).map_err(model_err)?;
     let classifier = TextClassifier::new(vectorizer, model, labels, tch::Device::Cpu)?;
     let description = format!("{} from `{}`, vectorizer from `{vectorizer_from}`", classifier.model_type(), predict.name);
-    Ok(ScoringModel { classifier, digest, description })
+    ScoringModel::new(classifier, description, model_dir, labels_dir)
 }
 
 fn predict_stage(pipeline: &Pipeline) -> Result<&pipe::core::PipelineStage, ScoreError> {
