@@ -5,6 +5,9 @@ PIPE_VENV="$("$PIPE_ROOT/scripts/ensure-venv.sh")"
 export PIPE_VENV
 export LIBTORCH_USE_PYTORCH=1
 export PATH="$PIPE_VENV/bin:$PATH"
+# The Python package's build (pyo3, maturin) targets the same venv.
+export VIRTUAL_ENV="$PIPE_VENV"
+export PYO3_PYTHON="$PIPE_VENV/bin/python"
 # Two cores here: one torch process at a time, threads bounded.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 # Test binaries of library crates have no rpath to torch (the `pipe` binary
