@@ -75,6 +75,9 @@ def test_arrow_pandas_and_polars_score_like_predict(model):
 
     batch = model.predict_arrow(table.to_batches()[0])
     assert isinstance(batch, pa.RecordBatch) and batch.num_rows == 64
+    # A slice shares its parent's buffers at an offset: its own rows are scored.
+    sliced = model.predict_arrow(pa.record_batch({"Text": texts}).slice(5, 7))
+    assert sliced["Category"].to_pylist() == model.predict(texts[5:12])
     for kind in (pa.large_string(), pa.string_view()):
         b = pa.record_batch({"Text": pa.array(texts[:5], kind)})
         assert model.predict_arrow(b)["Category"].to_pylist() == model.predict(texts[:5])
