@@ -18,8 +18,11 @@ pub mod output;
 pub mod shard;
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
+use pipe::core::IntArray;
+use pipe::vectorize::Vectorizer;
 use pipe::TextClassifier;
 use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 use serde::Serialize;
@@ -154,18 +157,26 @@ fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&S
     on_event(&ScoreEvent::Planned { files: files.len(), input_rows: file_rows.iter().sum(), shard: job.shard, shard_rows });
 
     let mut part = output::PartWriter::new(&job.output, job.shard)?;
-    let columns = job.columns();
-    for piece in &pieces {
-        let file = &files[piece.file];
-        let mut next_row = piece.rows.start;
-        input::read_batches(file, piece.rows.clone(), job.batch_rows, &columns, &mut |batch| {
-            let scored = score_batch(&model.classifier, job, &batch, &file.path, next_row)?;
-            next_row += batch.height() as u64;
+    // Two steps overlap: a reader thread reads and encodes the next batch
+    // while this thread scores and writes the current one. The channel holds
+    // one batch, so at most three are in memory.
+    std::thread::scope(|scope| {
+        let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded, ScoreError>>(1);
+        let vectorizer = model.classifier.vectorizer();
+        scope.spawn(move || {
+            let read = read_and_encode(job, &files, &pieces, vectorizer, &ready);
+            // A send fails only when the scorer stopped, having its own error.
+            if let Err(e) = read {
+                let _ = ready.send(Err(e));
+            }
+        });
+        for batch in encoded {
+            let scored = score_batch(&model.classifier, job, batch?)?;
             part.write(&scored)?;
             on_event(&ScoreEvent::Batch { rows_done: part.rows(), shard_rows });
-            Ok(())
-        })?;
-    }
+        }
+        Ok::<(), ScoreError>(())
+    })?;
     let rows = part.rows();
     let written = part.commit()?;
     let manifest = Manifest {
@@ -235,18 +246,59 @@ fn score_columns(top_k: usize) -> Vec<String> {
         .collect()
 }
 
-/// The carried columns of `batch`, then the predicted classes and probabilities.
-fn score_batch(classifier: &TextClassifier, job: &ScoreJob, batch: &DataFrame, path: &Path, first_row: u64) -> Result<DataFrame, ScoreError> {
+/// A batch as read, with its texts' token ids.
+struct Encoded {
+    batch: DataFrame,
+    ids: IntArray,
+    path: PathBuf,
+    first_row: u64,
+}
+
+/// Reads the shard's pieces batch by batch, encodes each batch's texts and
+/// sends it on; stops quietly when the receiver is gone.
+fn read_and_encode(
+    job: &ScoreJob,
+    files: &[InputFile],
+    pieces: &[shard::Piece],
+    vectorizer: &Vectorizer,
+    ready: &SyncSender<Result<Encoded, ScoreError>>,
+) -> Result<(), ScoreError> {
+    let columns = job.columns();
+    for piece in pieces {
+        let file = &files[piece.file];
+        let mut next_row = piece.rows.start;
+        let mut receiver_gone = false;
+        let read = input::read_batches(file, piece.rows.clone(), job.batch_rows, &columns, &mut |batch| {
+            let ids = vectorizer.encode(&batch_texts(job, &batch, &file.path, next_row)?);
+            let encoded = Encoded { batch, ids, path: file.path.clone(), first_row: next_row };
+            next_row += encoded.batch.height() as u64;
+            ready.send(Ok(encoded)).map_err(|_| {
+                receiver_gone = true;
+                ScoreError::Output { path: job.output.clone(), message: "scoring stopped".into() }
+            })
+        });
+        if receiver_gone {
+            return Ok(());
+        }
+        read?;
+    }
+    Ok(())
+}
+
+/// The text column of `batch`; a null or a non-text column names its row.
+fn batch_texts<'a>(job: &ScoreJob, batch: &'a DataFrame, path: &Path, first_row: u64) -> Result<Vec<&'a str>, ScoreError> {
     let row_err = |row: usize, message: String| ScoreError::Row { path: path.to_path_buf(), row: first_row + row as u64, message };
     let text = batch.column(&job.text_column).map_err(|e| row_err(0, e.to_string()))?;
     let strings = text.str().map_err(|_| row_err(0, format!("column `{}` holds {}, not text", job.text_column, text.dtype())))?;
-    let texts: Vec<&str> = strings
-        .iter()
-        .enumerate()
-        .map(|(row, t)| t.ok_or_else(|| row_err(row, format!("column `{}` is null", job.text_column))))
-        .collect::<Result<_, _>>()?;
+    strings.iter().enumerate().map(|(row, t)| t.ok_or_else(|| row_err(row, format!("column `{}` is null", job.text_column)))).collect()
+}
+
+/// The carried columns of the batch, then the predicted classes and probabilities.
+fn score_batch(classifier: &TextClassifier, job: &ScoreJob, encoded: Encoded) -> Result<DataFrame, ScoreError> {
+    let Encoded { batch, ids, path, first_row } = encoded;
+    let row_err = |row: usize, message: String| ScoreError::Row { path: path.clone(), row: first_row + row as u64, message };
     let classes = classifier.labels().len();
-    let scores = classifier.scores(&texts)?;
+    let scores = classifier.scores_of_ids(&ids)?;
     let probabilities = pipe::predict::softmax_rows(&scores, classes);
     let ranked: Vec<Vec<usize>> = scores.chunks(classes).map(|row| top_classes(row, job.top_k)).collect();
 

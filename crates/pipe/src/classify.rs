@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_core::{load_artifact, Artifact, LabelSet, LoadArtifact, RunReport};
+use pipe_core::{load_artifact, Artifact, IntArray, LabelSet, LoadArtifact, RunReport};
 use pipe_model::Checkpoint;
 use pipe_predict::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim};
 use pipe_tensor::{PaddingSide, TokenTensors};
@@ -144,12 +144,21 @@ impl TextClassifier {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = self.vectorizer.encode(texts);
+        self.scores_of_ids(&self.vectorizer.encode(texts))
+    }
+
+    /// [`Self::scores`] of texts already encoded by [`Self::vectorizer`]
+    /// (`encode`): a caller can encode the next batch on another thread
+    /// while the model scores this one.
+    pub fn scores_of_ids(&self, ids: &IntArray) -> Result<Vec<f32>, ClassifyError> {
+        if ids.shape().first() == Some(&0) {
+            return Ok(Vec::new());
+        }
         let padding = match self.vectorizer.options.padding {
             Side::Post => PaddingSide::Post,
             Side::Pre => PaddingSide::Pre,
         };
-        let tensors = TokenTensors::from_arrays(&ids, None, self.vectorizer.vocab.pad_id, Some(padding), Device::Cpu)
+        let tensors = TokenTensors::from_arrays(ids, None, self.vectorizer.vocab.pad_id, Some(padding), Device::Cpu)
             .map_err(|e| ClassifyError::Mismatch(e.to_string()))?;
         let scorer = scorer(self.model.as_ref()).expect("checked in new()");
         let options = ScoreOptions { device: self.device, batch_size: self.batch_size, trim: Trim::Auto };
