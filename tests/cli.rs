@@ -1,7 +1,7 @@
 //! End-to-end tests of the `pipe` binary on the toy stages: caching, the
 //! run options, status, dag, stages, gc, failures, crashes and the lock.
 
-use pipe_e2e::Scratch;
+use pipe_test_support::Scratch;
 
 const TOY: &str = "
 stages:
@@ -22,7 +22,7 @@ stages:
 ";
 
 fn toy() -> Scratch {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", TOY);
     s
 }
@@ -95,7 +95,7 @@ fn status_reports_fresh_stale_and_why() {
 
 #[test]
 fn external_file_contents_are_part_of_the_key() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("lines.txt", "ab\ncde\n");
     s.write(
         "p.yaml",
@@ -115,7 +115,7 @@ fn external_file_contents_are_part_of_the_key() {
 
 #[test]
 fn a_failing_stage_exits_non_zero_with_its_error_and_leaves_nothing() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", "stages:\n  numbers:\n    kind: toy_numbers\n  boom:\n    kind: toy_fail\n    message: the disk is on fire\n    inputs: { values: numbers.values }\n");
     let run = s.pipe(&["run", "p.yaml"]);
     assert_eq!(run.code(), Some(1));
@@ -177,7 +177,7 @@ fn a_second_pipe_waits_for_the_lock_then_gives_up() {
 
 #[test]
 fn invalid_pipelines_exit_2_with_a_position() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", "stages:\n  numbers:\n    kind: toy_numbrs\n");
     let run = s.pipe(&["run", "p.yaml"]);
     assert_eq!(run.code(), Some(2));
@@ -200,7 +200,7 @@ fn dag_in_three_formats() {
 
 #[test]
 fn stages_lists_every_kind_with_defaults() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     let listing = s.pipe(&["stages", "--json"]).ok().stdout();
     let kinds: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
     let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
@@ -225,18 +225,33 @@ fn stages_lists_every_kind_with_defaults() {
     let text = s.pipe(&["stages", "predict"]).ok().stdout();
     assert!(text.contains("batch_size: 256"), "{text}");
     // From a kind to its code in one hop.
-    assert!(text.contains("defined at crates/pipe-predict/src/lib.rs:"), "{text}");
-    let line: usize = text.split("lib.rs:").nth(1).and_then(|r| r.lines().next()).unwrap().trim().parse().unwrap();
-    let source = std::fs::read_to_string(pipe_e2e::repo_root().join("crates/pipe-predict/src/lib.rs")).unwrap();
-    assert!(source.lines().nth(line - 1).unwrap().contains("register_stage!(Predict, \"predict\""), "line {line}");
+    assert!(text.contains("defined at crates/pipe-predict/src/stages/predict.rs:"), "{text}");
+    let line: usize = text.split("predict.rs:").nth(1).and_then(|r| r.lines().next()).unwrap().trim().parse().unwrap();
+    let source = std::fs::read_to_string(pipe_test_support::repo_root().join("crates/pipe-predict/src/stages/predict.rs")).unwrap();
+    assert!(source.lines().nth(line - 1).unwrap().contains("#[stage(kind = \"predict\""), "line {line}");
     assert_eq!(s.pipe(&["stages", "predictt"]).code(), Some(2));
+}
+
+/// The product binary carries no test scaffolding: no toy stage kinds, and
+/// `PIPE_FAULT` (which makes `pipe-testing` abort at a crash point) does nothing.
+#[test]
+fn the_product_binary_has_no_test_scaffolding() {
+    let s = Scratch::tiny();
+    let listing = s.pipe(&["stages", "--json"]).ok().stdout();
+    let kinds: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
+    assert!(kinds.iter().any(|k| k["kind"] == "train"), "{listing}");
+    assert!(!kinds.iter().any(|k| k["kind"].as_str().unwrap().starts_with("toy_")), "{listing}");
+    assert_eq!(s.pipe(&["stages", "toy_fail"]).code(), Some(2));
+    let run = s.pipe_env(&["run", "tiny.yaml"], &[("PIPE_FAULT", "after-outputs")]).ok();
+    assert!(!run.stderr().contains("PIPE_FAULT"), "{}", run.stderr());
+    assert!(s.path("out/submission.csv").exists(), "{}", run.stdout());
 }
 
 /// Every registered kind deserializes from a pipeline under its listed name
 /// (the typetag name and the registry entry agree).
 #[test]
 fn every_registered_kind_loads_from_yaml() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     let listing = s.pipe(&["stages", "--json"]).ok().stdout();
     let kinds: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
     for kind in kinds {
@@ -254,8 +269,8 @@ fn every_registered_kind_loads_from_yaml() {
 /// settings, wiring), from any directory.
 #[test]
 fn every_shipped_pipeline_is_valid() {
-    let s = Scratch::new();
-    let dir = pipe_e2e::repo_root().join("pipelines");
+    let s = Scratch::new().lab();
+    let dir = pipe_test_support::repo_root().join("pipelines");
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

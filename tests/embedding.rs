@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use pipe::polars::prelude::*;
-use pipe::{core::LoadArtifact, core::Table, Cache, Event, FrameColumns, Pipeline, RecordingSink, RunOptions, StageOutcome, TextClassifier};
-use pipe_e2e::{pipe_bin, repo_root, Scratch};
+use pipe::{core::LoadArtifact, data::Table, Cache, Event, FrameColumns, Pipeline, RecordingSink, RunOptions, StageOutcome, TextClassifier};
+use pipe_test_support::{pipe_bin, repo_root, Scratch};
 
 fn raw_scratch() -> Scratch {
     let s = Scratch::new();
@@ -24,7 +24,7 @@ fn test_records() -> Vec<serde_json::Value> {
 
 /// Runs the pipeline in this process; paths in it are relative to `dir`.
 fn run_in(dir: &Path, events: &RecordingSink) -> pipe::RunReport {
-    pipe::tensor::runtime::set_threads(Some(1));
+    pipe::runtime::runtime::set_threads(Some(1));
     let yaml = std::fs::read_to_string(dir.join("tiny_raw.yaml")).unwrap();
     let absolute = yaml.replace("data/raw/", &format!("{}/data/raw/", dir.display())).replace("out/", &format!("{}/out/", dir.display()));
     let pipeline = Pipeline::from_yaml_str("tiny_raw.yaml", &absolute, &[]).unwrap();

@@ -2,7 +2,7 @@
 //! `tfidf_linear` model goes through the same predict, submission and
 //! evaluate stages as the LSTM, and `--only predict` reruns on the cached model.
 
-use pipe_e2e::{repo_root, Scratch};
+use pipe_test_support::{repo_root, Scratch};
 
 fn tiny_tfidf() -> Scratch {
     let s = Scratch::tiny();

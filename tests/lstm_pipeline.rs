@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pipe_e2e::{repo_root, Scratch};
+use pipe_test_support::{repo_root, Scratch};
 
 fn tiny() -> Scratch {
     Scratch::tiny()

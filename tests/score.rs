@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 
 use pipe::polars::prelude::*;
-use pipe_e2e::{repo_root, Scratch};
+use pipe_test_support::{repo_root, Scratch};
 
 /// tiny_raw.yaml and its raw records, trained once.
 fn trained() -> Scratch {

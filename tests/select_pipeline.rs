@@ -4,7 +4,7 @@
 //! (and reloaded from the cache by `--only predict`), and `ensemble`
 //! averages predict stages' probabilities with the weights it is given.
 
-use pipe_e2e::{repo_root, Scratch};
+use pipe_test_support::{repo_root, Scratch};
 
 fn tiny_select() -> Scratch {
     let s = Scratch::tiny();

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pipe_e2e::{pipe_bin, Scratch};
+use pipe_test_support::{pipe_bin, Scratch};
 
 /// Where the signal is sent: when this `--json` event is read.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +112,7 @@ fn outcomes(stdout: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[test]
 fn a_run_killed_or_interrupted_anywhere_resumes_to_the_same_submission() {
-    let reference = Scratch::tiny();
+    let reference = Scratch::tiny().lab();
     reference.pipe(RUN).ok();
     let expected = std::fs::read(reference.path("out/submission.csv")).expect("reference submission");
     let all_stages = outcomes(&reference.pipe(RUN).ok().stdout()).0;
@@ -121,7 +121,7 @@ fn a_run_killed_or_interrupted_anywhere_resumes_to_the_same_submission() {
     for &point in POINTS {
         for (signal, name) in [(libc::SIGKILL, "SIGKILL"), (libc::SIGINT, "SIGINT")] {
             let case = format!("{name} at {point:?}");
-            let s = Scratch::tiny();
+            let s = Scratch::tiny().lab();
             let (complete, status) = interrupted_run(&s, point, signal);
             match signal {
                 libc::SIGKILL => assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{case}"),

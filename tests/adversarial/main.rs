@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use pipe_e2e::{npy_file, Limited, Scratch};
+use pipe_test_support::{npy_file, Limited, Scratch};
 
 mod interrupts;
 
@@ -15,7 +15,7 @@ const QUICK: Duration = Duration::from_secs(20);
 
 /// The notebook's pipeline on tiny data with one artifact replaced.
 fn tiny_with(file: &str, bytes: &[u8]) -> Scratch {
-    let s = Scratch::tiny();
+    let s = Scratch::tiny().lab();
     std::fs::write(s.path("data").join(file), bytes).unwrap();
     s
 }
@@ -24,7 +24,7 @@ fn tiny_with(file: &str, bytes: &[u8]) -> Scratch {
 /// loaded: several hundred MB): memory bounds are measured above it.
 fn baseline_mb() -> f64 {
     static BASELINE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *BASELINE.get_or_init(|| Scratch::new().pipe_limited(&["--version"], QUICK).peak_mb)
+    *BASELINE.get_or_init(|| Scratch::new().lab().pipe_limited(&["--version"], QUICK).peak_mb)
 }
 
 fn assert_extra_memory_below(run: &Limited, mb: f64) {
@@ -140,7 +140,7 @@ fn a_zero_width_npy_of_four_billion_elements_is_refused() {
 
 #[test]
 fn out_of_range_training_settings_are_an_invalid_pipeline() {
-    let s = Scratch::tiny();
+    let s = Scratch::tiny().lab();
     for (set, needle) in [
         ("train.betas=[1.0,0.999]", "betas must each be in [0, 1)"),
         ("train.lr=1e30", "lr must be in (0, 1]"),
@@ -154,7 +154,7 @@ fn out_of_range_training_settings_are_an_invalid_pipeline() {
 
 #[test]
 fn output_names_that_leave_their_directory_are_refused_at_load() {
-    let s = Scratch::tiny();
+    let s = Scratch::tiny().lab();
     for name in ["../escape.json", "/tmp/escape.json", "a/b.json", ".."] {
         let set = format!("export_evaluation.json_name={name}");
         let run = s.pipe_limited(&["run", "tiny.yaml", "--set", &set], QUICK);
@@ -168,7 +168,7 @@ fn output_names_that_leave_their_directory_are_refused_at_load() {
 /// event, nothing cached.
 #[test]
 fn a_panicking_stage_is_reported_as_a_stage_failure() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", "stages:\n  boom:\n    kind: toy_fail\n    panic: true\n    message: kaboom\n");
     let run = s.pipe_limited(&["run", "p.yaml", "--json"], QUICK);
     assert_fails_naming(&run, 1, &["the stage panicked: kaboom"]);
@@ -187,7 +187,7 @@ stages:
 ";
 
 fn exec_pipeline(command: &str) -> Scratch {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", &EXEC.replace("CMD", command));
     s
 }
@@ -215,7 +215,7 @@ fn alive(pid: i32) -> bool {
 fn an_interrupted_exec_stage_leaves_nothing_running_and_nothing_cached() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let s = exec_pipeline("sleep 300 & echo $! > sleeper; wait");
-        let mut child = std::process::Command::new(pipe_e2e::pipe_bin())
+        let mut child = std::process::Command::new(pipe_test_support::lab_bin())
             .args(["run", "p.yaml"])
             .current_dir(s.dir.path())
             .stdout(std::process::Stdio::null())
@@ -263,7 +263,7 @@ fn background_processes_do_not_hold_an_exec_stage_open() {
     let run = s.pipe_limited(&["run", "p.yaml"], QUICK);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.seconds < 10.0, "took {:.1} s", run.seconds);
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", &EXEC.replace("CMD", "sleep 300").replace("outputs:", "timeout_s: 1\n    outputs:"));
     let run = s.pipe_limited(&["run", "p.yaml"], QUICK);
     assert_fails_naming(&run, 1, &["ran past timeout_s = 1"]);
@@ -282,7 +282,7 @@ fn a_chatty_command_costs_bounded_memory() {
 /// cached under the old contents' key.
 #[test]
 fn an_external_file_changed_during_its_stage_is_not_cached() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("input.txt", "one\n");
     s.write(
         "p.yaml",
@@ -309,17 +309,18 @@ stages:
 /// of pipelines that still exist (their relative paths did not resolve there).
 #[test]
 fn gc_from_a_subfolder_keeps_the_entries_of_existing_pipelines() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("pipelines/p.yaml", TOY);
     std::fs::create_dir(s.path("sub")).unwrap();
     s.pipe(&["run", "pipelines/p.yaml"]).ok();
-    let gc = std::process::Command::new(pipe_e2e::pipe_bin())
+    let gc = std::process::Command::new(pipe_test_support::lab_bin())
         .args(["--cache-dir", "../.pipe", "gc", "--dry-run"])
         .current_dir(s.path("sub"))
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&gc.stdout).contains("would remove 0 cache entries"), "{gc:?}");
-    let gc = std::process::Command::new(pipe_e2e::pipe_bin()).args(["--cache-dir", "../.pipe", "gc"]).current_dir(s.path("sub")).output().unwrap();
+    let gc =
+        std::process::Command::new(pipe_test_support::lab_bin()).args(["--cache-dir", "../.pipe", "gc"]).current_dir(s.path("sub")).output().unwrap();
     assert!(String::from_utf8_lossy(&gc.stdout).contains("removed 0 cache entries"), "{gc:?}");
     assert!(s.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty(), "gc removed live entries");
     // Once the pipeline is gone, so are its entries.
@@ -332,7 +333,7 @@ fn gc_from_a_subfolder_keeps_the_entries_of_existing_pipelines() {
 /// after `--lock-timeout`.
 #[test]
 fn status_and_gc_say_they_wait_and_honour_the_lock_timeout() {
-    let s = Scratch::new();
+    let s = Scratch::new().lab();
     s.write("p.yaml", TOY);
     s.pipe(&["run", "p.yaml"]).ok();
     let lock = std::fs::OpenOptions::new().write(true).open(s.path(".pipe/lock")).unwrap();
@@ -350,7 +351,7 @@ fn status_and_gc_say_they_wait_and_honour_the_lock_timeout() {
 fn two_concurrent_runs_both_succeed() {
     let s = exec_pipeline("sleep 1");
     let spawn = || {
-        std::process::Command::new(pipe_e2e::pipe_bin())
+        std::process::Command::new(pipe_test_support::lab_bin())
             .args(["run", "p.yaml"])
             .current_dir(s.dir.path())
             .stdout(std::process::Stdio::piped())

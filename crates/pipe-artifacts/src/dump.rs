@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use pipe_core::fsutil::atomic_write;
-use pipe_core::{IntArray, LabelSet, Vocabulary};
+use pipe_data::{IntArray, LabelSet, Vocabulary};
 
 /// The scikit-learn version recorded in a written `LabelEncoder`. A reader
 /// with another version warns (`InconsistentVersionWarning`) and loads it: the

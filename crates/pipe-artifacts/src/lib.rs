@@ -23,16 +23,16 @@ pub mod npy;
 pub mod numpy;
 pub mod pickle;
 pub mod sklearn;
-mod stage;
+mod stages;
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
-use pipe_core::{Column, IntArray, LabelSet, Table, Vocabulary};
+use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 
 pub use dump::{write_label_encoder, write_npy, write_vocabulary};
 pub use error::LoadError;
-pub use stage::{notebook_ports, LoadArtifacts};
+pub use stages::{notebook_ports, LoadArtifacts};
 
 fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|e| LoadError::new(path, None, format!("cannot read: {e}"), ""))

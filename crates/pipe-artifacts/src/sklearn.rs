@@ -1,7 +1,7 @@
 //! The Python objects the notebook unpickles, read from VM values: a
 //! vocabulary `dict[str, int]` and a fitted scikit-learn `LabelEncoder`.
 
-use pipe_core::{LabelSet, Vocabulary};
+use pipe_data::{LabelSet, Vocabulary};
 
 use crate::numpy::{array_from_value, scalar_int, Elements};
 use crate::pickle::Value;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pipe_artifacts::{read_label_encoder, read_npy, read_records, read_vocabulary, ArtifactFiles, NotebookArtifacts};
-use pipe_core::LabelSet;
+use pipe_data::LabelSet;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_core::{Cache, Override, Pipeline, RunOptions, RunReport};
+use pipe::core::{Cache, Override, Pipeline, RunOptions, RunReport};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -128,7 +128,7 @@ pub fn compare(
     seeds: &[u64],
     cache: &Cache,
     options: &RunOptions,
-    events: &dyn pipe_core::EventSink,
+    events: &dyn pipe::core::EventSink,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for path in pipelines {
@@ -137,7 +137,7 @@ pub fn compare(
         let mut runs = Vec::new();
         for &seed in &seeds {
             pipeline.seed = seed;
-            runs.push(measure(&pipe_core::run(&pipeline, cache, options, events)?));
+            runs.push(measure(&pipe::core::run(&pipeline, cache, options, events)?));
         }
         rows.push(row(path, &pipeline, seeds, &runs));
     }

@@ -1,7 +1,9 @@
 //! `pipe`: runs YAML pipelines of ML stages with a content-addressed cache.
 //!
-//! The binary parses flags and dispatches one function per subcommand; the
-//! work happens in `pipe-core` and the stage crates.
+//! The binary (`src/main.rs` calls [`main`]) parses flags and dispatches one
+//! function per subcommand; the work happens in the facade crate `pipe`. A
+//! library, so that the test harness's `pipe-testing` binary is this same
+//! program plus the toy stages and crash points.
 //!
 //! Exit codes: 0 success; 1 a stage or scoring failed; 2 bad usage or an invalid
 //! pipeline; 3 the cache is unusable (locked past the timeout, missing
@@ -17,21 +19,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use pipe_core::{Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, RunError, RunOptions};
-
-// Stage crates register their kinds at link time; naming each one keeps the
-// linker from dropping a crate the binary otherwise never mentions.
-use pipe_artifacts as _;
-use pipe_eval as _;
-use pipe_exec as _;
-use pipe_model as _;
-use pipe_predict as _;
-use pipe_select as _;
-use pipe_submit as _;
-use pipe_tensor::runtime;
-use pipe_toy as _;
-use pipe_train as _;
-use pipe_vectorize as _;
+// The facade links every stage crate, so every kind is registered.
+use pipe::core::{Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, RunError, RunOptions};
+use pipe::runtime::runtime;
 
 #[derive(Parser)]
 #[command(name = "pipe", version, about = "Run YAML pipelines of ML stages, cached by content.")]
@@ -204,7 +194,8 @@ enum DagArg {
     Dot,
 }
 
-fn main() -> ExitCode {
+/// Runs `pipe` with the process's arguments.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     exit_cleanly_on_interrupt();
     // Before torch starts its thread pool: its threads inherit the setting.
@@ -237,7 +228,7 @@ fn exit_cleanly_on_interrupt() {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            pipe_core::interrupt::clean_up();
+            pipe::core::interrupt::clean_up();
             let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
             eprintln!("pipe: interrupted by {name}; nothing of the running stage was cached");
             // _exit: no atexit handlers or C++ destructors while torch's
@@ -253,7 +244,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<PipelineError>().is_some() {
             return 2;
         }
-        if cause.downcast_ref::<pipe_core::CacheError>().is_some() {
+        if cause.downcast_ref::<pipe::core::CacheError>().is_some() {
             return 3;
         }
         if cause.downcast_ref::<pipe_score::ScoreError>().is_some() {
@@ -296,7 +287,7 @@ fn load_pipeline(path: &Path, set: &[String]) -> anyhow::Result<Pipeline> {
 
 fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Result<String> {
     let spec = requested.unwrap_or(&pipeline.device);
-    runtime::resolve_device(spec).map_err(|m| anyhow::anyhow!(m))
+    Ok(runtime::resolve_device(spec)?)
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -306,7 +297,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let cache = open_cache(&cli.cache_dir)?;
             let options = RunOptions { only, from, force, device, lock_timeout: Duration::from_secs(cli.lock_timeout) };
             let renderer = render::Renderer::new(json, cli.quiet);
-            let report = pipe_core::run(&pipeline, &cache, &options, &renderer);
+            let report = pipe::core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
             let report = report.with_context(|| format!("running {}", pipeline.source))?;
             if json {
@@ -320,7 +311,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
             let waiting = render::Renderer::new(false, cli.quiet);
-            let states = pipe_core::status(&pipeline, &cache, &device, Duration::from_secs(cli.lock_timeout), &waiting);
+            let states = pipe::core::status(&pipeline, &cache, &device, Duration::from_secs(cli.lock_timeout), &waiting);
             waiting.finish();
             let states = states?;
             if json {
@@ -359,7 +350,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare { pipelines, device, set, seeds, json } => {
             let overrides = parse_overrides(&set)?;
             let cache = open_cache(&cli.cache_dir)?;
-            let device = runtime::resolve_device(device.as_deref().unwrap_or("auto")).map_err(|m| anyhow::anyhow!(m))?;
+            let device = runtime::resolve_device(device.as_deref().unwrap_or("auto"))?;
             let options = RunOptions { device, ..RunOptions::default() };
             let renderer = render::Renderer::new(false, true);
             let rows = compare::compare(&pipelines, &overrides, &seeds, &cache, &options, &renderer);

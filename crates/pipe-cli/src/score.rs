@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pipe_core::{Event, EventSink, RunOptions};
+use pipe::core::{Event, EventSink, RunOptions};
 use pipe_score::{ScoreEvent, ScoreJob, ScoringModel};
 
 use crate::{open_cache, render, Settings};
@@ -30,7 +30,7 @@ pub fn load_model(
     let (pipeline, device) = settings.load(path)?;
     let cache = open_cache(cache_dir)?;
     let options = RunOptions { device, lock_timeout, ..RunOptions::default() };
-    let report = pipe_core::run(&pipeline, &cache, &options, renderer);
+    let report = pipe::core::run(&pipeline, &cache, &options, renderer);
     let report = report.with_context(|| format!("running {}", pipeline.source))?;
     Ok(pipe_score::classifier_from_run(&pipeline, &report)?)
 }

@@ -12,10 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
-
-use crate::fsutil;
 
 /// Why an artifact could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -158,151 +155,45 @@ impl Artifacts {
 }
 
 // ---------------------------------------------------------------------------
-// Built-in artifact types: the common currency between stage crates.
+// Generic artifact types: documents and files. The domain's data types
+// (arrays, vocabularies, label sets, tables) live in `pipe-data`.
 // ---------------------------------------------------------------------------
-
-/// An n-dimensional integer array (token ids, labels), stored as `.npy`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntArray(pub ArrayD<i64>);
-
-impl IntArray {
-    pub fn shape(&self) -> &[usize] {
-        self.0.shape()
-    }
-}
-
-const ARRAY_FILE: &str = "array.npy";
-
-impl Artifact for IntArray {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE_NAME
-    }
-    fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
-        let path = dir.join(ARRAY_FILE);
-        let file = fs::File::create(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        let standard = self.0.as_standard_layout();
-        ndarray_npy::WriteNpyExt::write_npy(&standard.view(), std::io::BufWriter::new(file)).map_err(|e| ArtifactError::invalid(&path, e))
-    }
-    fn summary(&self) -> String {
-        format!("i64{:?}", self.0.shape())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl LoadArtifact for IntArray {
-    const TYPE_NAME: &'static str = "int_array";
-    fn load(dir: &Path) -> Result<Self, ArtifactError> {
-        let path = dir.join(ARRAY_FILE);
-        let file = fs::File::open(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        let array: ArrayD<i64> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file)).map_err(|e| ArtifactError::invalid(&path, e))?;
-        Ok(IntArray(array.into_dimensionality::<IxDyn>().expect("dynamic dimension")))
-    }
-}
-
-register_artifact!(IntArray, "n-dimensional int64 array (.npy)");
-
-/// A token vocabulary: `tokens[id]` is the token with that id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Vocabulary {
-    pub tokens: Vec<String>,
-    pub pad_id: i64,
-    /// Id of the unknown-token entry, when the vocabulary has one.
-    pub unk_id: Option<i64>,
-}
-
-impl Vocabulary {
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-}
-
-/// The class names a label id maps back to (scikit-learn's `classes_`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "dtype", content = "values", rename_all = "snake_case")]
-pub enum LabelSet {
-    Strings(Vec<String>),
-    Integers(Vec<i64>),
-}
-
-impl LabelSet {
-    pub fn len(&self) -> usize {
-        match self {
-            LabelSet::Strings(v) => v.len(),
-            LabelSet::Integers(v) => v.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The class name of label id `i`, as it goes into a CSV.
-    pub fn name(&self, i: usize) -> Option<String> {
-        match self {
-            LabelSet::Strings(v) => v.get(i).cloned(),
-            LabelSet::Integers(v) => v.get(i).map(|x| x.to_string()),
-        }
-    }
-}
-
-/// A small table of named columns (record ids, predictions joined to ids).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Table {
-    pub columns: Vec<Column>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Column {
-    pub name: String,
-    pub values: Vec<serde_json::Value>,
-}
-
-impl Table {
-    pub fn rows(&self) -> usize {
-        self.columns.first().map_or(0, |c| c.values.len())
-    }
-    pub fn column(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name == name)
-    }
-}
 
 /// A free-form JSON document (metrics, reports).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JsonDoc(pub serde_json::Value);
 
+/// Implements [`Artifact`] and [`LoadArtifact`] for a serde type stored as
+/// one JSON file, and registers it: `json_artifact!(Type, "type_name",
+/// "file.json", "doc", |value| summary)`.
+#[macro_export]
 macro_rules! json_artifact {
     ($ty:ty, $name:expr, $file:expr, $doc:expr, |$s:ident| $summary:expr) => {
-        impl Artifact for $ty {
+        impl $crate::Artifact for $ty {
             fn type_name(&self) -> &'static str {
-                <Self as LoadArtifact>::TYPE_NAME
+                <Self as $crate::LoadArtifact>::TYPE_NAME
             }
-            fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
-                fsutil::save_json(&dir.join($file), self)
+            fn save(&self, dir: &::std::path::Path) -> Result<(), $crate::ArtifactError> {
+                $crate::fsutil::save_json(&dir.join($file), self)
             }
             fn summary(&self) -> String {
                 let $s = self;
                 $summary
             }
-            fn as_any(&self) -> &dyn Any {
+            fn as_any(&self) -> &dyn ::std::any::Any {
                 self
             }
         }
-        impl LoadArtifact for $ty {
+        impl $crate::LoadArtifact for $ty {
             const TYPE_NAME: &'static str = $name;
-            fn load(dir: &Path) -> Result<Self, ArtifactError> {
-                fsutil::load_json(&dir.join($file))
+            fn load(dir: &::std::path::Path) -> Result<Self, $crate::ArtifactError> {
+                $crate::fsutil::load_json(&dir.join($file))
             }
         }
-        register_artifact!($ty, $doc);
+        $crate::register_artifact!($ty, $doc);
     };
 }
 
-json_artifact!(Vocabulary, "vocabulary", "vocabulary.json", "token vocabulary with its <PAD> id", |s| format!("{} tokens", s.len()));
-json_artifact!(LabelSet, "label_set", "labels.json", "class names for label ids", |s| format!("{} classes", s.len()));
-json_artifact!(Table, "table", "table.json", "named columns of JSON values", |s| format!("{} rows × {} columns", s.rows(), s.columns.len()));
 json_artifact!(JsonDoc, "json", "doc.json", "a JSON document (metrics, reports)", |_s| "json".to_string());
 
 /// Files a stage produced for people (a CSV, a plot), kept by name.

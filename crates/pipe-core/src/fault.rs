@@ -1,11 +1,21 @@
-//! Crash injection for tests: `PIPE_FAULT=<point>` aborts the process at that
-//! point, the way a power cut or `kill -9` would, so tests can check that an
-//! interrupted run leaves no entry that reads as valid.
+//! Named points where a run can be made to crash, for tests of what an
+//! interrupted run leaves behind. The runner and the cache call [`point`]
+//! at each; a test harness installs a hook with [`set_hook`] (the
+//! `pipe-testing` binary of `pipe-test-support` aborts where `PIPE_FAULT`
+//! says, as a power cut or `kill -9` would). The product never installs one.
 
-/// Aborts the process if `PIPE_FAULT` names this point.
+use std::sync::OnceLock;
+
+static HOOK: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Installs the function every [`point`] calls with its name (once per process).
+pub fn set_hook(hook: fn(&str)) {
+    let _ = HOOK.set(hook);
+}
+
+/// A crash point: calls the hook, if a test harness installed one.
 pub fn point(name: &str) {
-    if std::env::var_os("PIPE_FAULT").is_some_and(|v| v == name) {
-        eprintln!("pipe: PIPE_FAULT={name}: aborting here on purpose");
-        std::process::abort();
+    if let Some(hook) = HOOK.get() {
+        hook(name);
     }
 }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::artifact::{ArtifactError, Artifacts};
+use crate::artifact::{ArtifactError, Artifacts, LoadArtifact};
 use crate::events::{Event, EventSink, Level};
 
 /// A named, typed input or output of a stage.
@@ -30,6 +30,14 @@ impl Port {
     pub fn named(name: impl Into<String>, type_name: &'static str, doc: &'static str) -> Self {
         Port { name: Cow::Owned(name.into()), type_name, required: true, doc }
     }
+    /// A required port carrying artifacts of type `T`.
+    pub const fn of<T: LoadArtifact>(name: &'static str, doc: &'static str) -> Self {
+        Port::new(name, T::TYPE_NAME, doc)
+    }
+    /// An optional input of type `T`.
+    pub const fn optional_of<T: LoadArtifact>(name: &'static str, doc: &'static str) -> Self {
+        Port::optional(name, T::TYPE_NAME, doc)
+    }
 }
 
 /// The input type that accepts an output of any artifact type.
@@ -38,9 +46,11 @@ pub const ANY_TYPE: &str = "any";
 /// One step of a pipeline.
 ///
 /// Implementations are plain serde structs whose fields are the stage's
-/// config (`#[serde(deny_unknown_fields, default)]`), registered with
-/// `#[typetag::serde(name = "...")]` so a YAML `kind:` selects them, plus a
-/// [`register_stage!`](crate::register_stage) line so `pipe stages` lists them.
+/// config (`#[serde(deny_unknown_fields, default)]`), one per file
+/// (`src/stages/<kind>.rs`), declared with
+/// `#[stage(kind = "...", summary = "...")]` on this impl: that registers the
+/// kind with `typetag` (a YAML `kind:` selects the type) and with
+/// `pipe stages`, in one place.
 #[typetag::serde(tag = "kind")]
 pub trait Stage: fmt::Debug {
     /// The inputs this stage takes; the runner hands them over in [`Stage::run`].
@@ -156,8 +166,8 @@ pub struct StageInfo {
 
 inventory::collect!(StageInfo);
 
-/// Registers a stage kind for listing. The kind must equal the
-/// `#[typetag::serde(name = ...)]` name; a test in each crate checks it.
+/// Registers a stage kind for listing; [`#[stage]`](macro@crate::stage) calls it with
+/// the kind it gives `typetag`, so the two cannot differ.
 #[macro_export]
 macro_rules! register_stage {
     ($ty:ty, $kind:expr, $summary:expr) => {

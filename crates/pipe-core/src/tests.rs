@@ -25,13 +25,13 @@ struct TSource {
     rate: f64,
 }
 
-#[typetag::serde(name = "t_source")]
+#[stage(kind = "t_source", summary = "test source")]
 impl Stage for TSource {
     fn inputs(&self) -> Vec<Port> {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::new("out", "json", "")]
+        vec![Port::of::<JsonDoc>("out", "")]
     }
     fn code_version(&self) -> u32 {
         1
@@ -43,7 +43,6 @@ impl Stage for TSource {
         Ok(out)
     }
 }
-register_stage!(TSource, "t_source", "test source");
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,13 +52,13 @@ struct TAdd {
     zero: bool,
 }
 
-#[typetag::serde(name = "t_add")]
+#[stage(kind = "t_add", summary = "test adder")]
 impl Stage for TAdd {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::new("in", "json", ""), Port::optional("extra", "json", "")]
+        vec![Port::of::<JsonDoc>("in", ""), Port::optional_of::<JsonDoc>("extra", "")]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::new("out", "json", "")]
+        vec![Port::of::<JsonDoc>("out", "")]
     }
     fn code_version(&self) -> u32 {
         1
@@ -73,16 +72,15 @@ impl Stage for TAdd {
         Ok(out)
     }
 }
-register_stage!(TAdd, "t_add", "test adder");
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct TFiles {}
 
-#[typetag::serde(name = "t_files")]
+#[stage(kind = "t_files", summary = "takes files")]
 impl Stage for TFiles {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::new("in", "files", "")]
+        vec![Port::of::<Files>("in", "")]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![]
@@ -94,7 +92,6 @@ impl Stage for TFiles {
         Ok(Artifacts::new())
     }
 }
-register_stage!(TFiles, "t_files", "takes files");
 
 const CHAIN: &str = "
 stages:

@@ -10,7 +10,7 @@
 //! - The `tfidf_linear` stage fits one.
 
 pub mod features;
-mod stage;
+mod stages;
 pub mod svm;
 
 use std::any::Any;
@@ -20,7 +20,7 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 
 pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
-pub use stage::{rows_of, training_rows_ports, FitReport, TfidfLinear};
+pub use stages::{rows_of, training_rows_ports, FitReport, TfidfLinear};
 pub use svm::{ClassWeight, LinearSvm, SvmConfig};
 
 /// Errors of fitting and scoring.

@@ -10,6 +10,7 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use tch::{nn, Device, Tensor};
 
 use crate::model::{Classifier, ModelSpec};
+use crate::ModelError;
 
 /// A model's spec and weights (on the CPU).
 #[derive(Debug)]
@@ -31,7 +32,7 @@ impl Checkpoint {
     }
 
     /// Builds the model on `device` and loads these weights into it.
-    pub fn build(&self, device: Device) -> Result<(nn::VarStore, Classifier), String> {
+    pub fn build(&self, device: Device) -> Result<(nn::VarStore, Classifier), ModelError> {
         let vs = nn::VarStore::new(device);
         let model = Classifier::zeroed(&vs.root(), &self.spec)?;
         self.load_into(&vs)?;
@@ -39,19 +40,19 @@ impl Checkpoint {
     }
 
     /// Copies these weights into a var store holding the same parameters.
-    pub fn load_into(&self, vs: &nn::VarStore) -> Result<(), String> {
+    pub fn load_into(&self, vs: &nn::VarStore) -> Result<(), ModelError> {
         let mut vars = vs.variables();
         if vars.len() != self.tensors.len() {
             let mut expected: Vec<_> = vars.keys().cloned().collect();
             expected.sort();
             let found: Vec<_> = self.tensors.iter().map(|(n, _)| n.clone()).collect();
-            return Err(format!("checkpoint has tensors {found:?}, the model expects {expected:?}"));
+            return Err(ModelError::TensorNames { found, expected });
         }
         tch::no_grad(|| {
             for (name, tensor) in &self.tensors {
-                let var = vars.get_mut(name).ok_or_else(|| format!("checkpoint tensor `{name}` is not a parameter of this model"))?;
+                let var = vars.get_mut(name).ok_or_else(|| ModelError::UnknownTensor(name.clone()))?;
                 if var.size() != tensor.size() {
-                    return Err(format!("`{name}` has shape {:?} in the checkpoint, {:?} in the model", tensor.size(), var.size()));
+                    return Err(ModelError::ShapeMismatch { name: name.clone(), checkpoint: tensor.size(), model: var.size() });
                 }
                 var.copy_(tensor);
             }

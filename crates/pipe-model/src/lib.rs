@@ -7,16 +7,19 @@
 //! - [`Checkpoint`] holds a spec and its weights; stored as safetensors with
 //!   the notebook's `state_dict` names (`embedding.weight`, `lstm.weight_ih_l0`, …).
 //! - Stage kinds `lstm_classifier`, `gru_classifier` and `bag_of_ngrams`
-//!   initialise a model from the vocabulary and label set, seeded by the pipeline.
+//!   (`src/stages/<kind>.rs`) initialise a model from the vocabulary and
+//!   label set, seeded by the pipeline.
 
 mod checkpoint;
 mod dropout;
+mod error;
 mod model;
 pub mod precision;
-mod stage;
+mod stages;
 
 pub use checkpoint::Checkpoint;
 pub use dropout::dropout;
+pub use error::ModelError;
 pub use model::{check_token_ids, native_bfloat16, Architecture, Classifier, ModelSpec, Pooling, Precision};
 pub use precision::{CpuFacts, PrecisionChoice, PrecisionDecision};
-pub use stage::{initialise, BagOfNgrams, GruClassifier, LstmClassifier};
+pub use stages::{initialise, BagOfNgrams, GruClassifier, LstmClassifier, Recurrent, RecurrentConfig, RecurrentLayer};

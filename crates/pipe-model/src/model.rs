@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 use pipe_tensor::PaddingSide;
 
 use crate::dropout::dropout;
+use crate::ModelError;
 
 /// How a sequence of RNN outputs becomes one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -44,21 +45,28 @@ pub enum Precision {
     Bfloat16,
 }
 
+impl Precision {
+    /// The name a pipeline and a report use: `float32` or `bfloat16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Float32 => "float32",
+            Precision::Bfloat16 => "bfloat16",
+        }
+    }
+}
+
 /// Checks that every token id names a row of the model's embedding: an id
 /// outside `0..vocab_size` would make libtorch's embedding lookup fail.
-pub fn check_token_ids(spec: &ModelSpec, ids: &Tensor) -> Result<(), String> {
+pub fn check_token_ids(spec: &ModelSpec, ids: &Tensor) -> Result<(), ModelError> {
     if ids.numel() == 0 {
         return Ok(());
     }
     let (min, max) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
     if min < 0 {
-        return Err(format!("token id {min} is negative"));
+        return Err(ModelError::NegativeTokenId(min));
     }
     if max >= spec.vocab_size {
-        return Err(format!(
-            "token id {max} is beyond the model's {} embedding rows (data from another vocabulary, or an `ngrams` stage with more buckets than the model?)",
-            spec.vocab_size
-        ));
+        return Err(ModelError::TokenIdBeyondEmbedding { id: max, rows: spec.vocab_size });
     }
     Ok(())
 }
@@ -114,24 +122,10 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// The notebook's model: Embedding(V, 128) → LSTM(128 → 64) → last step → Dropout(0.3) → Linear.
+    /// The notebook's model: Embedding(V, 128) → LSTM(128 → 64) → last step → Dropout(0.3) → Linear,
+    /// in float32: `lstm_classifier`'s defaults.
     pub fn notebook(vocab_size: i64, pad_id: i64, num_classes: i64) -> ModelSpec {
-        ModelSpec {
-            architecture: Architecture::Lstm,
-            vocab_size,
-            pad_id,
-            num_classes,
-            embed_dim: 128,
-            hidden_dim: 64,
-            layers: 1,
-            bidirectional: false,
-            dropout: 0.3,
-            layer_dropout: 0.0,
-            embedding_dropout: 0.0,
-            pooling: Pooling::LastStep,
-            sparse_embedding: false,
-            precision: Precision::Float32,
-        }
+        crate::stages::RecurrentConfig::default().spec_with(Architecture::Lstm, vocab_size, pad_id, num_classes, Precision::Float32)
     }
 
     fn directions(&self) -> i64 {
@@ -273,18 +267,18 @@ impl Classifier {
     /// Creates the parameters under `vs` with PyTorch's names and initialisation:
     /// `embedding.weight` N(0, 1) with the padding row zeroed, RNN weights
     /// uniform ±1/√hidden, `fc` weight and bias uniform ±1/√in.
-    pub fn new(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, String> {
+    pub fn new(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, ModelError> {
         Self::build(vs, spec, true)
     }
 
     /// The same parameters, all zero, for weights about to be loaded: draws no
     /// random numbers (and so leaves torch's generator where it was).
-    pub(crate) fn zeroed(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, String> {
+    pub(crate) fn zeroed(vs: &nn::Path, spec: &ModelSpec) -> Result<Classifier, ModelError> {
         Self::build(vs, spec, false)
     }
 
-    fn build(vs: &nn::Path, spec: &ModelSpec, random: bool) -> Result<Classifier, String> {
-        spec.validate()?;
+    fn build(vs: &nn::Path, spec: &ModelSpec, random: bool) -> Result<Classifier, ModelError> {
+        spec.validate().map_err(ModelError::InvalidSpec)?;
         let init = |random_init: Init| if random { random_init } else { Init::Const(0.0) };
         let embedding = (vs / "embedding").var("weight", &[spec.vocab_size, spec.embed_dim], init(Init::Randn { mean: 0.0, stdev: 1.0 }));
         tch::no_grad(|| {
@@ -430,9 +424,9 @@ fn mean_max_in_one_pass(out: &Tensor, lengths: &Tensor, padding: PaddingSide, me
     let xs = unsafe { std::slice::from_raw_parts(out.data_ptr() as *const f32, rows * time * features) };
     let width = features * (mean as usize + max as usize);
     let mut pooled = vec![0f32; rows * width];
-    let rows_per_part = rows.div_ceil(pipe_tensor::parallel::threads()).max(1);
+    let rows_per_part = rows.div_ceil(pipe_runtime::parallel::threads()).max(1);
     let parts: Vec<(usize, &mut [f32])> = pooled.chunks_mut(rows_per_part * width.max(1)).enumerate().collect();
-    pipe_tensor::parallel::for_each(parts, |(part, chunk)| {
+    pipe_runtime::parallel::for_each(parts, |(part, chunk)| {
         for (i, row_out) in chunk.chunks_mut(width.max(1)).enumerate() {
             let r = part * rows_per_part + i;
             let len = lengths[r].clamp(0, time as i64) as usize;

@@ -59,7 +59,7 @@ pub struct CpuFacts {
 
 impl CpuFacts {
     pub fn of_this_machine() -> CpuFacts {
-        CpuFacts { avx512_bf16: crate::model::native_bfloat16(), onednn_max_cpu_isa: pipe_tensor::cpu::onednn_max_cpu_isa() }
+        CpuFacts { avx512_bf16: crate::model::native_bfloat16(), onednn_max_cpu_isa: pipe_runtime::cpu::onednn_max_cpu_isa() }
     }
 
     /// Whether oneDNN will run bfloat16 natively here.

@@ -54,6 +54,6 @@ fn checkpoints_round_trip_with_pytorch_names() {
 fn a_mismatched_checkpoint_is_refused_with_names() {
     let mut checkpoint = Checkpoint::read(&fixture()).unwrap();
     checkpoint.spec.hidden_dim = 32;
-    let err = checkpoint.build(Device::Cpu).err().unwrap();
+    let err = checkpoint.build(Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("has shape [7, 64] in the checkpoint, [7, 32] in the model"), "{err}");
 }

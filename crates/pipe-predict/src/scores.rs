@@ -12,11 +12,26 @@ use std::path::Path;
 use ndarray::Array2;
 use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use pipe_linear::LinearModel;
-use pipe_model::Checkpoint;
+use pipe_model::{Checkpoint, ModelError};
 use pipe_tensor::TokenTensors;
 use tch::Device;
 
 use crate::{Predictor, Trim};
+
+/// Why a model could not score rows.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The rows do not fit the model (token ids beyond its vocabulary), or its weights do not load.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the model's score for row {row} is not finite ({value}): its weights may hold NaN")]
+    NotFinite { row: usize, value: f32 },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// A model kind's own reason (a linear model's, an ensemble member's).
+    #[error("{0}")]
+    Other(String),
+}
 
 /// How to run a model over rows.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +53,7 @@ pub trait ScoreRows {
     fn classes(&self) -> usize;
     /// Scores `[rows × classes]`, row-major, in input order, whose softmax
     /// is the model's class probabilities (logits, margins or log-probabilities).
-    fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, String>;
+    fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, ScoreError>;
 }
 
 /// A registered scoreable artifact type.
@@ -78,11 +93,11 @@ impl ScoreRows for Checkpoint {
     fn classes(&self) -> usize {
         self.spec.num_classes as usize
     }
-    fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, String> {
+    fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         pipe_model::check_token_ids(&self.spec, &data.ids)?;
         let predictor = Predictor::new(self, options.device)?;
         let logits = predictor.logits(data, options.batch_size, options.trim);
-        Vec::<f32>::try_from(logits.reshape([-1])).map_err(|e| e.to_string())
+        Ok(Vec::<f32>::try_from(logits.reshape([-1]))?)
     }
 }
 register_scorer!(Checkpoint);
@@ -92,9 +107,9 @@ impl ScoreRows for LinearModel {
         self.svm.classes()
     }
     /// The SVMs' margins, on the CPU whatever the device.
-    fn scores(&self, data: &TokenTensors, _options: &ScoreOptions) -> Result<Vec<f32>, String> {
+    fn scores(&self, data: &TokenTensors, _options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         let width = data.ids.size().get(1).copied().unwrap_or(0).max(0) as usize;
-        let ids = Vec::<i64>::try_from(data.ids.reshape([-1]).to_device(Device::Cpu)).map_err(|e| e.to_string())?;
+        let ids = Vec::<i64>::try_from(data.ids.reshape([-1]).to_device(Device::Cpu))?;
         let rows: Vec<&[i64]> = if width == 0 { vec![&[][..]; data.rows() as usize] } else { ids.chunks(width).collect() };
         Ok(self.decision(&rows).into_iter().flatten().collect())
     }
@@ -116,9 +131,9 @@ pub fn softmax_rows(scores: &[f32], classes: usize) -> Vec<f32> {
 
 /// Refuses scores a class cannot be read from: a NaN or an infinity names
 /// its row (a model trained into NaN, a tampered file).
-pub fn check_finite(scores: &[f32], classes: usize) -> Result<(), String> {
+pub fn check_finite(scores: &[f32], classes: usize) -> Result<(), ScoreError> {
     match scores.iter().position(|s| !s.is_finite()) {
-        Some(i) => Err(format!("the model's score for row {} is not finite ({}): its weights may hold NaN", i / classes.max(1), scores[i])),
+        Some(i) => Err(ScoreError::NotFinite { row: i / classes.max(1), value: scores[i] }),
         None => Ok(()),
     }
 }
@@ -191,10 +206,10 @@ mod tests {
 
     #[test]
     fn non_finite_scores_are_refused_with_their_row() {
-        assert_eq!(check_finite(&[0.1, 0.2, 0.3, 0.4], 2), Ok(()));
-        let err = check_finite(&[0.1, 0.2, f32::NAN, 0.4], 2).unwrap_err();
+        assert!(check_finite(&[0.1, 0.2, 0.3, 0.4], 2).is_ok());
+        let err = check_finite(&[0.1, 0.2, f32::NAN, 0.4], 2).unwrap_err().to_string();
         assert!(err.contains("row 1") && err.contains("NaN"), "{err}");
-        assert!(check_finite(&[f32::INFINITY, 0.0], 2).unwrap_err().contains("row 0"));
+        assert!(check_finite(&[f32::INFINITY, 0.0], 2).unwrap_err().to_string().contains("row 0"));
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn run_pipeline(
 ) -> Result<(Pipeline, pipe::RunReport), String> {
     let pipeline = load_pipeline(path, overrides)?;
     let cache = Cache::open(cache_dir.unwrap_or_else(|| PathBuf::from(".pipe"))).map_err(|e| chain(&e))?;
-    let device = pipe::tensor::runtime::resolve_device(&pipeline.device)?;
+    let device = pipe::runtime::runtime::resolve_device(&pipeline.device).map_err(|e| e.to_string())?;
     let options = RunOptions { only, force, device, ..RunOptions::default() };
     let report = pipe::run(&pipeline, &cache, &options, &NullSink).map_err(|e| chain(&e))?;
     Ok((pipeline, report))

@@ -6,33 +6,51 @@ use tch::Device;
 
 use crate::cpu::{self, ThreadDecision};
 
+/// Why a device name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device `{0}`: expected auto, cpu, cuda or cuda:N")]
+    Unknown(String),
+    #[error("device `{0}`: expected cuda:N")]
+    BadIndex(String),
+    #[error("device `{name}` requested, but {count} CUDA device(s) are available{hint}", hint = no_cuda_hint(.count))]
+    NoSuchCuda { name: String, count: usize },
+    #[error("unresolved device `{0}`")]
+    Unresolved(String),
+}
+
+fn no_cuda_hint(count: &usize) -> &'static str {
+    if *count == 0 {
+        " (is this a CPU-only machine or a CPU-only libtorch?)"
+    } else {
+        ""
+    }
+}
+
 /// Resolves a device spec (`auto`, `cpu`, `cuda`, `cuda:N`) to a concrete name.
-pub fn resolve_device(spec: &str) -> Result<String, String> {
+pub fn resolve_device(spec: &str) -> Result<String, DeviceError> {
     match spec {
         "auto" => Ok(if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }),
         "cpu" => Ok("cpu".into()),
         "cuda" => resolve_device("cuda:0"),
         s if s.starts_with("cuda:") => {
-            let n: usize = s[5..].parse().map_err(|_| format!("device `{s}`: expected cuda:N"))?;
+            let n: usize = s[5..].parse().map_err(|_| DeviceError::BadIndex(s.to_string()))?;
             let count = tch::Cuda::device_count() as usize;
             if n >= count {
-                return Err(format!(
-                    "device `{s}` requested, but {count} CUDA device(s) are available{}",
-                    if count == 0 { " (is this a CPU-only machine or a CPU-only libtorch?)" } else { "" }
-                ));
+                return Err(DeviceError::NoSuchCuda { name: s.to_string(), count });
             }
             Ok(s.to_string())
         }
-        other => Err(format!("unknown device `{other}`: expected auto, cpu, cuda or cuda:N")),
+        other => Err(DeviceError::Unknown(other.to_string())),
     }
 }
 
 /// The tch device for a resolved name.
-pub fn device(name: &str) -> Result<Device, String> {
+pub fn device(name: &str) -> Result<Device, DeviceError> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda:") => s[5..].parse().map(Device::Cuda).map_err(|_| format!("bad device `{s}`")),
-        other => Err(format!("unresolved device `{other}`")),
+        s if s.starts_with("cuda:") => s[5..].parse().map(Device::Cuda).map_err(|_| DeviceError::BadIndex(s.to_string())),
+        other => Err(DeviceError::Unresolved(other.to_string())),
     }
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
-use pipe::core::IntArray;
+use pipe::data::IntArray;
 use pipe::vectorize::Vectorizer;
 use pipe::TextClassifier;
 use polars::prelude::{Column, DataFrame, NamedFrom, Series};

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe::core::{Artifact, LabelSet, LoadArtifact, Pipeline, RunReport, Vocabulary};
+use pipe::core::{Artifact, LoadArtifact, Pipeline, RunReport};
+use pipe::data::{LabelSet, Vocabulary};
 use pipe::tensor::{PaddingSide, TokenTensors};
 use pipe::vectorize::{Side, Vectorizer, VectorizerOptions};
 use pipe::TextClassifier;

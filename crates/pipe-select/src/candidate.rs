@@ -3,12 +3,12 @@
 //! (`kind: tfidf_linear` with its fields; a torch model as `model:` plus
 //! `train:` settings).
 
-use pipe_core::{LabelSet, Vocabulary};
+use pipe_data::{LabelSet, Vocabulary};
 use pipe_linear::TfidfLinear;
 use pipe_model::{BagOfNgrams, GruClassifier, LstmClassifier};
 use pipe_tensor::TokenTensors;
 use pipe_train::sampler::{stratified_split, Rng};
-use pipe_train::TrainConfig;
+use pipe_train::Train;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -24,7 +24,7 @@ pub enum Candidate {
         #[serde(default)]
         model: LstmClassifier,
         #[serde(default)]
-        train: TrainConfig,
+        train: Train,
         /// Train on at most this many rows (a stratified sample): bounds the
         /// time a network takes on large data, where it joins an ensemble.
         #[serde(default)]
@@ -34,7 +34,7 @@ pub enum Candidate {
         #[serde(default)]
         model: GruClassifier,
         #[serde(default)]
-        train: TrainConfig,
+        train: Train,
         /// Train on at most this many rows (a stratified sample): bounds the
         /// time a network takes on large data, where it joins an ensemble.
         #[serde(default)]
@@ -45,7 +45,7 @@ pub enum Candidate {
         #[serde(default)]
         model: BagOfNgrams,
         #[serde(default)]
-        train: TrainConfig,
+        train: Train,
         /// Train on at most this many rows (a stratified sample): bounds the
         /// time a network takes on large data, where it joins an ensemble.
         #[serde(default)]
@@ -161,13 +161,13 @@ pub fn capped(subset: &[usize], max_rows: Option<usize>, labels: &[i64], seed: u
 
 fn fit_torch(
     spec: &pipe_model::ModelSpec,
-    train: &TrainConfig,
+    train: &Train,
     tensors: &TokenTensors,
     data: &FitData,
     progress: &mut pipe_train::Progress,
 ) -> Result<MemberModel, String> {
     let initial = pipe_model::initialise(spec, data.seed).map_err(|e| e.to_string())?;
-    let trained = pipe_train::train(&initial, tensors, train, data.device, data.seed, progress, &mut |_| {})?;
+    let trained = pipe_train::train(&initial, tensors, train, data.device, data.seed, progress, &mut |_| {}).map_err(|e| e.to_string())?;
     Ok(MemberModel::Checkpoint(trained.checkpoint))
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use pipe_linear::LinearModel;
 use pipe_model::Checkpoint;
-use pipe_predict::{register_scorer, ScoreOptions, ScoreRows};
+use pipe_predict::{register_scorer, ScoreError, ScoreOptions, ScoreRows};
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +58,7 @@ impl Member {
     }
 
     /// The model's raw scores for `data` (bigrams appended first when it needs them).
-    pub fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, String> {
+    pub fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         match (self.bigram_buckets, &self.model) {
             (Some(buckets), MemberModel::Checkpoint(c)) => {
                 let vocab_size = c.spec.vocab_size - buckets;
@@ -69,7 +69,7 @@ impl Member {
     }
 
     /// Calibrated class probabilities.
-    pub fn probabilities(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, String> {
+    pub fn probabilities(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         Ok(calibrate::probabilities(&self.scores(data, options)?, self.classes(), self.temperature))
     }
 }
@@ -85,7 +85,7 @@ impl ScoreRows for EnsembleModel {
         self.members.first().map_or(0, Member::classes)
     }
     /// Log of the weighted mean probability: its softmax is that mean.
-    fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, String> {
+    fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         let mut mean = vec![0f32; data.rows() as usize * self.classes()];
         for member in self.members.iter().filter(|m| m.weight > 0.0) {
             let p = member.probabilities(data, options)?;
@@ -183,7 +183,7 @@ register_artifact!(EnsembleModel, "calibrated, weighted models (ensemble.json + 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipe_core::{IntArray, Vocabulary};
+    use pipe_data::{IntArray, Vocabulary};
     use pipe_linear::TfidfLinear;
 
     fn toy() -> (Vec<Vec<i64>>, Vec<i64>, Vocabulary) {

@@ -18,15 +18,13 @@
 mod budget;
 pub mod calibrate;
 mod candidate;
-mod ensemble;
 mod ensemble_model;
-mod select;
+mod stages;
 
 pub use budget::Budget;
 pub use candidate::{Candidate, FitData};
-pub use ensemble::Ensemble;
 pub use ensemble_model::{EnsembleModel, Member, MemberModel};
-pub use select::{stratified_folds, Select, Validation};
+pub use stages::{stratified_folds, Ensemble, Select, Validation};
 
 /// Errors of fitting candidates and combining them.
 #[derive(Debug, thiserror::Error)]

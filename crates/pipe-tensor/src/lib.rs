@@ -1,34 +1,26 @@
-//! Token-id arrays as torch tensors, and the torch runtime settings of a run.
+//! Token-id arrays as torch tensors.
 //!
 //! Overview:
 //! - [`TokenTensors`]: ids `[n, max_len]` int64, per-row lengths (non-pad
 //!   tokens), optional labels, and the detected [`PaddingSide`]. An artifact,
 //!   stored as safetensors.
 //! - [`TokenTensors::from_arrays`]: one copy from an `IntArray` to a tensor.
-//! - The `to_tensors` stage wraps it for pipelines.
-//! - [`ngrams`]: hashed word bigrams for bag-of-n-grams models (the `ngrams` stage).
-//! - [`cpu`]: the SIMD level of hand-written kernels and the thread count,
-//!   decided from the machine at run time.
-//! - [`runtime`]: device names (`auto`, `cpu`, `cuda:N`), thread count and
-//!   flushing denormals, set once at start-up.
-//! - [`parallel`]: CPU work split across torch's own threads.
-//! - [`cuda_graph`]: record kernels once, replay them with one launch (tch
-//!   does not bind CUDA graphs).
+//! - [`ngrams`]: hashed word bigrams for bag-of-n-grams models.
+//! - Stage kinds `to_tensors` and `ngrams` (`src/stages/<kind>.rs`) wrap
+//!   them for pipelines.
 
-pub mod cpu;
-pub mod cuda_graph;
 pub mod ngrams;
-pub mod parallel;
-pub mod runtime;
+mod stages;
+
+pub use stages::{Ngrams, ToTensors};
 
 use std::any::Any;
 use std::path::Path;
 
-use pipe_core::{
-    register_artifact, register_stage, Artifact, ArtifactError, Artifacts, IntArray, LoadArtifact, Port, Stage, StageContext, StageError, Vocabulary,
-};
+use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
+use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Where the padding of each row sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +46,18 @@ pub enum TensorError {
     WrongSide { row: usize, found: PaddingSide, expected: PaddingSide },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// One batch of [`TokenTensors::length_sorted_batches`].
+#[derive(Debug)]
+pub struct Batch {
+    /// The batch's rows: their positions in the whole set.
+    pub rows: Vec<i64>,
+    /// The same positions as a tensor on the data's device.
+    pub index: Tensor,
+    /// Those rows' ids (cut to the longest row when trimming) and lengths.
+    pub ids: Tensor,
+    pub lengths: Tensor,
 }
 
 /// Token ids with lengths and padding side, ready for a sequence model.
@@ -131,6 +135,24 @@ impl TokenTensors {
             _ => ids,
         };
         (ids, lengths)
+    }
+
+    /// `rows` (every row when `None`) in batches of at most `batch_size`,
+    /// shortest rows first so that little padding is computed, each batch
+    /// cut to its longest row when `trim`. Inference goes through here, in
+    /// training (validation passes) and in prediction alike.
+    pub fn length_sorted_batches(&self, rows: Option<&[i64]>, batch_size: usize, trim: bool) -> impl Iterator<Item = Batch> + '_ {
+        let lengths = Vec::<i64>::try_from(&self.lengths.to_device(Device::Cpu)).expect("int64 lengths");
+        let mut order: Vec<i64> = rows.map_or_else(|| (0..lengths.len() as i64).collect(), <[i64]>::to_vec);
+        order.sort_by_key(|&i| lengths[i as usize]);
+        let batch_size = batch_size.max(1);
+        (0..order.len().div_ceil(batch_size)).map(move |b| {
+            let chunk = &order[b * batch_size..((b + 1) * batch_size).min(order.len())];
+            let longest = chunk.iter().map(|&i| lengths[i as usize]).max().unwrap_or(1).max(1);
+            let index = Tensor::from_slice(chunk).to_device(self.ids.device());
+            let (ids, lengths) = self.select_rows(&index, trim.then_some(longest));
+            Batch { rows: chunk.to_vec(), index, ids, lengths }
+        })
     }
 
     /// The same tensors on `device` (no copy when already there).
@@ -242,55 +264,11 @@ pub enum PaddingConfig {
     Post,
 }
 
-/// The `to_tensors` stage: an id matrix (and optional labels) to [`TokenTensors`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ToTensors {
-    pub padding: PaddingConfig,
-}
-
-#[typetag::serde(name = "to_tensors")]
-impl Stage for ToTensors {
-    fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("x", "int_array", "token ids [rows, max_len]"),
-            Port::optional("y", "int_array", "label ids [rows]"),
-            Port::new("vocab", "vocabulary", "for the <PAD> id"),
-        ]
-    }
-    fn outputs(&self) -> Vec<Port> {
-        vec![Port::new("tensors", "token_tensors", "ids, lengths, labels, padding side")]
-    }
-    fn code_version(&self) -> u32 {
-        1
-    }
-    fn depends_on_env(&self) -> bool {
-        false
-    }
-    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let x = inputs.get::<IntArray>("x")?;
-        let y = inputs.get_opt::<IntArray>("y")?;
-        let vocab = inputs.get::<Vocabulary>("vocab")?;
-        let expected = match self.padding {
-            PaddingConfig::Auto => None,
-            PaddingConfig::Pre => Some(PaddingSide::Pre),
-            PaddingConfig::Post => Some(PaddingSide::Post),
-        };
-        let device = runtime::device(ctx.device).map_err(StageError::invalid)?;
-        let tensors = TokenTensors::from_arrays(x, y, vocab.pad_id, expected, device).map_err(StageError::other)?;
-        let mean_len = tensors.lengths.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
-        ctx.info(format!("{} rows × {}, {:?}-padded, mean length {mean_len:.1}", tensors.rows(), tensors.width(), tensors.padding));
-        let mut out = Artifacts::new();
-        out.insert("tensors", tensors);
-        Ok(out)
-    }
-}
-register_stage!(ToTensors, "to_tensors", "token-id matrix → int64 tensors with lengths and padding side");
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
+    use tch::Kind;
 
     fn matrix(rows: &[&[i64]]) -> IntArray {
         let width = rows[0].len();

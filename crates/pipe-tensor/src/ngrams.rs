@@ -1,8 +1,7 @@
 //! Hashed word bigrams appended to each row's token ids (fastText's trick):
-//! computed once as a stage, cached like any output, and read by a bag model.
+//! computed once by the `ngrams` stage, cached like any output, and read by a
+//! bag model.
 
-use pipe_core::{register_stage, Artifacts, Port, Stage, StageContext, StageError, Vocabulary};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::{PaddingSide, TokenTensors};
@@ -49,52 +48,11 @@ pub fn append_bigrams(data: &TokenTensors, vocab_size: i64, buckets: i64) -> Tok
     }
 }
 
-/// The `ngrams` stage: appends hashed bigram ids (vocabulary size and up).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Ngrams {
-    /// Hash buckets for bigrams; the bag model needs the same number.
-    pub buckets: i64,
-}
-
-impl Default for Ngrams {
-    fn default() -> Self {
-        Ngrams { buckets: 1 << 16 }
-    }
-}
-
-#[typetag::serde(name = "ngrams")]
-impl Stage for Ngrams {
-    fn inputs(&self) -> Vec<Port> {
-        vec![Port::new("tensors", "token_tensors", "token ids"), Port::new("vocab", "vocabulary", "bigram ids start after it")]
-    }
-    fn outputs(&self) -> Vec<Port> {
-        vec![Port::new("tensors", "token_tensors", "token ids followed by hashed bigram ids")]
-    }
-    fn code_version(&self) -> u32 {
-        1
-    }
-    fn depends_on_env(&self) -> bool {
-        false
-    }
-    fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        if self.buckets <= 0 {
-            return Err(StageError::invalid("buckets must be positive"));
-        }
-        let data = inputs.get::<TokenTensors>("tensors")?;
-        let vocab = inputs.get::<Vocabulary>("vocab")?;
-        let mut out = Artifacts::new();
-        out.insert("tensors", append_bigrams(data, vocab.len() as i64, self.buckets));
-        Ok(out)
-    }
-}
-register_stage!(Ngrams, "ngrams", "append hashed word-bigram ids to each row (for bag_of_ngrams)");
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
-    use pipe_core::IntArray;
+    use pipe_data::IntArray;
 
     #[test]
     fn appends_bigrams_after_the_tokens() {

@@ -1,33 +1,51 @@
 //! Helpers for the end-to-end tests in `tests/`, which drive the real `pipe`
 //! binary (built by `cargo build -p pipe-cli` in the same profile) in a
-//! scratch directory.
+//! scratch directory, or, for tests of the runner, the cache and
+//! interrupts, `pipe-testing` ([`Scratch::lab`]: `pipe` plus the toy stages
+//! and crash points).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `pipe` binary next to the running test executable (`target/<profile>/pipe`).
+/// The product `pipe` binary next to the running test executable (`target/<profile>/pipe`).
 pub fn pipe_bin() -> PathBuf {
+    built_binary("pipe", "pipe-cli")
+}
+
+/// `pipe-testing`: `pipe` plus the toy stages and crash points.
+pub fn lab_bin() -> PathBuf {
+    built_binary("pipe-testing", "pipe-test-support")
+}
+
+fn built_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("pipe");
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p pipe-cli` (scripts/test does)", bin.display());
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p {package}` (scripts/test does)", bin.display());
     bin
 }
 
 /// The repository root (for data and pipelines).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 /// A scratch directory in which to run `pipe`.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// The binary [`Scratch::pipe`] runs.
+    pub bin: PathBuf,
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().expect("temp dir") }
+        Scratch { dir: tempfile::tempdir().expect("temp dir"), bin: pipe_bin() }
+    }
+
+    /// The same scratch directory, running `pipe-testing` instead of `pipe`.
+    pub fn lab(self) -> Scratch {
+        Scratch { bin: lab_bin(), ..self }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -49,7 +67,7 @@ impl Scratch {
     }
 
     pub fn pipe_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(pipe_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args).current_dir(self.dir.path()).env("PIPE_THREADS", "1").env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
@@ -77,7 +95,7 @@ impl Scratch {
     /// Runs `pipe ARGS` killed after `limit`, sampling its peak resident
     /// memory (VmHWM) while it runs.
     pub fn pipe_limited(&self, args: &[&str], limit: Duration) -> Limited {
-        let mut child = Command::new(pipe_bin())
+        let mut child = Command::new(&self.bin)
             .args(args)
             .current_dir(self.dir.path())
             .env("PIPE_THREADS", "1")

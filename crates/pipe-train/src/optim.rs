@@ -8,8 +8,8 @@
 //! for bit, but each row's share of it runs when something next reads the
 //! row, in cache, instead of as a pass over the whole table every step.
 
-use pipe_tensor::cpu::{simd_level, SimdLevel};
-use pipe_tensor::parallel;
+use pipe_runtime::cpu::{simd_level, SimdLevel};
+use pipe_runtime::parallel;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -589,7 +589,7 @@ unsafe fn adam_chunk_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f3
     adam_chunk_fma(p, g, m, v, k)
 }
 
-/// The kernel for the level this machine runs ([`pipe_tensor::cpu::simd_level`]:
+/// The kernel for the level this machine runs ([`pipe_runtime::cpu::simd_level`]:
 /// the CPU's widest, capped by `ONEDNN_MAX_CPU_ISA`).
 fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
     adam_chunk_at(simd_level(), p, g, m, v, k)

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use pipe_core::LabelSet;
+use pipe_data::LabelSet;
 
 /// Sorted distinct class names (scikit-learn's `classes_`), and their ids.
 #[derive(Debug, Clone, PartialEq)]

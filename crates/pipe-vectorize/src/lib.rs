@@ -19,12 +19,12 @@
 
 mod frame;
 mod labels;
-mod stage;
+mod stages;
 mod vectorizer;
 
 pub use frame::{read_frame, FrameFormat, TextColumns};
 pub use labels::LabelEncoder;
-pub use stage::{python_json_records, UnknownLabels, Vectorize};
+pub use stages::{python_json_records, UnknownLabels, Vectorize};
 pub use vectorizer::{tokenize, Side, Vectorizer, VectorizerOptions};
 
 use std::path::PathBuf;

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use ndarray::{ArrayD, IxDyn};
-use pipe_core::{register_artifact, Artifact, ArtifactError, IntArray, LoadArtifact, Vocabulary};
+use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
+use pipe_data::{IntArray, Vocabulary};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 

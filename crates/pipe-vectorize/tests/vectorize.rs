@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use pipe_artifacts::{read_label_encoder, read_npy, read_vocabulary};
-use pipe_core::{IntArray, LabelSet, LoadArtifact, Table, Vocabulary};
+use pipe_core::LoadArtifact;
+use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
 use pipe_vectorize::{python_json_records, read_frame, tokenize, FrameFormat, Side, UnknownLabels, Vectorize, Vectorizer, VectorizerOptions};
 
 fn repo() -> PathBuf {

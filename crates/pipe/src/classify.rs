@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_core::{load_artifact, Artifact, IntArray, LabelSet, LoadArtifact, RunReport};
+use pipe_core::{load_artifact, Artifact, LoadArtifact, RunReport};
+use pipe_data::{IntArray, LabelSet};
 use pipe_model::Checkpoint;
 use pipe_predict::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim};
 use pipe_tensor::{PaddingSide, TokenTensors};
@@ -23,6 +24,8 @@ pub enum ClassifyError {
     Artifact(#[from] pipe_core::ArtifactError),
     #[error("the model and its inputs disagree: {0}")]
     Mismatch(String),
+    #[error("the model and its inputs disagree: {0}")]
+    Score(#[from] pipe_predict::ScoreError),
     #[error("{0}")]
     Frame(String),
     #[error("a `{0}` artifact is not a model that can score texts (scoreable: {1})")]
@@ -162,8 +165,8 @@ impl TextClassifier {
             .map_err(|e| ClassifyError::Mismatch(e.to_string()))?;
         let scorer = scorer(self.model.as_ref()).expect("checked in new()");
         let options = ScoreOptions { device: self.device, batch_size: self.batch_size, trim: Trim::Auto };
-        let scores = scorer.scores(&tensors, &options).map_err(ClassifyError::Mismatch)?;
-        check_finite(&scores, self.labels.len()).map_err(ClassifyError::Mismatch)?;
+        let scores = scorer.scores(&tensors, &options)?;
+        check_finite(&scores, self.labels.len())?;
         Ok(scores)
     }
 

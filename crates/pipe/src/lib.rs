@@ -17,8 +17,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The stage crates are re-exported by concern: [`core`], [`artifacts`],
-//! [`vectorize`], [`tensor`], [`model`], [`train`], [`linear`], [`select`], [`predict`], [`submit`],
+//! The stage crates are re-exported by concern: [`core`], [`data`], [`artifacts`],
+//! [`vectorize`], [`tensor`], [`runtime`], [`model`], [`train`], [`linear`], [`select`], [`predict`], [`submit`],
 //! [`eval`], [`exec`]; [`polars`] is the version the DataFrame functions take.
 
 mod classify;
@@ -30,16 +30,16 @@ pub use pipe_core::{
 
 pub use pipe_artifacts as artifacts;
 pub use pipe_core as core;
+pub use pipe_data as data;
 pub use pipe_eval as eval;
 pub use pipe_exec as exec;
 pub use pipe_linear as linear;
 pub use pipe_model as model;
 pub use pipe_predict as predict;
+pub use pipe_runtime as runtime;
 pub use pipe_select as select;
 pub use pipe_submit as submit;
 pub use pipe_tensor as tensor;
 pub use pipe_train as train;
 pub use pipe_vectorize as vectorize;
 pub use polars;
-// Linked for its stage kinds (`toy_*`), which the example pipelines use.
-use pipe_toy as _;

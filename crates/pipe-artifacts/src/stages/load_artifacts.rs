@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use pipe_core::{register_stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use crate::{read_record_columns, ArtifactFiles, NotebookArtifacts};
@@ -38,17 +39,17 @@ impl Default for LoadArtifacts {
 /// (`load_artifacts`, `vectorize`), so either feeds the same downstream stages.
 pub fn notebook_ports() -> Vec<Port> {
     vec![
-        Port::new("x_train", "int_array", "token ids [rows, max_len]"),
-        Port::new("y_train", "int_array", "label ids [rows]"),
-        Port::new("x_test", "int_array", "token ids [rows, max_len]"),
-        Port::new("vocab", "vocabulary", "token → id, with <PAD>"),
-        Port::new("labels", "label_set", "classes_ of the LabelEncoder"),
-        Port::new("test_ids", "table", "the id column of the test records"),
-        Port::optional("test_labels", "table", "id and true label of each test row, when known"),
+        Port::of::<IntArray>("x_train", "token ids [rows, max_len]"),
+        Port::of::<IntArray>("y_train", "label ids [rows]"),
+        Port::of::<IntArray>("x_test", "token ids [rows, max_len]"),
+        Port::of::<Vocabulary>("vocab", "token → id, with <PAD>"),
+        Port::of::<LabelSet>("labels", "classes_ of the LabelEncoder"),
+        Port::of::<Table>("test_ids", "the id column of the test records"),
+        Port::optional_of::<Table>("test_labels", "id and true label of each test row, when known"),
     ]
 }
 
-#[typetag::serde(name = "load_artifacts")]
+#[stage(kind = "load_artifacts", summary = "the notebook's .npy/joblib/JSON artifacts, loaded safely")]
 impl Stage for LoadArtifacts {
     fn inputs(&self) -> Vec<Port> {
         vec![]
@@ -90,4 +91,3 @@ impl Stage for LoadArtifacts {
         Ok(out)
     }
 }
-register_stage!(LoadArtifacts, "load_artifacts", "the notebook's .npy/joblib/JSON artifacts, loaded safely");

@@ -1,27 +1,5 @@
-//! The `exec` stage: runs an external command as a pipeline stage, so a
-//! script in any language can sit between `pipe`'s own stages and still be
-//! cached, rerun only when something it depends on changed, and fail loudly.
-//!
-//! ```yaml
-//! dedupe:
-//!   kind: exec
-//!   command: ["python3", "scripts/dedupe.py", "{in.raw}/submission.csv", "{out.clean}"]
-//!   outputs: { clean: clean.csv }
-//!   files: [scripts/dedupe.py]
-//!   inputs: { raw: submission.file }
-//! ```
-//!
-//! - `{in.NAME}` is an input port: the directory holding that upstream
-//!   output's files. The placeholders in the command declare the inputs.
-//! - `{out.NAME}` is the path the command must write output `NAME` to; the
-//!   `outputs` map declares each output's file name. Each output is a `files`
-//!   artifact holding that one file.
-//! - In a shell-string command the substituted paths are single-quoted.
-//! - The cache key covers the command line, `env`, the input digests and the
-//!   contents of `files` (what the command reads that no stage produces,
-//!   the script itself included).
-//! - A non-zero exit, a timeout or a missing output fails the stage with the
-//!   command's stderr; nothing is cached and no output is left behind.
+//! The `exec` stage: an external command with declared input and output
+//! files, cached like any stage (see the crate's documentation).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -30,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipe_core::{interrupt, register_stage, Artifacts, Files, Port, Stage, StageContext, StageError, ANY_TYPE};
+use pipe_core::{interrupt, stage, Artifacts, Files, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
 use serde::{Deserialize, Serialize};
 
 /// The command: an argument list run directly, or one string run by `sh -c`.
@@ -276,13 +254,13 @@ fn absolute(path: &Path) -> Result<PathBuf, StageError> {
     std::path::absolute(path).map_err(|e| StageError::io(path, e))
 }
 
-#[typetag::serde(name = "exec")]
+#[stage(kind = "exec", summary = "an external command with declared input and output files, cached like any stage")]
 impl Stage for Exec {
     fn inputs(&self) -> Vec<Port> {
         self.inputs.iter().map(|name| Port::named(name.clone(), ANY_TYPE, "an upstream output, as a directory of its files")).collect()
     }
     fn outputs(&self) -> Vec<Port> {
-        self.config.outputs.keys().map(|name| Port::named(name.clone(), "files", "the file the command wrote")).collect()
+        self.config.outputs.keys().map(|name| Port::named(name.clone(), Files::TYPE_NAME, "the file the command wrote")).collect()
     }
     fn code_version(&self) -> u32 {
         1
@@ -372,4 +350,3 @@ impl Stage for Exec {
         Ok(out)
     }
 }
-register_stage!(Exec, "exec", "an external command with declared input and output files, cached like any stage");

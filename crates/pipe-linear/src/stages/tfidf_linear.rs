@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use pipe_core::{register_stage, Artifacts, IntArray, JsonDoc, LabelSet, Port, Stage, StageContext, StageError, Vocabulary};
+use pipe_core::{stage, Artifacts, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_data::{IntArray, LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use crate::features::{TfidfConfig, TfidfVectorizer};
@@ -96,15 +97,18 @@ impl TfidfLinear {
     }
 }
 
-#[typetag::serde(name = "tfidf_linear")]
+#[stage(
+    kind = "tfidf_linear",
+    summary = "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC"
+)]
 impl Stage for TfidfLinear {
     fn inputs(&self) -> Vec<Port> {
         training_rows_ports()
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
-            Port::new("model", "linear_model", "the fitted vectorizer and SVM weights"),
-            Port::new("metrics", "json", "features, training time, solver convergence per class"),
+            Port::of::<LinearModel>("model", "the fitted vectorizer and SVM weights"),
+            Port::of::<JsonDoc>("metrics", "features, training time, solver convergence per class"),
         ]
     }
     fn code_version(&self) -> u32 {
@@ -145,20 +149,15 @@ impl Stage for TfidfLinear {
         Ok(out)
     }
 }
-register_stage!(
-    TfidfLinear,
-    "tfidf_linear",
-    "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC"
-);
 
 /// The inputs of a stage that fits a model on the notebook's arrays
 /// (`tfidf_linear`, `select`): token ids, labels, vocabulary, class names.
 pub fn training_rows_ports() -> Vec<Port> {
     vec![
-        Port::new("x", "int_array", "training token ids [rows, max_len]"),
-        Port::new("y", "int_array", "training class ids [rows]"),
-        Port::new("vocab", "vocabulary", "token texts by id, and the padding id"),
-        Port::new("labels", "label_set", "the class names"),
+        Port::of::<IntArray>("x", "training token ids [rows, max_len]"),
+        Port::of::<IntArray>("y", "training class ids [rows]"),
+        Port::of::<Vocabulary>("vocab", "token texts by id, and the padding id"),
+        Port::of::<LabelSet>("labels", "the class names"),
     ]
 }
 

@@ -2,7 +2,8 @@
 //! class probabilities over the same rows. Weights are given; `select`
 //! fits them (and a temperature per model) on validation instead.
 
-use pipe_core::{register_stage, Artifacts, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_data::{LabelSet, Table};
 use pipe_predict::{predictions_table, ClassProbabilities, Predictions};
 use serde::{Deserialize, Serialize};
 
@@ -28,17 +29,17 @@ impl Ensemble {
     }
 }
 
-#[typetag::serde(name = "ensemble")]
+#[stage(kind = "ensemble", summary = "average the class probabilities of several predict stages (optionally weighted)")]
 impl Stage for Ensemble {
     fn inputs(&self) -> Vec<Port> {
         let mut ports: Vec<Port> =
             self.members.iter().map(|m| Port::named(m.clone(), ClassProbabilities::TYPE_NAME, "a predict stage's `probabilities`")).collect();
-        ports.push(Port::new("labels", "label_set", "class names for the ids"));
+        ports.push(Port::of::<LabelSet>("labels", "class names for the ids"));
         ports
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
-            Port::new("predictions", "table", "class_id, label (and probability, top_k) per row, in input order"),
+            Port::of::<Table>("predictions", "class_id, label (and probability, top_k) per row, in input order"),
             Port::new("probabilities", ClassProbabilities::TYPE_NAME, "the weighted mean probabilities"),
         ]
     }
@@ -87,4 +88,3 @@ impl Stage for Ensemble {
         Ok(out)
     }
 }
-register_stage!(Ensemble, "ensemble", "average the class probabilities of several predict stages (optionally weighted)");

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use pipe_core::{register_stage, Artifacts, Files, IntArray, JsonDoc, LabelSet, Port, Stage, StageContext, StageError, Vocabulary};
+use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_data::{IntArray, LabelSet, Vocabulary};
 use pipe_predict::{ScoreOptions, Trim};
-use pipe_tensor::{runtime, TokenTensors};
+use pipe_runtime::runtime;
+use pipe_tensor::TokenTensors;
 use pipe_train::sampler::{stratified_split, Rng};
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -135,16 +137,16 @@ struct Scored {
     holdout_member: Option<Member>,
 }
 
-#[typetag::serde(name = "select")]
+#[stage(kind = "select", summary = "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit")]
 impl Stage for Select {
     fn inputs(&self) -> Vec<Port> {
         pipe_linear::training_rows_ports()
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
-            Port::new("model", "ensemble_model", "the chosen model or ensemble, calibrated (for `predict`)"),
-            Port::new("metrics", "json", "each candidate's validation macro-F1, log-loss, temperature and time; the choice"),
-            Port::new("report", "files", "selection.csv: the table of candidates"),
+            Port::of::<EnsembleModel>("model", "the chosen model or ensemble, calibrated (for `predict`)"),
+            Port::of::<JsonDoc>("metrics", "each candidate's validation macro-F1, log-loss, temperature and time; the choice"),
+            Port::of::<Files>("report", "selection.csv: the table of candidates"),
         ]
     }
     fn code_version(&self) -> u32 {
@@ -197,7 +199,7 @@ impl Stage for Select {
             return Err(StageError::invalid(format!("label {bad} at row {row} is outside the {} classes", label_set.len())));
         }
         let tensors = TokenTensors::from_arrays(x, Some(y), vocab.pad_id, None, Device::Cpu).map_err(StageError::invalid)?;
-        let device = runtime::device(ctx.device).map_err(StageError::invalid)?;
+        let device = runtime::device(ctx.device).map_err(StageError::other)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let data = FitData { rows, labels: &labels, tensors: &tensors, vocab, label_set, device, device_name: ctx.device, seed: ctx.seed, threads };
 
@@ -299,7 +301,7 @@ impl Stage for Select {
         for (s, w) in scored.iter().zip(&weights) {
             csv.push_str(&format!(
                 "{},{},{:.6},{:.6},{:.4},{:.3},{:.2}\n",
-                pipe_core::csv::field(&s.name),
+                pipe_data::csv::field(&s.name),
                 s.kind,
                 s.macro_f1,
                 s.log_loss,
@@ -364,8 +366,8 @@ impl Select {
                 return Err(Skipped::OverBudget(why));
             }
             let member = fitted.map_err(fail)?;
-            let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(fail)?;
-            pipe_predict::check_finite(&fold_scores, classes).map_err(fail)?;
+            let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(|e| fail(e.to_string()))?;
+            pipe_predict::check_finite(&fold_scores, classes).map_err(|e| fail(e.to_string()))?;
             scores.extend(fold_scores);
             holdout_member = Some(member);
         }
@@ -389,8 +391,6 @@ enum Skipped {
     OverBudget(String),
     Failed(SelectError),
 }
-
-register_stage!(Select, "select", "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit");
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipe_core::fsutil::atomic_write;
-use pipe_core::{register_stage, Artifacts, Column, IntArray, LabelSet, LoadArtifact, Port, Stage, StageContext, StageError, Table, Vocabulary};
+use pipe_core::{stage, Artifacts, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use crate::{read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions};
@@ -182,15 +183,15 @@ impl Vectorize {
     }
 }
 
-#[typetag::serde(name = "vectorize")]
+#[stage(kind = "vectorize", summary = "raw text records (JSON/CSV/Parquet) → the notebook's token-id artifacts")]
 impl Stage for Vectorize {
     fn inputs(&self) -> Vec<Port> {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
         let mut ports = pipe_artifacts::notebook_ports();
-        ports.push(Port::new("test_records", "table", "id and text of each test record (test_mini.json)"));
-        ports.push(Port::new("vectorizer", "vectorizer", "the fitted vocabulary and settings, to encode new texts"));
+        ports.push(Port::of::<Table>("test_records", "id and text of each test record (test_mini.json)"));
+        ports.push(Port::of::<Vectorizer>("vectorizer", "the fitted vocabulary and settings, to encode new texts"));
         ports
     }
     fn code_version(&self) -> u32 {
@@ -212,7 +213,6 @@ impl Stage for Vectorize {
         Ok(())
     }
 }
-register_stage!(Vectorize, "vectorize", "raw text records (JSON/CSV/Parquet) → the notebook's token-id artifacts");
 
 /// Writes the notebook's files from the stage's stored outputs, each atomically.
 fn export_notebook_files(dir: &Path, outputs: &BTreeMap<String, PathBuf>) -> Result<(), StageError> {

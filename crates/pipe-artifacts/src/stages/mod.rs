@@ -1,0 +1,5 @@
+//! The stage kinds of this crate, one file per kind.
+
+mod load_artifacts;
+
+pub use load_artifacts::{notebook_ports, LoadArtifacts};

@@ -1,0 +1,5 @@
+//! The stage kinds of this crate, one file per kind.
+
+mod exec;
+
+pub use exec::{CommandLine, Exec, ExecConfig};

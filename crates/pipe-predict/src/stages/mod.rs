@@ -1,0 +1,5 @@
+//! The stage kinds of this crate, one file per kind.
+
+mod predict;
+
+pub use predict::Predict;

@@ -1,0 +1,75 @@
+//! The `predict` stage: class names and probabilities for token rows, from
+//! any scoreable model.
+
+use pipe_core::{stage, Artifacts, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
+use pipe_data::{LabelSet, Table};
+use pipe_runtime::runtime;
+use pipe_tensor::TokenTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::{check_finite, predictions_table, scoreable_types, scorer, softmax_rows, ClassProbabilities, Predictions, ScoreOptions, Trim};
+
+/// Classifies rows with a trained model, in bounded batches, results in input order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Predict {
+    /// Rows per forward pass: bounds memory whatever the test set's size.
+    pub batch_size: usize,
+    pub trim_padding: Trim,
+    /// Also output the `top_k` most likely classes with probabilities (0: none).
+    pub top_k: usize,
+}
+
+impl Default for Predict {
+    fn default() -> Self {
+        Predict { batch_size: 256, trim_padding: Trim::Auto, top_k: 0 }
+    }
+}
+
+#[stage(kind = "predict", summary = "classify rows with a trained model, in bounded batches, results in input order")]
+impl Stage for Predict {
+    fn inputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("model", ANY_TYPE, "the trained model: a `checkpoint` (torch), a `linear_model` (tfidf_linear), an `ensemble_model` (select)"),
+            Port::of::<TokenTensors>("tensors", "rows to classify"),
+            Port::of::<LabelSet>("labels", "class names for the ids"),
+        ]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::of::<Table>("predictions", "class_id, label (and probability, top_k) per row, in input order"),
+            Port::new("probabilities", ClassProbabilities::TYPE_NAME, "every class's probability per row (for an `ensemble` stage)"),
+        ]
+    }
+    fn code_version(&self) -> u32 {
+        // 2: the `probabilities` output.
+        2
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let model = inputs.get_rc("model").ok_or_else(|| StageError::MissingInput("model".into()))?;
+        let data = inputs.get::<TokenTensors>("tensors")?;
+        let labels = inputs.get::<LabelSet>("labels")?;
+        let scorer = scorer(model.as_ref()).ok_or_else(|| {
+            StageError::invalid(format!("`predict` cannot score a `{}`; it scores: {}", model.type_name(), scoreable_types().join(", ")))
+        })?;
+        if labels.len() != scorer.classes() {
+            return Err(StageError::invalid(format!("the model has {} classes but the label set {}", scorer.classes(), labels.len())));
+        }
+        let options =
+            ScoreOptions { device: runtime::device(ctx.device).map_err(StageError::other)?, batch_size: self.batch_size, trim: self.trim_padding };
+        let start = std::time::Instant::now();
+        let scores = scorer.scores(data, &options).map_err(StageError::other)?;
+        check_finite(&scores, labels.len()).map_err(StageError::other)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let rows_per_second = data.rows() as f64 / seconds.max(1e-9);
+        ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", data.rows()));
+        // The pass alone (no model loading, no output writing): what a
+        // benchmark compares with another tool's forward pass.
+        ctx.metric(serde_json::json!({ "rows": data.rows(), "seconds": seconds, "rows_per_second": rows_per_second }));
+        let probabilities = ClassProbabilities { rows: data.rows() as usize, classes: labels.len(), values: softmax_rows(&scores, labels.len()) };
+        let predictions = Predictions::from_scores(&scores, &probabilities, self.top_k);
+        let mut out = Artifacts::new();
+        out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", probabilities);
+        Ok(out)
+    }
+}

@@ -1,0 +1,42 @@
+//! The `toy_scale` toy stage.
+
+use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_data::IntArray;
+use serde::{Deserialize, Serialize};
+
+/// Multiplies every value by `factor`, or by 0 when `zero` is set (to test
+/// that identical outputs do not invalidate downstream stages).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToyScale {
+    pub factor: i64,
+}
+
+impl Default for ToyScale {
+    fn default() -> Self {
+        ToyScale { factor: 2 }
+    }
+}
+
+#[stage(kind = "toy_scale", summary = "multiply an array by a factor")]
+impl Stage for ToyScale {
+    fn inputs(&self) -> Vec<Port> {
+        vec![Port::of::<IntArray>("values", "numbers to scale")]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::of::<IntArray>("values", "the scaled numbers")]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn depends_on_env(&self) -> bool {
+        false
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let values = inputs.get::<IntArray>("values")?;
+        ctx.info(format!("scaling {} values by {}", values.0.len(), self.factor));
+        let mut out = Artifacts::new();
+        out.insert("values", IntArray(values.0.mapv(|v| v * self.factor)));
+        Ok(out)
+    }
+}

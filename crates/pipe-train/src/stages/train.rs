@@ -1,0 +1,233 @@
+//! The `train` stage: a model checkpoint trained on token tensors.
+
+use std::collections::BTreeMap;
+
+use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_model::Checkpoint;
+use pipe_runtime::runtime;
+use pipe_tensor::{PaddingSide, TokenTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::{train, ClassWeighting, EpochMetrics, Monitor, Schedule};
+
+/// The `train` stage: its settings; the defaults are the notebook's loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Train {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    /// L2 penalty added to the gradient, as `torch.optim.Adam(weight_decay=…)`.
+    pub weight_decay: f64,
+    pub class_weights: ClassWeighting,
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    pub schedule: Schedule,
+    pub warmup_epochs: f64,
+    /// Cut each batch to its longest real sequence (exact for masked poolings
+    /// and `last_valid`; changes what `last_step` reads on post-padded data).
+    pub trim_padding: bool,
+    /// Batches of similar lengths (in a shuffled batch order).
+    pub bucketing: bool,
+    /// Fraction of the training rows held out, stratified, for validation.
+    pub validation_fraction: f64,
+    /// Stop after this many epochs without improvement of `monitor`.
+    pub patience: Option<usize>,
+    pub monitor: Monitor,
+    /// Return the best validation epoch's weights rather than the last.
+    pub restore_best: bool,
+    /// Batch size for validation passes.
+    pub eval_batch_size: usize,
+    /// On the CPU, with the dense (non-sparse) embedding update: update the
+    /// embedding rows a batch does not use only when something next reads
+    /// them. The same update, bit for bit, without a pass over the whole
+    /// table every step; off (or `grad_clip` set) gives the eager pass.
+    pub defer_idle_embedding_rows: bool,
+    /// On a GPU, record the training step's kernels once as a CUDA graph and
+    /// replay it for every full batch: the same kernels without the host's
+    /// per-op launch cost, which bounds a small model's step there. Needs
+    /// fixed shapes, so not with `trim_padding` or sparse embeddings (those
+    /// run eagerly); a capture that fails falls back to eager steps.
+    pub cuda_graphs: bool,
+}
+
+impl Default for Train {
+    fn default() -> Self {
+        Train {
+            epochs: 15,
+            batch_size: 32,
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            class_weights: ClassWeighting::InverseFrequency,
+            label_smoothing: 0.0,
+            grad_clip: None,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            trim_padding: false,
+            bucketing: false,
+            validation_fraction: 0.0,
+            patience: None,
+            monitor: Monitor::MacroF1,
+            restore_best: true,
+            eval_batch_size: 512,
+            defer_idle_embedding_rows: true,
+            cuda_graphs: true,
+        }
+    }
+}
+
+impl Train {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err("epochs, batch_size and eval_batch_size must be positive".into());
+        }
+        // Adam's lr is a step size in the weights' own units: past 1 every
+        // step overshoots, and 1e30 turns every loss into NaN.
+        if !(self.lr > 0.0 && self.lr <= 1.0) {
+            return Err(format!("lr must be in (0, 1], got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
+            return Err(format!("betas must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return Err(format!("eps must be positive and finite, got {}", self.eps));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("weight_decay must be zero or positive, got {}", self.weight_decay));
+        }
+        if let Some(clip) = self.grad_clip {
+            if !(clip > 0.0 && clip.is_finite()) {
+                return Err(format!("grad_clip must be positive and finite, got {clip}"));
+            }
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            return Err(format!("warmup_epochs must be zero or positive, got {}", self.warmup_epochs));
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction));
+        }
+        if self.patience.is_some() && self.validation_fraction == 0.0 {
+            return Err("patience needs a validation split: set validation_fraction".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!("label_smoothing must be in [0, 1), got {}", self.label_smoothing));
+        }
+        Ok(())
+    }
+}
+
+#[stage(kind = "train", summary = "train a model: class-weighted cross-entropy + Adam (the notebook's loop by default)")]
+impl Stage for Train {
+    fn inputs(&self) -> Vec<Port> {
+        vec![Port::of::<Checkpoint>("model", "the initialised (or pre-trained) model"), Port::of::<TokenTensors>("train", "labelled training rows")]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::of::<Checkpoint>("model", "the trained model (best validation epoch when there is one)"),
+            Port::of::<JsonDoc>("metrics", "per-epoch loss, accuracy and validation metrics"),
+            Port::of::<Files>("report", "metrics.json and the training curve (curve.svg)"),
+        ]
+    }
+    fn validate(&self) -> Result<(), String> {
+        Train::validate(self)
+    }
+    fn code_version(&self) -> u32 {
+        // 2: CPU dropout masks from pipe's own generator; fused lazy Adam.
+        // 3: deferred idle embedding rows (the embedding gradient's repeats
+        // are summed in another order: last-bit differences).
+        3
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        let initial = inputs.get::<Checkpoint>("model")?;
+        let data = inputs.get::<TokenTensors>("train")?;
+        let device = runtime::device(ctx.device).map_err(StageError::other)?;
+        if data.padding == PaddingSide::Post && initial.spec.pooling == pipe_model::Pooling::LastStep {
+            ctx.warn(
+                "pooling `last_step` on post-padded rows reads the LSTM state after all the pads \
+                 (the notebook's behaviour); `pooling: last_valid` or `mean_max` reads the real tokens",
+            );
+        }
+        if initial.spec.precision == pipe_model::Precision::Bfloat16 {
+            if device.is_cuda() {
+                ctx.warn("`precision: bfloat16` applies on the CPU; on CUDA the recurrent layer computes in float32");
+            } else if !pipe_model::CpuFacts::of_this_machine().native_bfloat16() {
+                ctx.warn(
+                    "this CPU has no native bfloat16 (AVX-512 BF16, or ONEDNN_MAX_CPU_ISA caps it): `precision: bfloat16` is emulated \
+                     and about 10x slower than float32; `precision: auto` picks float32 here",
+                );
+            }
+        }
+        ctx.info(format!(
+            "{} rows, {} epochs of batch {}, lr {}, on {} ({} torch threads; Adam's kernel: {})",
+            data.rows(),
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            ctx.device,
+            tch::get_num_threads(),
+            pipe_runtime::cpu::simd_level().name(),
+        ));
+        let mut progress = |done: u64, total: u64, message: &str| {
+            ctx.progress(done, total, message);
+            std::ops::ControlFlow::Continue(())
+        };
+        let mut on_epoch = |m: &EpochMetrics| {
+            let val = match (m.val_accuracy, m.val_macro_f1) {
+                (Some(a), Some(f)) => format!(" — val acc {a:.4} — val macro-F1 {f:.4}"),
+                _ => String::new(),
+            };
+            ctx.info(format!("Epoch {}/{} — loss: {:.4} — acc: {:.4}{val} ({:.1}s)", m.epoch, self.epochs, m.loss, m.accuracy, m.seconds));
+            ctx.metric(serde_json::to_value(m).unwrap_or_default());
+        };
+        let trained = train(initial, data, self, device, ctx.seed, &mut progress, &mut on_epoch).map_err(StageError::other)?;
+        let metrics = serde_json::json!({
+            "epochs": trained.history,
+            "best_epoch": trained.best_epoch,
+            "train_rows": trained.train_rows,
+            "validation_rows": trained.validation_rows,
+            "device": ctx.device,
+            "cuda_graph": trained.cuda_graph,
+            "precision": initial.spec.precision,
+            "cpu": cpu_report(),
+        });
+        let curve = curve_svg(&trained.history);
+        let files = BTreeMap::from([
+            ("metrics.json".to_string(), serde_json::to_vec_pretty(&metrics).expect("json").to_vec()),
+            ("curve.svg".to_string(), curve.into_bytes()),
+        ]);
+        let mut out = Artifacts::new();
+        out.insert("model", trained.checkpoint).insert("metrics", JsonDoc(metrics)).insert("report", Files { files });
+        Ok(out)
+    }
+}
+
+/// The CPU facts behind machine-dependent choices, for the report.
+fn cpu_report() -> serde_json::Value {
+    let facts = pipe_model::CpuFacts::of_this_machine();
+    serde_json::json!({
+        "avx512_bf16": facts.avx512_bf16,
+        "onednn_max_cpu_isa": facts.onednn_max_cpu_isa,
+        "native_bfloat16": facts.native_bfloat16(),
+        "model": pipe_runtime::cpu::model_name(),
+        "torch_threads": tch::get_num_threads(),
+        "threads_reason": pipe_runtime::runtime::thread_decision().map(|d| d.reason.clone()),
+        "optimizer_simd": pipe_runtime::cpu::simd_level().name(),
+    })
+}
+
+fn curve_svg(history: &[EpochMetrics]) -> String {
+    let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<f64> { history.iter().map(|m| f(m).unwrap_or(f64::NAN)).collect() };
+    let mut loss = vec![("train loss", series(&|m| Some(m.loss)))];
+    let mut quality = vec![("train accuracy", series(&|m| Some(m.accuracy)))];
+    if history.iter().any(|m| m.val_loss.is_some()) {
+        loss.push(("validation loss", series(&|m| m.val_loss)));
+        quality.push(("validation accuracy", series(&|m| m.val_accuracy)));
+        quality.push(("validation macro-F1", series(&|m| m.val_macro_f1)));
+    }
+    pipe_eval::plot::line_chart("training", &[("loss", loss), ("accuracy / macro-F1", quality)])
+}
