@@ -1,5 +1,5 @@
-//! Links libtorch so `pipe` (and the root package's examples, which use this
-//! file too) runs without LD_LIBRARY_PATH, with CUDA when the
+//! Links libtorch so `pipe` (and `pipe-testing` and the facade's example,
+//! which use this file too) runs without LD_LIBRARY_PATH, with CUDA when the
 //! libtorch has it. torch-sys passes its link arguments to its own crate only:
 //! without `--no-as-needed`, the linker drops `libtorch_cuda.so` (no symbol of
 //! it is referenced directly) and CUDA silently disappears.
