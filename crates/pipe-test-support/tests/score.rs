@@ -59,26 +59,19 @@ fn floats(frame: &DataFrame, column: &str) -> Vec<f32> {
     frame.column(column).unwrap().f32().unwrap().iter().map(|v| v.unwrap()).collect()
 }
 
+/// `pipe score` of `in/records.parquet` with tiny_raw.yaml's model into
+/// `output`, ids carried and the top 2 classes, then `extra` flags.
+fn score_records<'a>(output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["score", "tiny_raw.yaml", "--input", "in/records.parquet", "--output", output, "--id-column", "Id", "--top-k", "2"];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     let s = trained();
     write_parquet(&s.path("in/records.parquet"), &records(1), 40);
-    let one = s
-        .pipe(&[
-            "score",
-            "tiny_raw.yaml",
-            "--input",
-            "in/records.parquet",
-            "--output",
-            "out/one",
-            "--id-column",
-            "Id",
-            "--batch-rows",
-            "32",
-            "--top-k",
-            "2",
-        ])
-        .ok();
+    let one = s.pipe(&score_records("out/one", &["--batch-rows", "32"])).ok();
     assert!(one.stdout().contains("scored 150 rows"), "{}", one.stdout());
     let whole = read_parquet(&s.path("out/one/part-00000-of-00001.parquet"));
     assert_eq!(whole.get_column_names(), ["Id", "Category", "Probability", "Category_2", "Probability_2"]);
@@ -102,23 +95,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
 
     // Three shards, each its own process: their parts in order are the whole, row for row.
     for shard in ["2/3", "0/3", "1/3"] {
-        let args = [
-            "score",
-            "tiny_raw.yaml",
-            "--input",
-            "in/records.parquet",
-            "--output",
-            "out/sharded",
-            "--id-column",
-            "Id",
-            "--batch-rows",
-            "32",
-            "--top-k",
-            "2",
-            "--shard",
-            shard,
-        ];
-        s.pipe(&args).ok();
+        s.pipe(&score_records("out/sharded", &["--batch-rows", "32", "--shard", shard])).ok();
     }
     let mut parts = Vec::new();
     for i in 0..3 {
@@ -140,21 +117,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     // A rerun skips a complete shard; a shard whose manifest is gone is scored again.
     let part1 = s.path("out/sharded/part-00001-of-00003.parquet");
     let written = std::fs::metadata(&part1).unwrap().modified().unwrap();
-    let args = [
-        "score",
-        "tiny_raw.yaml",
-        "--input",
-        "in/records.parquet",
-        "--output",
-        "out/sharded",
-        "--id-column",
-        "Id",
-        "--top-k",
-        "2",
-        "--shard",
-        "1/3",
-        "--json",
-    ];
+    let args = score_records("out/sharded", &["--shard", "1/3", "--json"]);
     let again = s.pipe(&args).ok();
     let events: Vec<serde_json::Value> = again.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(events.iter().any(|e| e["event"] == "skipped"), "{}", again.stdout());
