@@ -6,7 +6,7 @@ use std::io::Read;
 use std::rc::Rc;
 
 use crate::error::LoadError;
-use crate::numpy::{dtype_from_value, element_count, DType, NdArray};
+use crate::numpy::{dtype_from_value, element_count, ArrayError, DType, NdArray};
 use crate::pickle::{self, Object, PickleError, PickleErrorKind, Stream, Value};
 
 /// Decompressed streams larger than this are refused (a zip bomb guard),
@@ -164,12 +164,13 @@ impl pickle::Hooks for JoblibHooks {
             return Ok(None);
         }
         let bad = |s: &Stream<'_>, msg: String| s.error(PickleErrorKind::Malformed(msg));
+        let bad_array = |s: &Stream<'_>, e: ArrayError| s.error(PickleErrorKind::Array(e));
         let Some(Value::Dict(state)) = &object.state else {
             return Err(bad(stream, "NumpyArrayWrapper without a state dict".into()));
         };
         let field = |name: &str| state.borrow().iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v.clone());
-        let dtype =
-            dtype_from_value(&field("dtype").ok_or_else(|| bad(stream, "NumpyArrayWrapper without dtype".into()))?).map_err(|m| bad(stream, m))?;
+        let dtype = dtype_from_value(&field("dtype").ok_or_else(|| bad(stream, "NumpyArrayWrapper without dtype".into()))?)
+            .map_err(|e| bad_array(stream, e))?;
         let shape: Vec<usize> = field("shape")
             .and_then(|s| s.as_seq())
             .ok_or_else(|| bad(stream, "NumpyArrayWrapper without shape".into()))?
@@ -202,10 +203,10 @@ impl pickle::Hooks for JoblibHooks {
                 return Err(PickleError { offset: start + 1, kind: PickleErrorKind::Malformed("alignment padding bytes are not 0xFF".into()) });
             }
         }
-        let count = element_count(&shape).map_err(|m| bad(stream, m))?;
-        let len = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| bad(stream, "array size overflows".into()))?;
+        let count = element_count(&shape).map_err(|e| bad_array(stream, e))?;
+        let len = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| bad_array(stream, ArrayError::ShapeOverflows(shape.clone())))?;
         let raw = stream.sized(len, "the array's raw data")?;
-        let array = NdArray::from_raw(dtype, shape, fortran, raw).map_err(|m| bad(stream, m))?;
+        let array = NdArray::from_raw(dtype, shape, fortran, raw).map_err(|e| bad_array(stream, e))?;
         Ok(Some(Value::Ext(Rc::new(array))))
     }
 }

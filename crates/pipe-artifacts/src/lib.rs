@@ -49,13 +49,13 @@ pub fn read_npy(path: &Path) -> Result<IntArray, LoadError> {
 /// A `joblib.dump`ed dict of token → id.
 pub fn read_vocabulary(path: &Path) -> Result<Vocabulary, LoadError> {
     let value = joblib::load_bytes(path, &read_file(path)?)?;
-    sklearn::vocabulary(&value).map_err(|m| LoadError::new(path, None, m, "expected joblib.dump of a dict mapping each token to its id"))
+    sklearn::vocabulary(&value).map_err(|e| LoadError::new(path, None, e.to_string(), "expected joblib.dump of a dict mapping each token to its id"))
 }
 
 /// A `joblib.dump`ed fitted `LabelEncoder`'s classes.
 pub fn read_label_encoder(path: &Path) -> Result<LabelSet, LoadError> {
     let value = joblib::load_bytes(path, &read_file(path)?)?;
-    sklearn::label_encoder(&value).map_err(|m| LoadError::new(path, None, m, "expected joblib.dump of a fitted sklearn LabelEncoder"))
+    sklearn::label_encoder(&value).map_err(|e| LoadError::new(path, None, e.to_string(), "expected joblib.dump of a fitted sklearn LabelEncoder"))
 }
 
 /// The `id_field` of a JSON array of records, as a one-column table.

@@ -46,7 +46,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     // nests four levels at most (dict, structured dtype list, field tuple,
     // subarray shape); refuse anything deeper or unbalanced before it.
     let header_start = len_at + len_size;
-    check_header_nesting(&bytes[header_start..header_end as usize]).map_err(|m| err(header_start as u64, m, "the file was not written by numpy"))?;
+    check_header_nesting(&bytes[header_start..header_end as usize])
+        .map_err(|e| err(header_start as u64, e.to_string(), "the file was not written by numpy"))?;
     let mut cursor = Cursor::new(bytes);
     let header = Header::from_reader(&mut cursor)
         .map_err(|e| err(6, format!("unreadable .npy header: {e}"), "the file is truncated or not written by numpy"))?;
@@ -55,7 +56,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
         py_literal::Value::String(s) => s.clone(),
         other => return Err(err(8, format!("structured dtype {other} is not supported"), "save a plain integer array")),
     };
-    let dtype = DType::parse(&descr).map_err(|m| err(8, m, ""))?;
+    let dtype = DType::parse(&descr).map_err(|e| err(8, e.to_string(), ""))?;
     if dtype == DType::Object {
         return Err(err(8, "object arrays in .npy files hold pickles; pipe does not load them".into(), "save an integer array"));
     }
@@ -65,7 +66,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     if !matches!(dtype, DType::Int { .. } | DType::Bool) {
         return Err(err(8, format!("dtype {} is not an integer array", dtype.describe()), "token ids and labels must be saved as int32 or int64"));
     }
-    let count = crate::numpy::element_count(&header.shape).map_err(|m| err(8, m, ""))?;
+    let count = crate::numpy::element_count(&header.shape).map_err(|e| err(8, e.to_string(), ""))?;
     let need = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| err(8, "array size overflows".into(), ""))?;
     let have = bytes.len() as u64 - data_start;
     if have < need {
@@ -78,7 +79,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     if have > need {
         return Err(err(data_start + need, format!("{} trailing bytes after the array data", have - need), "the file is corrupt"));
     }
-    NdArray::from_raw(dtype, header.shape.clone(), header.layout.is_fortran(), &bytes[data_start as usize..]).map_err(|m| err(data_start, m, ""))
+    NdArray::from_raw(dtype, header.shape.clone(), header.layout.is_fortran(), &bytes[data_start as usize..])
+        .map_err(|e| err(data_start, e.to_string(), ""))
 }
 
 /// The deepest a `.npy` header's brackets go: the dict, a structured
@@ -87,7 +89,7 @@ const MAX_HEADER_NESTING: usize = 4;
 
 /// Checks that the header's brackets (outside string literals) balance and
 /// nest at most [`MAX_HEADER_NESTING`] deep.
-fn check_header_nesting(header: &[u8]) -> Result<(), String> {
+fn check_header_nesting(header: &[u8]) -> Result<(), HeaderError> {
     let mut open: Vec<u8> = Vec::new();
     let mut quote: Option<u8> = None;
     let mut escaped = false;
@@ -106,7 +108,7 @@ fn check_header_nesting(header: &[u8]) -> Result<(), String> {
             b'{' | b'(' | b'[' => {
                 open.push(b);
                 if open.len() > MAX_HEADER_NESTING {
-                    return Err(format!("the header nests brackets deeper than {MAX_HEADER_NESTING} levels"));
+                    return Err(HeaderError::TooDeep);
                 }
             }
             b'}' | b')' | b']' => {
@@ -116,16 +118,27 @@ fn check_header_nesting(header: &[u8]) -> Result<(), String> {
                     _ => b'[',
                 };
                 if open.pop() != Some(expected) {
-                    return Err(format!("the header's brackets do not match (unexpected `{}`)", b as char));
+                    return Err(HeaderError::Unmatched(b as char));
                 }
             }
             _ => {}
         }
     }
     if quote.is_some() || !open.is_empty() {
-        return Err("the header ends inside a string or an open bracket".into());
+        return Err(HeaderError::Unclosed);
     }
     Ok(())
+}
+
+/// Why a `.npy` header is refused before it is parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HeaderError {
+    #[error("the header nests brackets deeper than {MAX_HEADER_NESTING} levels")]
+    TooDeep,
+    #[error("the header's brackets do not match (unexpected `{0}`)")]
+    Unmatched(char),
+    #[error("the header ends inside a string or an open bracket")]
+    Unclosed,
 }
 
 /// An integer array: floats and strings where token ids or labels belong are errors.
@@ -143,7 +156,7 @@ pub fn int_array(path: &Path, array: NdArray) -> Result<(Vec<usize>, Vec<i64>), 
 
 #[cfg(test)]
 mod tests {
-    use super::check_header_nesting;
+    use super::{check_header_nesting, HeaderError};
 
     #[test]
     fn numpy_headers_pass_and_deep_or_unbalanced_ones_do_not() {
@@ -152,9 +165,9 @@ mod tests {
         let structured = b"{'descr': [('a', '<i4', (2, 3)), ('b', '|S3')], 'fortran_order': False, 'shape': (2,), }";
         assert_eq!(check_header_nesting(structured), Ok(()));
         assert_eq!(check_header_nesting(b"{'descr': '({[', 'shape': (1,)}"), Ok(()), "brackets in strings do not count");
-        assert!(check_header_nesting(b"{'a': ((((1,),),),)}").unwrap_err().contains("deeper than 4"));
-        assert!(check_header_nesting(b"{'a': (1,]}").unwrap_err().contains("unexpected `]`"));
-        assert!(check_header_nesting(b"{'a': (1,").is_err());
-        assert!(check_header_nesting(b"{'a': 'b}").is_err());
+        assert_eq!(check_header_nesting(b"{'a': ((((1,),),),)}"), Err(HeaderError::TooDeep));
+        assert_eq!(check_header_nesting(b"{'a': (1,]}"), Err(HeaderError::Unmatched(']')));
+        assert_eq!(check_header_nesting(b"{'a': (1,"), Err(HeaderError::Unclosed));
+        assert_eq!(check_header_nesting(b"{'a': 'b}"), Err(HeaderError::Unclosed));
     }
 }

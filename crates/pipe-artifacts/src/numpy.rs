@@ -3,6 +3,43 @@
 
 use crate::pickle::{Object, Value};
 
+/// Why bytes or pickled values are not a numpy array this crate reads.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArrayError {
+    #[error("unsupported dtype `{0}`")]
+    UnsupportedDtype(String),
+    #[error("shape {0:?} overflows")]
+    ShapeOverflows(Vec<usize>),
+    #[error("shape {shape:?} of the zero-width dtype {dtype} has {elements} elements, more than the {MAX_ZERO_WIDTH_ELEMENTS} allowed without data")]
+    TooManyEmptyElements { shape: Vec<usize>, dtype: String, elements: usize },
+    #[error("array data is {have} bytes, shape {shape:?} of {dtype} needs {need}")]
+    DataSize { have: usize, shape: Vec<usize>, dtype: String, need: usize },
+    #[error("invalid code point {0:#x} in a unicode array")]
+    CodePoint(u32),
+    #[error("uint64 value {0} does not fit in int64")]
+    Uint64TooLarge(u64),
+    #[error("object arrays have no raw data")]
+    ObjectWithRawData,
+    #[error("object array has {items} items for shape {shape:?}")]
+    ObjectItems { items: usize, shape: Vec<usize> },
+    #[error("ndarray state has {0} fields, expected 5")]
+    StateFields(usize),
+    #[error("bad array dimension {0}")]
+    Dimension(String),
+    #[error("_codecs.encode with encoding `{0}`")]
+    Encoding(String),
+    #[error("non-latin1 character")]
+    NonLatin1,
+    #[error("a numpy {0} scalar where an integer belongs")]
+    NotAnInteger(String),
+    /// A pickled value of the wrong type where an array's part belongs.
+    #[error("expected {expected}, found {found}")]
+    Unexpected { expected: &'static str, found: String },
+    /// A pickled array, dtype or scalar that lacks a part (named in the text).
+    #[error("{0}")]
+    Incomplete(&'static str),
+}
+
 /// A numpy dtype this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
@@ -26,14 +63,14 @@ pub enum DType {
 
 impl DType {
     /// Parses a numpy type string such as `<i8`, `|u1`, `<U18`, `|O`.
-    pub fn parse(descr: &str) -> Result<DType, String> {
+    pub fn parse(descr: &str) -> Result<DType, ArrayError> {
         let (order, rest) = match descr.chars().next() {
             Some(c @ ('<' | '>' | '|' | '=')) => (c, &descr[1..]),
             _ => ('=', descr),
         };
         let big_endian = order == '>';
         let (kind, size) = rest.split_at(rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len()));
-        let size: usize = if size.is_empty() { 0 } else { size.parse().map_err(|_| format!("dtype `{descr}` has a bad size"))? };
+        let size: usize = if size.is_empty() { 0 } else { size.parse().map_err(|_| ArrayError::UnsupportedDtype(descr.to_string()))? };
         match (kind, size) {
             ("i", 1 | 2 | 4 | 8) => Ok(DType::Int { bytes: size, signed: true, big_endian }),
             ("u", 1 | 2 | 4 | 8) => Ok(DType::Int { bytes: size, signed: false, big_endian }),
@@ -41,7 +78,7 @@ impl DType {
             ("b", 1) | ("?", _) => Ok(DType::Bool),
             ("U", n) => Ok(DType::Unicode { chars: n, big_endian }),
             ("O", _) => Ok(DType::Object),
-            _ => Err(format!("unsupported dtype `{descr}`")),
+            _ => Err(ArrayError::UnsupportedDtype(descr.to_string())),
         }
     }
 
@@ -97,19 +134,16 @@ impl NdArray {
     }
 
     /// Decodes `prod(shape) * itemsize` raw bytes.
-    pub fn from_raw(dtype: DType, shape: Vec<usize>, fortran: bool, raw: &[u8]) -> Result<NdArray, String> {
+    pub fn from_raw(dtype: DType, shape: Vec<usize>, fortran: bool, raw: &[u8]) -> Result<NdArray, ArrayError> {
         let n = element_count(&shape)?;
         // A zero-width dtype (`<U0`) has no data to bound its element count:
         // four billion empty strings from a 100-byte file would be 96 GB.
         if dtype.itemsize() == 0 && n > MAX_ZERO_WIDTH_ELEMENTS {
-            return Err(format!(
-                "shape {shape:?} of the zero-width dtype {} has {n} elements, more than the {MAX_ZERO_WIDTH_ELEMENTS} allowed without data",
-                dtype.describe()
-            ));
+            return Err(ArrayError::TooManyEmptyElements { shape, dtype: dtype.describe(), elements: n });
         }
-        let need = n.checked_mul(dtype.itemsize()).ok_or("array size overflows")?;
+        let need = n.checked_mul(dtype.itemsize()).ok_or_else(|| ArrayError::ShapeOverflows(shape.clone()))?;
         if raw.len() != need {
-            return Err(format!("array data is {} bytes, shape {shape:?} of {} needs {need}", raw.len(), dtype.describe()));
+            return Err(ArrayError::DataSize { have: raw.len(), shape, dtype: dtype.describe(), need });
         }
         let elements = match dtype {
             DType::Int { bytes, signed, big_endian } => {
@@ -145,7 +179,7 @@ impl NdArray {
                         if code == 0 {
                             break; // numpy pads shorter strings with NULs
                         }
-                        s.push(char::from_u32(code).ok_or_else(|| format!("invalid code point {code:#x} in a unicode array"))?);
+                        s.push(char::from_u32(code).ok_or(ArrayError::CodePoint(code))?);
                     }
                     out.push(s);
                 }
@@ -154,7 +188,7 @@ impl NdArray {
                 }
                 Elements::Strings(out)
             }
-            DType::Object => return Err("object arrays have no raw data".into()),
+            DType::Object => return Err(ArrayError::ObjectWithRawData),
         };
         let mut array = NdArray { shape, dtype, elements, was_fortran: fortran };
         if fortran {
@@ -202,11 +236,11 @@ fn fortran_permutation(shape: &[usize]) -> Vec<usize> {
     out
 }
 
-pub fn element_count(shape: &[usize]) -> Result<usize, String> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| format!("shape {shape:?} overflows"))
+pub fn element_count(shape: &[usize]) -> Result<usize, ArrayError> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| ArrayError::ShapeOverflows(shape.to_vec()))
 }
 
-fn read_int(chunk: &[u8], signed: bool, big_endian: bool) -> Result<i64, String> {
+fn read_int(chunk: &[u8], signed: bool, big_endian: bool) -> Result<i64, ArrayError> {
     let mut b = [0u8; 8];
     let n = chunk.len();
     if big_endian {
@@ -223,19 +257,20 @@ fn read_int(chunk: &[u8], signed: bool, big_endian: bool) -> Result<i64, String>
     }
     let v = i64::from_le_bytes(b);
     if !signed && n == 8 && v < 0 {
-        return Err(format!("uint64 value {} does not fit in int64", v as u64));
+        return Err(ArrayError::Uint64TooLarge(v as u64));
     }
     Ok(v)
 }
 
 /// A dtype from its pickled form: `numpy.dtype('U18', False, True)` with the
 /// byte order in its BUILD state.
-pub fn dtype_from_value(v: &Value) -> Result<DType, String> {
-    let obj = v.as_object().ok_or_else(|| format!("expected a numpy dtype, found {}", v.type_name()))?;
+pub fn dtype_from_value(v: &Value) -> Result<DType, ArrayError> {
+    let unexpected = |found: String| ArrayError::Unexpected { expected: "a numpy dtype", found };
+    let obj = v.as_object().ok_or_else(|| unexpected(v.type_name().to_string()))?;
     if obj.name != "dtype" {
-        return Err(format!("expected a numpy dtype, found {}.{}", obj.module, obj.name));
+        return Err(unexpected(format!("{}.{}", obj.module, obj.name)));
     }
-    let code = obj.args.first().and_then(Value::as_str).ok_or("numpy dtype without a type code")?.to_string();
+    let code = obj.args.first().and_then(Value::as_str).ok_or(ArrayError::Incomplete("numpy dtype without a type code"))?.to_string();
     let order =
         obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_string))).unwrap_or_else(|| "|".into());
     let mut dtype = DType::parse(&format!("{order}{code}"))?;
@@ -250,64 +285,66 @@ pub fn dtype_from_value(v: &Value) -> Result<DType, String> {
     Ok(dtype)
 }
 
-fn shape_from_value(v: &Value) -> Result<Vec<usize>, String> {
-    let items = v.as_seq().ok_or_else(|| format!("array shape is a {}, not a tuple", v.type_name()))?;
-    items.iter().map(|d| d.as_int().filter(|&x| x >= 0).map(|x| x as usize).ok_or_else(|| format!("bad array dimension {d:?}"))).collect()
+fn shape_from_value(v: &Value) -> Result<Vec<usize>, ArrayError> {
+    let items = v.as_seq().ok_or_else(|| ArrayError::Unexpected { expected: "an array shape tuple", found: v.type_name().to_string() })?;
+    items.iter().map(|d| d.as_int().filter(|&x| x >= 0).map(|x| x as usize).ok_or_else(|| ArrayError::Dimension(format!("{d:?}")))).collect()
 }
 
 /// Bytes of a pickled buffer: `bytes`, or protocol 2's `_codecs.encode(str, 'latin1')`.
-pub fn bytes_from_value(v: &Value) -> Result<Vec<u8>, String> {
+pub fn bytes_from_value(v: &Value) -> Result<Vec<u8>, ArrayError> {
+    let unexpected = |found: String| ArrayError::Unexpected { expected: "bytes", found };
     match v {
         Value::Bytes(b) => Ok(b.to_vec()),
         Value::Object(o) => {
             let o = o.borrow();
             if o.is("_codecs", "encode") {
-                let text = o.args.first().and_then(Value::as_str).ok_or("_codecs.encode without a string")?;
+                let text = o.args.first().and_then(Value::as_str).ok_or(ArrayError::Incomplete("_codecs.encode without a string"))?;
                 let encoding = o.args.get(1).and_then(Value::as_str).unwrap_or("utf-8");
                 if encoding != "latin1" && encoding != "latin-1" {
-                    return Err(format!("_codecs.encode with encoding `{encoding}`"));
+                    return Err(ArrayError::Encoding(encoding.to_string()));
                 }
-                text.chars().map(|c| u8::try_from(c as u32).map_err(|_| "non-latin1 character".to_string())).collect()
+                text.chars().map(|c| u8::try_from(c as u32).map_err(|_| ArrayError::NonLatin1)).collect()
             } else {
-                Err(format!("expected bytes, found {}.{}", o.module, o.name))
+                Err(unexpected(format!("{}.{}", o.module, o.name)))
             }
         }
-        other => Err(format!("expected bytes, found {}", other.type_name())),
+        other => Err(unexpected(other.type_name().to_string())),
     }
 }
 
 /// An array from any of its pickled forms.
-pub fn array_from_value(v: &Value) -> Result<NdArray, String> {
+pub fn array_from_value(v: &Value) -> Result<NdArray, ArrayError> {
+    let unexpected = |found: String| ArrayError::Unexpected { expected: "a numpy array", found };
     if let Value::Ext(ext) = v {
-        return ext.downcast_ref::<NdArray>().cloned().ok_or_else(|| "unexpected extension value".to_string());
+        return ext.downcast_ref::<NdArray>().cloned().ok_or_else(|| unexpected("an unknown extension value".into()));
     }
-    let obj = v.as_object().ok_or_else(|| format!("expected a numpy array, found {}", v.type_name()))?;
+    let obj = v.as_object().ok_or_else(|| unexpected(v.type_name().to_string()))?;
     if obj.name == "_reconstruct" {
         reconstruct(&obj)
     } else if obj.name == "_frombuffer" {
-        let raw = bytes_from_value(obj.args.first().ok_or("_frombuffer without data")?)?;
-        let dtype = dtype_from_value(obj.args.get(1).ok_or("_frombuffer without dtype")?)?;
-        let shape = shape_from_value(obj.args.get(2).ok_or("_frombuffer without shape")?)?;
+        let raw = bytes_from_value(obj.args.first().ok_or(ArrayError::Incomplete("_frombuffer without data"))?)?;
+        let dtype = dtype_from_value(obj.args.get(1).ok_or(ArrayError::Incomplete("_frombuffer without dtype"))?)?;
+        let shape = shape_from_value(obj.args.get(2).ok_or(ArrayError::Incomplete("_frombuffer without shape"))?)?;
         let fortran = obj.args.get(3).and_then(Value::as_str) == Some("F");
         NdArray::from_raw(dtype, shape, fortran, &raw)
     } else {
-        Err(format!("expected a numpy array, found {}.{}", obj.module, obj.name))
+        Err(unexpected(format!("{}.{}", obj.module, obj.name)))
     }
 }
 
-fn reconstruct(obj: &Object) -> Result<NdArray, String> {
-    let state = obj.state.as_ref().and_then(Value::as_seq).ok_or("ndarray without state")?;
+fn reconstruct(obj: &Object) -> Result<NdArray, ArrayError> {
+    let state = obj.state.as_ref().and_then(Value::as_seq).ok_or(ArrayError::Incomplete("ndarray without state"))?;
     // (version, shape, dtype, is_fortran, data)
     if state.len() != 5 {
-        return Err(format!("ndarray state has {} fields, expected 5", state.len()));
+        return Err(ArrayError::StateFields(state.len()));
     }
     let shape = shape_from_value(&state[1])?;
     let dtype = dtype_from_value(&state[2])?;
     let fortran = matches!(state[3], Value::Bool(true)) || state[3].as_int() == Some(1);
     if dtype == DType::Object {
-        let items = state[4].as_seq().ok_or("object array data is not a list")?;
+        let items = state[4].as_seq().ok_or(ArrayError::Incomplete("object array data is not a list"))?;
         if items.len() != element_count(&shape)? {
-            return Err(format!("object array has {} items for shape {shape:?}", items.len()));
+            return Err(ArrayError::ObjectItems { items: items.len(), shape });
         }
         let mut array = NdArray { shape, dtype, elements: Elements::Objects(items), was_fortran: fortran };
         if fortran {
@@ -320,17 +357,17 @@ fn reconstruct(obj: &Object) -> Result<NdArray, String> {
 }
 
 /// An integer from a pickled numpy scalar (`numpy.core.multiarray.scalar(dtype, bytes)`).
-pub fn scalar_int(v: &Value) -> Option<Result<i64, String>> {
+pub fn scalar_int(v: &Value) -> Option<Result<i64, ArrayError>> {
     let obj = v.as_object()?;
     if obj.name != "scalar" {
         return None;
     }
     Some((|| {
-        let dtype = dtype_from_value(obj.args.first().ok_or("scalar without dtype")?)?;
-        let raw = bytes_from_value(obj.args.get(1).ok_or("scalar without data")?)?;
+        let dtype = dtype_from_value(obj.args.first().ok_or(ArrayError::Incomplete("scalar without dtype"))?)?;
+        let raw = bytes_from_value(obj.args.get(1).ok_or(ArrayError::Incomplete("scalar without data"))?)?;
         match NdArray::from_raw(dtype, vec![], false, &raw)?.elements {
             Elements::Ints(v) => Ok(v[0]),
-            _ => Err(format!("a numpy {} scalar where an integer belongs", dtype.describe())),
+            _ => Err(ArrayError::NotAnInteger(dtype.describe())),
         }
     })())
 }

@@ -340,6 +340,9 @@ pub enum PickleErrorKind {
     BadMemo(u64),
     #[error("{0}")]
     Malformed(String),
+    /// A numpy array inside the stream that does not decode.
+    #[error(transparent)]
+    Array(#[from] crate::numpy::ArrayError),
     #[error("{what} claims {len} bytes but only {left} remain in the file (corrupt or hostile size)")]
     TooLarge { what: &'static str, len: u64, left: usize },
     #[error("the stream ended without a STOP opcode (truncated file?)")]
@@ -680,7 +683,7 @@ impl Vm {
             op::EMPTY_DICT => self.stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
             op::DICT => {
                 let items = self.pop_mark(s, "DICT")?;
-                let pairs = pairs(items).map_err(malformed)?;
+                let pairs = pairs(items).map_err(|kind| PickleError { offset: at, kind })?;
                 self.stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
             }
             op::EMPTY_SET => self.stack.push(Value::Set(Rc::new(RefCell::new(Vec::new())))),
@@ -707,7 +710,7 @@ impl Vm {
             }
             op::SETITEM | op::SETITEMS => {
                 let items = if op == op::SETITEM { self.pop_n(s, "SETITEM", 2)? } else { self.pop_mark(s, "SETITEMS")? };
-                let new = pairs(items).map_err(malformed)?;
+                let new = pairs(items).map_err(|kind| PickleError { offset: at, kind })?;
                 check_acyclic(self.top(s, "SETITEM")?, new.iter().flat_map(|(k, v)| [k, v]), at)?;
                 match self.top(s, "SETITEM")? {
                     Value::Dict(d) => d.borrow_mut().extend(new),
@@ -800,9 +803,9 @@ impl Vm {
     }
 }
 
-fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleErrorKind> {
     if !items.len().is_multiple_of(2) {
-        return Err("odd number of items for a dict".into());
+        return Err(PickleErrorKind::Malformed("odd number of items for a dict".into()));
     }
     let mut it = items.into_iter();
     let mut out = Vec::new();

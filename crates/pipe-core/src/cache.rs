@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::ArtifactError;
 use crate::events::{Event, EventSink};
 use crate::fsutil::{self, atomic_write, hash_file, sync_dir, sync_tree, unique_suffix};
 use crate::key::StageKey;
@@ -70,7 +71,22 @@ pub enum Lookup {
     Missing,
     Valid(EntryRecord),
     /// The entry exists but does not match its record; it has been removed.
-    Corrupt(String),
+    Corrupt(CorruptEntry),
+}
+
+/// Why a cache entry failed verification.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptEntry {
+    #[error("unreadable record: {0}")]
+    UnreadableRecord(#[source] ArtifactError),
+    #[error("record does not belong to this key")]
+    WrongKey,
+    #[error("{path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{path}: size {size}, recorded {recorded}")]
+    WrongSize { path: PathBuf, size: u64, recorded: u64 },
+    #[error("{path}: contents do not match the recorded digest")]
+    WrongDigest { path: PathBuf },
 }
 
 /// The key each stage of one pipeline last ran with (`runs/<id>.json`).
@@ -190,23 +206,24 @@ impl Cache {
         Ok(Lookup::Corrupt(problem))
     }
 
-    fn verify(&self, key_hash: &str, dir: &Path) -> Result<EntryRecord, String> {
+    fn verify(&self, key_hash: &str, dir: &Path) -> Result<EntryRecord, CorruptEntry> {
         let record_path = dir.join("record.json");
-        let record: EntryRecord = fsutil::load_json(&record_path).map_err(|e| format!("unreadable record: {e}"))?;
+        let record: EntryRecord = fsutil::load_json(&record_path).map_err(CorruptEntry::UnreadableRecord)?;
         if record.key_hash != key_hash || record.key.hash() != key_hash {
-            return Err("record does not belong to this key".into());
+            return Err(CorruptEntry::WrongKey);
         }
         for (port, output) in &record.outputs {
             let out_dir = dir.join("outputs").join(port);
             for (name, expected) in &output.files {
                 let path = out_dir.join(name);
-                let size = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+                let unreadable = |source| CorruptEntry::Unreadable { path: path.clone(), source };
+                let size = fs::metadata(&path).map_err(unreadable)?.len();
                 if size != expected.size {
-                    return Err(format!("{}: size {size}, recorded {}", path.display(), expected.size));
+                    return Err(CorruptEntry::WrongSize { path, size, recorded: expected.size });
                 }
-                let hash = hash_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let hash = hash_file(&path).map_err(unreadable)?;
                 if hash != expected.blake3 {
-                    return Err(format!("{}: contents do not match the recorded digest", path.display()));
+                    return Err(CorruptEntry::WrongDigest { path });
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::artifact::ArtifactError;
 /// Checks that `name` is one plain file name: not empty, not `.` or `..`, no
 /// path separator, not absolute, no NUL. Names that come from configs or
 /// artifacts are joined to a directory; anything else could write outside it.
-pub fn check_file_name(name: &str) -> Result<(), String> {
+pub fn check_file_name(name: &str) -> Result<(), NotAFileName> {
     let plain = !name.is_empty()
         && name != "."
         && name != ".."
@@ -20,9 +20,14 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     if plain {
         Ok(())
     } else {
-        Err(format!("`{name}` is not a plain file name (no `/`, `\\`, `..` or absolute paths)"))
+        Err(NotAFileName(name.to_string()))
     }
 }
+
+/// A name from a config or an artifact that is not one plain file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a plain file name (no `/`, `\\`, `..` or absolute paths)")]
+pub struct NotAFileName(pub String);
 
 /// Writes `bytes` to `path` so that readers see either the old file or the new
 /// one, never a partial write: temp file in the same directory, fsync, rename,
@@ -111,7 +116,8 @@ mod file_name_tests {
         }
         for bad in ["", ".", "..", "../x.json", "/etc/passwd", "a/b", "a\\b", "nul\0x"] {
             let err = check_file_name(bad).unwrap_err();
-            assert!(err.contains("not a plain file name"), "{bad}: {err}");
+            assert_eq!(err, super::NotAFileName(bad.to_string()));
+            assert!(err.to_string().contains("not a plain file name"), "{bad}: {err}");
         }
     }
 }

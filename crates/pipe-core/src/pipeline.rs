@@ -46,6 +46,8 @@ pub enum PipelineError {
     /// A problem at a known place in the file.
     #[error("{file}{}: {message}", .at.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
     Invalid { file: String, at: Option<Location>, message: String },
+    #[error("{file}: {source}")]
+    Override { file: String, source: OverrideError },
 }
 
 /// One `--set stage.field[.sub]=value` override, applied before validation so
@@ -59,21 +61,46 @@ pub struct Override {
 
 impl Override {
     /// Parses `stage.field=value`; the value is read as a YAML scalar or flow value.
-    pub fn parse(text: &str) -> Result<Override, String> {
-        let (lhs, rhs) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected stage.field=value"))?;
+    pub fn parse(text: &str) -> Result<Override, OverrideError> {
+        let syntax = || OverrideError::Syntax(text.to_string());
+        let (lhs, rhs) = text.split_once('=').ok_or_else(syntax)?;
         let mut parts = lhs.trim().split('.').map(str::to_string);
         let stage = parts.next().filter(|s| !s.is_empty());
         let path: Vec<String> = parts.collect();
         let (Some(stage), false) = (stage, path.is_empty() || path.iter().any(|p| p.is_empty())) else {
-            return Err(format!("`{text}`: expected stage.field=value"));
+            return Err(syntax());
         };
         let value: Value = if rhs.trim().is_empty() {
             Value::String(String::new())
         } else {
-            serde_saphyr::from_str(rhs).map_err(|e| format!("`{text}`: value is not valid YAML: {e}"))?
+            serde_saphyr::from_str(rhs).map_err(|source| OverrideError::Value { text: text.to_string(), source })?
         };
         Ok(Override { stage, path, value })
     }
+}
+
+/// Why a `--set` override cannot be parsed or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("`{0}`: expected stage.field=value")]
+    Syntax(String),
+    #[error("`{text}`: value is not valid YAML: {source}")]
+    Value { text: String, source: serde_saphyr::Error },
+    #[error("--set {stage}.{field}: no stage named `{stage}`{hint}")]
+    NoSuchStage { stage: String, field: String, hint: String },
+    #[error("--set {stage}.{field}: only config fields can be overridden")]
+    NotAConfigField { stage: String, field: String },
+}
+
+/// A stage name (from `--only`, `--from`, ...) that the pipeline lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("no stage named `{name}` in {pipeline}{hint}; stages: {}", .stages.join(", "))]
+pub struct UnknownStage {
+    pub name: String,
+    pub pipeline: String,
+    /// `; did you mean ...?` or empty.
+    pub hint: String,
+    pub stages: Vec<String>,
 }
 
 type RawStage = IndexMap<String, Spanned<Value>>;
@@ -161,7 +188,7 @@ impl Pipeline {
         if spec.stages.is_empty() {
             return Err(err(None, "the pipeline has no stages".into()));
         }
-        apply_overrides(&mut spec, overrides).map_err(|m| err(None, m))?;
+        apply_overrides(&mut spec, overrides).map_err(|e| PipelineError::Override { file: source.to_string(), source: e })?;
 
         let names: Vec<String> = spec.stages.keys().cloned().collect();
         let mut parsed: Vec<PipelineStage> = Vec::new();
@@ -293,14 +320,12 @@ impl Pipeline {
     }
 
     /// Like [`index_of`](Self::index_of), with an error that lists the stages.
-    pub fn require(&self, name: &str) -> Result<usize, String> {
-        self.index_of(name).ok_or_else(|| {
-            format!(
-                "no stage named `{name}` in {}{}; stages: {}",
-                self.source,
-                did_you_mean(name, self.stages.iter().map(|s| s.name.as_str())),
-                self.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-            )
+    pub fn require(&self, name: &str) -> Result<usize, UnknownStage> {
+        self.index_of(name).ok_or_else(|| UnknownStage {
+            name: name.to_string(),
+            pipeline: self.source.clone(),
+            hint: did_you_mean(name, self.stages.iter().map(|s| s.name.as_str())),
+            stages: self.stages.iter().map(|s| s.name.clone()).collect(),
         })
     }
 
@@ -443,15 +468,15 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -
     }
 }
 
-fn apply_overrides(spec: &mut PipelineSpec, overrides: &[Override]) -> Result<(), String> {
+fn apply_overrides(spec: &mut PipelineSpec, overrides: &[Override]) -> Result<(), OverrideError> {
     for o in overrides {
         let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
         let hint = did_you_mean(&o.stage, names.iter().copied());
         let Some(raw) = spec.stages.get_mut(&o.stage) else {
-            return Err(format!("--set {}: no stage named `{}`{hint}", o.path.join("."), o.stage));
+            return Err(OverrideError::NoSuchStage { stage: o.stage.clone(), field: o.path.join("."), hint });
         };
         if o.path[0] == "kind" || o.path[0] == "inputs" {
-            return Err(format!("--set {}.{}: only config fields can be overridden", o.stage, o.path[0]));
+            return Err(OverrideError::NotAConfigField { stage: o.stage.clone(), field: o.path[0].clone() });
         }
         let entry = raw
             .entry(o.path[0].clone())

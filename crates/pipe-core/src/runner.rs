@@ -14,7 +14,7 @@ use crate::cache::{Cache, CacheError, EntryRecord, LastRun, Lookup};
 use crate::events::{Event, EventSink};
 use crate::fsutil::{hash_file, unique_suffix};
 use crate::key::{StageKey, StaleReason};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, UnknownStage};
 use crate::stage::{StageContext, StageError};
 
 /// How to run: which stages, and whether to ignore the cache.
@@ -85,8 +85,8 @@ impl RunReport {
 pub enum RunError {
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("{0}")]
-    Selection(String),
+    #[error(transparent)]
+    Selection(#[from] UnknownStage),
     #[error("stage `{stage}` has no cached outputs for its current config and inputs; run it first: `pipe run {pipeline} --only {stage}` (or a run without --only/--from)")]
     NotCached { stage: String, pipeline: String },
     #[error("stage `{stage}`: cannot read {path}: {source}")]
@@ -140,7 +140,9 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
         if !(selected[i] && (explicit || options.force)) {
             match cache.lookup(&key_hash)? {
                 Lookup::Valid(record) => cached = Some(record),
-                Lookup::Corrupt(detail) => events.emit(&Event::CacheCorrupt { stage: stage.name.clone(), key: key_hash.clone(), detail }),
+                Lookup::Corrupt(detail) => {
+                    events.emit(&Event::CacheCorrupt { stage: stage.name.clone(), key: key_hash.clone(), detail: detail.to_string() })
+                }
                 Lookup::Missing => {}
             }
         }
@@ -221,10 +223,10 @@ fn selection(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, Run
     }
     let mut selected = vec![false; n];
     for name in &options.only {
-        selected[pipeline.require(name).map_err(RunError::Selection)?] = true;
+        selected[pipeline.require(name)?] = true;
     }
     if let Some(from) = &options.from {
-        for i in pipeline.downstream_of(pipeline.require(from).map_err(RunError::Selection)?) {
+        for i in pipeline.downstream_of(pipeline.require(from)?) {
             selected[i] = true;
         }
     }

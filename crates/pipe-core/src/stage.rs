@@ -82,7 +82,7 @@ pub trait Stage: fmt::Debug {
     }
     /// Checks the config on its own, when the pipeline is loaded: a bad value
     /// is then an invalid pipeline (exit 2), named before anything runs.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         Ok(())
     }
     /// Computes the outputs from the inputs.
@@ -126,6 +126,28 @@ impl StageContext<'_> {
 }
 
 /// Why a stage failed.
+/// A config value that is out of range or inconsistent with another, found
+/// by [`Stage::validate`] when the pipeline is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} {problem}")]
+pub struct InvalidSetting {
+    /// The setting's path in the stage's config: `lr`, `candidates.lstm.train.lr`.
+    pub setting: String,
+    /// What is wrong, phrased to follow the setting's name: "must be positive, got 0".
+    pub problem: String,
+}
+
+impl InvalidSetting {
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> InvalidSetting {
+        InvalidSetting { setting: setting.into(), problem: problem.into() }
+    }
+
+    /// The same problem, named from the config that holds this one under `parent`.
+    pub fn within(self, parent: &str) -> InvalidSetting {
+        InvalidSetting { setting: format!("{parent}.{}", self.setting), problem: self.problem }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("input `{0}` was not provided")]

@@ -27,4 +27,4 @@
 
 mod stages;
 
-pub use stages::{CommandLine, Exec, ExecConfig};
+pub use stages::{CommandLine, Exec, ExecConfig, ExecConfigError};

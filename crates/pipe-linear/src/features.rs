@@ -10,6 +10,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use pipe_core::InvalidSetting;
+
 use crate::LinearError;
 
 /// How to turn token ids into features.
@@ -33,16 +35,18 @@ impl Default for TfidfConfig {
 }
 
 impl TfidfConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let range_ok = |[lo, hi]: [usize; 2]| (1..=9).contains(&lo) && lo <= hi && hi <= 9;
+        let bad_range =
+            |name: &str, range: [usize; 2]| InvalidSetting::new(name, format!("must be [min, max] with 1 <= min <= max <= 9, got {range:?}"));
         if !range_ok(self.word_ngrams) {
-            return Err(format!("word_ngrams {:?}: need 1 <= min <= max <= 9", self.word_ngrams));
+            return Err(bad_range("word_ngrams", self.word_ngrams));
         }
         if let Some(range) = self.char_ngrams.filter(|r| !range_ok(*r)) {
-            return Err(format!("char_ngrams {range:?}: need 1 <= min <= max <= 9"));
+            return Err(bad_range("char_ngrams", range));
         }
         if self.min_df == 0 {
-            return Err("min_df must be at least 1".into());
+            return Err(InvalidSetting::new("min_df", "must be at least 1"));
         }
         Ok(())
     }

@@ -3,9 +3,9 @@
 /// What can go wrong between a spec, its weights and the token ids fed to it.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// A size or rate out of range ([`crate::ModelSpec::validate`]'s message).
-    #[error("{0}")]
-    InvalidSpec(String),
+    /// A size or rate out of range ([`crate::ModelSpec::validate`]).
+    #[error(transparent)]
+    InvalidSpec(#[from] pipe_core::InvalidSetting),
     #[error("token id {0} is negative")]
     NegativeTokenId(i64),
     #[error(

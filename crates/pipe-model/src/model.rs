@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+use pipe_core::InvalidSetting;
 use pipe_tensor::PaddingSide;
 
 use crate::dropout::dropout;
@@ -149,22 +150,22 @@ impl ModelSpec {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = [("vocab_size", self.vocab_size), ("num_classes", self.num_classes), ("embed_dim", self.embed_dim)];
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let mut positive = vec![("vocab_size", self.vocab_size), ("num_classes", self.num_classes), ("embed_dim", self.embed_dim)];
+        if self.architecture != Architecture::BagOfEmbeddings {
+            positive.extend([("hidden_dim", self.hidden_dim), ("layers", self.layers)]);
+        }
         for (name, v) in positive {
             if v <= 0 {
-                return Err(format!("{name} must be positive, got {v}"));
+                return Err(InvalidSetting::new(name, format!("must be positive, got {v}")));
             }
         }
-        if self.architecture != Architecture::BagOfEmbeddings && (self.hidden_dim <= 0 || self.layers <= 0) {
-            return Err(format!("hidden_dim and layers must be positive, got {} and {}", self.hidden_dim, self.layers));
-        }
         if !(0..self.vocab_size).contains(&self.pad_id) {
-            return Err(format!("pad id {} is outside the vocabulary (0..{})", self.pad_id, self.vocab_size));
+            return Err(InvalidSetting::new("pad_id", format!("{} is outside the vocabulary (0..{})", self.pad_id, self.vocab_size)));
         }
         for (name, p) in [("dropout", self.dropout), ("layer_dropout", self.layer_dropout), ("embedding_dropout", self.embedding_dropout)] {
             if !(0.0..1.0).contains(&p) {
-                return Err(format!("{name} must be in [0, 1), got {p}"));
+                return Err(InvalidSetting::new(name, format!("must be in [0, 1), got {p}")));
             }
         }
         Ok(())
@@ -278,7 +279,7 @@ impl Classifier {
     }
 
     fn build(vs: &nn::Path, spec: &ModelSpec, random: bool) -> Result<Classifier, ModelError> {
-        spec.validate().map_err(ModelError::InvalidSpec)?;
+        spec.validate()?;
         let init = |random_init: Init| if random { random_init } else { Init::Const(0.0) };
         let embedding = (vs / "embedding").var("weight", &[spec.vocab_size, spec.embed_dim], init(Init::Randn { mean: 0.0, stdev: 1.0 }));
         tch::no_grad(|| {

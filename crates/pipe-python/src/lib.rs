@@ -31,7 +31,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn load_pipeline(path: &Path, overrides: &[String]) -> Result<Pipeline, String> {
-    let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o)).collect::<Result<_, _>>()?;
+    let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     Pipeline::load(path, &overrides).map_err(|e| chain(&e))
 }
 

@@ -38,10 +38,15 @@ impl fmt::Display for Shard {
     }
 }
 
+/// A `--shard` value that is not `i/n` with `0 <= i < n`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a shard: write `i/n` with 0 <= i < n, for example `0/4`")]
+pub struct NotAShard(pub String);
+
 impl FromStr for Shard {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Shard, String> {
-        let bad = || format!("`{text}` is not a shard: write `i/n` with 0 <= i < n, for example `0/4`");
+    type Err = NotAShard;
+    fn from_str(text: &str) -> Result<Shard, NotAShard> {
+        let bad = || NotAShard(text.to_string());
         let (i, n) = text.split_once('/').ok_or_else(bad)?;
         let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
         if count == 0 || index >= count {
@@ -85,7 +90,8 @@ mod tests {
         assert_eq!("1/4".parse::<Shard>(), Ok(Shard { index: 1, count: 4 }));
         for bad in ["4/4", "1/0", "1", "a/b", "-1/2", ""] {
             let err = bad.parse::<Shard>().unwrap_err();
-            assert!(err.contains("i/n"), "{bad}: {err}");
+            assert_eq!(err, NotAShard(bad.to_string()));
+            assert!(err.to_string().contains("i/n"), "{bad}: {err}");
         }
         assert_eq!(Shard { index: 2, count: 16 }.part_name(), "part-00002-of-00016");
     }

@@ -3,6 +3,7 @@
 //! (`kind: tfidf_linear` with its fields; a torch model as `model:` plus
 //! `train:` settings).
 
+use pipe_core::InvalidSetting;
 use pipe_data::{LabelSet, Vocabulary};
 use pipe_linear::TfidfLinear;
 use pipe_model::{BagOfNgrams, GruClassifier, LstmClassifier};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::ensemble_model::{Member, MemberModel};
+use crate::FitError;
 
 /// A model kind and its settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,27 +107,29 @@ impl Candidate {
     }
 
     /// Checks the settings before anything is fitted.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let (train, max_rows) = match self {
             Candidate::TfidfLinear(t) => return pipe_core::Stage::validate(t),
-            Candidate::BagOfNgrams { model, .. } if model.buckets <= 0 => return Err("model.buckets must be positive".into()),
+            Candidate::BagOfNgrams { model, .. } if model.buckets <= 0 => {
+                return Err(InvalidSetting::new("model.buckets", format!("must be positive, got {}", model.buckets)))
+            }
             Candidate::LstmClassifier { train, max_rows, .. }
             | Candidate::GruClassifier { train, max_rows, .. }
             | Candidate::BagOfNgrams { train, max_rows, .. } => (train, max_rows),
         };
         if *max_rows == Some(0) {
-            return Err("max_rows must be at least 1".into());
+            return Err(InvalidSetting::new("max_rows", "must be at least 1"));
         }
-        train.validate()
+        train.validate().map_err(|e| e.within("train"))
     }
 
     /// Fits the model on the rows `subset` (weight 1, temperature 1).
-    pub fn fit(&self, name: &str, data: &FitData, subset: &[usize], progress: &mut pipe_train::Progress) -> Result<Member, String> {
+    pub fn fit(&self, name: &str, data: &FitData, subset: &[usize], progress: &mut pipe_train::Progress) -> Result<Member, FitError> {
         let (model, bigram_buckets) = match self {
             Candidate::TfidfLinear(config) => {
                 let rows: Vec<&[i64]> = subset.iter().map(|&r| data.rows[r]).collect();
                 let labels: Vec<i64> = subset.iter().map(|&r| data.labels[r]).collect();
-                let (model, _) = config.fit(&rows, &labels, data.vocab, data.label_set.len(), data.seed, data.threads).map_err(|e| e.to_string())?;
+                let (model, _) = config.fit(&rows, &labels, data.vocab, data.label_set.len(), data.seed, data.threads)?;
                 (MemberModel::Linear(Box::new(model)), None)
             }
             Candidate::LstmClassifier { model, train, max_rows } => {
@@ -165,9 +169,9 @@ fn fit_torch(
     tensors: &TokenTensors,
     data: &FitData,
     progress: &mut pipe_train::Progress,
-) -> Result<MemberModel, String> {
-    let initial = pipe_model::initialise(spec, data.seed).map_err(|e| e.to_string())?;
-    let trained = pipe_train::train(&initial, tensors, train, data.device, data.seed, progress, &mut |_| {}).map_err(|e| e.to_string())?;
+) -> Result<MemberModel, FitError> {
+    let initial = pipe_model::initialise(spec, data.seed)?;
+    let trained = pipe_train::train(&initial, tensors, train, data.device, data.seed, progress, &mut |_| {})?;
     Ok(MemberModel::Checkpoint(trained.checkpoint))
 }
 

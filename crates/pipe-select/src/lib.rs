@@ -26,13 +26,23 @@ pub use candidate::{Candidate, FitData};
 pub use ensemble_model::{EnsembleModel, Member, MemberModel};
 pub use stages::{stratified_folds, Ensemble, Select, Validation};
 
-/// Errors of fitting candidates and combining them.
+/// Why a candidate could not be fitted or scored.
 #[derive(Debug, thiserror::Error)]
-pub enum SelectError {
-    #[error("candidate `{name}`: {message}")]
-    Candidate { name: String, message: String },
-    #[error("no candidates: list at least one under `candidates`")]
-    NoCandidates,
-    #[error("{0}")]
-    Invalid(String),
+pub enum FitError {
+    #[error(transparent)]
+    Linear(#[from] pipe_linear::LinearError),
+    #[error(transparent)]
+    Model(#[from] pipe_model::ModelError),
+    #[error(transparent)]
+    Train(#[from] pipe_train::TrainError),
+    #[error(transparent)]
+    Score(#[from] pipe_predict::ScoreError),
+}
+
+/// A candidate that failed, named.
+#[derive(Debug, thiserror::Error)]
+#[error("candidate `{name}`: {source}")]
+pub struct CandidateFailed {
+    pub name: String,
+    pub source: FitError,
 }

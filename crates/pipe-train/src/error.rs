@@ -8,8 +8,8 @@ use crate::optim::AdamError;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A setting out of range (what [`crate::Train::validate`] refuses).
-    #[error("{0}")]
-    Settings(String),
+    #[error(transparent)]
+    Settings(#[from] pipe_core::InvalidSetting),
     #[error("the training tensors have no labels: wire `y` into their to_tensors stage")]
     NoLabels,
     #[error("label {label} is outside the model's {classes} classes")]
@@ -23,8 +23,6 @@ pub enum TrainError {
     ParameterMismatch { model: usize, store: usize },
     #[error("sparse embeddings support neither grad_clip nor weight_decay (as torch.optim.SparseAdam)")]
     SparseWithClipOrDecay,
-    #[error("{0}")]
-    OptimizerSetup(String),
     #[error(transparent)]
     Optimizer(#[from] AdamError),
     #[error(transparent)]

@@ -106,9 +106,9 @@ impl Adam {
     /// [`begin_step`](Self::begin_step) fills, instead of passing them to
     /// the kernels as constants: a recorded [`apply`](Self::apply) (a CUDA
     /// graph) then reads each replay's own step. Flat layout only.
-    pub fn read_step_scalars_on_device(&mut self) -> Result<(), String> {
+    pub fn read_step_scalars_on_device(&mut self) -> Result<(), AdamError> {
         let State::Flat { param, .. } = &self.state else {
-            return Err("step scalars on the device need the flat layout".into());
+            return Err(AdamError::DeviceScalarsNeedFlatLayout);
         };
         let scalar = || Tensor::zeros([], (param.kind(), param.device()));
         self.device_scalars = Some(DeviceScalars { neg_step_size: scalar(), inv_bias2_sqrt: scalar() });
@@ -127,13 +127,13 @@ impl Adam {
     ///
     /// Only for 2-D float32 contiguous CPU tables, before the first step, and
     /// without gradient clipping (the norm would need the dense gradient).
-    pub fn defer_idle_rows(&mut self, param: usize) -> Result<(), String> {
-        let p = self.params.get(param).ok_or_else(|| format!("no parameter {param}"))?;
+    pub fn defer_idle_rows(&mut self, param: usize) -> Result<(), AdamError> {
+        let p = self.params.get(param).ok_or(AdamError::NoParameter(param))?;
         if !cpu_f32_contiguous(p) || p.dim() != 2 || !matches!(self.state, State::PerTensor { .. }) {
-            return Err("deferred rows need a 2-D float32 CPU table in the per-tensor layout".into());
+            return Err(AdamError::DeferredRowsNeedCpuTable);
         }
         if self.step > 0 {
-            return Err("deferred rows must be set up before the first step".into());
+            return Err(AdamError::DeferredRowsAfterFirstStep);
         }
         self.deferred[param] = Some(vec![0; p.size()[0] as usize]);
         Ok(())
@@ -297,6 +297,14 @@ pub enum AdamError {
     GradientCount { params: usize, grads: usize },
     #[error("gradient {index} has shape {grad:?}, its parameter {param:?}")]
     GradientShape { index: usize, param: Vec<i64>, grad: Vec<i64> },
+    #[error("step scalars on the device need the flat layout")]
+    DeviceScalarsNeedFlatLayout,
+    #[error("no parameter {0}")]
+    NoParameter(usize),
+    #[error("deferred rows need a 2-D float32 CPU table in the per-tensor layout")]
+    DeferredRowsNeedCpuTable,
+    #[error("deferred rows must be set up before the first step")]
+    DeferredRowsAfterFirstStep,
 }
 
 /// What the fused CPU loops can read as a plain `&[f32]`.

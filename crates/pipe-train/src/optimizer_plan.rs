@@ -61,7 +61,7 @@ impl OptimizerPlan {
             (OptimizerPlan::SparseEmbedding, _) => PlannedOptimizer { adam: Adam::per_tensor(params, config), deferred_table: None },
             (OptimizerPlan::DeferredIdleRows, Some(table)) => {
                 let mut adam = Adam::per_tensor(params, config);
-                adam.defer_idle_rows(table).map_err(TrainError::OptimizerSetup)?;
+                adam.defer_idle_rows(table)?;
                 model.set_sparse_embedding_gradient(true);
                 PlannedOptimizer { adam, deferred_table: Some(table) }
             }

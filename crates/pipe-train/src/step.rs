@@ -145,7 +145,7 @@ impl StepRunner {
         if !record {
             return StepRunner::Eager;
         }
-        match optimizer.read_step_scalars_on_device().map_err(TrainError::OptimizerSetup).and_then(|()| Ok(CudaGraph::new(device)?)) {
+        match optimizer.read_step_scalars_on_device().map_err(TrainError::from).and_then(|()| Ok(CudaGraph::new(device)?)) {
             Ok(graph) => StepRunner::WarmingUp { graph, steps: 0 },
             Err(e) => {
                 tracing::warn!("training without a CUDA graph: {e}");

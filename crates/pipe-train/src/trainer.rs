@@ -15,7 +15,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::best::{BestEpoch, Validation};
 use crate::early_stopping::EarlyStopping;
-use crate::optim::AdamConfig;
+use crate::optim::{Adam, AdamConfig};
 use crate::optimizer_plan::OptimizerPlan;
 use crate::sampler::{plan_epoch, stratified_split, Rng};
 use crate::schedule::LrSchedule;
@@ -63,10 +63,10 @@ pub fn train(
     progress: &mut Progress,
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<Trained, TrainError> {
-    config.validate().map_err(TrainError::Settings)?;
+    // 1. Check the data against the model, and split it.
+    config.validate()?;
     let (labels, lengths) = labels_and_lengths(initial, data)?;
     pipe_model::check_token_ids(&initial.spec, &data.ids)?;
-
     let mut rng = Rng::new(seed);
     tch::manual_seed(seed.wrapping_add(1) as i64);
     let (train_rows, val_rows) = stratified_split(&labels, config.validation_fraction, &mut rng);
@@ -78,6 +78,7 @@ pub fn train(
     let train_labels: Vec<i64> = train_rows.iter().map(|&i| labels[i]).collect();
     let weights = Tensor::from_slice(&class_weights(&train_labels, initial.spec.num_classes as usize, config.class_weights)).to_device(device);
 
+    // 2. The model, its optimizer and how steps run.
     let (vs, mut model) = initial.build(device)?;
     let adam = AdamConfig { lr: config.lr, beta1: config.betas.0, beta2: config.betas.1, eps: config.eps, weight_decay: config.weight_decay };
     let plan = OptimizerPlan::choose(initial.spec.sparse_embedding, config.defer_idle_embedding_rows, config.grad_clip, config.weight_decay, device)?;
@@ -95,55 +96,24 @@ pub fn train(
         deferred_table: planned.deferred_table,
         totals: &totals,
     };
+    let mut epochs = Epochs::new(config, &train_rows, &lengths, device, rng);
 
-    let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
-    let schedule = LrSchedule::new(config.schedule, config.lr, config.warmup_epochs, steps_per_epoch, config.epochs);
-    let mut steps_done: u64 = 0;
+    // 3. Per epoch: train, validate, keep the best weights, maybe stop.
     let mut history = Vec::new();
     let mut best = BestEpoch::default();
     let mut stopping = EarlyStopping::new(config.patience);
     for epoch in 1..=config.epochs {
         let start = Instant::now();
-        let batches = plan_epoch(&train_rows, &lengths, config.batch_size, config.bucketing, &mut rng);
-        totals.reset();
-        let mut lr = config.lr;
-        let mut timing: Timing = [0.0; 3];
-        // The epoch's row order goes to the device in one copy: a copy from
-        // pageable host memory per batch would synchronise the GPU each step.
-        let order: Vec<i64> = batches.iter().flat_map(|(rows, _)| rows.iter().copied()).collect();
-        let order = Tensor::from_slice(&order).to_device(device);
-        let mut offset = 0;
-        for (b, (rows, longest)) in batches.iter().enumerate() {
-            lr = schedule.at(steps_done);
-            optimizer.set_lr(lr);
-            let index = order.narrow(0, offset, rows.len() as i64);
-            offset += rows.len() as i64;
-            runner.run(&step, &mut optimizer, &index, config.trim_padding.then_some(*longest), rows.len() == config.batch_size, &mut timing)?;
-            steps_done += 1;
-            if b % 20 == 0 || b + 1 == batches.len() {
-                let done = ((epoch - 1) * steps_per_epoch + b + 1) as u64;
-                if let ControlFlow::Break(reason) = progress(done, schedule.total_steps, &format!("epoch {epoch}/{}", config.epochs)) {
-                    return Err(TrainError::Stopped(reason));
-                }
-            }
-        }
-        // Validation and checkpoints read the whole embedding table.
-        let t_catch_up = Instant::now();
-        optimizer.catch_up();
-        timing[2] += t_catch_up.elapsed().as_secs_f64();
-        tracing::debug!(epoch, forward = timing[0], backward = timing[1], optimizer = timing[2], "training time split (s)");
-        if let Some(batch) = totals.first_non_finite_batch() {
-            return Err(TrainError::NonFiniteLoss { epoch, batch: batch + 1, batches: batches.len(), lr });
-        }
+        let trained = epochs.train_one(epoch, &step, &mut runner, &mut optimizer, progress)?;
         let validation = (!val_rows.is_empty()).then(|| validate(&model, &on_device, &val_rows, &weights, config));
         let metrics = EpochMetrics {
             epoch,
-            loss: totals.loss_sum() / batches.len() as f64,
+            loss: totals.loss_sum() / trained.batches as f64,
             accuracy: totals.correct() as f64 / train_rows.len() as f64,
             val_loss: validation.map(|v| v.loss),
             val_accuracy: validation.map(|v| v.accuracy),
             val_macro_f1: validation.map(|v| v.macro_f1),
-            lr,
+            lr: trained.last_lr,
             seconds: start.elapsed().as_secs_f64(),
         };
         on_epoch(&metrics);
@@ -156,11 +126,86 @@ pub fn train(
         }
     }
 
+    // 4. The best epoch's weights (or the last's).
     let (best_epoch, checkpoint) = match best.into_best() {
         Some(best) if config.restore_best => best,
         _ => (history.len(), Checkpoint::from_var_store(&initial.spec, &vs)),
     };
     Ok(Trained { checkpoint, history, best_epoch, train_rows: train_rows.len(), validation_rows: val_rows.len(), cuda_graph: runner.replays() })
+}
+
+/// The passes over the training rows: their batches, the learning rate
+/// schedule, and the step count it follows.
+struct Epochs<'a> {
+    config: &'a Train,
+    train_rows: &'a [usize],
+    lengths: &'a [i64],
+    device: Device,
+    rng: Rng,
+    schedule: LrSchedule,
+    steps_per_epoch: usize,
+    steps_done: u64,
+}
+
+/// What one epoch of training leaves for its metrics.
+struct EpochTrained {
+    batches: usize,
+    /// The learning rate of the epoch's last step.
+    last_lr: f64,
+}
+
+impl<'a> Epochs<'a> {
+    fn new(config: &'a Train, train_rows: &'a [usize], lengths: &'a [i64], device: Device, rng: Rng) -> Epochs<'a> {
+        let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
+        let schedule = LrSchedule::new(config.schedule, config.lr, config.warmup_epochs, steps_per_epoch, config.epochs);
+        Epochs { config, train_rows, lengths, device, rng, schedule, steps_per_epoch, steps_done: 0 }
+    }
+
+    /// One pass: plans the batches, runs a step per batch at the scheduled
+    /// learning rate (the loss and accuracy add up in the step's totals),
+    /// reports progress, then brings deferred embedding rows up to date.
+    fn train_one(
+        &mut self,
+        epoch: usize,
+        step: &Step,
+        runner: &mut StepRunner,
+        optimizer: &mut Adam,
+        progress: &mut Progress,
+    ) -> Result<EpochTrained, TrainError> {
+        let config = self.config;
+        let batches = plan_epoch(self.train_rows, self.lengths, config.batch_size, config.bucketing, &mut self.rng);
+        step.totals.reset();
+        let mut lr = config.lr;
+        let mut timing: Timing = [0.0; 3];
+        // The epoch's row order goes to the device in one copy: a copy from
+        // pageable host memory per batch would synchronise the GPU each step.
+        let order: Vec<i64> = batches.iter().flat_map(|(rows, _)| rows.iter().copied()).collect();
+        let order = Tensor::from_slice(&order).to_device(self.device);
+        let mut offset = 0;
+        for (b, (rows, longest)) in batches.iter().enumerate() {
+            lr = self.schedule.at(self.steps_done);
+            optimizer.set_lr(lr);
+            let index = order.narrow(0, offset, rows.len() as i64);
+            offset += rows.len() as i64;
+            runner.run(step, optimizer, &index, config.trim_padding.then_some(*longest), rows.len() == config.batch_size, &mut timing)?;
+            self.steps_done += 1;
+            if b % 20 == 0 || b + 1 == batches.len() {
+                let done = ((epoch - 1) * self.steps_per_epoch + b + 1) as u64;
+                if let ControlFlow::Break(reason) = progress(done, self.schedule.total_steps, &format!("epoch {epoch}/{}", config.epochs)) {
+                    return Err(TrainError::Stopped(reason));
+                }
+            }
+        }
+        // Validation and checkpoints read the whole embedding table.
+        let t_catch_up = Instant::now();
+        optimizer.catch_up();
+        timing[2] += t_catch_up.elapsed().as_secs_f64();
+        tracing::debug!(epoch, forward = timing[0], backward = timing[1], optimizer = timing[2], "training time split (s)");
+        if let Some(batch) = step.totals.first_non_finite_batch() {
+            return Err(TrainError::NonFiniteLoss { epoch, batch: batch + 1, batches: batches.len(), lr });
+        }
+        Ok(EpochTrained { batches: batches.len(), last_lr: lr })
+    }
 }
 
 /// The labels (each a class of the model) and row lengths, on the CPU.

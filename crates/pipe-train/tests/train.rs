@@ -255,17 +255,20 @@ fn a_non_finite_loss_stops_training_naming_the_epoch_and_batch() {
 #[test]
 fn out_of_range_settings_are_refused_before_training() {
     let bad = [
-        Train { betas: (1.0, 0.999), ..Train::default() },
-        Train { betas: (0.9, -0.1), ..Train::default() },
-        Train { lr: 1e30, ..Train::default() },
-        Train { lr: f64::NAN, ..Train::default() },
-        Train { lr: f64::INFINITY, ..Train::default() },
-        Train { eps: 0.0, ..Train::default() },
-        Train { grad_clip: Some(f64::NAN), ..Train::default() },
-        Train { weight_decay: -1.0, ..Train::default() },
+        ("betas", Train { betas: (1.0, 0.999), ..Train::default() }),
+        ("betas", Train { betas: (0.9, -0.1), ..Train::default() }),
+        ("lr", Train { lr: 1e30, ..Train::default() }),
+        ("lr", Train { lr: f64::NAN, ..Train::default() }),
+        ("lr", Train { lr: f64::INFINITY, ..Train::default() }),
+        ("eps", Train { eps: 0.0, ..Train::default() }),
+        ("grad_clip", Train { grad_clip: Some(f64::NAN), ..Train::default() }),
+        ("weight_decay", Train { weight_decay: -1.0, ..Train::default() }),
+        ("eval_batch_size", Train { eval_batch_size: 0, ..Train::default() }),
+        ("patience", Train { patience: Some(2), validation_fraction: 0.0, ..Train::default() }),
     ];
-    for config in bad {
-        assert!(config.validate().is_err(), "{config:?} passed validation");
+    for (setting, config) in bad {
+        let error = config.validate().expect_err(&format!("{config:?} passed validation"));
+        assert_eq!(error.setting, setting, "{error}");
     }
     assert!(Train::default().validate().is_ok());
 }

@@ -64,10 +64,27 @@ impl From<Exec> for ExecConfig {
 }
 
 impl TryFrom<ExecConfig> for Exec {
-    type Error = String;
-    fn try_from(config: ExecConfig) -> Result<Self, String> {
+    type Error = ExecConfigError;
+    fn try_from(config: ExecConfig) -> Result<Self, ExecConfigError> {
         Exec::new(config)
     }
+}
+
+/// Why an `exec` config is refused when the pipeline is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecConfigError {
+    #[error("`command` is empty: give an argument list or a shell string")]
+    EmptyCommand,
+    #[error("output name `{0}` must be letters, digits, `_` or `-`")]
+    OutputName(String),
+    #[error("output `{name}`: file name `{file}` must be a plain name (no `/`, not starting with `.`)")]
+    OutputFile { name: String, file: String },
+    #[error("`{{{side}.{name}}}`: names must be letters, digits, `_` or `-`")]
+    PlaceholderName { side: String, name: String },
+    #[error("the command writes `{{out.{name}}}`, but `outputs` does not declare `{name}` (declared: {})", if .declared.is_empty() { "none".to_string() } else { .declared.join(", ") })]
+    UndeclaredOutput { name: String, declared: Vec<String> },
+    #[error("output `{0}` is never given to the command: put `{{out.{0}}}` where it should write it")]
+    UnusedOutput(String),
 }
 
 fn valid_name(name: &str) -> bool {
@@ -91,41 +108,37 @@ fn placeholders(arg: &str) -> Vec<(&str, &str)> {
 
 impl Exec {
     /// Checks the config: a command, valid names, and every placeholder declared.
-    pub fn new(config: ExecConfig) -> Result<Exec, String> {
+    pub fn new(config: ExecConfig) -> Result<Exec, ExecConfigError> {
         let parts = config.command.parts();
         if parts.first().is_none_or(|p| p.trim().is_empty()) {
-            return Err("`command` is empty: give an argument list or a shell string".into());
+            return Err(ExecConfigError::EmptyCommand);
         }
         for (name, file) in &config.outputs {
             if !valid_name(name) {
-                return Err(format!("output name `{name}` must be letters, digits, `_` or `-`"));
+                return Err(ExecConfigError::OutputName(name.clone()));
             }
             if file.starts_with('.') || !valid_name(&file.replace('.', "_")) {
-                return Err(format!("output `{name}`: file name `{file}` must be a plain name (no `/`, not starting with `.`)"));
+                return Err(ExecConfigError::OutputFile { name: name.clone(), file: file.clone() });
             }
         }
         let mut inputs = Vec::new();
         let mut used_outputs = Vec::new();
         for (side, name) in parts.iter().flat_map(|p| placeholders(p)) {
             if !valid_name(name) {
-                return Err(format!("`{{{side}.{name}}}`: names must be letters, digits, `_` or `-`"));
+                return Err(ExecConfigError::PlaceholderName { side: side.to_string(), name: name.to_string() });
             }
             if side == "in" && !inputs.iter().any(|i| i == name) {
                 inputs.push(name.to_string());
             }
             if side == "out" {
                 if !config.outputs.contains_key(name) {
-                    let declared: Vec<&str> = config.outputs.keys().map(String::as_str).collect();
-                    return Err(format!(
-                        "the command writes `{{out.{name}}}`, but `outputs` does not declare `{name}` (declared: {})",
-                        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
-                    ));
+                    return Err(ExecConfigError::UndeclaredOutput { name: name.to_string(), declared: config.outputs.keys().cloned().collect() });
                 }
                 used_outputs.push(name);
             }
         }
         if let Some(unused) = config.outputs.keys().find(|o| !used_outputs.contains(&o.as_str())) {
-            return Err(format!("output `{unused}` is never given to the command: put `{{out.{unused}}}` where it should write it"));
+            return Err(ExecConfigError::UnusedOutput(unused.clone()));
         }
         Ok(Exec { config, inputs })
     }

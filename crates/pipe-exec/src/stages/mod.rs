@@ -2,4 +2,4 @@
 
 mod exec;
 
-pub use exec::{CommandLine, Exec, ExecConfig};
+pub use exec::{CommandLine, Exec, ExecConfig, ExecConfigError};

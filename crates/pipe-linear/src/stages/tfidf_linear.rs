@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use pipe_core::{stage, Artifacts, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
 use pipe_data::{IntArray, LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
@@ -114,16 +114,16 @@ impl Stage for TfidfLinear {
     fn code_version(&self) -> u32 {
         1
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         self.feature_config().validate()?;
         if !(self.c.is_finite() && self.c > 0.0) {
-            return Err(format!("c must be a positive number, not {}", self.c));
+            return Err(InvalidSetting::new("c", format!("must be a positive number, got {}", self.c)));
         }
         if !(self.tol.is_finite() && self.tol > 0.0) {
-            return Err(format!("tol must be a positive number, not {}", self.tol));
+            return Err(InvalidSetting::new("tol", format!("must be a positive number, got {}", self.tol)));
         }
         if self.max_iter == 0 {
-            return Err("max_iter must be at least 1".into());
+            return Err(InvalidSetting::new("max_iter", "must be at least 1"));
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use tch::{nn, Device};
 
 use crate::checkpoint::Checkpoint;
 use crate::model::{Classifier, ModelSpec};
+use crate::ModelError;
 
 /// The inputs every model stage takes.
 fn model_inputs() -> Vec<Port> {
@@ -35,7 +36,7 @@ fn model_outputs() -> Vec<Port> {
 fn run_model_stage(inputs: &Artifacts, ctx: &StageContext, spec: impl Fn(&Vocabulary, &LabelSet) -> ModelSpec) -> Result<Artifacts, StageError> {
     let vocab = inputs.get::<Vocabulary>("vocab")?;
     let labels = inputs.get::<LabelSet>("labels")?;
-    let checkpoint = initialise(&spec(vocab, labels), ctx.seed)?;
+    let checkpoint = initialise(&spec(vocab, labels), ctx.seed).map_err(StageError::other)?;
     ctx.info(pipe_core::Artifact::summary(&checkpoint));
     let mut out = Artifacts::new();
     out.insert("model", checkpoint);
@@ -43,9 +44,9 @@ fn run_model_stage(inputs: &Artifacts, ctx: &StageContext, spec: impl Fn(&Vocabu
 }
 
 /// Initialises `spec` with the pipeline's seed, on the CPU (the same weights on every device).
-pub fn initialise(spec: &ModelSpec, seed: u64) -> Result<Checkpoint, StageError> {
+pub fn initialise(spec: &ModelSpec, seed: u64) -> Result<Checkpoint, ModelError> {
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
-    Classifier::new(&vs.root(), spec).map_err(StageError::other)?;
+    Classifier::new(&vs.root(), spec)?;
     Ok(Checkpoint::from_var_store(spec, &vs))
 }

@@ -2,7 +2,7 @@
 //! class probabilities over the same rows. Weights are given; `select`
 //! fits them (and a temperature per model) on validation instead.
 
-use pipe_core::{stage, Artifacts, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError};
 use pipe_data::{LabelSet, Table};
 use pipe_predict::{predictions_table, ClassProbabilities, Predictions};
 use serde::{Deserialize, Serialize};
@@ -49,19 +49,22 @@ impl Stage for Ensemble {
     fn depends_on_env(&self) -> bool {
         false
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         if self.members.len() < 2 {
-            return Err("members: name at least two inputs to average".into());
+            return Err(InvalidSetting::new("members", "must name at least two inputs to average"));
         }
         if self.members.iter().any(|m| m == "labels") {
-            return Err("members: `labels` is the label set's input; name the members otherwise".into());
+            return Err(InvalidSetting::new("members", "cannot include `labels`, the label set's input; name the members otherwise"));
         }
         if let Some(w) = &self.weights {
             if w.len() != self.members.len() {
-                return Err(format!("weights: {} weights for {} members", w.len(), self.members.len()));
+                return Err(InvalidSetting::new(
+                    "weights",
+                    format!("must give one weight per member: {} weights for {} members", w.len(), self.members.len()),
+                ));
             }
             if w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().sum::<f64>() <= 0.0 {
-                return Err("weights must be non-negative with a positive sum".into());
+                return Err(InvalidSetting::new("weights", "must be non-negative with a positive sum"));
             }
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
 use pipe_data::{IntArray, LabelSet, Vocabulary};
 use pipe_predict::{ScoreOptions, Trim};
 use pipe_runtime::runtime;
@@ -19,7 +19,7 @@ use crate::budget::Budget;
 use crate::calibrate::{self, greedy_ensemble};
 use crate::candidate::{Candidate, FitData};
 use crate::ensemble_model::{EnsembleModel, Member};
-use crate::SelectError;
+use crate::{CandidateFailed, FitError};
 
 /// How candidates are scored out of sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -165,23 +165,25 @@ impl Stage for Select {
         }
         choices
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         if self.candidates.is_empty() {
-            return Err(SelectError::NoCandidates.to_string());
+            return Err(InvalidSetting::new("candidates", "must list at least one candidate"));
         }
         for (name, c) in &self.candidates {
-            c.validate().map_err(|message| SelectError::Candidate { name: name.clone(), message }.to_string())?;
+            c.validate().map_err(|e| e.within(&format!("candidates.{name}")))?;
         }
         match self.validation {
-            Validation::Holdout(f) if !(f > 0.0 && f < 1.0) => return Err(format!("validation: holdout must be in (0, 1), not {f}")),
-            Validation::Folds(k) if k < 2 => return Err(format!("validation: folds must be at least 2, not {k}")),
+            Validation::Holdout(f) if !(f > 0.0 && f < 1.0) => {
+                return Err(InvalidSetting::new("validation.holdout", format!("must be in (0, 1), got {f}")))
+            }
+            Validation::Folds(k) if k < 2 => return Err(InvalidSetting::new("validation.folds", format!("must be at least 2, got {k}"))),
             _ => {}
         }
         if self.ensemble_rounds == 0 {
-            return Err("ensemble_rounds must be at least 1".into());
+            return Err(InvalidSetting::new("ensemble_rounds", "must be at least 1"));
         }
         if matches!(self.time_budget_seconds, Some(t) if t.is_nan() || t <= 0.0) {
-            return Err("time_budget_seconds must be positive".into());
+            return Err(InvalidSetting::new("time_budget_seconds", "must be positive"));
         }
         Ok(())
     }
@@ -273,7 +275,9 @@ impl Stage for Select {
                         ctx.progress(done, total, format!("refit {}: {message}", s.name));
                         ControlFlow::Continue(())
                     };
-                    self.candidates[&s.name].fit(&s.name, &data, &all, &mut progress).map_err(StageError::invalid)?
+                    self.candidates[&s.name]
+                        .fit(&s.name, &data, &all, &mut progress)
+                        .map_err(|e| StageError::other(CandidateFailed { name: s.name.clone(), source: e }))?
                 }
             };
             member.weight = weight;
@@ -341,7 +345,7 @@ impl Select {
     ) -> Result<Scored, Skipped> {
         let started = Instant::now();
         let classes = data.label_set.len();
-        let fail = |message: String| Skipped::Failed(SelectError::Candidate { name: name.to_string(), message });
+        let fail = |e: FitError| Skipped::Failed(CandidateFailed { name: name.to_string(), source: e });
         let options = ScoreOptions { device: data.device, batch_size: 512, trim: Trim::Auto };
         let mut scores = Vec::with_capacity(truth.len() * classes);
         let mut holdout_member = None;
@@ -366,8 +370,8 @@ impl Select {
                 return Err(Skipped::OverBudget(why));
             }
             let member = fitted.map_err(fail)?;
-            let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(|e| fail(e.to_string()))?;
-            pipe_predict::check_finite(&fold_scores, classes).map_err(|e| fail(e.to_string()))?;
+            let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(|e| fail(e.into()))?;
+            pipe_predict::check_finite(&fold_scores, classes).map_err(|e| fail(e.into()))?;
             scores.extend(fold_scores);
             holdout_member = Some(member);
         }
@@ -389,7 +393,7 @@ impl Select {
 /// Why a candidate has no score.
 enum Skipped {
     OverBudget(String),
-    Failed(SelectError),
+    Failed(CandidateFailed),
 }
 
 #[cfg(test)]
@@ -424,9 +428,11 @@ mod tests {
     #[test]
     fn settings_that_cannot_work_are_refused_at_load() {
         let bad = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap()).unwrap_err();
-        assert!(bad("candidates: {}").contains("no candidates"));
-        assert!(bad("validation: { folds: 1 }").contains("at least 2"));
-        assert!(bad("validation: { holdout: 1.5 }").contains("(0, 1)"));
-        assert!(bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").contains("candidate `t`"));
+        assert_eq!(bad("candidates: {}").setting, "candidates");
+        assert_eq!(bad("validation: { folds: 1 }"), InvalidSetting::new("validation.folds", "must be at least 2, got 1"));
+        assert_eq!(bad("validation: { holdout: 1.5 }").setting, "validation.holdout");
+        assert_eq!(bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").setting, "candidates.t.c");
+        let e = bad("candidates: { l: { kind: lstm_classifier, train: { lr: 2 } } }");
+        assert_eq!(e.to_string(), "candidates.l.train.lr must be in (0, 1], got 2");
     }
 }

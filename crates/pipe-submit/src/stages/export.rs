@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pipe_core::{fsutil, stage, Artifacts, Files, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 
 /// Copies files and JSON documents out of the cache into a directory people
@@ -34,8 +34,8 @@ impl Stage for Export {
     fn outputs(&self) -> Vec<Port> {
         vec![Port::of::<Files>("exported", "what was exported")]
     }
-    fn validate(&self) -> Result<(), String> {
-        fsutil::check_file_name(&self.json_name).map_err(|m| format!("json_name: {m}"))
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        fsutil::check_file_name(&self.json_name).map_err(|e| InvalidSetting::new("json_name", format!("must be one file name: {e}")))
     }
     fn code_version(&self) -> u32 {
         1

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
 use pipe_model::Checkpoint;
 use pipe_runtime::runtime;
 use pipe_tensor::{PaddingSide, TokenTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::{train, ClassWeighting, EpochMetrics, Monitor, Schedule};
+use crate::{train, ClassWeighting, EpochMetrics, Monitor, Schedule, Trained};
 
 /// The `train` stage: its settings; the defaults are the notebook's loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,40 +82,43 @@ impl Default for Train {
 }
 
 impl Train {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
-            return Err("epochs, batch_size and eval_batch_size must be positive".into());
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |setting: &str, problem: String| Err(InvalidSetting::new(setting, problem));
+        for (name, n) in [("epochs", self.epochs), ("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)] {
+            if n == 0 {
+                return bad(name, "must be positive, got 0".into());
+            }
         }
         // Adam's lr is a step size in the weights' own units: past 1 every
         // step overshoots, and 1e30 turns every loss into NaN.
         if !(self.lr > 0.0 && self.lr <= 1.0) {
-            return Err(format!("lr must be in (0, 1], got {}", self.lr));
+            return bad("lr", format!("must be in (0, 1], got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
-            return Err(format!("betas must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
+            return bad("betas", format!("must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return Err(format!("eps must be positive and finite, got {}", self.eps));
+            return bad("eps", format!("must be positive and finite, got {}", self.eps));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(format!("weight_decay must be zero or positive, got {}", self.weight_decay));
+            return bad("weight_decay", format!("must be zero or positive, got {}", self.weight_decay));
         }
         if let Some(clip) = self.grad_clip {
             if !(clip > 0.0 && clip.is_finite()) {
-                return Err(format!("grad_clip must be positive and finite, got {clip}"));
+                return bad("grad_clip", format!("must be positive and finite, got {clip}"));
             }
         }
         if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
-            return Err(format!("warmup_epochs must be zero or positive, got {}", self.warmup_epochs));
+            return bad("warmup_epochs", format!("must be zero or positive, got {}", self.warmup_epochs));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
-            return Err(format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction));
+            return bad("validation_fraction", format!("must be in [0, 1), got {}", self.validation_fraction));
         }
         if self.patience.is_some() && self.validation_fraction == 0.0 {
-            return Err("patience needs a validation split: set validation_fraction".into());
+            return bad("patience", "needs a validation split: set validation_fraction".into());
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(format!("label_smoothing must be in [0, 1), got {}", self.label_smoothing));
+            return bad("label_smoothing", format!("must be in [0, 1), got {}", self.label_smoothing));
         }
         Ok(())
     }
@@ -133,7 +136,7 @@ impl Stage for Train {
             Port::of::<Files>("report", "metrics.json and the training curve (curve.svg)"),
         ]
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         Train::validate(self)
     }
     fn code_version(&self) -> u32 {
@@ -146,22 +149,7 @@ impl Stage for Train {
         let initial = inputs.get::<Checkpoint>("model")?;
         let data = inputs.get::<TokenTensors>("train")?;
         let device = runtime::device(ctx.device).map_err(StageError::other)?;
-        if data.padding == PaddingSide::Post && initial.spec.pooling == pipe_model::Pooling::LastStep {
-            ctx.warn(
-                "pooling `last_step` on post-padded rows reads the LSTM state after all the pads \
-                 (the notebook's behaviour); `pooling: last_valid` or `mean_max` reads the real tokens",
-            );
-        }
-        if initial.spec.precision == pipe_model::Precision::Bfloat16 {
-            if device.is_cuda() {
-                ctx.warn("`precision: bfloat16` applies on the CPU; on CUDA the recurrent layer computes in float32");
-            } else if !pipe_model::CpuFacts::of_this_machine().native_bfloat16() {
-                ctx.warn(
-                    "this CPU has no native bfloat16 (AVX-512 BF16, or ONEDNN_MAX_CPU_ISA caps it): `precision: bfloat16` is emulated \
-                     and about 10x slower than float32; `precision: auto` picks float32 here",
-                );
-            }
-        }
+        warn_about_settings(initial, data, device, ctx);
         ctx.info(format!(
             "{} rows, {} epochs of batch {}, lr {}, on {} ({} torch threads; Adam's kernel: {})",
             data.rows(),
@@ -177,33 +165,62 @@ impl Stage for Train {
             std::ops::ControlFlow::Continue(())
         };
         let mut on_epoch = |m: &EpochMetrics| {
-            let val = match (m.val_accuracy, m.val_macro_f1) {
-                (Some(a), Some(f)) => format!(" — val acc {a:.4} — val macro-F1 {f:.4}"),
-                _ => String::new(),
-            };
-            ctx.info(format!("Epoch {}/{} — loss: {:.4} — acc: {:.4}{val} ({:.1}s)", m.epoch, self.epochs, m.loss, m.accuracy, m.seconds));
+            ctx.info(epoch_line(m, self.epochs));
             ctx.metric(serde_json::to_value(m).unwrap_or_default());
         };
         let trained = train(initial, data, self, device, ctx.seed, &mut progress, &mut on_epoch).map_err(StageError::other)?;
-        let metrics = serde_json::json!({
-            "epochs": trained.history,
-            "best_epoch": trained.best_epoch,
-            "train_rows": trained.train_rows,
-            "validation_rows": trained.validation_rows,
-            "device": ctx.device,
-            "cuda_graph": trained.cuda_graph,
-            "precision": initial.spec.precision,
-            "cpu": cpu_report(),
-        });
-        let curve = curve_svg(&trained.history);
+        let metrics = report(&trained, initial, ctx.device);
         let files = BTreeMap::from([
             ("metrics.json".to_string(), serde_json::to_vec_pretty(&metrics).expect("json").to_vec()),
-            ("curve.svg".to_string(), curve.into_bytes()),
+            ("curve.svg".to_string(), curve_svg(&trained.history).into_bytes()),
         ]);
         let mut out = Artifacts::new();
         out.insert("model", trained.checkpoint).insert("metrics", JsonDoc(metrics)).insert("report", Files { files });
         Ok(out)
     }
+}
+
+/// Settings that work but are probably not what the user wants here.
+fn warn_about_settings(initial: &Checkpoint, data: &TokenTensors, device: tch::Device, ctx: &StageContext) {
+    if data.padding == PaddingSide::Post && initial.spec.pooling == pipe_model::Pooling::LastStep {
+        ctx.warn(
+            "pooling `last_step` on post-padded rows reads the LSTM state after all the pads \
+             (the notebook's behaviour); `pooling: last_valid` or `mean_max` reads the real tokens",
+        );
+    }
+    if initial.spec.precision == pipe_model::Precision::Bfloat16 {
+        if device.is_cuda() {
+            ctx.warn("`precision: bfloat16` applies on the CPU; on CUDA the recurrent layer computes in float32");
+        } else if !pipe_model::CpuFacts::of_this_machine().native_bfloat16() {
+            ctx.warn(
+                "this CPU has no native bfloat16 (AVX-512 BF16, or ONEDNN_MAX_CPU_ISA caps it): `precision: bfloat16` is emulated \
+                 and about 10x slower than float32; `precision: auto` picks float32 here",
+            );
+        }
+    }
+}
+
+/// The notebook's per-epoch line, with validation numbers when there are some.
+fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+    let val = match (m.val_accuracy, m.val_macro_f1) {
+        (Some(a), Some(f)) => format!(" — val acc {a:.4} — val macro-F1 {f:.4}"),
+        _ => String::new(),
+    };
+    format!("Epoch {}/{epochs} — loss: {:.4} — acc: {:.4}{val} ({:.1}s)", m.epoch, m.loss, m.accuracy, m.seconds)
+}
+
+/// `metrics.json`: the history, the best epoch and the machine it ran on.
+fn report(trained: &Trained, initial: &Checkpoint, device: &str) -> serde_json::Value {
+    serde_json::json!({
+        "epochs": trained.history,
+        "best_epoch": trained.best_epoch,
+        "train_rows": trained.train_rows,
+        "validation_rows": trained.validation_rows,
+        "device": device,
+        "cuda_graph": trained.cuda_graph,
+        "precision": initial.spec.precision,
+        "cpu": cpu_report(),
+    })
 }
 
 /// The CPU facts behind machine-dependent choices, for the report.
