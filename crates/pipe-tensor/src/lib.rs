@@ -14,6 +14,13 @@ mod stages;
 
 pub use stages::{Ngrams, ToTensors};
 
+/// `docs/architecture.md` as doctests of this crate, the one its "Adding a
+/// stage kind" example extends: `cargo test` compiles that example, so the
+/// guide breaks the build when the API it shows changes.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/architecture.md")]
+pub struct ArchitectureGuide;
+
 use std::any::Any;
 use std::path::Path;
 
