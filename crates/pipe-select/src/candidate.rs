@@ -7,13 +7,14 @@ use pipe_core::InvalidSetting;
 use pipe_data::{LabelSet, Vocabulary};
 use pipe_linear::TfidfLinear;
 use pipe_model::{BagOfNgrams, GruClassifier, LstmClassifier};
+use pipe_tensor::ngrams::check_settings;
 use pipe_tensor::TokenTensors;
 use pipe_train::sampler::{stratified_split, Rng};
 use pipe_train::Train;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::ensemble_model::{Member, MemberModel};
+use crate::ensemble_model::{Member, MemberModel, NgramInput};
 use crate::FitError;
 
 /// A model kind and its settings.
@@ -46,6 +47,10 @@ pub enum Candidate {
     BagOfNgrams {
         #[serde(default)]
         model: BagOfNgrams,
+        /// Each word's character n-grams too, `[min, max]` characters, in the
+        /// same buckets (the `ngrams` stage's `char_ngrams`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        char_ngrams: Option<[usize; 2]>,
         #[serde(default)]
         train: Train,
         /// Train on at most this many rows (a stratified sample): bounds the
@@ -110,12 +115,12 @@ impl Candidate {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let (train, max_rows) = match self {
             Candidate::TfidfLinear(t) => return pipe_core::Stage::validate(t),
-            Candidate::BagOfNgrams { model, .. } if model.buckets <= 0 => {
-                return Err(InvalidSetting::new("model.buckets", format!("must be positive, got {}", model.buckets)))
+            Candidate::BagOfNgrams { model, char_ngrams, train, max_rows } => {
+                check_settings(model.buckets, None).map_err(|e| e.within("model"))?;
+                check_settings(model.buckets, *char_ngrams)?;
+                (train, max_rows)
             }
-            Candidate::LstmClassifier { train, max_rows, .. }
-            | Candidate::GruClassifier { train, max_rows, .. }
-            | Candidate::BagOfNgrams { train, max_rows, .. } => (train, max_rows),
+            Candidate::LstmClassifier { train, max_rows, .. } | Candidate::GruClassifier { train, max_rows, .. } => (train, max_rows),
         };
         if *max_rows == Some(0) {
             return Err(InvalidSetting::new("max_rows", "must be at least 1"));
@@ -125,7 +130,7 @@ impl Candidate {
 
     /// Fits the model on the rows `subset` (weight 1, temperature 1).
     pub fn fit(&self, name: &str, data: &FitData, subset: &[usize], progress: &mut pipe_train::Progress) -> Result<Member, FitError> {
-        let (model, bigram_buckets) = match self {
+        let (model, ngrams) = match self {
             Candidate::TfidfLinear(config) => {
                 let rows: Vec<&[i64]> = subset.iter().map(|&r| data.rows[r]).collect();
                 let labels: Vec<i64> = subset.iter().map(|&r| data.labels[r]).collect();
@@ -140,13 +145,14 @@ impl Candidate {
                 let tensors = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
                 (fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &tensors, data, progress)?, None)
             }
-            Candidate::BagOfNgrams { model, train, max_rows } => {
+            Candidate::BagOfNgrams { model, char_ngrams, train, max_rows } => {
                 let rows = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
-                let tensors = pipe_tensor::ngrams::append_bigrams(&rows, data.vocab.len() as i64, model.buckets);
-                (fit_torch(&model.spec(data.vocab, data.label_set), train, &tensors, data, progress)?, Some(model.buckets))
+                let ngrams = NgramInput { buckets: model.buckets, subwords: char_ngrams.map(|range| (range, data.vocab.clone())) };
+                let tensors = ngrams.append(&rows, data.vocab.len() as i64);
+                (fit_torch(&model.spec(data.vocab, data.label_set), train, &tensors, data, progress)?, Some(ngrams))
             }
         };
-        Ok(Member { name: name.to_string(), weight: 1.0, temperature: 1.0, bigram_buckets, model })
+        Ok(Member { name: name.to_string(), weight: 1.0, temperature: 1.0, ngrams, model })
     }
 }
 

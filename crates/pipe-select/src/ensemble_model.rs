@@ -10,9 +10,11 @@ use std::any::Any;
 use std::path::Path;
 
 use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
+use pipe_data::Vocabulary;
 use pipe_linear::LinearModel;
 use pipe_model::Checkpoint;
 use pipe_predict::{register_scorer, ScoreError, ScoreOptions, ScoreRows};
+use pipe_tensor::ngrams::{append_ngrams, Subwords};
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 
@@ -47,9 +49,26 @@ pub struct Member {
     pub name: String,
     pub weight: f32,
     pub temperature: f32,
-    /// For a bag-of-n-grams model: the bigram hash buckets its rows need.
-    pub bigram_buckets: Option<i64>,
+    /// For a bag-of-n-grams model: the n-gram ids its rows need appended.
+    pub ngrams: Option<NgramInput>,
     pub model: MemberModel,
+}
+
+/// What a bag-of-n-grams member appends to its rows before scoring them.
+#[derive(Debug, Clone)]
+pub struct NgramInput {
+    /// Hash buckets of bigrams and character n-grams (after the vocabulary).
+    pub buckets: i64,
+    /// With character n-grams: their `[min, max]` and the vocabulary whose
+    /// words they split.
+    pub subwords: Option<([usize; 2], Vocabulary)>,
+}
+
+impl NgramInput {
+    pub fn append(&self, data: &TokenTensors, vocab_size: i64) -> TokenTensors {
+        let table = self.subwords.as_ref().map(|(range, vocab)| Subwords::new(vocab, *range, self.buckets));
+        append_ngrams(data, vocab_size, self.buckets, table.as_ref())
+    }
 }
 
 impl Member {
@@ -57,12 +76,12 @@ impl Member {
         self.model.scorer().classes()
     }
 
-    /// The model's raw scores for `data` (bigrams appended first when it needs them).
+    /// The model's raw scores for `data` (n-grams appended first when it needs them).
     pub fn scores(&self, data: &TokenTensors, options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
-        match (self.bigram_buckets, &self.model) {
-            (Some(buckets), MemberModel::Checkpoint(c)) => {
-                let vocab_size = c.spec.vocab_size - buckets;
-                self.model.scorer().scores(&pipe_tensor::ngrams::append_bigrams(data, vocab_size, buckets), options)
+        match (&self.ngrams, &self.model) {
+            (Some(ngrams), MemberModel::Checkpoint(c)) => {
+                let vocab_size = c.spec.vocab_size - ngrams.buckets;
+                self.model.scorer().scores(&ngrams.append(data, vocab_size), options)
             }
             _ => self.model.scorer().scores(data, options),
         }
@@ -106,10 +125,17 @@ struct StoredMember {
     weight: f32,
     temperature: f32,
     bigram_buckets: Option<i64>,
+    /// Character n-grams too: their range; the vocabulary is in `member-{i}-vocabulary/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    char_ngrams: Option<[usize; 2]>,
 }
 
 fn member_dir(dir: &Path, i: usize) -> std::path::PathBuf {
     dir.join(format!("member-{i}"))
+}
+
+fn member_vocabulary_dir(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join(format!("member-{i}-vocabulary"))
 }
 
 impl Artifact for EnsembleModel {
@@ -122,12 +148,19 @@ impl Artifact for EnsembleModel {
             let sub = member_dir(dir, i);
             std::fs::create_dir(&sub).map_err(|e| ArtifactError::io(&sub, e))?;
             m.model.artifact().save(&sub)?;
+            let subwords = m.ngrams.as_ref().and_then(|n| n.subwords.as_ref());
+            if let Some((_, vocab)) = subwords {
+                let vocab_dir = member_vocabulary_dir(dir, i);
+                std::fs::create_dir(&vocab_dir).map_err(|e| ArtifactError::io(&vocab_dir, e))?;
+                vocab.save(&vocab_dir)?;
+            }
             stored.push(StoredMember {
                 name: m.name.clone(),
                 model: m.model.artifact().type_name().to_string(),
                 weight: m.weight,
                 temperature: m.temperature,
-                bigram_buckets: m.bigram_buckets,
+                bigram_buckets: m.ngrams.as_ref().map(|n| n.buckets),
+                char_ngrams: subwords.map(|(range, _)| *range),
             });
         }
         pipe_core::fsutil::save_json(&dir.join(ENSEMBLE_FILE), &stored)
@@ -157,8 +190,7 @@ impl LoadArtifact for EnsembleModel {
             if !(s.weight.is_finite() && s.weight >= 0.0 && s.temperature.is_finite() && s.temperature > 0.0) {
                 return Err(ArtifactError::invalid(&path, format!("member {i} has weight {} and temperature {}", s.weight, s.temperature)));
             }
-            let member = Member { name: s.name, weight: s.weight, temperature: s.temperature, bigram_buckets: s.bigram_buckets, model };
-            if let (Some(buckets), MemberModel::Checkpoint(c)) = (member.bigram_buckets, &member.model) {
+            if let (Some(buckets), MemberModel::Checkpoint(c)) = (s.bigram_buckets, &model) {
                 if buckets <= 0 || buckets >= c.spec.vocab_size {
                     return Err(ArtifactError::invalid(
                         &path,
@@ -166,6 +198,28 @@ impl LoadArtifact for EnsembleModel {
                     ));
                 }
             }
+            let ngrams = match (s.bigram_buckets, s.char_ngrams, &model) {
+                (Some(buckets), Some(range), MemberModel::Checkpoint(c)) => {
+                    let vocab = Vocabulary::load(&member_vocabulary_dir(dir, i))?;
+                    if vocab.len() as i64 + buckets != c.spec.vocab_size {
+                        return Err(ArtifactError::invalid(
+                            &path,
+                            format!(
+                                "member {i}'s vocabulary has {} tokens; its embeddings hold {} with {buckets} buckets",
+                                vocab.len(),
+                                c.spec.vocab_size
+                            ),
+                        ));
+                    }
+                    Some(NgramInput { buckets, subwords: Some((range, vocab)) })
+                }
+                (Some(_), Some(_), _) | (None, Some(_), _) => {
+                    return Err(ArtifactError::invalid(&path, format!("member {i} has character n-grams but is not a bag of n-grams")))
+                }
+                (Some(buckets), None, _) => Some(NgramInput { buckets, subwords: None }),
+                (None, None, _) => None,
+            };
+            let member = Member { name: s.name, weight: s.weight, temperature: s.temperature, ngrams, model };
             members.push(member);
         }
         if members.iter().all(|m| m.weight == 0.0) {
@@ -183,7 +237,7 @@ register_artifact!(EnsembleModel, "calibrated, weighted models (ensemble.json + 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipe_data::{IntArray, Vocabulary};
+    use pipe_data::IntArray;
     use pipe_linear::TfidfLinear;
 
     fn toy() -> (Vec<Vec<i64>>, Vec<i64>, Vocabulary) {
@@ -198,7 +252,7 @@ mod tests {
         let (rows, labels, vocab) = toy();
         let rows: Vec<&[i64]> = rows.iter().map(Vec::as_slice).collect();
         let (model, _) = TfidfLinear::default().fit(&rows, &labels, &vocab, 2, 0, 1).unwrap();
-        Member { name: format!("t{temperature}"), weight, temperature, bigram_buckets: None, model: MemberModel::Linear(Box::new(model)) }
+        Member { name: format!("t{temperature}"), weight, temperature, ngrams: None, model: MemberModel::Linear(Box::new(model)) }
     }
 
     fn tensors() -> TokenTensors {
@@ -230,6 +284,37 @@ mod tests {
         let options = ScoreOptions::default();
         assert_eq!(loaded.scores(&tensors(), &options).unwrap(), ensemble.scores(&tensors(), &options).unwrap());
         assert_eq!(loaded.summary(), ensemble.summary());
+    }
+
+    fn bag_member(char_ngrams: Option<[usize; 2]>) -> Member {
+        let (_, _, vocab) = toy();
+        let labels = pipe_data::LabelSet::Strings(vec!["a".into(), "b".into()]);
+        let bag = pipe_model::BagOfNgrams { buckets: 64, ..Default::default() };
+        let checkpoint = pipe_model::initialise(&bag.spec(&vocab, &labels), 3).unwrap();
+        let ngrams = NgramInput { buckets: 64, subwords: char_ngrams.map(|range| (range, vocab.clone())) };
+        Member { name: "bag".into(), weight: 1.0, temperature: 1.0, ngrams: Some(ngrams), model: MemberModel::Checkpoint(checkpoint) }
+    }
+
+    #[test]
+    fn a_bag_member_with_subwords_reads_them_and_round_trips() {
+        let options = ScoreOptions::default();
+        let with = EnsembleModel { members: vec![bag_member(Some([2, 4]))] };
+        let without = EnsembleModel { members: vec![bag_member(None)] };
+        // The same weights (same seed): only the character n-grams differ.
+        assert_ne!(with.scores(&tensors(), &options).unwrap(), without.scores(&tensors(), &options).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        with.save(dir.path()).unwrap();
+        assert!(dir.path().join("member-0-vocabulary").is_dir());
+        let loaded = EnsembleModel::load(dir.path()).unwrap();
+        assert_eq!(loaded.scores(&tensors(), &options).unwrap(), with.scores(&tensors(), &options).unwrap());
+
+        // A vocabulary that does not fit the embeddings is refused.
+        let vocab_file = dir.path().join("member-0-vocabulary/vocabulary.json");
+        let mut shorter: Vocabulary = serde_json::from_slice(&std::fs::read(&vocab_file).unwrap()).unwrap();
+        shorter.tokens.pop();
+        std::fs::write(&vocab_file, serde_json::to_vec(&shorter).unwrap()).unwrap();
+        let err = EnsembleModel::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("member 0's vocabulary has 5 tokens"), "{err}");
     }
 
     #[test]

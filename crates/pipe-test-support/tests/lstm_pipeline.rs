@@ -140,6 +140,26 @@ fn bag_of_ngrams_with_top_k_and_a_bucket_mismatch_caught() {
     let bad = s.pipe(&["run", "bag.yaml", "--set", "train_tensors.buckets=4096"]);
     assert_eq!(bad.code(), Some(1));
     assert!(bad.stderr().contains("beyond the model's"), "{}", bad.stderr());
+
+    // Character n-grams of each word join the bigrams in the same buckets:
+    // longer rows, still within the model's embedding rows.
+    let chars = ["--set", "train_tensors.char_ngrams=[2, 4]", "--set", "test_tensors.char_ngrams=[2, 4]"];
+    let run = s.pipe(&[&["run", "bag.yaml", "--json"][..], &chars[..]].concat()).ok();
+    let report: serde_json::Value = serde_json::from_str(run.stdout().lines().last().unwrap()).unwrap();
+    let stage = |name: &str| report["report"]["stages"].as_array().unwrap().iter().find(|st| st["name"] == name).unwrap().clone();
+    assert_eq!(stage("train_tensors")["outcome"], "ran");
+    assert_eq!(stage("model")["outcome"], "cached", "the model's shape does not change");
+    let plain = s.pipe(&["run", "bag.yaml", "--json"]).ok();
+    let plain: serde_json::Value = serde_json::from_str(plain.stdout().lines().last().unwrap()).unwrap();
+    let width = |r: &serde_json::Value| {
+        let st = r["report"]["stages"].as_array().unwrap().iter().find(|st| st["name"] == "train_tensors").unwrap();
+        let dir = Path::new(st["outputs"]["tensors"].as_str().unwrap());
+        <pipe::tensor::TokenTensors as pipe::core::LoadArtifact>::load(dir).unwrap().width()
+    };
+    assert!(width(&report) > width(&plain), "character n-grams add ids to each row");
+    let bad = s.pipe(&["run", "bag.yaml", "--set", "train_tensors.char_ngrams=[4, 2]"]);
+    assert_eq!(bad.code(), Some(2));
+    assert!(bad.stderr().contains("char_ngrams must be [min, max]"), "{}", bad.stderr());
 }
 
 #[test]

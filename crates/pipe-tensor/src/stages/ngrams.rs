@@ -1,33 +1,41 @@
-//! The `ngrams` stage: hashed word-bigram ids appended to each row.
+//! The `ngrams` stage: fastText's features appended to each row — hashed
+//! word bigrams, and optionally hashed character n-grams of each word.
 
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, Port, Stage, StageContext, StageError};
 use pipe_data::Vocabulary;
 use serde::{Deserialize, Serialize};
 
-use crate::ngrams::append_bigrams;
+use crate::ngrams::{append_ngrams, check_settings, Subwords};
 use crate::TokenTensors;
 
-/// Appends hashed bigram ids (vocabulary size and up).
+/// Appends hashed bigram ids (vocabulary size and up) and, with
+/// `char_ngrams`, each word's hashed character n-gram ids in the same buckets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ngrams {
-    /// Hash buckets for bigrams; the bag model needs the same number.
+    /// Hash buckets for bigrams and character n-grams; the bag model needs
+    /// the same number.
     pub buckets: i64,
+    /// `[min, max]` characters of each word's n-grams (fastText's `-minn`,
+    /// `-maxn`; it suggests `[3, 6]`): rare words then share what they have
+    /// in common with frequent ones. Off by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub char_ngrams: Option<[usize; 2]>,
 }
 
 impl Default for Ngrams {
     fn default() -> Self {
-        Ngrams { buckets: 1 << 16 }
+        Ngrams { buckets: 1 << 16, char_ngrams: None }
     }
 }
 
-#[stage(kind = "ngrams", summary = "append hashed word-bigram ids to each row (for bag_of_ngrams)")]
+#[stage(kind = "ngrams", summary = "append hashed word-bigram (and character n-gram) ids to each row (for bag_of_ngrams)")]
 impl Stage for Ngrams {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<TokenTensors>("tensors", "token ids"), Port::of::<Vocabulary>("vocab", "bigram ids start after it")]
+        vec![Port::of::<TokenTensors>("tensors", "token ids"), Port::of::<Vocabulary>("vocab", "n-gram ids start after it; its tokens' letters")]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<TokenTensors>("tensors", "token ids followed by hashed bigram ids")]
+        vec![Port::of::<TokenTensors>("tensors", "token ids followed by hashed n-gram ids")]
     }
     fn code_version(&self) -> u32 {
         1
@@ -35,14 +43,17 @@ impl Stage for Ngrams {
     fn depends_on_env(&self) -> bool {
         false
     }
-    fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        if self.buckets <= 0 {
-            return Err(StageError::invalid("buckets must be positive"));
-        }
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        check_settings(self.buckets, self.char_ngrams)
+    }
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let data = inputs.get::<TokenTensors>("tensors")?;
         let vocab = inputs.get::<Vocabulary>("vocab")?;
+        let subwords = self.char_ngrams.map(|range| Subwords::new(vocab, range, self.buckets));
+        let tensors = append_ngrams(data, vocab.len() as i64, self.buckets, subwords.as_ref());
+        ctx.info(format!("{} rows of up to {} ids", tensors.rows(), tensors.width()));
         let mut out = Artifacts::new();
-        out.insert("tensors", append_bigrams(data, vocab.len() as i64, self.buckets));
+        out.insert("tensors", tensors);
         Ok(out)
     }
 }
