@@ -73,7 +73,7 @@ impl Override {
         let value: Value = if rhs.trim().is_empty() {
             Value::String(String::new())
         } else {
-            serde_saphyr::from_str(rhs).map_err(|source| OverrideError::Value { text: text.to_string(), source })?
+            serde_saphyr::from_str(rhs).map_err(|e| OverrideError::Value { text: text.to_string(), source: Box::new(e) })?
         };
         Ok(Override { stage, path, value })
     }
@@ -85,7 +85,7 @@ pub enum OverrideError {
     #[error("`{0}`: expected stage.field=value")]
     Syntax(String),
     #[error("`{text}`: value is not valid YAML: {source}")]
-    Value { text: String, source: serde_saphyr::Error },
+    Value { text: String, source: Box<serde_saphyr::Error> },
     #[error("--set {stage}.{field}: no stage named `{stage}`{hint}")]
     NoSuchStage { stage: String, field: String, hint: String },
     #[error("--set {stage}.{field}: only config fields can be overridden")]
