@@ -4,6 +4,7 @@
 //! interrupts, `pipe-testing` ([`Scratch::lab`]: `pipe` plus the toy stages
 //! and crash points).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -140,6 +141,37 @@ impl Scratch {
             peak_mb: peak_kb as f64 / 1024.0,
             timed_out,
         }
+    }
+}
+
+impl Scratch {
+    /// Runs `pipe ARGS` and kills it with SIGKILL (no handler runs, as when
+    /// a machine or a scheduler pulls the plug) as soon as a line of its
+    /// stdout satisfies `when`; returns the lines read until then. Panics if
+    /// it ends before such a line.
+    pub fn pipe_killed_when(&self, args: &[&str], when: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut child = Command::new(&self.bin)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("PIPE_THREADS", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pipe");
+        let mut lines = Vec::new();
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let line = line.expect("read stdout");
+            let hit = when(&line);
+            lines.push(line);
+            if hit {
+                child.kill().expect("kill");
+                child.wait().expect("wait");
+                return lines;
+            }
+        }
+        panic!("pipe ended ({:?}) before the line it was to be killed at; it printed {lines:?}", child.wait());
     }
 }
 

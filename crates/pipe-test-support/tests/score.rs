@@ -142,6 +142,39 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     assert!(std::fs::read_dir(s.path("out/sharded")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
 }
 
+/// A shard killed mid-run (SIGKILL: no cleanup runs) leaves nothing that
+/// reads as done; the rerun scores it again, removes the dead process's temp
+/// file and writes what an uninterrupted run writes.
+#[test]
+fn a_shard_killed_mid_run_is_scored_again_and_matches_an_uninterrupted_run() {
+    let s = trained();
+    write_parquet(&s.path("in/records.parquet"), &records(200), 4096);
+    let args = score_records("out/killed", &["--batch-rows", "32", "--json"]);
+    let before_kill = s.pipe_killed_when(&args, |line| line.contains(r#""event":"batch""#));
+    assert!(!before_kill.iter().any(|l| l.contains(r#""event":"finished""#)), "{before_kill:?}");
+    let part = s.path("out/killed/part-00000-of-00001.parquet");
+    let manifest = s.path("out/killed/_part-00000-of-00001.json");
+    assert!(!part.exists() && !manifest.exists(), "a killed shard must not read as done");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(s.path("out/killed")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert!(names().iter().any(|name| name.starts_with(".part-00000-of-00001.parquet.tmp-")), "the killed run left its temp file: {:?}", names());
+
+    let rerun = s.pipe(&args).ok();
+    let events: Vec<serde_json::Value> = rerun.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!events.iter().any(|e| e["event"] == "skipped"), "{}", rerun.stdout());
+    assert_eq!(events.iter().find(|e| e["event"] == "finished").expect("finished")["rows"], 30_000);
+    assert!(names().iter().all(|name| !name.starts_with('.')), "the killed run's temp file is gone: {:?}", names());
+
+    s.pipe(&score_records("out/clean", &["--batch-rows", "32"])).ok();
+    let (resumed, clean) = (read_parquet(&part), read_parquet(&s.path("out/clean/part-00000-of-00001.parquet")));
+    assert_eq!(resumed.height(), 30_000);
+    for column in ["Id", "Category", "Category_2"] {
+        assert_eq!(strings(&resumed, column), strings(&clean, column), "{column}");
+    }
+    assert_eq!(floats(&resumed, "Probability"), floats(&clean, "Probability"));
+}
+
 #[test]
 fn csv_json_lines_and_partitioned_directories_score_alike() {
     let s = trained();
