@@ -147,7 +147,7 @@ impl Candidate {
             }
             Candidate::BagOfNgrams { model, char_ngrams, train, max_rows } => {
                 let rows = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
-                let ngrams = NgramInput { buckets: model.buckets, subwords: char_ngrams.map(|range| (range, data.vocab.clone())) };
+                let ngrams = NgramInput::new(model.buckets, char_ngrams.map(|range| (range, data.vocab.clone())));
                 let tensors = ngrams.append(&rows, data.vocab.len() as i64);
                 (fit_torch(&model.spec(data.vocab, data.label_set), train, &tensors, data, progress)?, Some(ngrams))
             }

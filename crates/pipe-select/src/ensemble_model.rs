@@ -60,14 +60,27 @@ pub struct NgramInput {
     /// Hash buckets of bigrams and character n-grams (after the vocabulary).
     pub buckets: i64,
     /// With character n-grams: their `[min, max]` and the vocabulary whose
-    /// words they split.
-    pub subwords: Option<([usize; 2], Vocabulary)>,
+    /// words they split (kept to be saved), and each word's n-gram ids,
+    /// computed once rather than on every scoring call.
+    subwords: Option<([usize; 2], Vocabulary, Subwords)>,
 }
 
 impl NgramInput {
+    pub fn new(buckets: i64, char_ngrams: Option<([usize; 2], Vocabulary)>) -> NgramInput {
+        let subwords = char_ngrams.map(|(range, vocab)| {
+            let table = Subwords::new(&vocab, range, buckets);
+            (range, vocab, table)
+        });
+        NgramInput { buckets, subwords }
+    }
+
+    /// The character n-grams' range and vocabulary, when there are some.
+    pub fn char_ngrams(&self) -> Option<([usize; 2], &Vocabulary)> {
+        self.subwords.as_ref().map(|(range, vocab, _)| (*range, vocab))
+    }
+
     pub fn append(&self, data: &TokenTensors, vocab_size: i64) -> TokenTensors {
-        let table = self.subwords.as_ref().map(|(range, vocab)| Subwords::new(vocab, *range, self.buckets));
-        append_ngrams(data, vocab_size, self.buckets, table.as_ref())
+        append_ngrams(data, vocab_size, self.buckets, self.subwords.as_ref().map(|(_, _, table)| table))
     }
 }
 
@@ -148,7 +161,7 @@ impl Artifact for EnsembleModel {
             let sub = member_dir(dir, i);
             std::fs::create_dir(&sub).map_err(|e| ArtifactError::io(&sub, e))?;
             m.model.artifact().save(&sub)?;
-            let subwords = m.ngrams.as_ref().and_then(|n| n.subwords.as_ref());
+            let subwords = m.ngrams.as_ref().and_then(NgramInput::char_ngrams);
             if let Some((_, vocab)) = subwords {
                 let vocab_dir = member_vocabulary_dir(dir, i);
                 std::fs::create_dir(&vocab_dir).map_err(|e| ArtifactError::io(&vocab_dir, e))?;
@@ -160,7 +173,7 @@ impl Artifact for EnsembleModel {
                 weight: m.weight,
                 temperature: m.temperature,
                 bigram_buckets: m.ngrams.as_ref().map(|n| n.buckets),
-                char_ngrams: subwords.map(|(range, _)| *range),
+                char_ngrams: subwords.map(|(range, _)| range),
             });
         }
         pipe_core::fsutil::save_json(&dir.join(ENSEMBLE_FILE), &stored)
@@ -211,12 +224,12 @@ impl LoadArtifact for EnsembleModel {
                             ),
                         ));
                     }
-                    Some(NgramInput { buckets, subwords: Some((range, vocab)) })
+                    Some(NgramInput::new(buckets, Some((range, vocab))))
                 }
                 (Some(_), Some(_), _) | (None, Some(_), _) => {
                     return Err(ArtifactError::invalid(&path, format!("member {i} has character n-grams but is not a bag of n-grams")))
                 }
-                (Some(buckets), None, _) => Some(NgramInput { buckets, subwords: None }),
+                (Some(buckets), None, _) => Some(NgramInput::new(buckets, None)),
                 (None, None, _) => None,
             };
             let member = Member { name: s.name, weight: s.weight, temperature: s.temperature, ngrams, model };
@@ -291,7 +304,7 @@ mod tests {
         let labels = pipe_data::LabelSet::Strings(vec!["a".into(), "b".into()]);
         let bag = pipe_model::BagOfNgrams { buckets: 64, ..Default::default() };
         let checkpoint = pipe_model::initialise(&bag.spec(&vocab, &labels), 3).unwrap();
-        let ngrams = NgramInput { buckets: 64, subwords: char_ngrams.map(|range| (range, vocab.clone())) };
+        let ngrams = NgramInput::new(64, char_ngrams.map(|range| (range, vocab.clone())));
         Member { name: "bag".into(), weight: 1.0, temperature: 1.0, ngrams: Some(ngrams), model: MemberModel::Checkpoint(checkpoint) }
     }
 

@@ -96,16 +96,7 @@ impl Scratch {
     /// Runs `pipe ARGS` killed after `limit`, sampling its peak resident
     /// memory (VmHWM) while it runs.
     pub fn pipe_limited(&self, args: &[&str], limit: Duration) -> Limited {
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_THREADS", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pipe");
+        let mut child = self.spawn(args, Stdio::piped());
         let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
             std::thread::spawn(move || {
                 let mut text = String::new();
@@ -145,21 +136,27 @@ impl Scratch {
 }
 
 impl Scratch {
-    /// Runs `pipe ARGS` and kills it with SIGKILL (no handler runs, as when
-    /// a machine or a scheduler pulls the plug) as soon as a line of its
-    /// stdout satisfies `when`; returns the lines read until then. Panics if
-    /// it ends before such a line.
-    pub fn pipe_killed_when(&self, args: &[&str], when: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut child = Command::new(&self.bin)
+    /// Starts `pipe ARGS` in the scratch directory (one torch thread, no
+    /// stdin), its stdout piped.
+    fn spawn(&self, args: &[&str], stderr: Stdio) -> std::process::Child {
+        Command::new(&self.bin)
             .args(args)
             .current_dir(self.dir.path())
             .env("PIPE_THREADS", "1")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
-            .expect("start pipe");
+            .expect("start pipe")
+    }
+
+    /// Runs `pipe ARGS` and kills it with SIGKILL (no handler runs, as when
+    /// a machine or a scheduler pulls the plug) as soon as a line of its
+    /// stdout satisfies `when`; returns the lines read until then. Panics if
+    /// it ends before such a line.
+    pub fn pipe_killed_when(&self, args: &[&str], when: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut child = self.spawn(args, Stdio::null());
         let mut lines = Vec::new();
         for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
             let line = line.expect("read stdout");
