@@ -120,6 +120,13 @@ pub struct ModelSpec {
     /// What the recurrent layer computes in.
     #[serde(default)]
     pub precision: Precision,
+    /// Read pre-padded rows with their tokens moved to the front (unless
+    /// pooling is `last_step`, which reads the last column): the recurrent
+    /// layer then starts on each row's first token instead of after a run of
+    /// padding, and a row gives the same logits however it was padded. False
+    /// in checkpoints saved before this existed, which read rows as they lie.
+    #[serde(default)]
+    pub front_align: bool,
 }
 
 impl ModelSpec {
@@ -127,6 +134,15 @@ impl ModelSpec {
     /// in float32: `lstm_classifier`'s defaults.
     pub fn notebook(vocab_size: i64, pad_id: i64, num_classes: i64) -> ModelSpec {
         crate::stages::RecurrentConfig::default().spec_with(Architecture::Lstm, vocab_size, pad_id, num_classes, Precision::Float32)
+    }
+
+    /// The padding side the layers see for rows padded on `padding`.
+    pub fn reads_as(&self, padding: PaddingSide) -> PaddingSide {
+        if self.front_align && self.pooling != Pooling::LastStep {
+            PaddingSide::Post
+        } else {
+            padding
+        }
     }
 
     fn directions(&self) -> i64 {
@@ -330,7 +346,10 @@ impl Classifier {
 
     /// Logits `[batch, classes]` for ids `[batch, time]` with per-row `lengths`.
     pub fn forward_t(&self, ids: &Tensor, lengths: &Tensor, padding: PaddingSide, train: bool) -> Tensor {
-        let mut xs = Tensor::embedding(&self.embedding, ids, self.spec.pad_id, false, self.sparse_gradient);
+        let read_as = self.spec.reads_as(padding);
+        let ids = if read_as != padding { to_front(ids, lengths) } else { ids.shallow_clone() };
+        let padding = read_as;
+        let mut xs = Tensor::embedding(&self.embedding, &ids, self.spec.pad_id, false, self.sparse_gradient);
         if self.spec.embedding_dropout > 0.0 {
             xs = dropout(&xs, self.spec.embedding_dropout, train);
         }
@@ -343,6 +362,16 @@ impl Classifier {
         };
         dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
     }
+}
+
+/// Pre-padded ids `[batch, time]` as post-padded ones: each row's last
+/// `length` columns moved to the front, in order (a per-row rotation).
+fn to_front(ids: &Tensor, lengths: &Tensor) -> Tensor {
+    let time = ids.size()[1];
+    let device = ids.device();
+    let shift = (lengths.to_device(device).to_kind(Kind::Int64).clamp(0, time).g_mul_scalar(-1) + time).unsqueeze(1);
+    let index = (Tensor::arange(time, (Kind::Int64, device)).unsqueeze(0) + shift).remainder(time.max(1));
+    ids.gather(1, &index, false)
 }
 
 /// Pools `[batch, time, features]` to `[batch, features']`. With
@@ -563,9 +592,46 @@ mod tests {
         let a = model.forward_t(&post, &len, PaddingSide::Post, false);
         let c = model.forward_t(&short, &len, PaddingSide::Post, false);
         assert!(a.allclose(&c, 1e-6, 1e-6, false), "trailing pads must not change last_valid");
-        // Pre-padding reads different states (the LSTM saw the pads first), but the same shape.
         let b = model.forward_t(&pre, &len, PaddingSide::Pre, false);
-        assert_eq!(b.size(), a.size());
+        assert!(a.allclose(&b, 1e-6, 1e-6, false), "a front-aligned model reads pre-padding as post-padding");
+    }
+
+    #[test]
+    fn front_alignment_makes_the_padding_side_irrelevant() {
+        tch::manual_seed(4);
+        for architecture in [Architecture::Lstm, Architecture::Gru] {
+            for (pooling, bidirectional) in [(Pooling::MeanMax, false), (Pooling::Mean, true), (Pooling::LastValid, true)] {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let model = Classifier::new(&vs.root(), &spec(architecture, pooling, bidirectional)).unwrap();
+                // Rows of 3, 5, 0 and 1 tokens, padded to 5 on either side.
+                let post = Tensor::from_slice(&[3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0]).view([4, 5]);
+                let pre = Tensor::from_slice(&[0i64, 0, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]).view([4, 5]);
+                let lengths = Tensor::from_slice(&[3i64, 5, 0, 1]);
+                let a = model.forward_t(&post, &lengths, PaddingSide::Post, false);
+                let b = model.forward_t(&pre, &lengths, PaddingSide::Pre, false);
+                assert!(a.allclose(&b, 1e-5, 1e-6, false), "{architecture:?} {pooling:?} bidirectional {bidirectional}");
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoints_from_before_front_alignment_read_rows_as_they_lie() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let old = ModelSpec { front_align: false, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
+        let json = serde_json::to_value(&old).unwrap();
+        let mut without_field = json.as_object().unwrap().clone();
+        without_field.remove("front_align");
+        let read: ModelSpec = serde_json::from_value(without_field.into()).unwrap();
+        assert_eq!(read, old, "a spec saved without the field is not front-aligned");
+        let model = Classifier::new(&vs.root(), &old).unwrap();
+        let post = Tensor::from_slice(&[3i64, 4, 0, 0]).view([1, 4]);
+        let pre = Tensor::from_slice(&[0i64, 0, 3, 4]).view([1, 4]);
+        let len = Tensor::from_slice(&[2i64]);
+        let a = model.forward_t(&post, &len, PaddingSide::Post, false);
+        let b = model.forward_t(&pre, &len, PaddingSide::Pre, false);
+        assert!(!a.allclose(&b, 1e-6, 1e-6, false), "the LSTM ran over the leading pads");
+        assert_eq!(old.reads_as(PaddingSide::Pre), PaddingSide::Pre);
     }
 
     #[test]

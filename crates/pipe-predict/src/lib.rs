@@ -27,9 +27,9 @@ pub use stages::Predict;
 pub use {inventory, pipe_core};
 
 /// Whether cutting trailing pads leaves the model's output unchanged: true for
-/// post-padded rows read by a unidirectional model through a masked pooling.
+/// rows read as post-padded by a unidirectional model through a masked pooling.
 pub fn trimming_is_exact(spec: &ModelSpec, padding: PaddingSide) -> bool {
-    padding == PaddingSide::Post && !spec.bidirectional && spec.pooling != Pooling::LastStep
+    spec.reads_as(padding) == PaddingSide::Post && !spec.bidirectional && spec.pooling != Pooling::LastStep
 }
 
 /// Predictions in input order.
@@ -154,4 +154,37 @@ pub fn predictions_table(p: &Predictions, labels: &LabelSet) -> Table {
         });
     }
     Table { columns }
+}
+
+#[cfg(test)]
+mod tests {
+    use pipe_model::Architecture;
+
+    use super::*;
+
+    fn pre_padded_rows() -> TokenTensors {
+        // Rows of 2, 4, 1 and 3 tokens in 6 columns, padded in front.
+        let ids = [0i64, 0, 0, 0, 4, 5, 0, 0, 6, 7, 8, 9, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9, 9, 2];
+        TokenTensors {
+            ids: Tensor::from_slice(&ids).view([4, 6]),
+            lengths: Tensor::from_slice(&[2i64, 4, 1, 3]),
+            labels: None,
+            padding: PaddingSide::Pre,
+            pad_id: 0,
+        }
+    }
+
+    #[test]
+    fn pre_padded_rows_are_trimmed_when_the_model_reads_them_front_aligned() {
+        let spec = ModelSpec { architecture: Architecture::Lstm, pooling: Pooling::MeanMax, hidden_dim: 8, embed_dim: 8, ..ModelSpec::notebook(12, 0, 3) };
+        assert!(spec.front_align, "new models read pre-padding front-aligned");
+        assert!(trimming_is_exact(&spec, PaddingSide::Pre));
+        assert!(!trimming_is_exact(&ModelSpec { front_align: false, ..spec.clone() }, PaddingSide::Pre));
+        let predictor = Predictor::new(&pipe_model::initialise(&spec, 3).unwrap(), Device::Cpu).unwrap();
+        let data = pre_padded_rows();
+        // Batches of 2 rows: the short pair is cut to 2 columns, the long to 4.
+        let trimmed = predictor.logits(&data, 2, Trim::Auto);
+        let whole = predictor.logits(&data, 2, Trim::Never);
+        assert!(trimmed.allclose(&whole, 1e-5, 1e-6, false), "{trimmed} vs {whole}");
+    }
 }

@@ -44,6 +44,8 @@ impl BagOfNgrams {
             pooling: Pooling::Mean,
             sparse_embedding: self.sparse,
             precision: Precision::Float32,
+            // A mean of embeddings reads a row the same wherever its pads are.
+            front_align: false,
         }
     }
 }

@@ -28,7 +28,8 @@ impl Stage for GruClassifier {
         super::model_outputs()
     }
     fn code_version(&self) -> u32 {
-        1
+        // 2: pre-padded rows are read front-aligned (`ModelSpec::front_align`).
+        2
     }
     fn machine_choices(&self, device: &str) -> BTreeMap<String, String> {
         self.precision_choice(device)

@@ -76,6 +76,7 @@ impl RecurrentConfig {
             pooling: self.pooling,
             sparse_embedding: self.sparse_embedding,
             precision,
+            front_align: true,
         }
     }
 
