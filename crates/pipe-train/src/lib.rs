@@ -34,7 +34,7 @@ pub use class_weights::{class_weights, ClassWeighting};
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
 pub use optimizer_plan::{OptimizerPlan, PlannedOptimizer};
-pub use schedule::{LrSchedule, Schedule};
+pub use schedule::{LrSchedule, Schedule, SmallDataLr};
 pub use stages::Train;
 pub use step::{may_record, StepRunner};
 pub use trainer::{train, EpochMetrics, Progress, Trained};

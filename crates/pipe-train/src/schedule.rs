@@ -13,6 +13,26 @@ pub enum Schedule {
     Cosine,
 }
 
+/// The `lr_reference_steps` policy: `lr` was tuned where an epoch had this
+/// many optimizer steps. Smaller data gives fewer steps an epoch, so the same
+/// epochs move the weights less far and stop short; the rate then rises by
+/// sqrt(reference / steps), at most [`SmallDataLr::MAX_FACTOR`] times (and
+/// never past 1). More steps than the reference leave `lr` as it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SmallDataLr {
+    pub reference_steps: usize,
+}
+
+impl SmallDataLr {
+    pub const MAX_FACTOR: f64 = 3.0;
+
+    /// The rate to use for `lr` when an epoch has `steps_per_epoch` steps.
+    pub fn scale(&self, lr: f64, steps_per_epoch: usize) -> f64 {
+        let factor = (self.reference_steps as f64 / steps_per_epoch.max(1) as f64).sqrt().clamp(1.0, Self::MAX_FACTOR);
+        (lr * factor).min(lr.max(1.0))
+    }
+}
+
 /// A schedule laid out over a run's steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LrSchedule {
@@ -53,6 +73,17 @@ impl LrSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_data_raises_lr_by_the_square_root_of_the_missing_steps() {
+        let rule = SmallDataLr { reference_steps: 240 };
+        assert_eq!(rule.scale(0.006, 240), 0.006, "at the reference");
+        assert_eq!(rule.scale(0.006, 960), 0.006, "more data is never scaled down");
+        assert!((rule.scale(0.006, 60) - 0.012).abs() < 1e-12, "a quarter of the steps: twice the rate");
+        assert!((rule.scale(0.006, 1) - 0.018).abs() < 1e-12, "at most three times");
+        assert!((rule.scale(0.006, 0) - 0.018).abs() < 1e-12, "no steps is the smallest data");
+        assert_eq!(rule.scale(0.5, 1), 1.0, "never past 1");
+    }
 
     #[test]
     fn constant_is_lr_at_every_step() {

@@ -46,6 +46,9 @@ pub struct Trained {
     pub validation_rows: usize,
     /// Whether full batches replayed a recorded CUDA graph (`cuda_graphs`).
     pub cuda_graph: bool,
+    /// The peak learning rate (`lr`, raised for small data by `lr_reference_steps`).
+    pub lr: f64,
+    pub steps_per_epoch: usize,
 }
 
 /// Progress callback: (batches done, batches total, message). Returning
@@ -131,7 +134,16 @@ pub fn train(
         Some(best) if config.restore_best => best,
         _ => (history.len(), Checkpoint::from_var_store(&initial.spec, &vs)),
     };
-    Ok(Trained { checkpoint, history, best_epoch, train_rows: train_rows.len(), validation_rows: val_rows.len(), cuda_graph: runner.replays() })
+    Ok(Trained {
+        checkpoint,
+        history,
+        best_epoch,
+        train_rows: train_rows.len(),
+        validation_rows: val_rows.len(),
+        cuda_graph: runner.replays(),
+        lr: epochs.schedule.lr,
+        steps_per_epoch: epochs.steps_per_epoch,
+    })
 }
 
 /// The passes over the training rows: their batches, the learning rate
@@ -157,7 +169,7 @@ struct EpochTrained {
 impl<'a> Epochs<'a> {
     fn new(config: &'a Train, train_rows: &'a [usize], lengths: &'a [i64], device: Device, rng: Rng) -> Epochs<'a> {
         let steps_per_epoch = train_rows.len().div_ceil(config.batch_size);
-        let schedule = LrSchedule::new(config.schedule, config.lr, config.warmup_epochs, steps_per_epoch, config.epochs);
+        let schedule = LrSchedule::new(config.schedule, config.lr_for(steps_per_epoch), config.warmup_epochs, steps_per_epoch, config.epochs);
         Epochs { config, train_rows, lengths, device, rng, schedule, steps_per_epoch, steps_done: 0 }
     }
 
@@ -175,7 +187,7 @@ impl<'a> Epochs<'a> {
         let config = self.config;
         let batches = plan_epoch(self.train_rows, self.lengths, config.batch_size, config.bucketing, &mut self.rng);
         step.totals.reset();
-        let mut lr = config.lr;
+        let mut lr = self.schedule.lr;
         let mut timing: Timing = [0.0; 3];
         // The epoch's row order goes to the device in one copy: a copy from
         // pageable host memory per batch would synchronise the GPU each step.

@@ -8,7 +8,7 @@ use pipe_runtime::runtime;
 use pipe_tensor::{PaddingSide, TokenTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::{train, ClassWeighting, EpochMetrics, Monitor, Schedule, Trained};
+use crate::{train, ClassWeighting, EpochMetrics, Monitor, Schedule, SmallDataLr, Trained};
 
 /// The `train` stage: its settings; the defaults are the notebook's loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +17,10 @@ pub struct Train {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// The optimizer steps an epoch had where `lr` was tuned: with fewer
+    /// (smaller data) the rate rises by sqrt(reference / steps), at most 3x
+    /// ([`SmallDataLr`]); unset, `lr` is used as given.
+    pub lr_reference_steps: Option<usize>,
     pub betas: (f64, f64),
     pub eps: f64,
     /// L2 penalty added to the gradient, as `torch.optim.Adam(weight_decay=…)`.
@@ -60,6 +64,7 @@ impl Default for Train {
             epochs: 15,
             batch_size: 32,
             lr: 1e-3,
+            lr_reference_steps: None,
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay: 0.0,
@@ -82,6 +87,14 @@ impl Default for Train {
 }
 
 impl Train {
+    /// The peak learning rate for epochs of `steps_per_epoch` steps.
+    pub fn lr_for(&self, steps_per_epoch: usize) -> f64 {
+        match self.lr_reference_steps {
+            Some(reference_steps) => SmallDataLr { reference_steps }.scale(self.lr, steps_per_epoch),
+            None => self.lr,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let bad = |setting: &str, problem: String| Err(InvalidSetting::new(setting, problem));
         for (name, n) in [("epochs", self.epochs), ("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)] {
@@ -93,6 +106,9 @@ impl Train {
         // step overshoots, and 1e30 turns every loss into NaN.
         if !(self.lr > 0.0 && self.lr <= 1.0) {
             return bad("lr", format!("must be in (0, 1], got {}", self.lr));
+        }
+        if self.lr_reference_steps == Some(0) {
+            return bad("lr_reference_steps", "must be positive, got 0".into());
         }
         if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
             return bad("betas", format!("must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
@@ -169,6 +185,15 @@ impl Stage for Train {
             ctx.metric(serde_json::to_value(m).unwrap_or_default());
         };
         let trained = train(initial, data, self, device, ctx.seed, &mut progress, &mut on_epoch).map_err(StageError::other)?;
+        if trained.lr != self.lr {
+            ctx.info(format!(
+                "lr {} was raised to {:.4} for small data: {} steps an epoch against lr_reference_steps {}",
+                self.lr,
+                trained.lr,
+                trained.steps_per_epoch,
+                self.lr_reference_steps.unwrap_or_default()
+            ));
+        }
         let metrics = report(&trained, initial, ctx.device);
         let files = BTreeMap::from([
             ("metrics.json".to_string(), serde_json::to_vec_pretty(&metrics).expect("json").to_vec()),
@@ -214,6 +239,8 @@ fn report(trained: &Trained, initial: &Checkpoint, device: &str) -> serde_json::
     serde_json::json!({
         "epochs": trained.history,
         "best_epoch": trained.best_epoch,
+        "lr": trained.lr,
+        "steps_per_epoch": trained.steps_per_epoch,
         "train_rows": trained.train_rows,
         "validation_rows": trained.validation_rows,
         "device": device,
