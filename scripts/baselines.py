@@ -7,6 +7,12 @@ training left out), the same tokens (lowercase, \\w+|[^\\w\\s]).
 
   python scripts/baselines.py data/corpus [--train 30000] [--test 7500] [--only tfidf,fasttext]
                               [--fasttext-lr 0.1] [--json out.json]
+  python scripts/baselines.py data/wordnet --from-artifacts [...]
+
+With --from-artifacts the folder holds the notebook's artifacts (and
+test_labels.json) instead of a corpus: the baselines then see what pipe sees,
+each row's ids turned back into its words through the vocabulary (so rows cut
+at max_len, rare words as the unknown token).
 
 TF-IDF needs scikit-learn (the pinned venv has it). fastText needs the
 `fasttext` module, which the pinned venv does not carry; run that part from a
@@ -62,6 +68,24 @@ def fasttext_supervised(train, test, threads, lr):
     return {"accuracy": acc, "macro_f1": macro_f1(truth, pred), "train_seconds": seconds}
 
 
+def artifact_records(folder):
+    """Train and labelled test records rebuilt from a folder of the notebook's artifacts."""
+    import joblib, numpy as np
+    stoi = joblib.load(os.path.join(folder, "vocab_stoi.pkl"))
+    words = {i: w for w, i in stoi.items()}
+    pad = stoi.get("<PAD>", 0)
+    encoder = joblib.load(os.path.join(folder, "label_encoder.pkl"))
+    text = lambda row: " ".join(words[int(i)] for i in row if i != pad)
+    x_train = np.load(os.path.join(folder, "X_train_seq.npy"))
+    categories = encoder.inverse_transform(np.load(os.path.join(folder, "y_train.npy")))
+    train = [{"Text": text(row), "Category": c.item() if hasattr(c, "item") else c} for row, c in zip(x_train, categories)]
+    ids = [r["Id"] for r in json.load(open(os.path.join(folder, "test_mini.json")))]
+    truth = {r["Id"]: r["Category"] for r in json.load(open(os.path.join(folder, "test_labels.json")))}
+    x_test = np.load(os.path.join(folder, "X_test_seq.npy"))
+    test = [{"Text": text(row), "Category": truth[i]} for i, row in zip(ids, x_test) if i in truth]
+    return train, test
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("corpus")
@@ -71,9 +95,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fasttext-lr", type=float, default=0.1, help="fastText's own default")
     ap.add_argument("--json", default="")
+    ap.add_argument("--from-artifacts", action="store_true", help="the folder holds the notebook's artifacts")
     a = ap.parse_args()
-    train = json.load(open(os.path.join(a.corpus, "train.json")))
-    test = json.load(open(os.path.join(a.corpus, "test.json")))
+    if a.from_artifacts:
+        train, test = artifact_records(a.corpus)
+    else:
+        train = json.load(open(os.path.join(a.corpus, "train.json")))
+        test = json.load(open(os.path.join(a.corpus, "test.json")))
     if a.train:
         train = train[: a.train]
     if a.test:
