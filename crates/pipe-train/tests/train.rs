@@ -89,6 +89,21 @@ fn learns_a_separable_toy_set() {
 }
 
 #[test]
+fn small_data_trains_at_a_raised_rate_and_says_so() {
+    // 60 rows in batches of 16: 4 steps an epoch, a sixteenth of the reference.
+    let data = toy_set(60, 4);
+    let config = Train { epochs: 2, batch_size: 16, lr: 1e-3, lr_reference_steps: Some(64), ..Train::default() };
+    let trained = quiet_train(&config, &data, 3);
+    assert_eq!(trained.steps_per_epoch, 4);
+    assert!((trained.lr - 3e-3).abs() < 1e-12, "sqrt(64 / 4) = 4, capped at 3x: {}", trained.lr);
+    assert!(trained.history.iter().all(|m| (m.lr - trained.lr).abs() < 1e-12), "every epoch at that rate");
+    let enough_data = Train { lr_reference_steps: Some(4), ..config.clone() };
+    assert_eq!(quiet_train(&enough_data, &data, 3).lr, 1e-3, "at the reference the rate is lr");
+    let refused = Train { lr_reference_steps: Some(0), ..config }.validate().unwrap_err();
+    assert_eq!(refused.to_string(), "lr_reference_steps must be positive, got 0");
+}
+
+#[test]
 fn same_seed_same_weights_on_cpu() {
     let data = toy_set(60, 2);
     let config = Train { epochs: 2, batch_size: 8, ..Train::default() };
