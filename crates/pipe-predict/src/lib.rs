@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn pre_padded_rows_are_trimmed_when_the_model_reads_them_front_aligned() {
-        let spec = ModelSpec { architecture: Architecture::Lstm, pooling: Pooling::MeanMax, hidden_dim: 8, embed_dim: 8, ..ModelSpec::notebook(12, 0, 3) };
+        let spec =
+            ModelSpec { architecture: Architecture::Lstm, pooling: Pooling::MeanMax, hidden_dim: 8, embed_dim: 8, ..ModelSpec::notebook(12, 0, 3) };
         assert!(spec.front_align, "new models read pre-padding front-aligned");
         assert!(trimming_is_exact(&spec, PaddingSide::Pre));
         assert!(!trimming_is_exact(&ModelSpec { front_align: false, ..spec.clone() }, PaddingSide::Pre));
