@@ -615,6 +615,17 @@ mod tests {
     }
 
     #[test]
+    fn moving_tokens_to_the_front_keeps_their_order_and_bounds_odd_lengths() {
+        let pre = Tensor::from_slice(&[0i64, 0, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8, 0, 0, 0, 9]).view([4, 4]);
+        // A length past the width (or below zero) is read as the whole row (or none).
+        let lengths = Tensor::from_slice(&[2i64, 0, 9, -1]);
+        let front = Vec::<i64>::try_from(&to_front(&pre, &lengths).view([-1])).unwrap();
+        assert_eq!(front, vec![3, 4, 0, 0, 0, 0, 0, 0, 5, 6, 7, 8, 0, 0, 0, 9]);
+        let empty = Tensor::zeros([2, 0], (Kind::Int64, Device::Cpu));
+        assert_eq!(to_front(&empty, &Tensor::from_slice(&[0i64, 0])).size(), vec![2, 0]);
+    }
+
+    #[test]
     fn checkpoints_from_before_front_alignment_read_rows_as_they_lie() {
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);

@@ -29,7 +29,8 @@ impl SmallDataLr {
     /// The rate to use for `lr` when an epoch has `steps_per_epoch` steps.
     pub fn scale(&self, lr: f64, steps_per_epoch: usize) -> f64 {
         let factor = (self.reference_steps as f64 / steps_per_epoch.max(1) as f64).sqrt().clamp(1.0, Self::MAX_FACTOR);
-        (lr * factor).min(lr.max(1.0))
+        // `lr` itself is at most 1 (`Train::validate`).
+        (lr * factor).min(1.0)
     }
 }
 
