@@ -127,6 +127,12 @@ pub struct ModelSpec {
     /// in checkpoints saved before this existed, which read rows as they lie.
     #[serde(default)]
     pub front_align: bool,
+    /// Feed the output layer the mean of the row's word embeddings (taken
+    /// before embedding dropout) beside the pooled recurrent features: a
+    /// bag-of-words path that carries each word's identity straight to the
+    /// classes. Recurrent models only; false in older checkpoints.
+    #[serde(default)]
+    pub embedding_shortcut: bool,
 }
 
 impl ModelSpec {
@@ -159,11 +165,18 @@ impl ModelSpec {
             Architecture::BagOfEmbeddings => self.embed_dim,
             _ => self.hidden_dim * self.directions(),
         };
-        if self.pooling == Pooling::MeanMax {
-            2 * width
+        let pooled = if self.pooling == Pooling::MeanMax { 2 * width } else { width };
+        if self.has_shortcut() {
+            pooled + self.embed_dim
         } else {
-            width
+            pooled
         }
+    }
+
+    /// Whether the output layer also reads the mean embedding: a bag of
+    /// embeddings already is one, so only recurrent models add it.
+    fn has_shortcut(&self) -> bool {
+        self.embedding_shortcut && self.architecture != Architecture::BagOfEmbeddings
     }
 
     pub fn validate(&self) -> Result<(), InvalidSetting> {
@@ -349,17 +362,19 @@ impl Classifier {
         let read_as = self.spec.reads_as(padding);
         let ids = if read_as != padding { to_front(ids, lengths) } else { ids.shallow_clone() };
         let padding = read_as;
-        let mut xs = Tensor::embedding(&self.embedding, &ids, self.spec.pad_id, false, self.sparse_gradient);
-        if self.spec.embedding_dropout > 0.0 {
-            xs = dropout(&xs, self.spec.embedding_dropout, train);
-        }
-        let pooled = match &self.recurrent {
+        let embedded = Tensor::embedding(&self.embedding, &ids, self.spec.pad_id, false, self.sparse_gradient);
+        let xs = if self.spec.embedding_dropout > 0.0 { dropout(&embedded, self.spec.embedding_dropout, train) } else { embedded.shallow_clone() };
+        let mut pooled = match &self.recurrent {
             Some(rnn) => {
                 let out = rnn.forward_t(&xs, train);
                 pool(&out, lengths, padding, self.spec.pooling, self.spec.bidirectional.then_some(self.spec.hidden_dim))
             }
             None => pool(&xs, lengths, padding, self.spec.pooling, None),
         };
+        if self.spec.has_shortcut() {
+            let mean_embedding = pool(&embedded, lengths, padding, Pooling::Mean, None).to_kind(pooled.kind());
+            pooled = Tensor::cat(&[pooled, mean_embedding], 1);
+        }
         dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
     }
 }
@@ -600,9 +615,11 @@ mod tests {
     fn front_alignment_makes_the_padding_side_irrelevant() {
         tch::manual_seed(4);
         for architecture in [Architecture::Lstm, Architecture::Gru] {
-            for (pooling, bidirectional) in [(Pooling::MeanMax, false), (Pooling::Mean, true), (Pooling::LastValid, true)] {
+            for (pooling, bidirectional, embedding_shortcut) in
+                [(Pooling::MeanMax, false, false), (Pooling::MeanMax, false, true), (Pooling::Mean, true, false), (Pooling::LastValid, true, true)]
+            {
                 let vs = nn::VarStore::new(Device::Cpu);
-                let model = Classifier::new(&vs.root(), &spec(architecture, pooling, bidirectional)).unwrap();
+                let model = Classifier::new(&vs.root(), &ModelSpec { embedding_shortcut, ..spec(architecture, pooling, bidirectional) }).unwrap();
                 // Rows of 3, 5, 0 and 1 tokens, padded to 5 on either side.
                 let post = Tensor::from_slice(&[3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0]).view([4, 5]);
                 let pre = Tensor::from_slice(&[0i64, 0, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]).view([4, 5]);
@@ -612,6 +629,34 @@ mod tests {
                 assert!(a.allclose(&b, 1e-5, 1e-6, false), "{architecture:?} {pooling:?} bidirectional {bidirectional}");
             }
         }
+    }
+
+    #[test]
+    fn the_embedding_shortcut_feeds_the_mean_embedding_to_the_output_layer() {
+        tch::manual_seed(6);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let with = ModelSpec { embedding_shortcut: true, embedding_dropout: 0.5, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
+        let model = Classifier::new(&vs.root(), &with).unwrap();
+        let (hidden, embed) = (with.hidden_dim, with.embed_dim);
+        assert_eq!(vs.variables()["fc.weight"].size(), vec![7, 2 * hidden + embed]);
+        // With the LSTM's weights at zero its outputs are zero for every row,
+        // so the logits are the output layer over the mean embedding alone.
+        tch::no_grad(|| vs.variables().iter().filter(|(name, _)| name.starts_with("lstm.")).for_each(|(_, w)| _ = w.shallow_clone().zero_()));
+        let ids = Tensor::from_slice(&[3i64, 4, 5, 0, 6, 0, 0, 0]).view([2, 4]);
+        let lengths = Tensor::from_slice(&[3i64, 1]);
+        let logits = model.forward_t(&ids, &lengths, PaddingSide::Post, false);
+        let table = &vs.variables()["embedding.weight"];
+        let means = Tensor::stack(&[table.narrow(0, 3, 3).mean_dim(0, false, Kind::Float), table.get(6)], 0);
+        let fc = &vs.variables()["fc.weight"];
+        let expected = means.linear(&fc.narrow(1, 2 * hidden, embed), Some(&vs.variables()["fc.bias"]));
+        assert!(logits.allclose(&expected, 1e-5, 1e-6, false), "{logits} vs {expected}");
+        // A bag of embeddings is its own shortcut: the flag adds nothing there.
+        let bag = ModelSpec { embedding_shortcut: true, ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false) };
+        assert_eq!(bag.features(), bag.embed_dim);
+        // Checkpoints saved before the field existed have no shortcut.
+        let mut json = serde_json::to_value(&with).unwrap();
+        json.as_object_mut().unwrap().remove("embedding_shortcut");
+        assert!(!serde_json::from_value::<ModelSpec>(json).unwrap().embedding_shortcut);
     }
 
     #[test]

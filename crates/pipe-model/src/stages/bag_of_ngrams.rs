@@ -46,6 +46,7 @@ impl BagOfNgrams {
             precision: Precision::Float32,
             // A mean of embeddings reads a row the same wherever its pads are.
             front_align: false,
+            embedding_shortcut: false,
         }
     }
 }

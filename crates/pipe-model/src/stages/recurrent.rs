@@ -33,6 +33,9 @@ pub struct RecurrentConfig {
     /// elsewhere), `float32`, or `bfloat16`: the recurrent layer in
     /// mixed precision on the CPU.
     pub precision: PrecisionChoice,
+    /// The mean of the row's word embeddings joins the pooled features
+    /// the output layer reads (a bag-of-words path beside the RNN).
+    pub embedding_shortcut: bool,
 }
 
 impl Default for RecurrentConfig {
@@ -49,6 +52,7 @@ impl Default for RecurrentConfig {
             pooling: Pooling::LastStep,
             sparse_embedding: false,
             precision: PrecisionChoice::Auto,
+            embedding_shortcut: false,
         }
     }
 }
@@ -77,6 +81,7 @@ impl RecurrentConfig {
             sparse_embedding: self.sparse_embedding,
             precision,
             front_align: true,
+            embedding_shortcut: self.embedding_shortcut,
         }
     }
 
