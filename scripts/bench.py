@@ -30,7 +30,9 @@ Every result carries the machine: CPU model, ISA flags that matter here
 (avx2, fma, avx512f, avx512_bf16, amx_bf16), core count, and the
 ONEDNN_MAX_CPU_ISA cap. `--isa AVX2` sets that cap for every contender, so an
 AVX-512 machine measures as an AVX2 one would (oneDNN obeys it; so does
-`pipe`'s `precision: auto` and its optimizer kernel).
+`pipe`'s `precision: auto` and its optimizer kernel); it also sets
+ATEN_CPU_CAPABILITY=avx2 and MKL_ENABLE_INSTRUCTIONS=AVX2, which cap torch's
+own kernels and MKL's.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -63,6 +65,8 @@ def machine():
     native_bf16 = isa["avx512_bf16"] and (not cap or cap.upper().startswith(("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL", "DEFAULT")))
     return {"cpu_model": field("model name"), "isa_flags": isa, "logical_cpus": os.cpu_count(),
             "physical_cores": len(cores) or None, "onednn_max_cpu_isa": cap or None,
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY") or None,
+            "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS") or None,
             "cpu_class": "AVX-512 BF16" if native_bf16 else ("AVX2" if isa["avx2"] else "other")}
 
 
@@ -139,6 +143,12 @@ def main():
     a.data = os.path.abspath(a.data)
     if a.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = a.isa
+        if a.isa.upper() == "AVX2":
+            # oneDNN (the LSTM) obeys the cap above; ATen's own vectorised
+            # kernels (embedding, Adam, elementwise) and MKL's GEMMs have their
+            # own switches, so an AVX2 run caps those too.
+            os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+            os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     host = machine()
     print(f"machine: {host['cpu_model']} ({host['cpu_class']} class; flags {host['isa_flags']}; "
           f"{host['physical_cores']} cores; ONEDNN_MAX_CPU_ISA={host['onednn_max_cpu_isa']})", flush=True)
