@@ -98,6 +98,7 @@ mod tests {
 
     #[test]
     fn seeded_by_torch_and_differentiable() {
+        let _rng = crate::torch_rng_lock();
         let xs = Tensor::ones([64, 33], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         tch::manual_seed(5);
         let a = dropout(&xs, 0.3, true);

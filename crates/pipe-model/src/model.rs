@@ -514,6 +514,7 @@ mod tests {
 
     #[test]
     fn output_shapes_for_every_architecture_and_pooling() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(0);
         let ids = Tensor::from_slice(&[3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10]).view([2, 5]);
         let lengths = Tensor::from_slice(&[3i64, 5]);
@@ -534,6 +535,7 @@ mod tests {
     /// side, rows without tokens included.
     #[test]
     fn one_pass_mean_max_equals_the_torch_ops() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(5);
         let out = Tensor::randn([9, 7, 12], (Kind::Float, Device::Cpu));
         let lengths = Tensor::from_slice(&[0i64, 1, 3, 7, 2, 5, 6, 4, 7]);
@@ -553,6 +555,7 @@ mod tests {
 
     #[test]
     fn parameters_have_pytorch_names_and_shapes() {
+        let _rng = crate::torch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let _ = Classifier::new(&vs.root(), &ModelSpec::notebook(50, 0, 7)).unwrap();
         let mut names: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
@@ -573,6 +576,7 @@ mod tests {
 
     #[test]
     fn padding_row_is_zero_and_init_matches_pytorch() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(1);
         let vs = nn::VarStore::new(Device::Cpu);
         let _ = Classifier::new(&vs.root(), &ModelSpec::notebook(5000, 3, 45)).unwrap();
@@ -595,6 +599,7 @@ mod tests {
 
     #[test]
     fn last_valid_reads_the_last_real_token() {
+        let _rng = crate::torch_rng_lock();
         // With mean pooling over a bag model, post and pre padding of the same tokens agree.
         tch::manual_seed(2);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -613,6 +618,7 @@ mod tests {
 
     #[test]
     fn front_alignment_makes_the_padding_side_irrelevant() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(4);
         for architecture in [Architecture::Lstm, Architecture::Gru] {
             for (pooling, bidirectional, embedding_shortcut) in
@@ -633,6 +639,7 @@ mod tests {
 
     #[test]
     fn the_embedding_shortcut_feeds_the_mean_embedding_to_the_output_layer() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(6);
         let vs = nn::VarStore::new(Device::Cpu);
         let with = ModelSpec { embedding_shortcut: true, embedding_dropout: 0.5, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
@@ -672,6 +679,7 @@ mod tests {
 
     #[test]
     fn checkpoints_from_before_front_alignment_read_rows_as_they_lie() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
         let old = ModelSpec { front_align: false, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
@@ -692,6 +700,7 @@ mod tests {
 
     #[test]
     fn bfloat16_precision_is_close_to_float32_and_trains_float32_weights() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(4);
         let ids = Tensor::randint_low(1, 50, [6, 9], (Kind::Int64, Device::Cpu));
         let lengths = Tensor::from_slice(&[9i64, 3, 5, 9, 1, 7]);
@@ -719,6 +728,7 @@ mod tests {
 
     #[test]
     fn masked_mean_ignores_pads() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &spec(Architecture::BagOfEmbeddings, Pooling::Mean, false)).unwrap();
