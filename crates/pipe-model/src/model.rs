@@ -166,17 +166,13 @@ impl ModelSpec {
             _ => self.hidden_dim * self.directions(),
         };
         let pooled = if self.pooling == Pooling::MeanMax { 2 * width } else { width };
-        if self.has_shortcut() {
+        // A bag of embeddings already is the mean embedding: only recurrent
+        // models add the shortcut.
+        if self.embedding_shortcut && self.architecture != Architecture::BagOfEmbeddings {
             pooled + self.embed_dim
         } else {
             pooled
         }
-    }
-
-    /// Whether the output layer also reads the mean embedding: a bag of
-    /// embeddings already is one, so only recurrent models add it.
-    fn has_shortcut(&self) -> bool {
-        self.embedding_shortcut && self.architecture != Architecture::BagOfEmbeddings
     }
 
     pub fn validate(&self) -> Result<(), InvalidSetting> {
@@ -364,17 +360,18 @@ impl Classifier {
         let padding = read_as;
         let embedded = Tensor::embedding(&self.embedding, &ids, self.spec.pad_id, false, self.sparse_gradient);
         let xs = if self.spec.embedding_dropout > 0.0 { dropout(&embedded, self.spec.embedding_dropout, train) } else { embedded.shallow_clone() };
-        let mut pooled = match &self.recurrent {
+        let pooled = match &self.recurrent {
             Some(rnn) => {
                 let out = rnn.forward_t(&xs, train);
-                pool(&out, lengths, padding, self.spec.pooling, self.spec.bidirectional.then_some(self.spec.hidden_dim))
+                let pooled = pool(&out, lengths, padding, self.spec.pooling, self.spec.bidirectional.then_some(self.spec.hidden_dim));
+                if self.spec.embedding_shortcut {
+                    Tensor::cat(&[pooled, pool(&embedded, lengths, padding, Pooling::Mean, None)], 1)
+                } else {
+                    pooled
+                }
             }
             None => pool(&xs, lengths, padding, self.spec.pooling, None),
         };
-        if self.spec.has_shortcut() {
-            let mean_embedding = pool(&embedded, lengths, padding, Pooling::Mean, None).to_kind(pooled.kind());
-            pooled = Tensor::cat(&[pooled, mean_embedding], 1);
-        }
         dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
     }
 }
