@@ -654,6 +654,9 @@ mod tests {
         let fc = &vs.variables()["fc.weight"];
         let expected = means.linear(&fc.narrow(1, 2 * hidden, embed), Some(&vs.variables()["fc.bias"]));
         assert!(logits.allclose(&expected, 1e-5, 1e-6, false), "{logits} vs {expected}");
+        // A row without tokens averages nothing: finite logits, the bias alone.
+        let empty = model.forward_t(&Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu)), &Tensor::from_slice(&[0i64]), PaddingSide::Post, false);
+        assert!(empty.get(0).allclose(&vs.variables()["fc.bias"], 1e-6, 1e-7, false), "{empty}");
         // A bag of embeddings is its own shortcut: the flag adds nothing there.
         let bag = ModelSpec { embedding_shortcut: true, ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false) };
         assert_eq!(bag.features(), bag.embed_dim);
