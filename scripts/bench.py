@@ -12,6 +12,10 @@ Contenders:
   pipe-lstm pipe run pipelines/lstm.yaml (the best settings)
   pipe-nb-eager  notebook.yaml with train.cuda_graphs=false (on a GPU: what
             recording the step as a CUDA graph gains; the same as pipe-nb on a CPU)
+  floor-lstm     scripts/lstm_floor.py --shape lstm: torch's LSTM kernel alone,
+            forward and backward, over an epoch of lstm.yaml's batches (CPU)
+  floor-nb  the same at notebook.yaml's shapes: no pipeline keeping these
+            models trains an epoch faster than its floor
 
 For each: mean epoch time, end-to-end wall time, accuracy and macro-F1 on the
 test labels, peak RSS of the whole run; then the prediction step alone (the
@@ -88,6 +92,23 @@ def notebook(a, seed, work, script="scripts/notebook_reference.py", extra=()):
         "predict_pass_seconds": p["predict_seconds"], "predict_pass_rows_per_second": p["predict_rows_per_second"],
         "predict_process_seconds": p_wall, "predict_peak_rss_mb": p_rss,
     }
+
+
+def floor(a, shape, work):
+    """The bare LSTM kernel's epoch at a pipeline's shapes: epoch time only."""
+    if a.device != "cpu":
+        sys.exit("floor-nb and floor-lstm measure the CPU's LSTM kernel: run them with --device cpu")
+    report = os.path.join(work, "floor.json")
+    cmd = [a.python, "scripts/lstm_floor.py", a.data, "--shape", shape, "--epochs", "2", "--report", report]
+    if a.threads:
+        cmd += ["--threads", str(a.threads)]
+    wall, rss, _ = run(cmd)
+    r = json.load(open(report))
+    missing = dict.fromkeys(["accuracy", "macro_f1", "predict_seconds", "predict_rows_per_second", "predict_pass_seconds",
+                             "predict_pass_rows_per_second", "predict_process_seconds", "predict_peak_rss_mb"])
+    return {"epoch_seconds": r["mean_epoch_seconds"], "epochs": len(r["epochs"]), "end_to_end_seconds": wall,
+            "each_epoch_seconds": [e["seconds"] for e in r["epochs"]], "peak_rss_mb": rss,
+            "dtype": r["dtype"], "gflop_per_second": r["gflop_per_second"], **missing}
 
 
 def pipe(a, pipeline, seed, work, epochs_override, extra_sets=()):
@@ -170,6 +191,10 @@ def main():
                         r = pipe(a, "pipelines/notebook.yaml", seed, work, True, ["train.cuda_graphs=false"])
                     elif c == "pipe-lstm":
                         r = pipe(a, "pipelines/lstm.yaml", seed, work, False)
+                    elif c == "floor-lstm":
+                        r = floor(a, "lstm", work)
+                    elif c == "floor-nb":
+                        r = floor(a, "notebook", work)
                     else:
                         sys.exit(f"unknown contender {c}")
                     r.update(round=rnd, seed=seed)
@@ -178,7 +203,8 @@ def main():
 
     keys = ["epoch_seconds", "end_to_end_seconds", "accuracy", "macro_f1", "peak_rss_mb",
             "predict_seconds", "predict_rows_per_second", "predict_pass_rows_per_second", "predict_process_seconds", "predict_peak_rss_mb"]
-    summary = {c: {k: statistics.mean(r[k] for r in rs if r[k] is not None) for k in keys} for c, rs in results.items() if rs}
+    mean = lambda values: statistics.mean(values) if values else float("nan")
+    summary = {c: {k: mean([r[k] for r in rs if r[k] is not None]) for k in keys} for c, rs in results.items() if rs}
     print("\n| contender | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for c, s in summary.items():
@@ -206,7 +232,7 @@ def main():
                 print(f"  {c}: " + ", ".join(f"round {r['round']} seed {r['seed']} {r['epoch_seconds'] / b['epoch_seconds']:.3f}" for r, b in pairs))
         print("prediction throughput ratio per round, stage / pass:")
         for c, rs in results.items():
-            if c != "notebook":
+            if c != "notebook" and not c.startswith("floor"):
                 pairs = [(r, b) for r in rs for b in results["notebook"] if (b["round"], b["seed"]) == (r["round"], r["seed"])]
                 print(f"  {c}: " + ", ".join(f"round {r['round']} seed {r['seed']} {r['predict_rows_per_second'] / b['predict_rows_per_second']:.2f}x / "
                                              f"{r['predict_pass_rows_per_second'] / b['predict_pass_rows_per_second']:.2f}x" for r, b in pairs))
