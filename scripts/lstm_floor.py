@@ -17,17 +17,12 @@ Shapes:
 
     python scripts/lstm_floor.py data/wordnet --shape lstm --epochs 2 --report r.json
 """
-import argparse, json, os, time
+import argparse, json, os, sys, tempfile, time
 
 import numpy as np
 import torch
 
-
-def native_bfloat16():
-    """`precision: auto`'s rule: AVX-512 BF16 and no oneDNN cap below it."""
-    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    return "avx512_bf16" in flags and (not cap or cap.startswith(("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL", "DEFAULT")))
+from bench import machine  # the CPU class bench.py records: `precision: auto`'s rule
 
 
 def epoch_batches(x, shape):
@@ -46,12 +41,20 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core, as pipe)")
     ap.add_argument("--report", required=True)
     a = ap.parse_args()
+    if a.epochs < 1:
+        sys.exit(f"--epochs must be at least 1, got {a.epochs}")
+    path = os.path.join(a.data, "X_train_seq.npy")
+    try:
+        x = np.load(path)
+    except (OSError, ValueError) as e:
+        sys.exit(f"{path}: cannot read the training rows: {e}")
+    if x.ndim != 2 or len(x) == 0:
+        sys.exit(f"{path}: expected a non-empty [rows, max_len] array, got shape {x.shape}")
     torch.manual_seed(0)
     if a.threads:
         torch.set_num_threads(a.threads)
-    x = np.load(os.path.join(a.data, "X_train_seq.npy"))
     embed, hidden = (128, 128) if a.shape == "lstm" else (128, 64)
-    kind = torch.bfloat16 if a.shape == "lstm" and native_bfloat16() else torch.float32
+    kind = torch.bfloat16 if a.shape == "lstm" and machine()["cpu_class"] == "AVX-512 BF16" else torch.float32
     lstm = torch.nn.LSTM(embed, hidden, batch_first=True).to(kind)
     batches = epoch_batches(x, a.shape)
     inputs = {shape: torch.randn(*shape, embed, dtype=kind, requires_grad=True) for shape in set(batches)}
@@ -70,7 +73,10 @@ def main():
               "batches": len(batches), "padded_tokens": tokens, "epochs": [{"seconds": s} for s in seconds],
               "mean_epoch_seconds": sum(seconds) / len(seconds),
               "gflop_per_second": 3 * 2 * tokens * 4 * hidden * (embed + hidden) / min(seconds) / 1e9}
-    json.dump(report, open(a.report, "w"), indent=1)
+    # Whole or not at all: bench.py reads the report after the process exits.
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(a.report)), delete=False) as out:
+        json.dump(report, out, indent=1)
+    os.replace(out.name, a.report)
     print(json.dumps(report))
 
 
