@@ -17,7 +17,9 @@ pub fn dropout(xs: &Tensor, p: f64, train: bool) -> Tensor {
         return xs.shallow_clone();
     }
     let n = xs.numel();
-    if xs.device() != Device::Cpu || xs.kind() != Kind::Float || p >= 1.0 || n > u32::MAX as usize {
+    // torch's own op for what the mask below cannot take (an empty tensor's
+    // data pointer may be null).
+    if xs.device() != Device::Cpu || xs.kind() != Kind::Float || p >= 1.0 || n == 0 || n > u32::MAX as usize {
         return xs.dropout(p, train);
     }
     let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;

@@ -474,15 +474,16 @@ fn masked_max_by_gather(out: &Tensor, lengths: Tensor, padding: PaddingSide) -> 
     let (rows, time, features) = out.size3().expect("[batch, time, features]");
     let lengths: Vec<i64> = Vec::<i64>::try_from(&lengths.reshape([-1]).to_device(Device::Cpu)).expect("int64 lengths");
     assert_eq!(lengths.len(), rows as usize, "one length per row");
-    if time == 0 {
+    if rows == 0 || time == 0 || features == 0 {
+        // Nothing to search (and an empty tensor's data pointer may be null).
         return Tensor::zeros([rows, features], (Kind::Float, Device::Cpu));
     }
     let (rows, time, features) = (rows as usize, time as usize, features as usize);
     let values = out.detach().contiguous();
     assert!(values.kind() == Kind::Float && values.device() == Device::Cpu, "f32 CPU tensor");
-    // SAFETY: a contiguous f32 CPU tensor (checked by the caller, made
-    // contiguous above) of rows × time × features elements, alive until the
-    // end of this function and only read.
+    // SAFETY: a contiguous f32 CPU tensor (checked and made contiguous
+    // above) of rows × time × features elements, none of them zero, alive
+    // until the end of this function and only read.
     let xs = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows * time * features) };
     let (mut arg_max, mut zeroed) = (vec![0i64; rows * features], vec![false; rows * features]);
     let rows_per_part = rows.div_ceil(pipe_runtime::parallel::threads()).max(1);
@@ -535,11 +536,15 @@ fn mean_max_in_one_pass(out: &Tensor, lengths: &Tensor, padding: PaddingSide, me
     let (rows, time, features) = (rows as usize, time as usize, features as usize);
     let lengths: Vec<i64> = Vec::<i64>::try_from(&lengths.reshape([-1]).to_device(Device::Cpu)).expect("int64 lengths");
     assert_eq!(lengths.len(), rows, "one length per row");
-    // SAFETY: a contiguous f32 CPU tensor (checked by the caller, made
-    // contiguous above) of rows × time × features elements, alive until the
-    // end of this function and only read.
-    let xs = unsafe { std::slice::from_raw_parts(out.data_ptr() as *const f32, rows * time * features) };
     let width = features * (mean as usize + max as usize);
+    if rows * time * features == 0 {
+        // Zeros, as for rows without tokens (an empty tensor's data pointer may be null).
+        return Tensor::zeros([rows as i64, width as i64], (Kind::Float, Device::Cpu));
+    }
+    // SAFETY: a contiguous f32 CPU tensor (checked by the caller, made
+    // contiguous above) of rows × time × features elements, none of them
+    // zero, alive until the end of this function and only read.
+    let xs = unsafe { std::slice::from_raw_parts(out.data_ptr() as *const f32, rows * time * features) };
     let mut pooled = vec![0f32; rows * width];
     let rows_per_part = rows.div_ceil(pipe_runtime::parallel::threads()).max(1);
     let parts: Vec<(usize, &mut [f32])> = pooled.chunks_mut(rows_per_part * width.max(1)).enumerate().collect();
@@ -648,6 +653,22 @@ mod tests {
             assert!(gathered_grad.equal(&ops_grad), "{padding:?}: gradients differ");
             assert_eq!(gathered.get(0).abs().sum(Kind::Float).double_value(&[]), 0.0, "a row without tokens pools to zeros");
         }
+    }
+
+    /// Empty batches, zero-step batches and zero-width outputs pool without
+    /// reading memory that is not there, in training and in inference.
+    #[test]
+    fn empty_shapes_pool_to_zeros() {
+        for (rows, time, features) in [(0i64, 5i64, 4i64), (3, 0, 4), (3, 5, 0)] {
+            let lengths = Tensor::full([rows], time.min(2), (Kind::Int64, Device::Cpu));
+            for training in [false, true] {
+                let out = Tensor::zeros([rows, time, features], (Kind::Float, Device::Cpu)).set_requires_grad(training);
+                let pooled = pool(&out, &lengths, PaddingSide::Post, Pooling::MeanMax, None);
+                assert_eq!(pooled.size(), [rows, 2 * features], "{rows}x{time}x{features}, training {training}");
+                assert_eq!(pooled.abs().sum(Kind::Float).double_value(&[]), 0.0);
+            }
+        }
+        assert_eq!(crate::dropout::dropout(&Tensor::zeros([0, 8], (Kind::Float, Device::Cpu)), 0.5, true).size(), [0, 8]);
     }
 
     #[test]
