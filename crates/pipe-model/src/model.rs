@@ -487,13 +487,13 @@ fn masked_max_by_gather(out: &Tensor, lengths: Tensor, padding: PaddingSide) -> 
     let xs = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows * time * features) };
     let (mut arg_max, mut zeroed) = (vec![0i64; rows * features], vec![false; rows * features]);
     let rows_per_part = rows.div_ceil(pipe_runtime::parallel::threads()).max(1);
-    let part_len = rows_per_part * features.max(1);
+    let part_len = rows_per_part * features;
     let parts: Vec<_> = arg_max.chunks_mut(part_len).zip(zeroed.chunks_mut(part_len)).enumerate().collect();
     pipe_runtime::parallel::for_each(parts, |(part, (arg_max, zeroed))| {
         // Per feature, the best value and its step as f32 (exact below 2^24
         // steps), so that the comparison loop vectorises.
         let (mut best, mut best_step) = (vec![0f32; features], vec![0f32; features]);
-        for (i, (row_arg_max, row_zeroed)) in arg_max.chunks_mut(features.max(1)).zip(zeroed.chunks_mut(features.max(1))).enumerate() {
+        for (i, (row_arg_max, row_zeroed)) in arg_max.chunks_mut(features).zip(zeroed.chunks_mut(features)).enumerate() {
             let r = part * rows_per_part + i;
             let row = &xs[r * time * features..][..time * features];
             let mut steps = real_steps(lengths[r], time, padding);
