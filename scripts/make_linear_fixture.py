@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes crates/pipe-linear/tests/fixtures/sklearn_wordnet.json: what
 scikit-learn's TfidfVectorizer (word 1-2-grams, sublinear TF) + LinearSVC
-(balanced class weights) compute on the first rows of data/wordnet, read as
+(balanced class weights), and ComplementNB (alpha 0.3) on the same features,
+compute on the first rows of data/wordnet, read as
 `pipe` reads them (token ids back to their text through the vocabulary), for
 the parity test in crates/pipe-linear/tests/sklearn_parity.rs.
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import f1_score
+from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +41,12 @@ text = lambda rows: [" ".join(itos[int(i)] for i in row if i != pad) for row in 
 vectorizer = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), sublinear_tf=True, dtype=np.float64)
 features = vectorizer.fit_transform(text(x_train))
 svm = LinearSVC(C=1.0, class_weight="balanced").fit(features, y_train)
-predicted = svm.predict(vectorizer.transform(text(x_test)))
+test_features = vectorizer.transform(text(x_test))
+predicted = svm.predict(test_features)
+NB_ALPHA = 0.3
+nb = ComplementNB(alpha=NB_ALPHA).fit(features, y_train)
+assert list(nb.classes_) == list(range(len(le.classes_))), "every class has training rows"
+nb_predicted = nb.predict(test_features)
 
 names = vectorizer.get_feature_names_out()
 row0 = features[0].tocoo()
@@ -53,7 +60,15 @@ fixture = {
     "truth": [int(c) for c in truth_ids],
     "macro_f1": float(f1_score(truth_ids, predicted, average="macro")),
     "accuracy": float((predicted == truth_ids).mean()),
+    "complement_nb": {
+        "alpha": NB_ALPHA,
+        # The classes' scores (joint log-likelihoods) of the first test rows.
+        "scores": nb._joint_log_likelihood(test_features[:5]).tolist(),
+        "predictions": [int(c) for c in nb_predicted],
+        "macro_f1": float(f1_score(truth_ids, nb_predicted, average="macro")),
+    },
 }
 with open(a.out, "w") as f:
     json.dump(fixture, f)
-print(f"{len(names)} features; scikit-learn macro-F1 {fixture['macro_f1']:.4f}, accuracy {fixture['accuracy']:.4f}")
+print(f"{len(names)} features; scikit-learn macro-F1 {fixture['macro_f1']:.4f}, accuracy {fixture['accuracy']:.4f}; "
+      f"ComplementNB macro-F1 {fixture['complement_nb']['macro_f1']:.4f}")

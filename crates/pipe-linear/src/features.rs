@@ -71,6 +71,22 @@ impl SparseRows {
     }
 }
 
+#[cfg(test)]
+impl SparseRows {
+    /// The non-zero entries of dense rows, for tests.
+    pub(crate) fn from_dense(dense: &[&[f32]]) -> SparseRows {
+        let mut x = SparseRows { indptr: vec![0], ..SparseRows::default() };
+        for r in dense {
+            for (c, &v) in r.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+                x.indices.push(c as u32);
+                x.values.push(v);
+            }
+            x.indptr.push(x.indices.len());
+        }
+        x
+    }
+}
+
 /// A fitted vectorizer: the n-grams it knows, their columns and IDF weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TfidfVectorizer {

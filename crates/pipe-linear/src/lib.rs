@@ -5,11 +5,15 @@
 //!   tokens' text (`char_wb`), sublinear TF, smoothed IDF, L2 norm per block.
 //! - [`svm`]: one-vs-rest linear SVMs with the squared hinge loss, trained by
 //!   dual coordinate descent with shrinking, as liblinear does; class weights.
-//! - [`LinearModel`]: the two together, an artifact (`linear_model`) that the
-//!   `predict` stage scores like a torch checkpoint.
+//! - [`naive_bayes`]: complement naive Bayes, in closed form; a linear
+//!   scorer too, with other errors than the SVM's (a partner in ensembles).
+//! - [`LinearModel`]: a vectorizer and either classifier's [`LinearWeights`],
+//!   an artifact (`linear_model`) that the `predict` stage scores like a
+//!   torch checkpoint.
 //! - The `tfidf_linear` stage fits one.
 
 pub mod features;
+pub mod naive_bayes;
 mod stages;
 pub mod svm;
 
@@ -20,8 +24,8 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 
 pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
-pub use stages::{rows_of, training_rows_ports, FitReport, TfidfLinear};
-pub use svm::{ClassWeight, LinearSvm, SvmConfig};
+pub use stages::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear};
+pub use svm::{ClassWeight, SvmConfig};
 
 /// Errors of fitting and scoring.
 #[derive(Debug, thiserror::Error)]
@@ -40,22 +44,64 @@ pub enum LinearError {
     NoFeatures,
 }
 
-/// A fitted vectorizer and the SVMs over its features.
+/// Checks what every classifier's fit needs: rows, one label per row, labels in `0..classes`.
+pub(crate) fn check_labels(x: &SparseRows, y: &[i64], classes: usize) -> Result<(), LinearError> {
+    if x.rows() == 0 {
+        return Err(LinearError::NoRows);
+    }
+    if x.rows() != y.len() {
+        return Err(LinearError::LengthMismatch { rows: x.rows(), labels: y.len() });
+    }
+    if let Some((row, &label)) = y.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
+        return Err(LinearError::LabelOutOfRange { row, label, classes });
+    }
+    Ok(())
+}
+
+/// One linear scorer per class: weights `[classes × features]` row-major
+/// and an intercept each. What both classifiers fit and `predict` scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearWeights {
+    pub weights: Vec<f32>,
+    pub intercepts: Vec<f32>,
+    pub features: usize,
+}
+
+impl LinearWeights {
+    pub fn classes(&self) -> usize {
+        self.intercepts.len()
+    }
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Each class's score for one row.
+    pub fn decision(&self, (cols, vals): (&[u32], &[f32])) -> Vec<f32> {
+        (0..self.classes())
+            .map(|k| {
+                let w = &self.weights[k * self.features..(k + 1) * self.features];
+                self.intercepts[k] + cols.iter().zip(vals).map(|(&c, &v)| w[c as usize] * v).sum::<f32>()
+            })
+            .collect()
+    }
+}
+
+/// A fitted vectorizer and the class scorers over its features.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearModel {
     pub vectorizer: TfidfVectorizer,
-    pub svm: LinearSvm,
+    pub classifier: LinearWeights,
 }
 
 impl LinearModel {
-    /// Class scores (margins) for each row of token ids.
+    /// Class scores (SVM margins or naive Bayes log-likelihoods) for each row of token ids.
     pub fn decision(&self, rows: &[&[i64]]) -> Vec<Vec<f32>> {
         let x = self.vectorizer.transform(rows);
-        (0..x.rows()).map(|r| self.svm.decision(x.row(r))).collect()
+        (0..x.rows()).map(|r| self.classifier.decision(x.row(r))).collect()
     }
 
-    /// Predicted class ids: the first largest margin of each row (top-k
-    /// probabilities come from the `predict` stage, over these margins).
+    /// Predicted class ids: the first largest score of each row (top-k
+    /// probabilities come from the `predict` stage, over these scores).
     pub fn predict_classes(&self, rows: &[&[i64]]) -> Vec<i64> {
         self.decision(rows).iter().map(|scores| argmax(scores) as i64).collect()
     }
@@ -84,17 +130,17 @@ impl Artifact for LinearModel {
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         let stored = StoredModel {
             vectorizer: self.vectorizer.clone(),
-            classes: self.svm.classes(),
-            features: self.svm.features(),
-            intercepts: self.svm.intercepts.clone(),
+            classes: self.classifier.classes(),
+            features: self.classifier.features(),
+            intercepts: self.classifier.intercepts.clone(),
         };
         pipe_core::fsutil::save_json(&dir.join(MODEL_FILE), &stored)?;
-        let bytes: Vec<u8> = self.svm.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let bytes: Vec<u8> = self.classifier.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
         let path = dir.join(WEIGHTS_FILE);
         std::fs::write(&path, bytes).map_err(|e| ArtifactError::io(&path, e))
     }
     fn summary(&self) -> String {
-        format!("linear SVMs: {} classes × {} features", self.svm.classes(), self.svm.features())
+        format!("linear classifier: {} classes × {} features", self.classifier.classes(), self.classifier.features())
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -116,9 +162,9 @@ impl LoadArtifact for LinearModel {
             return Err(ArtifactError::invalid(&path, "the weights do not fit the model's classes and features"));
         }
         let weights = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let svm = LinearSvm { weights, intercepts: stored.intercepts, features: stored.features };
-        Ok(LinearModel { vectorizer: stored.vectorizer, svm })
+        let classifier = LinearWeights { weights, intercepts: stored.intercepts, features: stored.features };
+        Ok(LinearModel { vectorizer: stored.vectorizer, classifier })
     }
 }
 
-register_artifact!(LinearModel, "TF-IDF vectorizer and linear SVM weights (linear_model.json + weights.f32)");
+register_artifact!(LinearModel, "TF-IDF vectorizer and linear classifier weights (linear_model.json + weights.f32)");

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::features::SparseRows;
-use crate::LinearError;
+use crate::{check_labels, LinearError, LinearWeights};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,14 +41,6 @@ impl Default for SvmConfig {
     }
 }
 
-/// Weights `[classes × features]` row-major, and one intercept per class.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinearSvm {
-    pub weights: Vec<f32>,
-    pub intercepts: Vec<f32>,
-    pub features: usize,
-}
-
 /// How one class's problem ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Convergence {
@@ -56,53 +48,26 @@ pub struct Convergence {
     pub converged: bool,
 }
 
-impl LinearSvm {
-    pub fn classes(&self) -> usize {
-        self.intercepts.len()
+/// Fits one SVM per class on `x` (rows of `features` columns) and labels
+/// `y` in `0..classes`.
+pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, config: SvmConfig) -> Result<(LinearWeights, Vec<Convergence>), LinearError> {
+    check_labels(x, y, classes)?;
+    let weights = class_weights(y, classes, config.class_weight);
+    let sq_norms: Vec<f64> = (0..x.rows()).map(|r| x.row(r).1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0).collect();
+    let solve = |k: usize| {
+        let positive: Vec<bool> = y.iter().map(|&l| l as usize == k).collect();
+        let problem = Binary { x, features, sq_norms: &sq_norms, positive: &positive };
+        problem.solve(config.c * weights[k], config.c, config, config.seed.wrapping_add(k as u64))
+    };
+    let results = map_classes(classes, config.threads.max(1), solve);
+    let mut svm = LinearWeights { weights: Vec::with_capacity(classes * features), intercepts: Vec::with_capacity(classes), features };
+    let mut convergence = Vec::with_capacity(classes);
+    for (w, c) in results {
+        svm.weights.extend(w[..features].iter().map(|&v| v as f32));
+        svm.intercepts.push(w[features] as f32);
+        convergence.push(c);
     }
-    pub fn features(&self) -> usize {
-        self.features
-    }
-
-    /// Fits one SVM per class on `x` (rows of `features` columns) and labels
-    /// `y` in `0..classes`.
-    pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, config: SvmConfig) -> Result<(LinearSvm, Vec<Convergence>), LinearError> {
-        if x.rows() == 0 {
-            return Err(LinearError::NoRows);
-        }
-        if x.rows() != y.len() {
-            return Err(LinearError::LengthMismatch { rows: x.rows(), labels: y.len() });
-        }
-        if let Some((row, &label)) = y.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
-            return Err(LinearError::LabelOutOfRange { row, label, classes });
-        }
-        let weights = class_weights(y, classes, config.class_weight);
-        let sq_norms: Vec<f64> = (0..x.rows()).map(|r| x.row(r).1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0).collect();
-        let solve = |k: usize| {
-            let positive: Vec<bool> = y.iter().map(|&l| l as usize == k).collect();
-            let problem = Binary { x, features, sq_norms: &sq_norms, positive: &positive };
-            problem.solve(config.c * weights[k], config.c, config, config.seed.wrapping_add(k as u64))
-        };
-        let results = map_classes(classes, config.threads.max(1), solve);
-        let mut svm = LinearSvm { weights: Vec::with_capacity(classes * features), intercepts: Vec::with_capacity(classes), features };
-        let mut convergence = Vec::with_capacity(classes);
-        for (w, c) in results {
-            svm.weights.extend(w[..features].iter().map(|&v| v as f32));
-            svm.intercepts.push(w[features] as f32);
-            convergence.push(c);
-        }
-        Ok((svm, convergence))
-    }
-
-    /// Each class's margin for one row.
-    pub fn decision(&self, (cols, vals): (&[u32], &[f32])) -> Vec<f32> {
-        (0..self.classes())
-            .map(|k| {
-                let w = &self.weights[k * self.features..(k + 1) * self.features];
-                self.intercepts[k] + cols.iter().zip(vals).map(|(&c, &v)| w[c as usize] * v).sum::<f32>()
-            })
-            .collect()
-    }
+    Ok((svm, convergence))
 }
 
 fn class_weights(y: &[i64], classes: usize, weight: ClassWeight) -> Vec<f64> {
@@ -243,22 +208,14 @@ mod tests {
     use super::*;
 
     fn rows(dense: &[&[f32]]) -> SparseRows {
-        let mut x = SparseRows { indptr: vec![0], ..SparseRows::default() };
-        for r in dense {
-            for (c, &v) in r.iter().enumerate().filter(|(_, v)| **v != 0.0) {
-                x.indices.push(c as u32);
-                x.values.push(v);
-            }
-            x.indptr.push(x.indices.len());
-        }
-        x
+        SparseRows::from_dense(dense)
     }
 
     #[test]
     fn separable_classes_are_separated() {
         let x = rows(&[&[1.0, 0.0], &[0.9, 0.1], &[0.0, 1.0], &[0.1, 0.9], &[0.5, 0.5]]);
         let y = [0, 0, 1, 1, 0];
-        let (svm, conv) = LinearSvm::fit(&x, 2, &y, 2, SvmConfig::default()).unwrap();
+        let (svm, conv) = fit(&x, 2, &y, 2, SvmConfig::default()).unwrap();
         assert!(conv.iter().all(|c| c.converged), "{conv:?}");
         for (r, &label) in y.iter().enumerate().take(4) {
             let d = svm.decision(x.row(r));
@@ -301,7 +258,7 @@ mod tests {
     #[test]
     fn labels_outside_the_classes_are_refused() {
         let x = rows(&[&[1.0]]);
-        assert!(matches!(LinearSvm::fit(&x, 1, &[3], 2, SvmConfig::default()), Err(LinearError::LabelOutOfRange { .. })));
-        assert!(matches!(LinearSvm::fit(&x, 1, &[0, 1], 2, SvmConfig::default()), Err(LinearError::LengthMismatch { .. })));
+        assert!(matches!(fit(&x, 1, &[3], 2, SvmConfig::default()), Err(LinearError::LabelOutOfRange { .. })));
+        assert!(matches!(fit(&x, 1, &[0, 1], 2, SvmConfig::default()), Err(LinearError::LengthMismatch { .. })));
     }
 }

@@ -104,9 +104,9 @@ register_scorer!(Checkpoint);
 
 impl ScoreRows for LinearModel {
     fn classes(&self) -> usize {
-        self.svm.classes()
+        self.classifier.classes()
     }
-    /// The SVMs' margins, on the CPU whatever the device.
+    /// The classifier's scores, on the CPU whatever the device.
     fn scores(&self, data: &TokenTensors, _options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         let width = data.ids.size().get(1).copied().unwrap_or(0).max(0) as usize;
         let ids = Vec::<i64>::try_from(data.ids.reshape([-1]).to_device(Device::Cpu))?;

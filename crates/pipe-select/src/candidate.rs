@@ -195,11 +195,16 @@ mod tests {
   model: { hidden_dim: 32, pooling: mean_max }
   train: { epochs: 3, lr: 0.004 }
 - kind: bag_of_ngrams
+- kind: tfidf_linear
+  classifier: complement_nb
+  alpha: 0.3
 ";
         let candidates: Vec<Candidate> = serde_saphyr::from_str(yaml).unwrap();
         assert!(matches!(&candidates[0], Candidate::TfidfLinear(t) if t.c == 0.5 && t.word_ngrams == [1, 2]));
         assert!(matches!(&candidates[1], Candidate::LstmClassifier { model, train, max_rows: None } if model.hidden_dim == 32 && train.epochs == 3));
         assert!(matches!(&candidates[2], Candidate::BagOfNgrams { model, .. } if model.buckets == 1 << 16));
+        assert!(matches!(&candidates[3], Candidate::TfidfLinear(t) if t.classifier == pipe_linear::Classifier::ComplementNb && t.alpha == 0.3));
+        assert!(matches!(&candidates[0], Candidate::TfidfLinear(t) if t.classifier == pipe_linear::Classifier::LinearSvc));
     }
 
     #[test]
@@ -216,7 +221,12 @@ mod tests {
 
     #[test]
     fn a_misspelt_setting_is_an_error() {
-        for yaml in ["kind: tfidf_linear\nwrod_ngrams: [1, 2]", "kind: lstm_classifier\nmodel: { hiden_dim: 3 }", "kind: bag_of_ngrams\ntrian: {}"] {
+        for yaml in [
+            "kind: tfidf_linear\nwrod_ngrams: [1, 2]",
+            "kind: tfidf_linear\nclassifier: naive_bayes",
+            "kind: lstm_classifier\nmodel: { hiden_dim: 3 }",
+            "kind: bag_of_ngrams\ntrian: {}",
+        ] {
             assert!(serde_saphyr::from_str::<Candidate>(yaml).is_err(), "{yaml}");
         }
     }

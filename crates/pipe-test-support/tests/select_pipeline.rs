@@ -26,7 +26,7 @@ fn select_keeps_the_best_validated_model_and_predict_scores_it() {
     let metrics = json(&s, "out/selection/metrics.json");
     let candidates = metrics["candidates"].as_array().unwrap();
     let names: Vec<&str> = candidates.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["chars", "words", "bag", "lstm"], "{metrics}");
+    assert_eq!(names, ["chars", "nb", "words", "bag", "lstm"], "{metrics}");
     assert_eq!(metrics["validation"], "3 stratified folds", "400 rows are scored by folds");
     assert_eq!(metrics["scored_rows"], 400, "every row is scored once");
     let table = std::fs::read_to_string(s.path("out/selection/selection.csv")).unwrap();

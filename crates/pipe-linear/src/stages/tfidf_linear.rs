@@ -1,5 +1,5 @@
-//! The `tfidf_linear` stage: fits TF-IDF features and one-vs-rest linear
-//! SVMs on the notebook's arrays (token ids back to n-grams through the
+//! The `tfidf_linear` stage: fits TF-IDF features and a linear classifier
+//! (one-vs-rest SVMs, or complement naive Bayes) on the notebook's arrays (token ids back to n-grams through the
 //! vocabulary: no raw text needed). Its `model` goes to the `predict` stage
 //! like a torch checkpoint.
 
@@ -10,8 +10,21 @@ use pipe_data::{IntArray, LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use crate::features::{TfidfConfig, TfidfVectorizer};
-use crate::svm::{ClassWeight, LinearSvm, SvmConfig};
-use crate::{LinearError, LinearModel};
+use crate::svm::{ClassWeight, SvmConfig};
+use crate::{naive_bayes, svm, LinearError, LinearModel};
+
+/// Which linear classifier fits the TF-IDF features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classifier {
+    /// One-vs-rest SVMs, as scikit-learn's `LinearSVC` ([`svm`]); reads `c`,
+    /// `class_weight`, `tol`, `max_iter`.
+    #[default]
+    LinearSvc,
+    /// Complement naive Bayes, as scikit-learn's `ComplementNB` ([`naive_bayes`]);
+    /// reads `alpha`.
+    ComplementNb,
+}
 
 /// Config of the `tfidf_linear` stage: scikit-learn's `TfidfVectorizer`
 /// (word 1–2-grams, sublinear TF) and `LinearSVC` (C = 1, balanced class
@@ -21,6 +34,7 @@ use crate::{LinearError, LinearModel};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TfidfLinear {
+    pub classifier: Classifier,
     /// Smallest and largest word n-gram.
     pub word_ngrams: [usize; 2],
     /// Smallest and largest character n-gram within tokens; none by default.
@@ -35,12 +49,15 @@ pub struct TfidfLinear {
     /// The solver stops when its projected gradients span at most this.
     pub tol: f64,
     pub max_iter: usize,
+    /// Naive Bayes' additive smoothing (scikit-learn's default, 1).
+    pub alpha: f64,
 }
 
 impl Default for TfidfLinear {
     fn default() -> Self {
         let (svm, f) = (SvmConfig::default(), TfidfConfig::default());
         TfidfLinear {
+            classifier: Classifier::default(),
             word_ngrams: f.word_ngrams,
             char_ngrams: f.char_ngrams,
             sublinear_tf: f.sublinear_tf,
@@ -49,11 +66,13 @@ impl Default for TfidfLinear {
             class_weight: svm.class_weight,
             tol: svm.tol,
             max_iter: svm.max_iter,
+            alpha: 1.0,
         }
     }
 }
 
-/// How a fit went: sizes, times, the solver's iterations per class.
+/// How a fit went: sizes, times, the SVM solver's iterations per class
+/// (none for naive Bayes, fitted in closed form).
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
     pub rows: usize,
@@ -69,7 +88,7 @@ impl TfidfLinear {
         TfidfConfig { word_ngrams: self.word_ngrams, char_ngrams: self.char_ngrams, sublinear_tf: self.sublinear_tf, min_df: self.min_df }
     }
 
-    /// Fits the vectorizer and the SVMs on rows of token ids with labels in `0..classes`.
+    /// Fits the vectorizer and the classifier on rows of token ids with labels in `0..classes`.
     pub fn fit(
         &self,
         rows: &[&[i64]],
@@ -83,8 +102,13 @@ impl TfidfLinear {
         let vectorizer = TfidfVectorizer::fit(self.feature_config(), rows, vocab.pad_id, &vocab.tokens)?;
         let features = vectorizer.transform(rows);
         let vectorize_seconds = start.elapsed().as_secs_f64();
-        let config = SvmConfig { c: self.c, class_weight: self.class_weight, tol: self.tol, max_iter: self.max_iter, seed, threads };
-        let (svm, convergence) = LinearSvm::fit(&features, vectorizer.features(), y, classes, config)?;
+        let (classifier, convergence) = match self.classifier {
+            Classifier::LinearSvc => {
+                let config = SvmConfig { c: self.c, class_weight: self.class_weight, tol: self.tol, max_iter: self.max_iter, seed, threads };
+                svm::fit(&features, vectorizer.features(), y, classes, config)?
+            }
+            Classifier::ComplementNb => (naive_bayes::fit(&features, vectorizer.features(), y, classes, self.alpha)?, Vec::new()),
+        };
         let report = FitReport {
             rows: rows.len(),
             features: vectorizer.features(),
@@ -93,13 +117,13 @@ impl TfidfLinear {
             iterations: convergence.iter().map(|c| c.iterations).collect(),
             unconverged_classes: convergence.iter().filter(|c| !c.converged).count(),
         };
-        Ok((LinearModel { vectorizer, svm }, report))
+        Ok((LinearModel { vectorizer, classifier }, report))
     }
 }
 
 #[stage(
     kind = "tfidf_linear",
-    summary = "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs, as scikit-learn's TfidfVectorizer + LinearSVC"
+    summary = "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs or complement naive Bayes, as scikit-learn's TfidfVectorizer + LinearSVC or ComplementNB"
 )]
 impl Stage for TfidfLinear {
     fn inputs(&self) -> Vec<Port> {
@@ -107,7 +131,7 @@ impl Stage for TfidfLinear {
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
-            Port::of::<LinearModel>("model", "the fitted vectorizer and SVM weights"),
+            Port::of::<LinearModel>("model", "the fitted vectorizer and classifier weights"),
             Port::of::<JsonDoc>("metrics", "features, training time, solver convergence per class"),
         ]
     }
@@ -121,6 +145,9 @@ impl Stage for TfidfLinear {
         }
         if !(self.tol.is_finite() && self.tol > 0.0) {
             return Err(InvalidSetting::new("tol", format!("must be a positive number, got {}", self.tol)));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(InvalidSetting::new("alpha", format!("must be a positive number, got {}", self.alpha)));
         }
         if self.max_iter == 0 {
             return Err(InvalidSetting::new("max_iter", "must be at least 1"));
@@ -141,7 +168,11 @@ impl Stage for TfidfLinear {
         if fit.unconverged_classes > 0 {
             ctx.warn(format!("{} of {} classes reached max_iter ({}) before tol", fit.unconverged_classes, labels.len(), self.max_iter));
         }
-        ctx.info(format!("{} linear SVMs in {:.1}s", labels.len(), fit.seconds));
+        let what = match self.classifier {
+            Classifier::LinearSvc => "linear SVMs",
+            Classifier::ComplementNb => "complement naive Bayes classes",
+        };
+        ctx.info(format!("{} {what} in {:.1}s", labels.len(), fit.seconds));
         let metrics = serde_json::to_value(&fit).expect("json");
         ctx.metric(metrics.clone());
         let mut out = Artifacts::new();

@@ -432,6 +432,7 @@ mod tests {
         assert_eq!(bad("validation: { folds: 1 }"), InvalidSetting::new("validation.folds", "must be at least 2, got 1"));
         assert_eq!(bad("validation: { holdout: 1.5 }").setting, "validation.holdout");
         assert_eq!(bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").setting, "candidates.t.c");
+        assert_eq!(bad("candidates: { t: { kind: tfidf_linear, classifier: complement_nb, alpha: 0 } }").setting, "candidates.t.alpha");
         let e = bad("candidates: { l: { kind: lstm_classifier, train: { lr: 2 } } }");
         assert_eq!(e.to_string(), "candidates.l.train.lr must be in (0, 1], got 2");
     }
