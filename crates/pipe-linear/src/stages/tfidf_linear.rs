@@ -1,7 +1,7 @@
 //! The `tfidf_linear` stage: fits TF-IDF features and a linear classifier
-//! (one-vs-rest SVMs, or complement naive Bayes) on the notebook's arrays (token ids back to n-grams through the
-//! vocabulary: no raw text needed). Its `model` goes to the `predict` stage
-//! like a torch checkpoint.
+//! (one-vs-rest SVMs, or complement naive Bayes) on the notebook's arrays
+//! (token ids back to n-grams through the vocabulary: no raw text needed).
+//! Its `model` goes to the `predict` stage like a torch checkpoint.
 
 use std::time::Instant;
 
