@@ -42,6 +42,8 @@ pub enum LinearError {
     NotTwoDimensional(Vec<usize>),
     #[error("no n-gram occurs in at least min_df rows: nothing to learn from")]
     NoFeatures,
+    #[error("naive Bayes' smoothing alpha must be a positive number, got {0}")]
+    BadSmoothing(f64),
 }
 
 /// Checks what every classifier's fit needs: rows, one label per row, labels in `0..classes`.

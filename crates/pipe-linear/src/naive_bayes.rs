@@ -23,24 +23,18 @@ use crate::{check_labels, LinearError, LinearWeights};
 const UNSEEN_CLASS_SCORE: f32 = -1.0;
 
 /// Fits the per-class weights on `x` (rows of non-negative values over
-/// `features` columns) and labels `y` in `0..classes`.
+/// `features` columns) and labels `y` in `0..classes`, with smoothing `alpha > 0`.
 pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, alpha: f64) -> Result<LinearWeights, LinearError> {
     check_labels(x, y, classes)?;
+    // ln(0) for a feature no other class has would make scores infinite.
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(LinearError::BadSmoothing(alpha));
+    }
     let mut rows_of_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (row, &label) in y.iter().enumerate() {
         rows_of_class[label as usize].push(row);
     }
-    let column_sums = |rows: &mut dyn Iterator<Item = usize>| {
-        let mut sums = vec![0f64; features];
-        for r in rows {
-            let (cols, vals) = x.row(r);
-            for (&c, &v) in cols.iter().zip(vals) {
-                sums[c as usize] += v as f64;
-            }
-        }
-        sums
-    };
-    let all = column_sums(&mut (0..x.rows()));
+    let all = column_sums(x, features, 0..x.rows());
     let all_total: f64 = all.iter().sum();
     let mut out = LinearWeights { weights: Vec::with_capacity(classes * features), intercepts: Vec::with_capacity(classes), features };
     for rows in &rows_of_class {
@@ -49,12 +43,25 @@ pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, alpha: f6
             out.intercepts.push(UNSEEN_CLASS_SCORE);
             continue;
         }
-        let own = column_sums(&mut rows.iter().copied());
+        let own = column_sums(x, features, rows.iter().copied());
         let complement_total = all_total + alpha * features as f64 - own.iter().sum::<f64>();
-        out.weights.extend(all.iter().zip(&own).map(|(&a, &o)| -((a + alpha - o) / complement_total).ln() as f32));
+        // max(0): the two sums add in different orders, so a - o may round below 0.
+        out.weights.extend(all.iter().zip(&own).map(|(&a, &o)| -(((a - o).max(0.0) + alpha) / complement_total).ln() as f32));
         out.intercepts.push(0.0);
     }
     Ok(out)
+}
+
+/// Each column's sum over `rows` of `x`.
+fn column_sums(x: &SparseRows, features: usize, rows: impl Iterator<Item = usize>) -> Vec<f64> {
+    let mut sums = vec![0f64; features];
+    for r in rows {
+        let (cols, vals) = x.row(r);
+        for (&c, &v) in cols.iter().zip(vals) {
+            sums[c as usize] += v as f64;
+        }
+    }
+    sums
 }
 
 #[cfg(test)]
@@ -96,10 +103,13 @@ mod tests {
     }
 
     #[test]
-    fn bad_labels_are_refused() {
+    fn bad_labels_and_smoothing_are_refused() {
         let x = rows(&[&[1.0]]);
         assert!(matches!(fit(&x, 1, &[3], 2, 1.0), Err(LinearError::LabelOutOfRange { .. })));
         assert!(matches!(fit(&x, 1, &[0, 1], 2, 1.0), Err(LinearError::LengthMismatch { .. })));
         assert!(matches!(fit(&rows(&[]), 1, &[], 2, 1.0), Err(LinearError::NoRows)));
+        for alpha in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(fit(&x, 1, &[0], 2, alpha), Err(LinearError::BadSmoothing(_))), "alpha {alpha}");
+        }
     }
 }
