@@ -133,6 +133,15 @@ pub struct ModelSpec {
     /// classes. Recurrent models only; false in older checkpoints.
     #[serde(default)]
     pub embedding_shortcut: bool,
+    /// Add to the logits a linear bag-of-words term: a per-word, per-class
+    /// weight table (zero at the start), summed over the row's tokens and
+    /// divided by √length (an L2-normalised count vector for distinct
+    /// words; in training each token is dropped with probability `dropout`).
+    /// It is the "wide" half of a wide & deep model: each word's evidence for
+    /// each class, which dense embeddings learn slowly for rare words on small
+    /// data. Recurrent models only; false in older checkpoints.
+    #[serde(default)]
+    pub word_logits: bool,
 }
 
 impl ModelSpec {
@@ -173,6 +182,11 @@ impl ModelSpec {
         } else {
             pooled
         }
+    }
+
+    /// Whether the model has the linear bag-of-words term (recurrent models only).
+    fn has_word_logits(&self) -> bool {
+        self.word_logits && self.architecture != Architecture::BagOfEmbeddings
     }
 
     pub fn validate(&self) -> Result<(), InvalidSetting> {
@@ -287,6 +301,8 @@ pub struct Classifier {
     recurrent: Option<Recurrent>,
     fc_weight: Tensor,
     fc_bias: Tensor,
+    /// `[vocab, classes]`, with `spec.word_logits`.
+    word_logits: Option<Tensor>,
 }
 
 impl Classifier {
@@ -320,7 +336,10 @@ impl Classifier {
         let fc = vs / "fc";
         let fc_weight = fc.var("weight", &[spec.num_classes, features], init(Init::Uniform { lo: -bound, up: bound }));
         let fc_bias = fc.var("bias", &[spec.num_classes], init(Init::Uniform { lo: -bound, up: bound }));
-        Ok(Classifier { spec: spec.clone(), embedding, sparse_gradient: spec.sparse_embedding, recurrent, fc_weight, fc_bias })
+        // Zero, as a linear model starts: no random draws, so the other
+        // parameters start where they would without it.
+        let word_logits = spec.has_word_logits().then(|| (vs / "word_logits").var("weight", &[spec.vocab_size, spec.num_classes], Init::Const(0.0)));
+        Ok(Classifier { spec: spec.clone(), embedding, sparse_gradient: spec.sparse_embedding, recurrent, fc_weight, fc_bias, word_logits })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -335,7 +354,7 @@ impl Classifier {
     /// otherwise every step copies them (and libtorch warns each time).
     pub fn parameters(&self) -> Vec<Tensor> {
         let recurrent = self.recurrent.iter().flat_map(|r| r.weights.iter());
-        recurrent.chain([&self.embedding, &self.fc_weight, &self.fc_bias]).map(Tensor::shallow_clone).collect()
+        recurrent.chain([&self.embedding, &self.fc_weight, &self.fc_bias]).chain(&self.word_logits).map(Tensor::shallow_clone).collect()
     }
 
     /// The embedding table (`embedding.weight`), for an optimizer that
@@ -372,8 +391,29 @@ impl Classifier {
             }
             None => pool(&xs, lengths, padding, self.spec.pooling, None),
         };
-        dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias))
+        let logits = dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias));
+        match &self.word_logits {
+            Some(table) => logits + bag_of_words_logits(table, &ids, lengths, &self.spec, train),
+            None => logits,
+        }
     }
+}
+
+/// The linear bag-of-words term: `table`'s rows for the row's tokens (the
+/// padding row is zero and gets no gradient), summed and divided by
+/// √length. In training each token is dropped with probability `dropout`
+/// (the survivors scaled up), as the output layer's dropout drops features:
+/// without it the table memorises the training rows within a few epochs.
+fn bag_of_words_logits(table: &Tensor, ids: &Tensor, lengths: &Tensor, spec: &ModelSpec, train: bool) -> Tensor {
+    let per_token = Tensor::embedding(table, ids, spec.pad_id, false, spec.sparse_embedding);
+    let per_token = if train && spec.dropout > 0.0 {
+        let keep = dropout(&Tensor::ones(ids.size(), (Kind::Float, ids.device())), spec.dropout, true);
+        per_token * keep.unsqueeze(2)
+    } else {
+        per_token
+    };
+    let norm = lengths.to_device(ids.device()).to_kind(Kind::Float).clamp_min(1.0).rsqrt().unsqueeze(1);
+    per_token.sum_dim_intlist(1, false, Kind::Float) * norm
 }
 
 /// Pre-padded ids `[batch, time]` as post-padded ones: each row's last
@@ -785,6 +825,61 @@ mod tests {
         let mut json = serde_json::to_value(&with).unwrap();
         json.as_object_mut().unwrap().remove("embedding_shortcut");
         assert!(!serde_json::from_value::<ModelSpec>(json).unwrap().embedding_shortcut);
+    }
+
+    #[test]
+    fn word_logits_add_each_words_class_weights_over_the_square_root_of_the_length() {
+        let _rng = crate::torch_rng_lock();
+        let plain_spec = ModelSpec { dropout: 0.5, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
+        let wide_spec = ModelSpec { word_logits: true, ..plain_spec.clone() };
+        tch::manual_seed(8);
+        let plain_vs = nn::VarStore::new(Device::Cpu);
+        let plain = Classifier::new(&plain_vs.root(), &plain_spec).unwrap();
+        tch::manual_seed(8);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(&vs.root(), &wide_spec).unwrap();
+        let table = vs.variables()["word_logits.weight"].shallow_clone();
+        assert_eq!(table.size(), vec![50, 7]);
+        let post = Tensor::from_slice(&[3i64, 4, 5, 0, 6, 0, 0, 0]).view([2, 4]);
+        let pre = Tensor::from_slice(&[0i64, 3, 4, 5, 0, 0, 0, 6]).view([2, 4]);
+        let lengths = Tensor::from_slice(&[3i64, 1]);
+        // The table starts at zero and draws no random numbers: the other
+        // parameters, and so the logits, are those of the model without it.
+        let without = plain.forward_t(&post, &lengths, PaddingSide::Post, false);
+        assert!(model.forward_t(&post, &lengths, PaddingSide::Post, false).equal(&without));
+        tch::no_grad(|| table.narrow(0, 1, 49).copy_(&Tensor::randn([49, 7], (Kind::Float, Device::Cpu))));
+        let sums = Tensor::stack(&[table.narrow(0, 3, 3).sum_dim_intlist(0, false, Kind::Float) / 3f64.sqrt(), table.get(6)], 0);
+        for (ids, padding) in [(&post, PaddingSide::Post), (&pre, PaddingSide::Pre)] {
+            let logits = model.forward_t(ids, &lengths, padding, false);
+            assert!(logits.allclose(&(&without + &sums), 1e-5, 1e-6, false), "{padding:?}: {logits} vs {}", &without + &sums);
+        }
+        // Training drops tokens from the bag (as dropout drops features):
+        // with the output layer's weights at zero only the bag varies.
+        tch::no_grad(|| _ = vs.variables()["fc.weight"].shallow_clone().zero_());
+        let dropped: Vec<Tensor> = (0..2).map(|_| model.forward_t(&post, &lengths, PaddingSide::Post, true)).collect();
+        assert!(!dropped[0].equal(&dropped[1]), "two training passes drop different tokens");
+        // Gradients reach the rows of the row's tokens, never the padding row.
+        let no_dropout = ModelSpec { dropout: 0.0, ..wide_spec.clone() };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(&vs.root(), &no_dropout).unwrap();
+        model.forward_t(&post, &lengths, PaddingSide::Post, true).sum(Kind::Float).backward();
+        let grad = vs.variables()["word_logits.weight"].grad();
+        let touched: Vec<i64> = (0..50).filter(|&row| grad.get(row).abs().sum(Kind::Float).double_value(&[]) > 0.0).collect();
+        assert_eq!(touched, vec![3, 4, 5, 6]);
+        // With sparse embeddings the table's gradient is sparse too (lazy Adam).
+        let sparse = ModelSpec { sparse_embedding: true, ..no_dropout };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(&vs.root(), &sparse).unwrap();
+        model.forward_t(&post, &lengths, PaddingSide::Post, true).sum(Kind::Float).backward();
+        assert!(vs.variables()["word_logits.weight"].grad().is_sparse());
+        // A bag of embeddings has no table; checkpoints saved before the field have none.
+        let bag = ModelSpec { word_logits: true, ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false) };
+        let vs = nn::VarStore::new(Device::Cpu);
+        Classifier::new(&vs.root(), &bag).unwrap();
+        assert!(!vs.variables().contains_key("word_logits.weight"));
+        let mut json = serde_json::to_value(&wide_spec).unwrap();
+        json.as_object_mut().unwrap().remove("word_logits");
+        assert!(!serde_json::from_value::<ModelSpec>(json).unwrap().word_logits);
     }
 
     #[test]

@@ -89,6 +89,31 @@ fn learns_a_separable_toy_set() {
 }
 
 #[test]
+fn word_logits_learn_each_classs_words_and_survive_a_checkpoint() {
+    let data = toy_set(240, 3);
+    let spec = ModelSpec { word_logits: true, sparse_embedding: true, ..small_spec() };
+    let config = Train { epochs: 6, batch_size: 16, lr: 1e-2, ..Train::default() };
+    let trained = {
+        let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::set_num_threads(1);
+        let initial = initialise(&spec, 11).unwrap();
+        train(&initial, &data, &config, Device::Cpu, 11, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).unwrap()
+    };
+    let (_vs, model) = trained.checkpoint.build(Device::Cpu).unwrap();
+    let table = &trained.checkpoint.tensors.iter().find(|(name, _)| name == "word_logits.weight").expect("the table is saved").1;
+    // Class c draws its tokens from ids 1 + 6c ..= 6 + 6c: each of those rows
+    // now favours its class, and the padding row is still zero.
+    for token in 1..19 {
+        assert_eq!(table.get(token).argmax(0, false).int64_value(&[]), (token - 1) / 6, "token {token}: {}", table.get(token));
+    }
+    assert_eq!(table.get(0).abs().sum(Kind::Float).double_value(&[]), 0.0);
+    let test = toy_set(90, 98);
+    let logits = tch::no_grad(|| model.forward_t(&test.ids, &test.lengths, PaddingSide::Post, false));
+    let acc = logits.argmax(1, false).eq_tensor(test.labels.as_ref().unwrap()).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!(acc > 0.9, "test accuracy {acc}");
+}
+
+#[test]
 fn small_data_trains_at_a_raised_rate_and_says_so() {
     // 60 rows in batches of 16: 4 steps an epoch, a sixteenth of the reference.
     let data = toy_set(60, 4);

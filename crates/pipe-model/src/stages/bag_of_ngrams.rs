@@ -47,6 +47,7 @@ impl BagOfNgrams {
             // A mean of embeddings reads a row the same wherever its pads are.
             front_align: false,
             embedding_shortcut: false,
+            word_logits: false,
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct RecurrentConfig {
     /// The mean of the row's word embeddings joins the pooled features
     /// the output layer reads (a bag-of-words path beside the RNN).
     pub embedding_shortcut: bool,
+    /// A per-word, per-class weight table whose rows, summed over the
+    /// row's words, add to the logits (a linear bag-of-words model
+    /// trained with the network).
+    pub word_logits: bool,
 }
 
 impl Default for RecurrentConfig {
@@ -53,6 +57,7 @@ impl Default for RecurrentConfig {
             sparse_embedding: false,
             precision: PrecisionChoice::Auto,
             embedding_shortcut: false,
+            word_logits: false,
         }
     }
 }
@@ -82,6 +87,7 @@ impl RecurrentConfig {
             precision,
             front_align: true,
             embedding_shortcut: self.embedding_shortcut,
+            word_logits: self.word_logits,
         }
     }
 
