@@ -10,6 +10,8 @@ Contenders:
   peer-b128 the same at batch 128, lr 4e-3 (lstm.yaml's batch size)
   pipe-nb   pipe run pipelines/notebook.yaml (the same semantics)
   pipe-lstm pipe run pipelines/lstm.yaml (the best settings)
+  pipe-lstm-plain  lstm.yaml with model.word_logits=false (what its linear
+            bag-of-words term costs)
   pipe-nb-eager  notebook.yaml with train.cuda_graphs=false (on a GPU: what
             recording the step as a CUDA graph gains; the same as pipe-nb on a CPU)
   floor-lstm     scripts/lstm_floor.py --shape lstm: torch's LSTM kernel alone,
@@ -191,6 +193,8 @@ def main():
                         r = pipe(a, "pipelines/notebook.yaml", seed, work, True, ["train.cuda_graphs=false"])
                     elif c == "pipe-lstm":
                         r = pipe(a, "pipelines/lstm.yaml", seed, work, False)
+                    elif c == "pipe-lstm-plain":
+                        r = pipe(a, "pipelines/lstm.yaml", seed, work, False, ["model.word_logits=false"])
                     elif c == "floor-lstm":
                         r = floor(a, "lstm", work)
                     elif c == "floor-nb":
