@@ -839,6 +839,8 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &wide_spec).unwrap();
         let table = vs.variables()["word_logits.weight"].shallow_clone();
+        let vs_wide = vs;
+        let vs = &vs_wide;
         assert_eq!(table.size(), vec![50, 7]);
         let post = Tensor::from_slice(&[3i64, 4, 5, 0, 6, 0, 0, 0]).view([2, 4]);
         let pre = Tensor::from_slice(&[0i64, 3, 4, 5, 0, 0, 0, 6]).view([2, 4]);
@@ -880,6 +882,16 @@ mod tests {
         let mut json = serde_json::to_value(&wide_spec).unwrap();
         json.as_object_mut().unwrap().remove("word_logits");
         assert!(!serde_json::from_value::<ModelSpec>(json).unwrap().word_logits);
+        // A spec that claims the table beside weights without it (or the
+        // reverse) is refused, naming the tensors on each side.
+        let plain_weights = crate::Checkpoint::from_var_store(&plain_spec, &plain_vs);
+        let claims_table = crate::Checkpoint { spec: wide_spec.clone(), tensors: plain_weights.tensors };
+        let err = claims_table.build(Device::Cpu).unwrap_err();
+        assert!(matches!(&err, ModelError::TensorNames { expected, .. } if expected.iter().any(|n| n == "word_logits.weight")), "{err}");
+        let wide_weights = crate::Checkpoint::from_var_store(&wide_spec, &vs_wide);
+        let lacks_table = crate::Checkpoint { spec: plain_spec, tensors: wide_weights.tensors };
+        let err = lacks_table.build(Device::Cpu).unwrap_err();
+        assert!(matches!(&err, ModelError::TensorNames { found, .. } if found.iter().any(|n| n == "word_logits.weight")), "{err}");
     }
 
     #[test]
