@@ -1,9 +1,11 @@
 //! The time budget of a `select` run. Candidates are tried cheapest kind
 //! first; a candidate whose training, projected from its first steps, would
-//! end past the budget (its remaining validation fits and a refit on all rows
-//! included) is stopped and skipped. The projection is measured on the
-//! machine that runs, so the same pipeline keeps an LSTM on a GPU or a fast
-//! CPU and skips it on a slow one.
+//! end past the budget (its remaining validation fits included) is stopped
+//! and skipped; a chosen model is refit on all rows only if the refit,
+//! projected from its last fit, ends within what is left
+//! ([`crate::FinalFit`]). The projections are measured on
+//! the machine that runs, so the same pipeline keeps an LSTM on a GPU or a
+//! fast CPU and skips it on a slow one.
 
 use std::time::Instant;
 
@@ -26,6 +28,11 @@ impl Budget {
 
     pub fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
+    }
+
+    /// Seconds left, if limited.
+    pub fn left(&self) -> Option<f64> {
+        self.limit.map(|limit| limit - self.elapsed())
     }
 
     /// Whether nothing new should start.
@@ -80,6 +87,7 @@ mod tests {
     fn without_a_limit_nothing_overruns_or_is_spent() {
         let budget = Budget::new(None);
         assert!(!budget.spent());
+        assert_eq!(budget.left(), None);
         assert_eq!(budget.overrun(1e9, 1, 2, 10.0), None);
         assert!(Budget::new(Some(0.0)).spent());
     }

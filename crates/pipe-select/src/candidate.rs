@@ -111,6 +111,14 @@ impl Candidate {
         }
     }
 
+    /// The most rows a fit trains on (`max_rows`), if capped.
+    pub fn max_rows(&self) -> Option<usize> {
+        match self {
+            Candidate::TfidfLinear(_) => None,
+            Candidate::LstmClassifier { max_rows, .. } | Candidate::GruClassifier { max_rows, .. } | Candidate::BagOfNgrams { max_rows, .. } => *max_rows,
+        }
+    }
+
     /// Checks the settings before anything is fitted.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let (train, max_rows) = match self {
@@ -218,6 +226,7 @@ mod tests {
         assert_eq!(capped(&subset, Some(500), &labels, 3), subset);
         assert_eq!(capped(&subset, None, &labels, 3), subset);
     }
+
 
     #[test]
     fn a_misspelt_setting_is_an_error() {

@@ -24,7 +24,7 @@ mod stages;
 pub use budget::Budget;
 pub use candidate::{Candidate, FitData};
 pub use ensemble_model::{EnsembleModel, Member, MemberModel, NgramInput};
-pub use stages::{stratified_folds, Ensemble, Select, Validation};
+pub use stages::{stratified_folds, Ensemble, FinalFit, Select, Validation};
 
 /// Why a candidate could not be fitted or scored.
 #[derive(Debug, thiserror::Error)]

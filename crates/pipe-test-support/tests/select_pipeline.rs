@@ -80,3 +80,23 @@ fn a_spent_time_budget_skips_candidates_and_says_so() {
     assert!(run.stderr().contains("every candidate was skipped: raise time_budget_seconds"), "{}", run.stderr());
     assert!(run.stderr().contains("candidate `chars` skipped: the time budget is spent"), "{}", run.stderr());
 }
+
+#[test]
+fn a_hold_out_fit_that_filled_its_row_cap_is_kept_not_refit() {
+    let s = tiny_select();
+    let lstm = "{ kind: lstm_classifier, model: { embed_dim: 8, hidden_dim: 8 }, train: { epochs: 2, batch_size: 32, lr: 0.01 }";
+    let chosen_refit = |max_rows: usize| {
+        let candidates = format!("select.candidates={{ lstm: {lstm}, max_rows: {max_rows} }} }}");
+        s.pipe(&["run", "select.yaml", "--set", "select.validation={ holdout: 0.25 }", "--set", &candidates]).ok();
+        let metrics = json(&s, "out/selection/metrics.json");
+        assert_eq!(metrics["validation"], "a stratified 25% hold-out", "{metrics}");
+        assert_eq!(std::fs::read_to_string(s.path("out/submission.csv")).unwrap().lines().count(), 61);
+        metrics["chosen"][0].clone()
+    };
+    // 300 training rows of 400: a cap of 100 is filled either way; one of 1000 is not.
+    let capped = chosen_refit(100);
+    assert_eq!(capped["refit"], false, "{capped}");
+    assert!(capped["kept_because"].as_str().unwrap().contains("max_rows cap of 100 rows"), "{capped}");
+    let uncapped = chosen_refit(1000);
+    assert_eq!(uncapped["refit"], true, "a refit trains on 400 rows instead of 300: {uncapped}");
+}

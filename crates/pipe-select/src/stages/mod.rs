@@ -4,4 +4,4 @@ mod ensemble;
 mod select;
 
 pub use ensemble::Ensemble;
-pub use select::{stratified_folds, Select, Validation};
+pub use select::{stratified_folds, FinalFit, Select, Validation};

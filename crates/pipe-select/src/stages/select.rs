@@ -105,11 +105,12 @@ pub struct Select {
     /// Picks of the greedy ensemble selection (with replacement).
     pub ensemble_rounds: usize,
     /// Fit the chosen models again on all rows (otherwise a hold-out's
-    /// training part is kept; folds always refit).
+    /// training part is kept; folds always refit). See [`FinalFit`].
     pub refit: bool,
     /// Seconds for scoring candidates and refitting: a candidate not
     /// started in time, or whose training is projected to end past it, is
-    /// skipped (see [`Budget`]).
+    /// skipped (see [`Budget`]); a refit projected past it is not made, the
+    /// model being kept as validation fitted it.
     pub time_budget_seconds: Option<f64>,
 }
 
@@ -132,9 +133,44 @@ struct Scored {
     seconds: f64,
     #[serde(skip)]
     probabilities: Vec<f32>,
-    /// The model fitted on the training part (kept when a hold-out is not refit).
+    /// The last validation fit's model (the hold-out's, or the last
+    /// fold's), its training rows and seconds: kept when not refit.
     #[serde(skip)]
-    holdout_member: Option<Member>,
+    last_fit: Option<(Member, usize, f64)>,
+}
+
+/// How a chosen model joins the final one: fitted again on all rows, or
+/// kept as its last validation fit left it, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinalFit {
+    Refit,
+    Kept(String),
+}
+
+impl FinalFit {
+    /// The policy. After folds every model is refit (no fit saw all rows);
+    /// after a hold-out only when `refit` is on. Either way a refit must add
+    /// rows (a `max_rows` cap the training part already filled would train
+    /// on as many again) and, projected from the last fit's seconds in
+    /// proportion to the rows, end within the `budget_left`; heavier models
+    /// are decided first.
+    pub fn decide(refit: bool, folds: bool, rows: usize, last_fit: (usize, f64), cap: Option<usize>, budget_left: Option<f64>) -> FinalFit {
+        let fitted = |n: usize| cap.map_or(n, |cap| n.min(cap));
+        let (last_rows, last_seconds) = last_fit;
+        if !folds && !refit {
+            return FinalFit::Kept("refit is off".into());
+        }
+        if fitted(rows) <= fitted(last_rows) {
+            return FinalFit::Kept(format!("it already trained on its max_rows cap of {} rows", fitted(last_rows)));
+        }
+        let projected = last_seconds * fitted(rows) as f64 / fitted(last_rows).max(1) as f64;
+        match budget_left {
+            Some(left) if projected > left => {
+                FinalFit::Kept(format!("a refit, projected at {projected:.0}s, would end past the time budget ({:.0}s left)", left.max(0.0)))
+            }
+            _ => FinalFit::Refit,
+        }
+    }
 }
 
 #[stage(kind = "select", summary = "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit")]
@@ -150,7 +186,7 @@ impl Stage for Select {
         ]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn machine_choices(&self, device: &str) -> BTreeMap<String, String> {
         // A bfloat16 LSTM is not a float32 one: each recurrent candidate's precision joins the key.
@@ -259,30 +295,42 @@ impl Stage for Select {
         let chosen: Vec<String> = scored.iter().zip(&weights).filter(|(_, &w)| w > 0.0).map(|(s, _)| s.name.clone()).collect();
         ctx.info(format!("chosen: {}", chosen.join(" + ")));
 
-        // 5. The chosen models, refit on all rows unless kept from a hold-out.
-        let refit = self.refit || plan.len() > 1;
+        // 5. The chosen models, heaviest first: refit on all rows, or kept
+        // as validation fitted them (see `FinalFit::decide`).
         let refit_start = Instant::now();
+        let mut order: Vec<usize> = (0..scored.len()).filter(|&i| weights[i] > 0.0).collect();
+        order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
         let mut members = Vec::new();
-        for (s, &weight) in scored.iter_mut().zip(&weights) {
-            if weight == 0.0 {
-                continue;
-            }
-            let mut member = match (refit, s.holdout_member.take()) {
-                (false, Some(kept)) => kept,
+        let mut final_fits = Vec::new();
+        for i in order {
+            let s = &mut scored[i];
+            let candidate = &self.candidates[&s.name];
+            let last_fit = s.last_fit.take();
+            let decision = match &last_fit {
+                Some((_, rows, seconds)) => FinalFit::decide(self.refit, plan.len() > 1, labels.len(), (*rows, *seconds), candidate.max_rows(), budget.left()),
+                None => FinalFit::Refit,
+            };
+            let mut member = match (&decision, last_fit) {
+                (FinalFit::Kept(why), Some((kept, _, _))) => {
+                    ctx.info(format!("{}: not refit ({why}); kept as validation fitted it", s.name));
+                    kept
+                }
                 _ => {
                     let all: Vec<usize> = (0..labels.len()).collect();
                     let mut progress = |done: u64, total: u64, message: &str| {
                         ctx.progress(done, total, format!("refit {}: {message}", s.name));
                         ControlFlow::Continue(())
                     };
-                    self.candidates[&s.name]
-                        .fit(&s.name, &data, &all, &mut progress)
-                        .map_err(|e| StageError::other(CandidateFailed { name: s.name.clone(), source: e }))?
+                    candidate.fit(&s.name, &data, &all, &mut progress).map_err(|e| StageError::other(CandidateFailed { name: s.name.clone(), source: e }))?
                 }
             };
-            member.weight = weight;
+            member.weight = weights[i];
             member.temperature = s.temperature;
             members.push(member);
+            final_fits.push(match decision {
+                FinalFit::Refit => serde_json::json!({ "name": s.name, "weight": weights[i], "refit": true }),
+                FinalFit::Kept(why) => serde_json::json!({ "name": s.name, "weight": weights[i], "refit": false, "kept_because": why }),
+            });
         }
         let refit_seconds = refit_start.elapsed().as_secs_f64();
 
@@ -294,8 +342,7 @@ impl Stage for Select {
             "candidates": scored,
             "skipped": skipped,
             "ensemble": ensemble_report,
-            "chosen": chosen.iter().zip(members.iter()).map(|(n, m)| serde_json::json!({ "name": n, "weight": m.weight })).collect::<Vec<_>>(),
-            "refit": refit,
+            "chosen": final_fits,
             "refit_seconds": refit_seconds,
             "seconds": budget.elapsed(),
             "time_budget_seconds": self.time_budget_seconds,
@@ -348,11 +395,11 @@ impl Select {
         let fail = |e: FitError| Skipped::Failed(CandidateFailed { name: name.to_string(), source: e });
         let options = ScoreOptions { device: data.device, batch_size: 512, trim: Trim::Auto };
         let mut scores = Vec::with_capacity(truth.len() * classes);
-        let mut holdout_member = None;
+        let mut last_fit = None;
         for (fold, (train, val)) in plan.iter().enumerate() {
-            // The fits still to come after this one: the other folds, and a refit on all rows.
-            let refit_share = if self.refit || plan.len() > 1 { data.labels.len() as f64 / train.len().max(1) as f64 } else { 0.0 };
-            let fits_after = (plan.len() - fold - 1) as f64 + refit_share;
+            // The fits still to come after this one: the other folds (a
+            // refit waits for the choice, and for time left: `FinalFit`).
+            let fits_after = (plan.len() - fold - 1) as f64;
             let fit_start = Instant::now();
             let mut over_budget = None;
             let mut progress = |done: u64, total: u64, message: &str| {
@@ -366,6 +413,7 @@ impl Select {
                 }
             };
             let fitted = candidate.fit(name, data, train, &mut progress);
+            let fit_seconds = fit_start.elapsed().as_secs_f64();
             if let Some(why) = over_budget {
                 return Err(Skipped::OverBudget(why));
             }
@@ -373,7 +421,7 @@ impl Select {
             let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(|e| fail(e.into()))?;
             pipe_predict::check_finite(&fold_scores, classes).map_err(|e| fail(e.into()))?;
             scores.extend(fold_scores);
-            holdout_member = Some(member);
+            last_fit = Some((member, train.len(), fit_seconds));
         }
         let temperature = calibrate::fit_temperature(&scores, classes, truth);
         let probabilities = calibrate::probabilities(&scores, classes, temperature);
@@ -385,7 +433,7 @@ impl Select {
             temperature,
             seconds: started.elapsed().as_secs_f64(),
             probabilities,
-            holdout_member: if plan.len() == 1 { holdout_member } else { None },
+            last_fit,
         })
     }
 }
@@ -423,6 +471,28 @@ mod tests {
         assert_eq!(plan.len(), 1);
         // 20% of each class, rounded per class.
         assert!(plan[0].1.len().abs_diff(Validation::AUTO_FOLDS_BELOW / 5) <= 3, "{}", plan[0].1.len());
+    }
+
+    #[test]
+    fn a_refit_must_add_rows_and_end_within_the_budget() {
+        let kept = |d: FinalFit| match d {
+            FinalFit::Kept(why) => why,
+            FinalFit::Refit => panic!("refit"),
+        };
+        // A hold-out's 800 rows of 1000 fitted in 8 s: a refit projects to 10 s.
+        assert_eq!(FinalFit::decide(true, false, 1000, (800, 8.0), None, None), FinalFit::Refit);
+        assert_eq!(FinalFit::decide(true, false, 1000, (800, 8.0), None, Some(10.5)), FinalFit::Refit);
+        let why = kept(FinalFit::decide(true, false, 1000, (800, 8.0), None, Some(9.0)));
+        assert!(why.contains("projected at 10s") && why.contains("9s left"), "{why}");
+        assert_eq!(kept(FinalFit::decide(false, false, 1000, (800, 8.0), None, None)), "refit is off");
+        // Folds refit whatever `refit` says.
+        assert_eq!(FinalFit::decide(false, true, 900, (600, 6.0), None, None), FinalFit::Refit);
+        // A cap of 500 rows is filled by 800 training rows: a refit would add none.
+        let why = kept(FinalFit::decide(true, false, 1000, (800, 8.0), Some(500), None));
+        assert!(why.contains("max_rows cap of 500 rows"), "{why}");
+        // A cap of 900: the refit trains on 900 rows, not 1000 (9 s).
+        assert_eq!(FinalFit::decide(true, false, 1000, (800, 8.0), Some(900), Some(9.5)), FinalFit::Refit);
+        assert!(matches!(FinalFit::decide(true, false, 1000, (800, 8.0), Some(900), Some(8.5)), FinalFit::Kept(_)));
     }
 
     #[test]
