@@ -115,7 +115,9 @@ impl Candidate {
     pub fn max_rows(&self) -> Option<usize> {
         match self {
             Candidate::TfidfLinear(_) => None,
-            Candidate::LstmClassifier { max_rows, .. } | Candidate::GruClassifier { max_rows, .. } | Candidate::BagOfNgrams { max_rows, .. } => *max_rows,
+            Candidate::LstmClassifier { max_rows, .. } | Candidate::GruClassifier { max_rows, .. } | Candidate::BagOfNgrams { max_rows, .. } => {
+                *max_rows
+            }
         }
     }
 
@@ -226,7 +228,6 @@ mod tests {
         assert_eq!(capped(&subset, Some(500), &labels, 3), subset);
         assert_eq!(capped(&subset, None, &labels, 3), subset);
     }
-
 
     #[test]
     fn a_misspelt_setting_is_an_error() {

@@ -307,7 +307,9 @@ impl Stage for Select {
             let candidate = &self.candidates[&s.name];
             let last_fit = s.last_fit.take();
             let decision = match &last_fit {
-                Some((_, rows, seconds)) => FinalFit::decide(self.refit, plan.len() > 1, labels.len(), (*rows, *seconds), candidate.max_rows(), budget.left()),
+                Some((_, rows, seconds)) => {
+                    FinalFit::decide(self.refit, plan.len() > 1, labels.len(), (*rows, *seconds), candidate.max_rows(), budget.left())
+                }
                 None => FinalFit::Refit,
             };
             let mut member = match (&decision, last_fit) {
@@ -321,7 +323,9 @@ impl Stage for Select {
                         ctx.progress(done, total, format!("refit {}: {message}", s.name));
                         ControlFlow::Continue(())
                     };
-                    candidate.fit(&s.name, &data, &all, &mut progress).map_err(|e| StageError::other(CandidateFailed { name: s.name.clone(), source: e }))?
+                    candidate
+                        .fit(&s.name, &data, &all, &mut progress)
+                        .map_err(|e| StageError::other(CandidateFailed { name: s.name.clone(), source: e }))?
                 }
             };
             member.weight = weights[i];
