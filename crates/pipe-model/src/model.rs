@@ -836,11 +836,9 @@ mod tests {
         let plain_vs = nn::VarStore::new(Device::Cpu);
         let plain = Classifier::new(&plain_vs.root(), &plain_spec).unwrap();
         tch::manual_seed(8);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = Classifier::new(&vs.root(), &wide_spec).unwrap();
-        let table = vs.variables()["word_logits.weight"].shallow_clone();
-        let vs_wide = vs;
-        let vs = &vs_wide;
+        let vs_wide = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(&vs_wide.root(), &wide_spec).unwrap();
+        let table = vs_wide.variables()["word_logits.weight"].shallow_clone();
         assert_eq!(table.size(), vec![50, 7]);
         let post = Tensor::from_slice(&[3i64, 4, 5, 0, 6, 0, 0, 0]).view([2, 4]);
         let pre = Tensor::from_slice(&[0i64, 3, 4, 5, 0, 0, 0, 6]).view([2, 4]);
@@ -857,7 +855,7 @@ mod tests {
         }
         // Training drops tokens from the bag (as dropout drops features):
         // with the output layer's weights at zero only the bag varies.
-        tch::no_grad(|| _ = vs.variables()["fc.weight"].shallow_clone().zero_());
+        tch::no_grad(|| _ = vs_wide.variables()["fc.weight"].shallow_clone().zero_());
         let dropped: Vec<Tensor> = (0..2).map(|_| model.forward_t(&post, &lengths, PaddingSide::Post, true)).collect();
         assert!(!dropped[0].equal(&dropped[1]), "two training passes drop different tokens");
         // Gradients reach the rows of the row's tokens, never the padding row.

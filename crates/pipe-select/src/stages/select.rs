@@ -300,6 +300,7 @@ impl Stage for Select {
         let refit_start = Instant::now();
         let mut order: Vec<usize> = (0..scored.len()).filter(|&i| weights[i] > 0.0).collect();
         order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
+        let all: Vec<usize> = (0..labels.len()).collect();
         let mut members = Vec::new();
         let mut final_fits = Vec::new();
         for i in order {
@@ -318,7 +319,6 @@ impl Stage for Select {
                     kept
                 }
                 _ => {
-                    let all: Vec<usize> = (0..labels.len()).collect();
                     let mut progress = |done: u64, total: u64, message: &str| {
                         ctx.progress(done, total, format!("refit {}: {message}", s.name));
                         ControlFlow::Continue(())
