@@ -25,7 +25,7 @@ mod vectorizer;
 pub use frame::{read_frame, FrameFormat, TextColumns};
 pub use labels::LabelEncoder;
 pub use stages::{python_json_records, UnknownLabels, Vectorize};
-pub use vectorizer::{tokenize, Side, Vectorizer, VectorizerOptions};
+pub use vectorizer::{tokenize, tokenize_truncated, Side, Vectorizer, VectorizerOptions, MAX_LEN_LIMIT};
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use ndarray::{ArrayD, IxDyn};
-use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
+use pipe_core::{register_artifact, Artifact, ArtifactError, InvalidSetting, LoadArtifact};
 use pipe_data::{IntArray, Vocabulary};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,59 @@ pub const UNK: &str = "<UNK>";
 pub fn tokenize(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
     TOKEN.find_iter(&lower).map(|m| m.as_str().to_string()).collect()
+}
+
+/// The tokens of `text` that survive truncation to `keep` tokens from the
+/// `side` end, tokenizing only as much of the text as they need: a row costs
+/// about `keep` tokens of work and memory however long its text is.
+///
+/// The same tokens as `tokenize` then truncate: the text is tokenized in a
+/// growing window from the kept end, and the window's tokens are used only
+/// once it holds at least two more tokens than are kept, so the window's cut
+/// edge (possibly mid-token) lies past every kept token. (Lower-casing is
+/// per character except for Greek capital sigma, whose form depends on its
+/// neighbours; a sigma would have to touch the cut edge through two whole
+/// tokens to be read differently.)
+pub fn tokenize_truncated(text: &str, keep: usize, side: Side) -> Vec<String> {
+    // A token is at least one character of at most 4 bytes: a window of
+    // 8 bytes per wanted token usually suffices at once.
+    let mut window = keep.saturating_add(2).saturating_mul(8).max(64);
+    loop {
+        if window >= text.len() {
+            let mut tokens = tokenize(text);
+            truncate(&mut tokens, keep, side);
+            return tokens;
+        }
+        let part = match side {
+            Side::Post => &text[..floor_char_boundary(text, window)],
+            Side::Pre => &text[ceil_char_boundary(text, text.len() - window)..],
+        };
+        let mut tokens = tokenize(part);
+        if tokens.len() >= keep.saturating_add(2) {
+            truncate(&mut tokens, keep, side);
+            return tokens;
+        }
+        window = window.saturating_mul(2);
+    }
+}
+
+/// Keeps `keep` items from the `side` end (`post` keeps the first ones).
+fn truncate<T>(items: &mut Vec<T>, keep: usize, side: Side) {
+    match side {
+        Side::Post => items.truncate(keep),
+        Side::Pre => {
+            let drop = items.len().saturating_sub(keep);
+            items.drain(..drop);
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    (0..=at.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+}
+
+fn ceil_char_boundary(text: &str, at: usize) -> usize {
+    (at..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len())
 }
 
 /// Which end of a row padding (or truncation) applies to.
@@ -50,6 +103,28 @@ pub struct VectorizerOptions {
     pub padding: Side,
     /// Which end a text longer than `max_len` loses (`post`: the notebook keeps the first tokens).
     pub truncating: Side,
+}
+
+/// The largest `max_len` a vectorizer accepts: an id matrix is `rows ×
+/// max_len` 8-byte ids, so a larger width turns one batch into gigabytes.
+/// Recurrent models see no benefit past a few thousand steps.
+pub const MAX_LEN_LIMIT: usize = 65_536;
+
+impl VectorizerOptions {
+    /// Bounds every size: checked when a pipeline is loaded and when a
+    /// vectorizer is read from disk (a bundle's `vectorizer.json`).
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.max_len == 0 || self.max_len > MAX_LEN_LIMIT {
+            return Err(InvalidSetting::new("max_len", format!("must be between 1 and {MAX_LEN_LIMIT}, got {}", self.max_len)));
+        }
+        if self.min_freq == 0 {
+            return Err(InvalidSetting::new("min_freq", "must be at least 1, got 0"));
+        }
+        if self.max_vocab == Some(0) {
+            return Err(InvalidSetting::new("max_vocab", "must be at least 1 when set, got 0"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for VectorizerOptions {
@@ -96,7 +171,29 @@ impl Vectorizer {
     /// The ids of one text's tokens, unknown tokens as `<UNK>` (or skipped
     /// when the vocabulary has none), before truncation and padding.
     pub fn token_ids(&self, text: &str) -> Vec<i64> {
-        tokenize(text).iter().filter_map(|t| self.index.get(t).copied().or(self.vocab.unk_id)).collect()
+        self.ids_of(tokenize(text))
+    }
+
+    fn ids_of(&self, tokens: Vec<String>) -> Vec<i64> {
+        tokens.iter().filter_map(|t| self.index.get(t).copied().or(self.vocab.unk_id)).collect()
+    }
+
+    /// The ids that fill one row: at most `max_len`, from the kept end. A
+    /// vocabulary without `<UNK>` skips unknown tokens, so the text is read
+    /// further until `max_len` known tokens are found.
+    fn row_ids(&self, text: &str) -> Vec<i64> {
+        let width = self.options.max_len;
+        let mut keep = width;
+        loop {
+            let tokens = tokenize_truncated(text, keep, self.options.truncating);
+            let complete = tokens.len() < keep;
+            let mut ids = self.ids_of(tokens);
+            if ids.len() >= width || complete || keep >= text.len() {
+                truncate(&mut ids, width, self.options.truncating);
+                return ids;
+            }
+            keep = keep.saturating_mul(4);
+        }
     }
 
     /// A `[texts, max_len]` id matrix, truncated and padded as configured.
@@ -104,11 +201,7 @@ impl Vectorizer {
         let width = self.options.max_len;
         let mut data = vec![self.vocab.pad_id; texts.len() * width];
         for (row, text) in data.chunks_mut(width.max(1)).zip(texts) {
-            let ids = self.token_ids(text.as_ref());
-            let ids = match self.options.truncating {
-                Side::Post => &ids[..ids.len().min(width)],
-                Side::Pre => &ids[ids.len().saturating_sub(width)..],
-            };
+            let ids = &self.row_ids(text.as_ref())[..];
             match self.options.padding {
                 Side::Post => row[..ids.len()].copy_from_slice(ids),
                 Side::Pre => row[width - ids.len()..].copy_from_slice(ids),
@@ -143,7 +236,9 @@ impl LoadArtifact for Vectorizer {
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let vocab_path = dir.join(VOCAB_FILE);
         let vocab = pipe_artifacts::read_vocabulary(&vocab_path).map_err(|e| ArtifactError::invalid(&vocab_path, e))?;
-        let options = pipe_core::fsutil::load_json(&dir.join(OPTIONS_FILE))?;
+        let options_path = dir.join(OPTIONS_FILE);
+        let options: VectorizerOptions = pipe_core::fsutil::load_json(&options_path)?;
+        options.validate().map_err(|e| ArtifactError::invalid(&options_path, e))?;
         Ok(Vectorizer::from_vocabulary(vocab, options))
     }
 }

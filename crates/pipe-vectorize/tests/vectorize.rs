@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use pipe_artifacts::{read_label_encoder, read_npy, read_vocabulary};
 use pipe_core::LoadArtifact;
 use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
-use pipe_vectorize::{python_json_records, read_frame, tokenize, FrameFormat, Side, UnknownLabels, Vectorize, Vectorizer, VectorizerOptions};
+use pipe_vectorize::{
+    python_json_records, read_frame, tokenize, tokenize_truncated, FrameFormat, Side, UnknownLabels, Vectorize, Vectorizer, VectorizerOptions,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -90,6 +92,69 @@ fn encodes_with_each_padding_and_truncation_side() {
     assert_eq!(rows(&fit(Side::Post, Side::Post)), [2, 3, 4, 2, 1, 0]);
     assert_eq!(rows(&fit(Side::Pre, Side::Post)), [2, 3, 4, 0, 2, 1]);
     assert_eq!(rows(&fit(Side::Post, Side::Pre)), [4, 5, 6, 2, 1, 0]);
+}
+
+#[test]
+fn truncated_tokenizing_gives_the_kept_end_of_the_full_tokens() {
+    let texts = [
+        "The cat's 2nd-best (toy)! ".repeat(40),
+        "Ωmega ΣΑΣ naïve, Über_naïve; ".repeat(30),
+        "....".repeat(100),
+        "word".to_string(),
+        String::new(),
+        "日本語のテキスト、句読点。".repeat(25),
+    ];
+    for text in &texts {
+        let full = tokenize(text);
+        for keep in [0, 1, 2, 3, 7, 64, 500, 10_000] {
+            let first: Vec<String> = full.iter().take(keep).cloned().collect();
+            let last: Vec<String> = full[full.len().saturating_sub(keep)..].to_vec();
+            assert_eq!(tokenize_truncated(text, keep, Side::Post), first, "post, keep {keep}: {text:.30}");
+            assert_eq!(tokenize_truncated(text, keep, Side::Pre), last, "pre, keep {keep}: {text:.30}");
+        }
+    }
+}
+
+#[test]
+fn a_huge_text_costs_only_the_tokens_kept() {
+    // 50 million characters of punctuation: fully tokenized, 50 million
+    // Strings (gigabytes); truncated, 64 tokens read from a small window.
+    let text = ".".repeat(50_000_000);
+    let started = std::time::Instant::now();
+    let v = Vectorizer::fit(&["."], VectorizerOptions { min_freq: 1, max_len: 64, ..Default::default() });
+    let ids = v.encode(&[text.as_str()]);
+    assert_eq!(ids.shape(), [1, 64]);
+    assert!(ids.0.iter().all(|&id| id == 2), "every kept token is `.`");
+    let pre = Vectorizer::fit(&["."], VectorizerOptions { min_freq: 1, max_len: 64, truncating: Side::Pre, ..Default::default() });
+    assert!(pre.encode(&[text.as_str()]).0.iter().all(|&id| id == 2));
+    // Not a speed target: a guard that the whole text was not tokenized.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_vocabulary_without_unk_reads_on_until_the_row_is_full() {
+    let vocab = Vocabulary { tokens: vec!["<PAD>".into(), "a".into()], pad_id: 0, unk_id: None };
+    let v = Vectorizer::from_vocabulary(vocab, VectorizerOptions { max_len: 3, ..Default::default() });
+    let text = format!("{} a a a", "zz ".repeat(1000));
+    assert_eq!(v.encode(&[text.as_str()]).0.into_raw_vec_and_offset().0, [1, 1, 1]);
+}
+
+#[test]
+fn vectorizer_sizes_are_bounded_when_read_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vectorizer::fit(&["a b"], VectorizerOptions { min_freq: 1, ..Default::default() });
+    pipe_core::Artifact::save(&v, dir.path()).unwrap();
+    std::fs::write(dir.path().join("vectorizer.json"), r#"{"min_freq":1,"max_vocab":null,"max_len":1e9,"padding":"post","truncating":"post"}"#)
+        .unwrap();
+    let err = Vectorizer::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("vectorizer.json"), "{err}");
+    std::fs::write(
+        dir.path().join("vectorizer.json"),
+        r#"{"min_freq":1,"max_vocab":null,"max_len":1000000000,"padding":"post","truncating":"post"}"#,
+    )
+    .unwrap();
+    let err = Vectorizer::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("vectorizer.json") && err.contains("max_len must be between 1 and 65536"), "{err}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipe_core::fsutil::atomic_write;
-use pipe_core::{stage, Artifacts, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError};
 use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
@@ -106,9 +106,7 @@ impl Vectorize {
 
     /// Fits on the training records and encodes both sets.
     pub fn vectorize(&self, ctx: Option<&StageContext>) -> Result<Artifacts, StageError> {
-        if self.max_len == 0 {
-            return Err(StageError::invalid("`max_len` must be at least 1"));
-        }
+        self.options().validate().map_err(StageError::invalid)?;
         let train = self.read(&self.train, self.train_rows, true)?;
         let mut test = self.read(&self.test, self.test_rows, false)?;
 
@@ -202,6 +200,9 @@ impl Stage for Vectorize {
     }
     fn depends_on_env(&self) -> bool {
         false
+    }
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        self.options().validate()
     }
     fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         self.vectorize(Some(ctx))
