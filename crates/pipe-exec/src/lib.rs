@@ -27,4 +27,4 @@
 
 mod stages;
 
-pub use stages::{CommandLine, Exec, ExecConfig, ExecConfigError};
+pub use stages::{CommandLine, Exec, ExecConfig, ExecConfigError, MAX_TIMEOUT_S};

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use pipe_core::{run, Cache, NullSink, Pipeline, RecordingSink, RunOptions, StageOutcome};
-use pipe_exec as _;
+use pipe_exec::{CommandLine, Exec, ExecConfig};
 use pipe_toy as _;
 
 fn pipeline(dir: &Path, yaml: &str) -> Result<Pipeline, String> {
@@ -175,4 +175,27 @@ fn config_mistakes_are_caught_when_the_pipeline_loads() {
     let err = pipeline(dir.path(), "stages:\n  step:\n    kind: exec\n    command: \"cat {in.data}/x > {out.r}\"\n    outputs: { r: r.txt }\n")
         .unwrap_err();
     assert!(err.contains("required input `data`"), "{err}");
+}
+
+#[test]
+fn timeout_s_is_bounded_when_the_pipeline_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_timeout = |timeout: &str| {
+        pipeline(
+            dir.path(),
+            &format!("stages:\n  slow:\n    kind: exec\n    command: \"touch {{out.result}}\"\n    outputs: {{ result: result.txt }}\n    timeout_s: {timeout}\n"),
+        )
+    };
+    assert!(with_timeout("0.5").is_ok());
+    assert!(with_timeout(&pipe_exec::MAX_TIMEOUT_S.to_string()).is_ok());
+    for bad in ["0", "-1", "1e300", "2592001"] {
+        let err = with_timeout(bad).unwrap_err();
+        assert!(err.contains("stage `slow` (exec): timeout_s must be positive and at most 2592000 (30 days)"), "{bad}: {err}");
+    }
+    // Values YAML has and JSON lacks, checked on the config itself.
+    for bad in [f64::NAN, f64::INFINITY] {
+        let config = ExecConfig { command: CommandLine::Shell("true".into()), timeout_s: Some(bad), ..ExecConfig::default() };
+        let err = pipe_core::Stage::validate(&Exec::new(config).unwrap()).unwrap_err();
+        assert_eq!(err.setting, "timeout_s", "{bad}");
+    }
 }

@@ -24,7 +24,7 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 
 pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
-pub use stages::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear};
+pub use stages::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear, MAX_ITER};
 pub use svm::{ClassWeight, SvmConfig};
 
 /// Errors of fitting and scoring.
@@ -152,7 +152,10 @@ impl Artifact for LinearModel {
 impl LoadArtifact for LinearModel {
     const TYPE_NAME: &'static str = "linear_model";
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
-        let stored: StoredModel = pipe_core::fsutil::load_json(&dir.join(MODEL_FILE))?;
+        let model_path = dir.join(MODEL_FILE);
+        let stored: StoredModel = pipe_core::fsutil::load_json(&model_path)?;
+        // The n-gram ranges size the work per row: checked as at load of a pipeline.
+        stored.vectorizer.config.validate().map_err(|e| ArtifactError::invalid(&model_path, e))?;
         let path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&path).map_err(|e| ArtifactError::io(&path, e))?;
         let expected = stored.classes.checked_mul(stored.features).and_then(|n| n.checked_mul(4));

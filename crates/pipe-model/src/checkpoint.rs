@@ -88,7 +88,12 @@ impl Artifact for Checkpoint {
 impl LoadArtifact for Checkpoint {
     const TYPE_NAME: &'static str = "checkpoint";
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
-        let spec: ModelSpec = pipe_core::fsutil::load_json(&dir.join(SPEC_FILE))?;
+        let spec_path = dir.join(SPEC_FILE);
+        let spec: ModelSpec = pipe_core::fsutil::load_json(&spec_path)?;
+        // A spec from disk (a bundle's `model/`, weights trained in Python)
+        // is checked before anything is sized by it: a hostile or mistaken
+        // `hidden_dim` is a named error, not an allocation that aborts.
+        spec.validate().map_err(|e| ArtifactError::invalid(&spec_path, e))?;
         let path = dir.join(WEIGHTS_FILE);
         let mut tensors = Tensor::read_safetensors(&path).map_err(|e| ArtifactError::invalid(&path, e))?;
         tensors.sort_by(|a, b| a.0.cmp(&b.0));

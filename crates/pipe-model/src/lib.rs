@@ -20,15 +20,19 @@ mod stages;
 pub use checkpoint::Checkpoint;
 pub use dropout::dropout;
 pub use error::ModelError;
-pub use model::{check_token_ids, native_bfloat16, Architecture, Classifier, ModelSpec, Pooling, Precision};
+pub use model::{
+    check_token_ids, native_bfloat16, Architecture, Classifier, ModelSpec, Pooling, Precision, MAX_CLASSES, MAX_EMBED_DIM, MAX_HIDDEN_DIM,
+    MAX_LAYERS, MAX_PARAMETERS, MAX_VOCAB_SIZE,
+};
 pub use precision::{CpuFacts, PrecisionChoice, PrecisionDecision};
 pub use stages::{initialise, BagOfNgrams, GruClassifier, LstmClassifier, Recurrent, RecurrentConfig, RecurrentLayer};
 
 /// Serialises the tests that seed or draw from torch's global generator:
 /// cargo runs a crate's tests on parallel threads, and a draw made between
 /// another test's `manual_seed` and its own draws changes what that test sees.
+/// The process's one lock on torch's global state
+/// ([`pipe_runtime::runtime::torch_global_lock`]).
 #[cfg(test)]
 pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pipe_runtime::runtime::torch_global_lock()
 }

@@ -94,6 +94,33 @@ pub enum Architecture {
     BagOfEmbeddings,
 }
 
+/// The most rows an embedding table may have (vocabulary plus hashed
+/// n-gram buckets): 2^27, 134 million, over 60 times fastText's default of
+/// 2 million buckets with a large vocabulary beside them.
+pub const MAX_VOCAB_SIZE: i64 = 1 << 27;
+
+/// The most classes: 2^20, a million, past any label set a text classifier
+/// here is trained on; the output layer and the per-word logits table grow
+/// with it.
+pub const MAX_CLASSES: i64 = 1 << 20;
+
+/// The widest embedding: 16,384, fifty times the usual 300-d word vectors.
+pub const MAX_EMBED_DIM: i64 = 1 << 14;
+
+/// The widest recurrent layer: 16,384 units. An LSTM layer's hidden-to-hidden
+/// weights are 4 × hidden² floats, 4 GiB at this width.
+pub const MAX_HIDDEN_DIM: i64 = 1 << 14;
+
+/// The most stacked recurrent layers: 64, far past the two to four that
+/// help; each adds a layer of weights and a sequential pass.
+pub const MAX_LAYERS: i64 = 64;
+
+/// The most parameters a model may have, all parts together: 2^31 float32
+/// values, 8 GiB of weights (training holds three more copies: the gradient
+/// and Adam's two moments). An embedding table of vocabulary × embed_dim past
+/// this would make libtorch's allocation fail and abort the process.
+pub const MAX_PARAMETERS: u64 = 1 << 31;
+
 /// Everything needed to rebuild a model; stored beside its weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
@@ -189,14 +216,53 @@ impl ModelSpec {
         self.word_logits && self.architecture != Architecture::BagOfEmbeddings
     }
 
+    /// The parameters of each part of the model, with the setting that
+    /// sizes it: the embedding table, the per-word logits table, the
+    /// recurrent layers and the output layer. Exact (the tensors
+    /// [`Classifier::new`] creates) once the sizes are within their bounds;
+    /// in `u128`, so no bounded size overflows it.
+    fn parameter_counts(&self) -> [(&'static str, u128); 4] {
+        let n = |v: i64| v.max(0) as u128;
+        let (vocab, embed, hidden, classes) = (n(self.vocab_size), n(self.embed_dim), n(self.hidden_dim), n(self.num_classes));
+        let embedding = vocab * embed;
+        let word_logits = if self.has_word_logits() { vocab * classes } else { 0 };
+        let recurrent = match self.architecture {
+            Architecture::BagOfEmbeddings => 0,
+            architecture => {
+                let gates = if architecture == Architecture::Lstm { 4 } else { 3 } * hidden;
+                let directions = n(self.directions());
+                (0..n(self.layers))
+                    .map(|layer| {
+                        let input = if layer == 0 { embed } else { hidden * directions };
+                        directions * (gates * input + gates * hidden + 2 * gates)
+                    })
+                    .sum::<u128>()
+            }
+        };
+        let output = classes * (n(self.features()) + 1);
+        [("embed_dim", embedding), ("word_logits", word_logits), ("hidden_dim", recurrent), ("num_classes", output)]
+    }
+
+    /// The model's parameter count (see [`MAX_PARAMETERS`]).
+    pub fn parameters(&self) -> u128 {
+        self.parameter_counts().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Checks every size and rate: when a model stage's pipeline is loaded
+    /// (with stand-in vocabulary and class counts), before a model is built,
+    /// and when a checkpoint's `spec.json` is read from disk.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        let mut positive = vec![("vocab_size", self.vocab_size), ("num_classes", self.num_classes), ("embed_dim", self.embed_dim)];
+        let mut sizes = vec![
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("num_classes", self.num_classes, MAX_CLASSES),
+            ("embed_dim", self.embed_dim, MAX_EMBED_DIM),
+        ];
         if self.architecture != Architecture::BagOfEmbeddings {
-            positive.extend([("hidden_dim", self.hidden_dim), ("layers", self.layers)]);
+            sizes.extend([("hidden_dim", self.hidden_dim, MAX_HIDDEN_DIM), ("layers", self.layers, MAX_LAYERS)]);
         }
-        for (name, v) in positive {
-            if v <= 0 {
-                return Err(InvalidSetting::new(name, format!("must be positive, got {v}")));
+        for (name, v, max) in sizes {
+            if !(1..=max).contains(&v) {
+                return Err(InvalidSetting::new(name, format!("must be between 1 and {max}, got {v}")));
             }
         }
         if !(0..self.vocab_size).contains(&self.pad_id) {
@@ -206,6 +272,16 @@ impl ModelSpec {
             if !(0.0..1.0).contains(&p) {
                 return Err(InvalidSetting::new(name, format!("must be in [0, 1), got {p}")));
             }
+        }
+        let parts = self.parameter_counts();
+        let total: u128 = parts.iter().map(|(_, n)| n).sum();
+        if total > MAX_PARAMETERS as u128 {
+            // Named after the setting that sizes the largest part.
+            let (name, largest) = parts.iter().copied().max_by_key(|(_, n)| *n).expect("four parts");
+            return Err(InvalidSetting::new(
+                name,
+                format!("makes a model of {total} parameters ({largest} in the part it sizes), more than the {MAX_PARAMETERS} allowed"),
+            ));
         }
         Ok(())
     }
@@ -699,6 +775,8 @@ mod tests {
     /// reading memory that is not there, in training and in inference.
     #[test]
     fn empty_shapes_pool_to_zeros() {
+        // Dropout in training mode may draw from torch's generator.
+        let _rng = crate::torch_rng_lock();
         for (rows, time, features) in [(0i64, 5i64, 4i64), (3, 0, 4), (3, 5, 0)] {
             let lengths = Tensor::full([rows], time.min(2), (Kind::Int64, Device::Cpu));
             for training in [false, true] {

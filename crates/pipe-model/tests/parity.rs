@@ -6,6 +6,7 @@ use std::path::Path;
 
 use pipe_core::{Artifact, LoadArtifact};
 use pipe_model::Checkpoint;
+use pipe_runtime::runtime::torch_global_lock;
 use pipe_tensor::PaddingSide;
 use tch::{Device, Kind, Tensor};
 
@@ -15,6 +16,8 @@ fn fixture() -> std::path::PathBuf {
 
 #[test]
 fn logits_match_pytorch_for_the_same_weights() {
+    // Building a model draws its initial weights from torch's generator.
+    let _torch = torch_global_lock();
     let checkpoint = Checkpoint::read(&fixture()).unwrap();
     let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).unwrap()).unwrap();
     let ids: Vec<Vec<i64>> = serde_json::from_value(expected["ids"].clone()).unwrap();
@@ -32,6 +35,7 @@ fn logits_match_pytorch_for_the_same_weights() {
 
 #[test]
 fn checkpoints_round_trip_with_pytorch_names() {
+    let _torch = torch_global_lock();
     let checkpoint = Checkpoint::read(&fixture()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     checkpoint.save(dir.path()).unwrap();
@@ -52,6 +56,7 @@ fn checkpoints_round_trip_with_pytorch_names() {
 
 #[test]
 fn a_mismatched_checkpoint_is_refused_with_names() {
+    let _torch = torch_global_lock();
     let mut checkpoint = Checkpoint::read(&fixture()).unwrap();
     checkpoint.spec.hidden_dim = 32;
     let err = checkpoint.build(Device::Cpu).err().unwrap().to_string();

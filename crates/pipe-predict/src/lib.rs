@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 pub use scores::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreError, ScoreOptions, ScoreRows, ScorerType};
-pub use stages::Predict;
+pub use stages::{Predict, MAX_BATCH_SIZE, MAX_TOP_K};
 // For `register_scorer!` in other crates.
 #[doc(hidden)]
 pub use {inventory, pipe_core};
@@ -176,6 +176,7 @@ mod tests {
 
     #[test]
     fn pre_padded_rows_are_trimmed_when_the_model_reads_them_front_aligned() {
+        let _torch = pipe_runtime::runtime::torch_global_lock();
         let spec =
             ModelSpec { architecture: Architecture::Lstm, pooling: Pooling::MeanMax, hidden_dim: 8, embed_dim: 8, ..ModelSpec::notebook(12, 0, 3) };
         assert!(spec.front_align, "new models read pre-padding front-aligned");

@@ -17,6 +17,11 @@ use tch::{Device, Tensor};
 use crate::ensemble_model::{Member, MemberModel, NgramInput};
 use crate::FitError;
 
+/// The largest `max_rows` cap: 2^32 rows, past any data set an id matrix in
+/// memory holds (4 billion rows of even one 8-byte id is 32 GiB); a larger
+/// cap is a typo for no cap.
+pub const MAX_ROWS: usize = 1 << 32;
+
 /// A model kind and its settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -121,19 +126,28 @@ impl Candidate {
         }
     }
 
-    /// Checks the settings before anything is fitted.
+    /// Checks the settings before anything is fitted: each nested config
+    /// as its own stage would (errors named from the candidate: `model.…`,
+    /// `train.…`), and the candidate's own.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let (train, max_rows) = match self {
             Candidate::TfidfLinear(t) => return pipe_core::Stage::validate(t),
             Candidate::BagOfNgrams { model, char_ngrams, train, max_rows } => {
-                check_settings(model.buckets, None).map_err(|e| e.within("model"))?;
+                pipe_core::Stage::validate(model).map_err(|e| e.within("model"))?;
                 check_settings(model.buckets, *char_ngrams)?;
                 (train, max_rows)
             }
-            Candidate::LstmClassifier { train, max_rows, .. } | Candidate::GruClassifier { train, max_rows, .. } => (train, max_rows),
+            Candidate::LstmClassifier { model, train, max_rows } => {
+                pipe_core::Stage::validate(model).map_err(|e| e.within("model"))?;
+                (train, max_rows)
+            }
+            Candidate::GruClassifier { model, train, max_rows } => {
+                pipe_core::Stage::validate(model).map_err(|e| e.within("model"))?;
+                (train, max_rows)
+            }
         };
-        if *max_rows == Some(0) {
-            return Err(InvalidSetting::new("max_rows", "must be at least 1"));
+        if let Some(n) = max_rows.filter(|n| !(1..=MAX_ROWS).contains(n)) {
+            return Err(InvalidSetting::new("max_rows", format!("must be between 1 and {MAX_ROWS}, got {n}")));
         }
         train.validate().map_err(|e| e.within("train"))
     }

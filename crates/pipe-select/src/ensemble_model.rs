@@ -14,7 +14,7 @@ use pipe_data::Vocabulary;
 use pipe_linear::LinearModel;
 use pipe_model::Checkpoint;
 use pipe_predict::{register_scorer, ScoreError, ScoreOptions, ScoreRows};
-use pipe_tensor::ngrams::{append_ngrams, Subwords};
+use pipe_tensor::ngrams::{append_ngrams, check_settings, Subwords};
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 
@@ -203,6 +203,10 @@ impl LoadArtifact for EnsembleModel {
             if !(s.weight.is_finite() && s.weight >= 0.0 && s.temperature.is_finite() && s.temperature > 0.0) {
                 return Err(ArtifactError::invalid(&path, format!("member {i} has weight {} and temperature {}", s.weight, s.temperature)));
             }
+            if let Some(buckets) = s.bigram_buckets {
+                // The n-gram settings size the ids appended to every row: checked as in a pipeline.
+                check_settings(buckets, s.char_ngrams).map_err(|e| ArtifactError::invalid(&path, format!("member {i}'s {e}")))?;
+            }
             if let (Some(buckets), MemberModel::Checkpoint(c)) = (s.bigram_buckets, &model) {
                 if buckets <= 0 || buckets >= c.spec.vocab_size {
                     return Err(ArtifactError::invalid(
@@ -310,6 +314,8 @@ mod tests {
 
     #[test]
     fn a_bag_member_with_subwords_reads_them_and_round_trips() {
+        // Both members initialised from one seed: no other test may draw between.
+        let _torch = pipe_runtime::runtime::torch_global_lock();
         let options = ScoreOptions::default();
         let with = EnsembleModel { members: vec![bag_member(Some([2, 4]))] };
         let without = EnsembleModel { members: vec![bag_member(None)] };
@@ -340,6 +346,23 @@ mod tests {
             std::fs::write(&path, text.replace(from, to)).unwrap();
             let err = EnsembleModel::load(dir.path()).unwrap_err().to_string();
             assert!(err.contains("ensemble.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn stored_ngram_settings_out_of_bounds_are_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        EnsembleModel { members: vec![linear_member(1.0, 1.0)] }.save(dir.path()).unwrap();
+        let path = dir.path().join(ENSEMBLE_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let max = pipe_tensor::ngrams::MAX_BUCKETS;
+        for (to, expected) in [
+            ("\"bigram_buckets\":100000000000".to_string(), format!("member 0's buckets must be between 1 and {max}, got 100000000000")),
+            ("\"bigram_buckets\":64,\"char_ngrams\":[1,1000000000]".to_string(), "member 0's char_ngrams must be [min, max]".to_string()),
+        ] {
+            std::fs::write(&path, text.replace("\"bigram_buckets\":null", &to)).unwrap();
+            let err = EnsembleModel::load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("ensemble.json") && err.contains(&expected), "{err}");
         }
     }
 }

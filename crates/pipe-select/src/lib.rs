@@ -22,9 +22,9 @@ mod ensemble_model;
 mod stages;
 
 pub use budget::Budget;
-pub use candidate::{Candidate, FitData};
+pub use candidate::{Candidate, FitData, MAX_ROWS};
 pub use ensemble_model::{EnsembleModel, Member, MemberModel, NgramInput};
-pub use stages::{stratified_folds, Ensemble, FinalFit, Select, Validation};
+pub use stages::{stratified_folds, Ensemble, FinalFit, Select, Validation, MAX_ENSEMBLE_ROUNDS, MAX_FOLDS, MAX_TIME_BUDGET_SECONDS};
 
 /// Why a candidate could not be fitted or scored.
 #[derive(Debug, thiserror::Error)]

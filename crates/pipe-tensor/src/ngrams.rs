@@ -78,14 +78,28 @@ impl Subwords {
     }
 }
 
-/// The settings' checks: the `ngrams` stage's and `select`'s bag candidate's.
+/// The most hash buckets: 2^24, 16.7 million, eight times fastText's default
+/// of 2 million. Each bucket is a row of the bag model's embedding table
+/// (which `bag_of_ngrams` bounds again with its width); more buckets than
+/// distinct n-grams only leave rows unused.
+pub const MAX_BUCKETS: i64 = 1 << 24;
+
+/// The longest character n-gram: 20 characters, past fastText's suggested
+/// `-maxn` of 6. A word yields up to `len × (max − min + 1)` of them.
+pub const MAX_CHAR_NGRAM: usize = 20;
+
+/// The settings' checks: the `ngrams` stage's, `select`'s bag candidate's,
+/// and a stored ensemble member's.
 pub fn check_settings(buckets: i64, char_ngrams: Option<[usize; 2]>) -> Result<(), InvalidSetting> {
-    if buckets <= 0 {
-        return Err(InvalidSetting::new("buckets", format!("must be positive, got {buckets}")));
+    if !(1..=MAX_BUCKETS).contains(&buckets) {
+        return Err(InvalidSetting::new("buckets", format!("must be between 1 and {MAX_BUCKETS}, got {buckets}")));
     }
     if let Some([min, max]) = char_ngrams {
-        if !(1 <= min && min <= max && max <= 20) {
-            return Err(InvalidSetting::new("char_ngrams", format!("must be [min, max] with 1 <= min <= max <= 20, got [{min}, {max}]")));
+        if !(1 <= min && min <= max && max <= MAX_CHAR_NGRAM) {
+            return Err(InvalidSetting::new(
+                "char_ngrams",
+                format!("must be [min, max] with 1 <= min <= max <= {MAX_CHAR_NGRAM}, got [{min}, {max}]"),
+            ));
         }
     }
     Ok(())
@@ -146,6 +160,21 @@ mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
     use pipe_data::IntArray;
+
+    #[test]
+    fn buckets_and_char_ngrams_are_bounded() {
+        assert_eq!(check_settings(1 << 16, None), Ok(()));
+        assert_eq!(check_settings(MAX_BUCKETS, Some([1, MAX_CHAR_NGRAM])), Ok(()));
+        for (buckets, got) in [(MAX_BUCKETS + 1, "16777217"), (0, "0"), (-5, "-5"), (i64::MAX, "9223372036854775807")] {
+            assert_eq!(check_settings(buckets, None), Err(InvalidSetting::new("buckets", format!("must be between 1 and {MAX_BUCKETS}, got {got}"))));
+        }
+        for range in [[3, MAX_CHAR_NGRAM + 1], [0, 3], [4, 3], [1, usize::MAX]] {
+            assert_eq!(check_settings(64, Some(range)).unwrap_err().setting, "char_ngrams", "{range:?}");
+        }
+        let stage = |buckets: i64| pipe_core::Stage::validate(&crate::Ngrams { buckets, char_ngrams: None });
+        assert_eq!(pipe_core::Stage::validate(&crate::Ngrams::default()), Ok(()));
+        assert_eq!(stage(MAX_BUCKETS + 1).unwrap_err().setting, "buckets");
+    }
 
     #[test]
     fn appends_bigrams_after_the_tokens() {

@@ -7,4 +7,4 @@
 
 mod stages;
 
-pub use stages::{ToyFail, ToyLineLengths, ToyNumbers, ToyScale, ToySum};
+pub use stages::{ToyFail, ToyLineLengths, ToyNumbers, ToyScale, ToySum, MAX_COUNT};

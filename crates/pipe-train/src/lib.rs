@@ -35,6 +35,6 @@ pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
 pub use optimizer_plan::{OptimizerPlan, PlannedOptimizer};
 pub use schedule::{LrSchedule, Schedule, SmallDataLr};
-pub use stages::Train;
+pub use stages::{Train, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_REFERENCE_STEPS};
 pub use step::{may_record, StepRunner};
 pub use trainer::{train, EpochMetrics, Progress, Trained};

@@ -666,6 +666,7 @@ mod tests {
     /// differ, and the AVX-512 kernel is checked on those that have it.
     #[test]
     fn every_simd_level_matches_torch() {
+        let _torch = pipe_runtime::runtime::torch_global_lock();
         tch::manual_seed(7);
         let c = AdamConfig { lr: 3e-3, weight_decay: 0.01, ..AdamConfig::default() };
         for level in [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512] {
@@ -695,6 +696,7 @@ mod tests {
     /// same lazy updates.
     #[test]
     fn fused_sparse_step_matches_the_tensor_version() {
+        let _torch = pipe_runtime::runtime::torch_global_lock();
         tch::manual_seed(4);
         let c = AdamConfig { lr: 1e-2, ..AdamConfig::default() };
         let table = Tensor::randn([30, 5], (Kind::Float, Device::Cpu));

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use pipe_runtime::runtime::torch_global_lock;
 use pipe_train::optim::{Adam, AdamConfig};
 use tch::Tensor;
 
@@ -61,6 +62,7 @@ fn matches_torch_adam_with_weight_decay_and_other_betas() {
 /// batch did not use keep their values; used rows move against the gradient.
 #[test]
 fn sparse_gradients_update_only_the_rows_used() {
+    let _torch = torch_global_lock();
     tch::manual_seed(0);
     let weight = Tensor::randn([10, 4], (tch::Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let before = weight.detach().copy();
@@ -143,6 +145,7 @@ fn eager_deferred_and_lazy(rows: i64, width: i64, steps: usize, config: AdamConf
 /// SparseAdam update's (which leaves idle rows where they are).
 #[test]
 fn deferred_idle_rows_equal_the_eager_dense_update() {
+    let _torch = torch_global_lock();
     for (config, catch_up_first) in [
         (AdamConfig { lr: 1e-2, ..AdamConfig::default() }, true),
         (AdamConfig { lr: 3e-3, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 0.01 }, true),
@@ -162,6 +165,7 @@ fn deferred_idle_rows_equal_the_eager_dense_update() {
 /// contract the trainer keeps (catch up a batch's ids before its forward).
 #[test]
 fn deferred_rows_are_stale_until_caught_up() {
+    let _torch = torch_global_lock();
     tch::manual_seed(3);
     let table = Tensor::randn([6, 4], (tch::Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let mut adam = Adam::per_tensor(vec![table.shallow_clone()], AdamConfig { lr: 0.1, ..AdamConfig::default() });
@@ -184,6 +188,7 @@ fn deferred_rows_are_stale_until_caught_up() {
 /// the table still ends equal to the eager one's.
 #[test]
 fn deferred_rows_take_dense_gradients_too() {
+    let _torch = torch_global_lock();
     tch::manual_seed(8);
     let initial = Tensor::randn([50, 4], (tch::Kind::Float, tch::Device::Cpu));
     let (eager, deferred) = (initial.copy().set_requires_grad(true), initial.copy().set_requires_grad(true));

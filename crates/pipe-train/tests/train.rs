@@ -5,6 +5,7 @@
 use ndarray::{ArrayD, IxDyn};
 use pipe_data::IntArray;
 use pipe_model::{initialise, ModelSpec, Pooling};
+use pipe_runtime::runtime::torch_global_lock;
 use pipe_tensor::{PaddingSide, TokenTensors};
 use pipe_train::optim::{Adam, AdamConfig};
 use pipe_train::{class_weights, train, ClassWeighting, Train};
@@ -57,16 +58,14 @@ fn small_spec() -> ModelSpec {
     ModelSpec { embed_dim: 8, hidden_dim: 8, pooling: Pooling::LastValid, dropout: 0.1, ..ModelSpec::notebook(19, 0, 3) }
 }
 
-/// torch's random generator is global to the process: tests that train hold
-/// this so another test's dropout draws cannot interleave with theirs.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn quiet_train(config: &Train, data: &TokenTensors, seed: u64) -> pipe_train::Trained {
     quiet_train_on(Device::Cpu, config, data, seed)
 }
 
+/// Trains holding the lock on torch's generator and thread count, global to
+/// the process, so another test's draws cannot interleave with these.
 fn quiet_train_on(device: Device, config: &Train, data: &TokenTensors, seed: u64) -> pipe_train::Trained {
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = torch_global_lock();
     tch::set_num_threads(1);
     let initial = initialise(&small_spec(), seed).unwrap();
     train(&initial, data, config, device, seed, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).unwrap()
@@ -94,7 +93,7 @@ fn word_logits_learn_each_classs_words_and_survive_a_checkpoint() {
     let spec = ModelSpec { word_logits: true, sparse_embedding: true, ..small_spec() };
     let config = Train { epochs: 6, batch_size: 16, lr: 1e-2, ..Train::default() };
     let trained = {
-        let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = torch_global_lock();
         tch::set_num_threads(1);
         let initial = initialise(&spec, 11).unwrap();
         train(&initial, &data, &config, Device::Cpu, 11, &mut |_, _, _| std::ops::ControlFlow::Continue(()), &mut |_| {}).unwrap()
@@ -125,7 +124,7 @@ fn small_data_trains_at_a_raised_rate_and_says_so() {
     let enough_data = Train { lr_reference_steps: Some(4), ..config.clone() };
     assert_eq!(quiet_train(&enough_data, &data, 3).lr, 1e-3, "at the reference the rate is lr");
     let refused = Train { lr_reference_steps: Some(0), ..config }.validate().unwrap_err();
-    assert_eq!(refused.to_string(), "lr_reference_steps must be positive, got 0");
+    assert_eq!(refused.to_string(), format!("lr_reference_steps must be between 1 and {}, got 0", pipe_train::MAX_REFERENCE_STEPS));
 }
 
 #[test]
@@ -157,7 +156,7 @@ fn validation_early_stopping_and_best_checkpoint() {
 
 #[test]
 fn a_progress_callback_stops_training_with_its_reason() {
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = torch_global_lock();
     let data = toy_set(240, 2);
     let initial = initialise(&small_spec(), 1).unwrap();
     let config = Train { epochs: 5, batch_size: 8, ..Train::default() };
@@ -178,7 +177,7 @@ fn a_progress_callback_stops_training_with_its_reason() {
 
 #[test]
 fn bad_settings_are_refused() {
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = torch_global_lock();
     let data = toy_set(30, 4);
     let initial = initialise(&small_spec(), 1).unwrap();
     let bad = Train { patience: Some(2), ..Train::default() };
@@ -254,7 +253,7 @@ fn cuda_graph_steps_train_like_eager_steps() {
 /// layout cuDNN reads in place rather than copying every step.
 #[test]
 fn flat_optimizer_layout_keeps_the_recurrent_weights_in_cudnn_order() {
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = torch_global_lock();
     let spec = small_spec();
     let initial = initialise(&spec, 1).unwrap();
     let (_vs, model) = initial.build(Device::Cpu).unwrap();
@@ -274,7 +273,7 @@ fn flat_optimizer_layout_keeps_the_recurrent_weights_in_cudnn_order() {
 /// named, instead of a model of NaNs reported as a success.
 #[test]
 fn a_non_finite_loss_stops_training_naming_the_epoch_and_batch() {
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = torch_global_lock();
     tch::set_num_threads(1);
     let data = toy_set(48, 4);
     let mut initial = initialise(&small_spec(), 3).unwrap();

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipe_core::{interrupt, stage, Artifacts, Files, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
+use pipe_core::{interrupt, stage, Artifacts, Files, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
 use serde::{Deserialize, Serialize};
 
 /// The command: an argument list run directly, or one string run by `sh -c`.
@@ -206,6 +206,10 @@ impl Exec {
     }
 }
 
+/// The longest `timeout_s`: 30 days, in seconds. A timeout is there to
+/// bound a run; a longer one is a typo (or a unit mistake) and bounds nothing.
+pub const MAX_TIMEOUT_S: f64 = 30.0 * 24.0 * 3600.0;
+
 const STDERR_LINES: usize = 40;
 
 /// The most bytes of each of stdout and stderr kept (the end of each): a
@@ -283,6 +287,14 @@ impl Stage for Exec {
     }
     fn depends_on_env(&self) -> bool {
         false
+    }
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        match self.config.timeout_s {
+            Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => {
+                Err(InvalidSetting::new("timeout_s", format!("must be positive and at most {MAX_TIMEOUT_S} (30 days), got {t}")))
+            }
+            _ => Ok(()),
+        }
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let mut input_dirs = BTreeMap::new();

@@ -2,4 +2,4 @@
 
 mod exec;
 
-pub use exec::{CommandLine, Exec, ExecConfig, ExecConfigError};
+pub use exec::{CommandLine, Exec, ExecConfig, ExecConfigError, MAX_TIMEOUT_S};

@@ -2,4 +2,4 @@
 
 mod tfidf_linear;
 
-pub use tfidf_linear::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear};
+pub use tfidf_linear::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear, MAX_ITER};

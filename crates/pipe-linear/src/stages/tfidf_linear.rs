@@ -13,6 +13,11 @@ use crate::features::{TfidfConfig, TfidfVectorizer};
 use crate::svm::{ClassWeight, SvmConfig};
 use crate::{naive_bayes, svm, LinearError, LinearModel};
 
+/// The most solver passes per class: 100,000, a hundred times
+/// scikit-learn's default of 1,000 (each is a pass over every training row,
+/// so more is a run that never ends rather than a better fit).
+pub const MAX_ITER: usize = 100_000;
+
 /// Which linear classifier fits the TF-IDF features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,8 +154,8 @@ impl Stage for TfidfLinear {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(InvalidSetting::new("alpha", format!("must be a positive number, got {}", self.alpha)));
         }
-        if self.max_iter == 0 {
-            return Err(InvalidSetting::new("max_iter", "must be at least 1"));
+        if !(1..=MAX_ITER).contains(&self.max_iter) {
+            return Err(InvalidSetting::new("max_iter", format!("must be between 1 and {MAX_ITER}, got {}", self.max_iter)));
         }
         Ok(())
     }
@@ -198,4 +203,39 @@ pub fn rows_of(x: &IntArray) -> Result<Vec<&[i64]>, LinearError> {
     let (Some(&width), 2) = (shape.get(1), shape.len()) else { return Err(LinearError::NotTwoDimensional(shape)) };
     let flat = x.0.as_slice().ok_or_else(|| LinearError::NotTwoDimensional(shape.clone()))?;
     Ok(if width == 0 { vec![&[][..]; shape[0]] } else { flat.chunks(width).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use pipe_core::{Artifact, LoadArtifact};
+
+    use super::*;
+
+    #[test]
+    fn max_iter_is_bounded_at_load() {
+        assert_eq!(Stage::validate(&TfidfLinear::default()), Ok(()));
+        assert_eq!(Stage::validate(&TfidfLinear { max_iter: MAX_ITER, ..TfidfLinear::default() }), Ok(()));
+        for (max_iter, got) in [(MAX_ITER + 1, MAX_ITER + 1), (0, 0)] {
+            assert_eq!(
+                Stage::validate(&TfidfLinear { max_iter, ..TfidfLinear::default() }),
+                Err(InvalidSetting::new("max_iter", format!("must be between 1 and {MAX_ITER}, got {got}")))
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_model_with_out_of_range_ngrams_is_refused_naming_its_file() {
+        let vocab = Vocabulary { tokens: ["<pad>", "<unk>", "red", "blue"].map(String::from).to_vec(), pad_id: 0, unk_id: Some(1) };
+        let rows: Vec<&[i64]> = vec![&[2, 2, 0], &[3, 3, 0], &[2, 0, 0], &[3, 0, 0]];
+        let (model, _) = TfidfLinear::default().fit(&rows, &[0, 1, 0, 1], &vocab, 2, 0, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        assert_eq!(LinearModel::load(dir.path()).unwrap(), model);
+        let path = dir.path().join("linear_model.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"word_ngrams\":[1,2]"), "{text}");
+        std::fs::write(&path, text.replacen("\"word_ngrams\":[1,2]", "\"word_ngrams\":[1,1000000000]", 1)).unwrap();
+        let err = LinearModel::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("linear_model.json") && err.contains("word_ngrams must be [min, max] with 1 <= min <= max <= 9"), "{err}");
+    }
 }

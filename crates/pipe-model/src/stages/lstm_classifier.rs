@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, Port, Stage, StageContext, StageError};
 
 use super::recurrent::{Recurrent, RecurrentLayer};
 use crate::model::Architecture;
@@ -30,6 +30,9 @@ impl Stage for LstmClassifier {
     fn code_version(&self) -> u32 {
         // 2: pre-padded rows are read front-aligned (`ModelSpec::front_align`).
         2
+    }
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        self.validate_config()
     }
     fn machine_choices(&self, device: &str) -> BTreeMap<String, String> {
         self.precision_choice(device)

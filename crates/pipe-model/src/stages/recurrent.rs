@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use pipe_core::{Artifacts, StageContext, StageError};
+use pipe_core::{Artifacts, InvalidSetting, StageContext, StageError};
 use pipe_data::{LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,14 @@ impl RecurrentConfig {
         }
     }
 
+    /// Checks every size and rate the config sets, when the pipeline is
+    /// loaded: the model's spec with stand-in vocabulary and class counts
+    /// (`STAND_IN_VOCAB`), since the data gives the real ones only
+    /// when the stage runs, where the spec is checked again with them.
+    pub fn validate(&self, architecture: Architecture) -> Result<(), InvalidSetting> {
+        self.spec_with(architecture, super::STAND_IN_VOCAB, 0, super::STAND_IN_CLASSES, Precision::Float32).validate()
+    }
+
     /// The model this config describes, its precision resolved for `device`.
     pub fn spec(&self, architecture: Architecture, vocab: &Vocabulary, labels: &LabelSet, device: &str) -> ModelSpec {
         let precision = self.precision_decision(architecture, device).precision;
@@ -134,6 +142,11 @@ impl<L: RecurrentLayer> Recurrent<L> {
     /// What `precision` means on `device` of this machine, and why.
     pub fn precision_decision(&self, device: &str) -> PrecisionDecision {
         self.config.precision_decision(L::ARCHITECTURE, device)
+    }
+
+    /// Checks the config's sizes and rates ([`RecurrentConfig::validate`]).
+    pub fn validate_config(&self) -> Result<(), InvalidSetting> {
+        self.config.validate(L::ARCHITECTURE)
     }
 
     /// The model this config describes, its precision resolved for `device`.

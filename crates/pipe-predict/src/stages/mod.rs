@@ -2,4 +2,4 @@
 
 mod predict;
 
-pub use predict::Predict;
+pub use predict::{Predict, MAX_BATCH_SIZE, MAX_TOP_K};

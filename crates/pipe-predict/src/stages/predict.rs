@@ -1,13 +1,22 @@
 //! The `predict` stage: class names and probabilities for token rows, from
 //! any scoreable model.
 
-use pipe_core::{stage, Artifacts, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
+use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
 use pipe_data::{LabelSet, Table};
 use pipe_runtime::runtime;
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::{check_finite, predictions_table, scoreable_types, scorer, softmax_rows, ClassProbabilities, Predictions, ScoreOptions, Trim};
+
+/// The largest prediction batch: 2^20 rows. A batch's activations are
+/// rows × time × width floats, gigabytes per layer past this.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// The largest `top_k` (of `predict` and `ensemble`): as many as a model may
+/// have classes ([`pipe_model::MAX_CLASSES`]); each row's list holds
+/// `min(top_k, classes)` entries.
+pub const MAX_TOP_K: usize = pipe_model::MAX_CLASSES as usize;
 
 /// Classifies rows with a trained model, in bounded batches, results in input order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +54,15 @@ impl Stage for Predict {
         // 2: the `probabilities` output.
         2
     }
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(InvalidSetting::new("batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}, got {}", self.batch_size)));
+        }
+        if self.top_k > MAX_TOP_K {
+            return Err(InvalidSetting::new("top_k", format!("must be between 0 and {MAX_TOP_K}, got {}", self.top_k)));
+        }
+        Ok(())
+    }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let model = inputs.get_rc("model").ok_or_else(|| StageError::MissingInput("model".into()))?;
         let data = inputs.get::<TokenTensors>("tensors")?;
@@ -71,5 +89,24 @@ impl Stage for Predict {
         let mut out = Artifacts::new();
         out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", probabilities);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_size_and_top_k_are_bounded_at_load() {
+        let predict = |batch_size: usize, top_k: usize| Predict { batch_size, top_k, ..Predict::default() }.validate();
+        assert_eq!(Predict::default().validate(), Ok(()));
+        assert_eq!(predict(MAX_BATCH_SIZE, MAX_TOP_K), Ok(()));
+        for (batch_size, got) in [(MAX_BATCH_SIZE + 1, MAX_BATCH_SIZE + 1), (0, 0)] {
+            assert_eq!(predict(batch_size, 0), Err(InvalidSetting::new("batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}, got {got}"))));
+        }
+        assert_eq!(
+            predict(256, MAX_TOP_K + 1),
+            Err(InvalidSetting::new("top_k", format!("must be between 0 and {MAX_TOP_K}, got {}", MAX_TOP_K + 1)))
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError};
 use pipe_data::{LabelSet, Table};
-use pipe_predict::{predictions_table, ClassProbabilities, Predictions};
+use pipe_predict::{predictions_table, ClassProbabilities, Predictions, MAX_TOP_K};
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate;
@@ -56,6 +56,9 @@ impl Stage for Ensemble {
         if self.members.iter().any(|m| m == "labels") {
             return Err(InvalidSetting::new("members", "cannot include `labels`, the label set's input; name the members otherwise"));
         }
+        if self.top_k > MAX_TOP_K {
+            return Err(InvalidSetting::new("top_k", format!("must be between 0 and {MAX_TOP_K}, got {}", self.top_k)));
+        }
         if let Some(w) = &self.weights {
             if w.len() != self.members.len() {
                 return Err(InvalidSetting::new(
@@ -89,5 +92,21 @@ impl Stage for Ensemble {
         let mut out = Artifacts::new();
         out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", mean);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_bounded_at_load() {
+        let ensemble = |top_k: usize| Ensemble { members: vec!["a".into(), "b".into()], weights: None, top_k };
+        assert_eq!(ensemble(0).validate(), Ok(()));
+        assert_eq!(ensemble(MAX_TOP_K).validate(), Ok(()));
+        assert_eq!(
+            ensemble(MAX_TOP_K + 1).validate(),
+            Err(InvalidSetting::new("top_k", format!("must be between 0 and {MAX_TOP_K}, got {}", MAX_TOP_K + 1)))
+        );
     }
 }

@@ -91,6 +91,18 @@ pub fn stratified_folds(labels: &[i64], k: usize, rng: &mut Rng) -> Vec<Vec<usiz
     folds
 }
 
+/// The most folds: 100. Each fold fits every candidate once more, and a
+/// fold must hold rows of each class to score them.
+pub const MAX_FOLDS: usize = 100;
+
+/// The most picks of the greedy ensemble selection: 10,000 (the default is
+/// 10). Each pick scores every candidate over every validation row.
+pub const MAX_ENSEMBLE_ROUNDS: usize = 10_000;
+
+/// The longest time budget: 30 days, in seconds. A budget is there to bound
+/// a run; a longer one is a typo (or a unit mistake) and bounds nothing.
+pub const MAX_TIME_BUDGET_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
 /// Config of the `select` stage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -212,14 +224,19 @@ impl Stage for Select {
             Validation::Holdout(f) if !(f > 0.0 && f < 1.0) => {
                 return Err(InvalidSetting::new("validation.holdout", format!("must be in (0, 1), got {f}")))
             }
-            Validation::Folds(k) if k < 2 => return Err(InvalidSetting::new("validation.folds", format!("must be at least 2, got {k}"))),
+            Validation::Folds(k) if !(2..=MAX_FOLDS).contains(&k) => {
+                return Err(InvalidSetting::new("validation.folds", format!("must be between 2 and {MAX_FOLDS}, got {k}")))
+            }
             _ => {}
         }
-        if self.ensemble_rounds == 0 {
-            return Err(InvalidSetting::new("ensemble_rounds", "must be at least 1"));
+        if !(1..=MAX_ENSEMBLE_ROUNDS).contains(&self.ensemble_rounds) {
+            return Err(InvalidSetting::new("ensemble_rounds", format!("must be between 1 and {MAX_ENSEMBLE_ROUNDS}, got {}", self.ensemble_rounds)));
         }
-        if matches!(self.time_budget_seconds, Some(t) if t.is_nan() || t <= 0.0) {
-            return Err(InvalidSetting::new("time_budget_seconds", "must be positive"));
+        if let Some(t) = self.time_budget_seconds.filter(|t| !(*t > 0.0 && *t <= MAX_TIME_BUDGET_SECONDS)) {
+            return Err(InvalidSetting::new(
+                "time_budget_seconds",
+                format!("must be positive and at most {MAX_TIME_BUDGET_SECONDS} (30 days), got {t}"),
+            ));
         }
         Ok(())
     }
@@ -503,11 +520,60 @@ mod tests {
     fn settings_that_cannot_work_are_refused_at_load() {
         let bad = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap()).unwrap_err();
         assert_eq!(bad("candidates: {}").setting, "candidates");
-        assert_eq!(bad("validation: { folds: 1 }"), InvalidSetting::new("validation.folds", "must be at least 2, got 1"));
+        assert_eq!(bad("validation: { folds: 1 }"), InvalidSetting::new("validation.folds", format!("must be between 2 and {MAX_FOLDS}, got 1")));
         assert_eq!(bad("validation: { holdout: 1.5 }").setting, "validation.holdout");
         assert_eq!(bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").setting, "candidates.t.c");
         assert_eq!(bad("candidates: { t: { kind: tfidf_linear, classifier: complement_nb, alpha: 0 } }").setting, "candidates.t.alpha");
         let e = bad("candidates: { l: { kind: lstm_classifier, train: { lr: 2 } } }");
         assert_eq!(e.to_string(), "candidates.l.train.lr must be in (0, 1], got 2");
+    }
+
+    #[test]
+    fn every_count_and_the_time_budget_are_bounded_at_load() {
+        let check = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap());
+        let bad = |yaml: &str| check(yaml).unwrap_err();
+        assert_eq!(pipe_core::Stage::validate(&Select::default()), Ok(()));
+        assert_eq!(
+            bad(&format!("validation: {{ folds: {} }}", MAX_FOLDS + 1)),
+            InvalidSetting::new("validation.folds", format!("must be between 2 and {MAX_FOLDS}, got {}", MAX_FOLDS + 1))
+        );
+        assert_eq!(bad("validation: { folds: 1000000000000 }").setting, "validation.folds");
+        assert_eq!(check(&format!("validation: {{ folds: {MAX_FOLDS} }}")), Ok(()));
+        assert_eq!(
+            bad(&format!("ensemble_rounds: {}", MAX_ENSEMBLE_ROUNDS + 1)),
+            InvalidSetting::new("ensemble_rounds", format!("must be between 1 and {MAX_ENSEMBLE_ROUNDS}, got {}", MAX_ENSEMBLE_ROUNDS + 1))
+        );
+        assert_eq!(bad("ensemble_rounds: 0").setting, "ensemble_rounds");
+        for budget in ["0", "-5", ".nan", ".inf", "1e300", &(MAX_TIME_BUDGET_SECONDS + 1.0).to_string()] {
+            let e = bad(&format!("time_budget_seconds: {budget}"));
+            assert_eq!(e.setting, "time_budget_seconds", "{budget}");
+            assert!(e.problem.starts_with(&format!("must be positive and at most {MAX_TIME_BUDGET_SECONDS}")), "{e}");
+        }
+        assert_eq!(check(&format!("time_budget_seconds: {MAX_TIME_BUDGET_SECONDS}")), Ok(()));
+    }
+
+    #[test]
+    fn each_candidates_nested_settings_are_bounded_and_named_from_the_candidate() {
+        let bad = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap()).unwrap_err();
+        let cases = [
+            ("candidates: { l: { kind: lstm_classifier, train: { epochs: 100000000000 } } }", "candidates.l.train.epochs"),
+            ("candidates: { l: { kind: lstm_classifier, train: { batch_size: 2000000 } } }", "candidates.l.train.batch_size"),
+            ("candidates: { l: { kind: lstm_classifier, model: { hidden_dim: 1000000000 } } }", "candidates.l.model.hidden_dim"),
+            ("candidates: { g: { kind: gru_classifier, model: { layers: 1000 } } }", "candidates.g.model.layers"),
+            ("candidates: { g: { kind: gru_classifier, model: { embed_dim: 0 } } }", "candidates.g.model.embed_dim"),
+            ("candidates: { b: { kind: bag_of_ngrams, model: { buckets: 100000000 } } }", "candidates.b.model.buckets"),
+            ("candidates: { b: { kind: bag_of_ngrams, model: { embed_dim: 100000 } } }", "candidates.b.model.embed_dim"),
+            ("candidates: { b: { kind: bag_of_ngrams, char_ngrams: [3, 1000] } }", "candidates.b.char_ngrams"),
+            ("candidates: { b: { kind: bag_of_ngrams, max_rows: 0 } }", "candidates.b.max_rows"),
+            ("candidates: { l: { kind: lstm_classifier, max_rows: 100000000000000 } }", "candidates.l.max_rows"),
+            ("candidates: { t: { kind: tfidf_linear, max_iter: 1000000000 } }", "candidates.t.max_iter"),
+        ];
+        for (yaml, setting) in cases {
+            assert_eq!(bad(yaml).setting, setting, "{yaml}");
+        }
+        let e = bad("candidates: { l: { kind: lstm_classifier, train: { epochs: 100000000000 } } }");
+        assert_eq!(e.to_string(), format!("candidates.l.train.epochs must be between 1 and {}, got 100000000000", pipe_train::MAX_EPOCHS));
+        let e = bad(&format!("candidates: {{ g: {{ kind: gru_classifier, max_rows: {} }} }}", crate::MAX_ROWS + 1));
+        assert_eq!(e.to_string(), format!("candidates.g.max_rows must be between 1 and {}, got {}", crate::MAX_ROWS, crate::MAX_ROWS + 1));
     }
 }

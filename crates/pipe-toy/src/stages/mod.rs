@@ -8,6 +8,6 @@ mod toy_sum;
 
 pub use toy_fail::ToyFail;
 pub use toy_line_lengths::ToyLineLengths;
-pub use toy_numbers::ToyNumbers;
+pub use toy_numbers::{ToyNumbers, MAX_COUNT};
 pub use toy_scale::ToyScale;
 pub use toy_sum::ToySum;

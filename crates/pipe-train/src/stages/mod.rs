@@ -2,4 +2,4 @@
 
 mod train;
 
-pub use train::Train;
+pub use train::{Train, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_REFERENCE_STEPS};

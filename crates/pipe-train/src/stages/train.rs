@@ -10,6 +10,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::{train, ClassWeighting, EpochMetrics, Monitor, Schedule, SmallDataLr, Trained};
 
+/// The most epochs: 100,000. The notebook trains 15; past this a run is a
+/// typo that would loop for months (and epochs × steps sizes the schedule).
+pub const MAX_EPOCHS: usize = 100_000;
+
+/// The largest batch, for training and for validation passes: 2^20 rows.
+/// A batch's activations are rows × time × width floats, so a larger one is
+/// gigabytes per layer, and `bucketing` windows are 50 batches.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// The largest `lr_reference_steps`: 2^30 optimizer steps an epoch, more
+/// than any data set gives (a billion rows at batch 1). The rate rises by at
+/// most 3x whatever the value.
+pub const MAX_REFERENCE_STEPS: usize = 1 << 30;
+
 /// The `train` stage: its settings; the defaults are the notebook's loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,20 +109,27 @@ impl Train {
         }
     }
 
+    /// Checks every setting on its own (and `patience` against
+    /// `validation_fraction`): when the pipeline is loaded, and again when
+    /// training starts.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let bad = |setting: &str, problem: String| Err(InvalidSetting::new(setting, problem));
-        for (name, n) in [("epochs", self.epochs), ("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)] {
-            if n == 0 {
-                return bad(name, "must be positive, got 0".into());
+        let counts = [
+            ("epochs", Some(self.epochs), MAX_EPOCHS),
+            ("batch_size", Some(self.batch_size), MAX_BATCH_SIZE),
+            ("eval_batch_size", Some(self.eval_batch_size), MAX_BATCH_SIZE),
+            ("lr_reference_steps", self.lr_reference_steps, MAX_REFERENCE_STEPS),
+            ("patience", self.patience, MAX_EPOCHS),
+        ];
+        for (name, n, max) in counts {
+            if let Some(n) = n.filter(|n| !(1..=max).contains(n)) {
+                return bad(name, format!("must be between 1 and {max}, got {n}"));
             }
         }
         // Adam's lr is a step size in the weights' own units: past 1 every
         // step overshoots, and 1e30 turns every loss into NaN.
         if !(self.lr > 0.0 && self.lr <= 1.0) {
             return bad("lr", format!("must be in (0, 1], got {}", self.lr));
-        }
-        if self.lr_reference_steps == Some(0) {
-            return bad("lr_reference_steps", "must be positive, got 0".into());
         }
         if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
             return bad("betas", format!("must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
@@ -124,8 +145,8 @@ impl Train {
                 return bad("grad_clip", format!("must be positive and finite, got {clip}"));
             }
         }
-        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
-            return bad("warmup_epochs", format!("must be zero or positive, got {}", self.warmup_epochs));
+        if !(0.0..=MAX_EPOCHS as f64).contains(&self.warmup_epochs) {
+            return bad("warmup_epochs", format!("must be between 0 and {MAX_EPOCHS}, got {}", self.warmup_epochs));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return bad("validation_fraction", format!("must be in [0, 1), got {}", self.validation_fraction));
@@ -274,4 +295,56 @@ fn curve_svg(history: &[EpochMetrics]) -> String {
         quality.push(("validation macro-F1", series(&|m| m.val_macro_f1)));
     }
     pipe_eval::plot::line_chart("training", &[("loss", loss), ("accuracy / macro-F1", quality)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(config: Train) -> InvalidSetting {
+        config.validate().expect_err("the setting passed validation")
+    }
+
+    #[test]
+    fn every_count_is_bounded_at_load() {
+        assert_eq!(Train::default().validate(), Ok(()));
+        let between = |setting: &str, max: usize, got: usize| InvalidSetting::new(setting, format!("must be between 1 and {max}, got {got}"));
+        let cases = [
+            (Train { epochs: MAX_EPOCHS + 1, ..Train::default() }, between("epochs", MAX_EPOCHS, MAX_EPOCHS + 1)),
+            (Train { epochs: 100_000_000_000, ..Train::default() }, between("epochs", MAX_EPOCHS, 100_000_000_000)),
+            (Train { epochs: 0, ..Train::default() }, between("epochs", MAX_EPOCHS, 0)),
+            (Train { batch_size: MAX_BATCH_SIZE + 1, ..Train::default() }, between("batch_size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1)),
+            (Train { batch_size: 0, ..Train::default() }, between("batch_size", MAX_BATCH_SIZE, 0)),
+            (Train { eval_batch_size: MAX_BATCH_SIZE + 1, ..Train::default() }, between("eval_batch_size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1)),
+            (
+                Train { lr_reference_steps: Some(MAX_REFERENCE_STEPS + 1), ..Train::default() },
+                between("lr_reference_steps", MAX_REFERENCE_STEPS, MAX_REFERENCE_STEPS + 1),
+            ),
+            (Train { lr_reference_steps: Some(0), ..Train::default() }, between("lr_reference_steps", MAX_REFERENCE_STEPS, 0)),
+            (Train { patience: Some(MAX_EPOCHS + 1), validation_fraction: 0.2, ..Train::default() }, between("patience", MAX_EPOCHS, MAX_EPOCHS + 1)),
+            (Train { patience: Some(0), validation_fraction: 0.2, ..Train::default() }, between("patience", MAX_EPOCHS, 0)),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(refused(config), expected);
+        }
+        let at_the_bounds = Train {
+            epochs: MAX_EPOCHS,
+            batch_size: MAX_BATCH_SIZE,
+            eval_batch_size: MAX_BATCH_SIZE,
+            lr_reference_steps: Some(MAX_REFERENCE_STEPS),
+            patience: Some(MAX_EPOCHS),
+            validation_fraction: 0.2,
+            warmup_epochs: MAX_EPOCHS as f64,
+            ..Train::default()
+        };
+        assert_eq!(at_the_bounds.validate(), Ok(()));
+    }
+
+    #[test]
+    fn warmup_epochs_are_bounded_like_epochs() {
+        for bad in [MAX_EPOCHS as f64 + 1.0, 1e300, f64::INFINITY, f64::NAN, -1.0] {
+            let e = refused(Train { warmup_epochs: bad, ..Train::default() });
+            assert_eq!(e, InvalidSetting::new("warmup_epochs", format!("must be between 0 and {MAX_EPOCHS}, got {bad}")));
+        }
+    }
 }
