@@ -138,8 +138,12 @@ enum Command {
         #[arg(long, default_value = "0/1", value_name = "I/N")]
         shard: pipe_score::Shard,
         /// Rows read, scored and written at a time: what bounds memory.
-        #[arg(long, default_value_t = 10_000)]
-        batch_rows: usize,
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=pipe_score::MAX_BATCH_ROWS as u64))]
+        batch_rows: u64,
+        /// Follow symbolic links to directories inside an input directory
+        /// (each directory is still read once).
+        #[arg(long)]
+        follow_links: bool,
         /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
@@ -363,8 +367,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Score { model, settings, input, output, text_column, id_column, keep, top_k, shard, batch_rows, json } => {
-            let job = pipe_score::ScoreJob { input, output, text_column, id_column, keep_columns: keep, top_k, shard, batch_rows };
+        Command::Score { model, settings, input, output, text_column, id_column, keep, top_k, shard, batch_rows, follow_links, json } => {
+            let batch_rows = batch_rows as usize;
+            let job = pipe_score::ScoreJob { input, output, text_column, id_column, keep_columns: keep, top_k, shard, batch_rows, follow_links };
             let renderer = render::Renderer::new(json, cli.quiet);
             let model = score::load_model(&model, &settings, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), &renderer)?;
             score::run(&model, &job, &renderer, json, cli.quiet)?;

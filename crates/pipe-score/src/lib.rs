@@ -12,7 +12,6 @@
 //! The model comes from a pipeline's run ([`model`]): the model, labels and
 //! vectorizer its `predict` stage uses.
 
-pub mod input;
 pub mod model;
 pub mod output;
 pub mod shard;
@@ -24,12 +23,12 @@ use std::time::Instant;
 use pipe::data::IntArray;
 use pipe::vectorize::Vectorizer;
 use pipe::TextClassifier;
-use polars::prelude::{Column, DataFrame, NamedFrom, Series};
+use polars::prelude::{Column, DataFrame, DataType, NamedFrom, Series};
 use serde::Serialize;
 
-pub use input::{Format, InputFile};
 pub use model::{classifier_from_run, is_bundle, ScoringModel};
 pub use output::Manifest;
+pub use pipe_records::{self as input, Format, InputFile};
 pub use shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +45,12 @@ pub enum ScoreError {
     Classify(#[from] pipe::ClassifyError),
     #[error("scoring {input} failed inside: {message}")]
     Panic { input: String, message: String },
+}
+
+impl From<input::InputError> for ScoreError {
+    fn from(e: input::InputError) -> ScoreError {
+        ScoreError::Input { path: e.path, message: e.message }
+    }
 }
 
 /// What to read and write.
@@ -65,7 +70,16 @@ pub struct ScoreJob {
     pub shard: Shard,
     /// Rows read, scored and written at a time.
     pub batch_rows: usize,
+    /// Follow symbolic links to directories inside an input directory (each
+    /// directory is still entered once).
+    pub follow_links: bool,
 }
+
+/// The most rows one batch may hold.
+pub const MAX_BATCH_ROWS: usize = 1 << 20;
+/// The most token ids one batch may hold (`batch_rows × max_len`, 8 bytes
+/// each): 1 GiB.
+pub const MAX_BATCH_IDS: usize = 1 << 27;
 
 impl ScoreJob {
     fn columns(&self) -> Vec<String> {
@@ -130,20 +144,61 @@ pub struct ScoreSummary {
 /// becomes [`ScoreError::Panic`]; the part being written is removed.
 pub fn score(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreError> {
     let run = std::panic::AssertUnwindSafe(|| score_shard(model, job, on_event));
-    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
-        let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-        Err(ScoreError::Panic { input: job.input.clone(), message: message.unwrap_or_else(|| "(no message)".into()) })
-    })
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| Err(ScoreError::Panic { input: job.input.clone(), message: panic_message(payload) }))
+}
+
+/// The stack of the threads that read input files: polars decodes a Parquet
+/// file's embedded Arrow schema recursively, and a large stack (reserved,
+/// touched only if used) keeps a deeply nested one within bounds.
+const WORKER_STACK_BYTES: usize = 256 << 20;
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+    message.unwrap_or_else(|| "(no message)".into())
 }
 
 fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreError> {
     let started = Instant::now();
     reset_peak_rss();
-    check_job(job, model.classifier.labels().len())?;
-    let files = input::discover(&job.input)?.iter().map(|p| input::inspect(p)).collect::<Result<Vec<_>, _>>()?;
+    check_job(job, model.classifier.labels().len(), model.classifier.vectorizer().options.max_len)?;
+    let files: Vec<InputFile> = on_reading_thread(job, || {
+        let columns = job.columns();
+        let paths = input::discover(&job.input, job.follow_links)?;
+        Ok(paths.iter().map(|p| input::inspect(p, &columns)).collect::<Result<_, _>>()?)
+    })?;
     let input_digest = input_digest(&files, job);
+    let owner = output::JobRecord { model: model.digest.clone(), input: input_digest.clone(), shards: job.shard.count };
+    let shard_lock = output::claim(&job.output, &owner, job.shard)?;
+    let scored = score_claimed(model, job, &files, input_digest, &shard_lock, started, on_event);
+    shard_lock.release(scored.is_err());
+    scored
+}
+
+/// Runs `read` on a thread with the readers' large stack, a panic in it
+/// an error that keeps its message.
+fn on_reading_thread<T: Send>(job: &ScoreJob, read: impl FnOnce() -> Result<T, ScoreError> + Send) -> Result<T, ScoreError> {
+    let panicked = |payload| ScoreError::Panic { input: job.input.clone(), message: panic_message(payload) };
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().name("pipe-score-read".into()).stack_size(WORKER_STACK_BYTES);
+        let handle = thread
+            .spawn_scoped(scope, read)
+            .map_err(|e| ScoreError::Output { path: job.output.clone(), message: format!("could not start a thread: {e}") })?;
+        handle.join().unwrap_or_else(|payload| Err(panicked(payload)))
+    })
+}
+
+/// Scores the shard this process holds the lock of, unless its manifest
+/// says it is already complete.
+fn score_claimed(
+    model: &ScoringModel,
+    job: &ScoreJob,
+    files: &[InputFile],
+    input_digest: String,
+    shard_lock: &output::ShardLock,
+    started: Instant,
+    on_event: &mut dyn FnMut(&ScoreEvent),
+) -> Result<ScoreSummary, ScoreError> {
     let manifest_path = Manifest::path(&job.output, job.shard);
-    check_output_dir(&job.output, job.shard, &model.digest, &input_digest)?;
     if let Some((_, done)) = output::manifests(&job.output)?.into_iter().find(|(p, _)| *p == manifest_path) {
         if done.is_complete(&job.output, &model.digest, &input_digest) {
             on_event(&ScoreEvent::Skipped { shard: job.shard, manifest: manifest_path.clone() });
@@ -156,20 +211,26 @@ fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&S
     let shard_rows: u64 = pieces.iter().map(|p| p.rows.end - p.rows.start).sum();
     on_event(&ScoreEvent::Planned { files: files.len(), input_rows: file_rows.iter().sum(), shard: job.shard, shard_rows });
 
-    let mut part = output::PartWriter::new(&job.output, job.shard)?;
+    let mut part = output::PartWriter::new(&job.output, job.shard, shard_lock)?;
     // Two steps overlap: a reader thread reads and encodes the next batch
     // while this thread scores and writes the current one. The channel holds
     // one batch, so at most three are in memory.
     std::thread::scope(|scope| {
         let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded, ScoreError>>(1);
         let vectorizer = model.classifier.vectorizer();
-        scope.spawn(move || {
-            let read = read_and_encode(job, &files, &pieces, vectorizer, &ready);
+        let pieces = &pieces;
+        let reader = std::thread::Builder::new().name("pipe-score-read".into()).stack_size(WORKER_STACK_BYTES);
+        let started = reader.spawn_scoped(scope, move || {
+            // A panic here would reach the scorer as "a scoped thread
+            // panicked", its message lost: it is sent on as an error instead.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_and_encode(job, files, pieces, vectorizer, &ready)))
+                .unwrap_or_else(|payload| Err(ScoreError::Panic { input: job.input.clone(), message: panic_message(payload) }));
             // A send fails only when the scorer stopped, having its own error.
             if let Err(e) = read {
                 let _ = ready.send(Err(e));
             }
         });
+        started.map_err(|e| ScoreError::Output { path: job.output.clone(), message: format!("could not start the reading thread: {e}") })?;
         for batch in encoded {
             let scored = score_batch(&model.classifier, job, batch?)?;
             part.write(&scored)?;
@@ -178,7 +239,16 @@ fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&S
         Ok::<(), ScoreError>(())
     })?;
     let rows = part.rows();
+    // Exit 0 means every planned row was scored once, from the files planned.
+    if rows != shard_rows {
+        let message = format!("shard {} scored {rows} rows where {shard_rows} were planned; nothing was committed", job.shard);
+        return Err(ScoreError::Output { path: job.output.clone(), message });
+    }
+    for file in files {
+        file.unchanged()?;
+    }
     let written = part.commit()?;
+    pipe::core::fault::point("score-before-manifest");
     let manifest = Manifest {
         shard: job.shard,
         rows,
@@ -197,10 +267,17 @@ fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&S
     Ok(done)
 }
 
-fn check_job(job: &ScoreJob, classes: usize) -> Result<(), ScoreError> {
+fn check_job(job: &ScoreJob, classes: usize, max_len: usize) -> Result<(), ScoreError> {
     let bad = |message: String| ScoreError::Input { path: PathBuf::from(&job.input), message };
-    if job.batch_rows == 0 {
-        return Err(bad("--batch-rows must be at least 1".into()));
+    if job.batch_rows == 0 || job.batch_rows > MAX_BATCH_ROWS {
+        return Err(bad(format!("--batch-rows must be between 1 and {MAX_BATCH_ROWS}, not {}", job.batch_rows)));
+    }
+    if job.batch_rows.saturating_mul(max_len) > MAX_BATCH_IDS {
+        let most = MAX_BATCH_IDS / max_len.max(1);
+        return Err(bad(format!(
+            "--batch-rows {} × the model's max_len {max_len} is over {MAX_BATCH_IDS} token ids a batch; use at most {most}",
+            job.batch_rows
+        )));
     }
     if job.top_k == 0 || job.top_k > classes {
         return Err(bad(format!("--top-k must be between 1 and the model's {classes} classes, not {}", job.top_k)));
@@ -208,27 +285,6 @@ fn check_job(job: &ScoreJob, classes: usize) -> Result<(), ScoreError> {
     let scores = score_columns(job.top_k);
     if let Some(clash) = job.carried().into_iter().find(|c| scores.contains(c)) {
         return Err(bad(format!("the carried column `{clash}` has the name of a score column; rename it")));
-    }
-    Ok(())
-}
-
-/// A directory holds one job's parts: refuse to mix in another model's,
-/// another input's or another shard count's.
-fn check_output_dir(dir: &Path, shard: Shard, model: &str, input: &str) -> Result<(), ScoreError> {
-    for (path, other) in output::manifests(dir)? {
-        let why = if other.shard.count != shard.count {
-            format!("a shard of {} (this run splits in {})", other.shard.count, shard.count)
-        } else if other.model != model {
-            "a different model".to_string()
-        } else if other.input != input {
-            "a different input or different output options".to_string()
-        } else {
-            continue;
-        };
-        return Err(ScoreError::Output {
-            path: path.clone(),
-            message: format!("this output directory holds parts of another job ({why}); remove them or write to another directory"),
-        });
     }
     Ok(())
 }
@@ -267,30 +323,65 @@ fn read_and_encode(
     for piece in pieces {
         let file = &files[piece.file];
         let mut next_row = piece.rows.start;
-        let mut receiver_gone = false;
+        // The reader stops at the first `Err` the callback returns; the
+        // callback's own error (or the scorer having stopped) is kept here.
+        let mut stopped: Option<Result<(), ScoreError>> = None;
         let read = input::read_batches(file, piece.rows.clone(), job.batch_rows, &columns, &mut |batch| {
-            let ids = vectorizer.encode(&batch_texts(job, &batch, &file.path, next_row)?);
-            let encoded = Encoded { batch, ids, path: file.path.clone(), first_row: next_row };
-            next_row += encoded.batch.height() as u64;
-            ready.send(Ok(encoded)).map_err(|_| {
-                receiver_gone = true;
-                ScoreError::Output { path: job.output.clone(), message: "scoring stopped".into() }
-            })
+            pipe::core::fault::point("score-read-batch");
+            let ids = match batch_texts(job, &batch, &file.path, next_row) {
+                Ok(texts) => vectorizer.encode(&texts),
+                Err(e) => {
+                    stopped = Some(Err(e));
+                    return Err(stop_reading(&file.path));
+                }
+            };
+            let height = batch.height() as u64;
+            if ready.send(Ok(Encoded { batch, ids, path: file.path.clone(), first_row: next_row })).is_err() {
+                // The scorer stopped, having its own error to report.
+                stopped = Some(Ok(()));
+                return Err(stop_reading(&file.path));
+            }
+            next_row += height;
+            Ok(())
         });
-        if receiver_gone {
-            return Ok(());
+        if let Some(outcome) = stopped {
+            return outcome;
         }
         read?;
     }
     Ok(())
 }
 
+/// What the batch callback returns to stop the reader; the reason is kept
+/// beside it.
+fn stop_reading(path: &Path) -> input::InputError {
+    input::InputError { path: path.to_path_buf(), message: "reading stopped".into() }
+}
+
 /// The text column of `batch`; a null or a non-text column names its row.
+/// A categorical (dictionary) column is read through its categories, without
+/// a copy per row.
 fn batch_texts<'a>(job: &ScoreJob, batch: &'a DataFrame, path: &Path, first_row: u64) -> Result<Vec<&'a str>, ScoreError> {
     let row_err = |row: usize, message: String| ScoreError::Row { path: path.to_path_buf(), row: first_row + row as u64, message };
     let text = batch.column(&job.text_column).map_err(|e| row_err(0, e.to_string()))?;
-    let strings = text.str().map_err(|_| row_err(0, format!("column `{}` holds {}, not text", job.text_column, text.dtype())))?;
-    strings.iter().enumerate().map(|(row, t)| t.ok_or_else(|| row_err(row, format!("column `{}` is null", job.text_column)))).collect()
+    let values: Vec<Option<&str>> = match text.dtype() {
+        DataType::Categorical(..) | DataType::Enum(..) => categorical_texts(text),
+        _ => text.str().ok().map(|strings| strings.iter().collect()),
+    }
+    .ok_or_else(|| row_err(0, format!("column `{}` holds {}, not text", job.text_column, text.dtype())))?;
+    values.into_iter().enumerate().map(|(row, t)| t.ok_or_else(|| row_err(row, format!("column `{}` is null", job.text_column)))).collect()
+}
+
+/// A categorical column's values as the strings of its categories, whichever
+/// width its codes have.
+fn categorical_texts(column: &Column) -> Option<Vec<Option<&str>>> {
+    if let Ok(codes) = column.cat8() {
+        return Some(codes.iter_str().collect());
+    }
+    if let Ok(codes) = column.cat16() {
+        return Some(codes.iter_str().collect());
+    }
+    column.cat32().ok().map(|codes| codes.iter_str().collect())
 }
 
 /// The carried columns of the batch, then the predicted classes and probabilities.

@@ -3,10 +3,18 @@
 //! that says what it holds. The manifest is the commit: a part without one is
 //! not done, and a rerun with the same model and input skips a shard whose
 //! manifest and part are both there.
+//!
+//! An output directory belongs to one job: `_job.json` records its model,
+//! input and shard count, written by whichever process comes first under the
+//! directory's lock. A process of another job is refused before it scores
+//! anything, and each shard is scored by one process at a time (it holds
+//! `_part-XXXXX-of-YYYYY.lock` while it works). A job that fails with nothing
+//! committed and no other process at work gives the directory up again.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use pipe::core::interrupt::ScratchGuard;
 use polars::prelude::{CompatLevel, DataFrame, KeyValueMetadata, ParquetWriter, SchemaExt as _};
 use polars_parquet::write::schema_to_metadata_key;
 use serde::{Deserialize, Serialize};
@@ -64,22 +72,176 @@ pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, ScoreError> {
     Ok(out)
 }
 
+/// The job an output directory belongs to: `_job.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Digest of the vectorizer, model and labels.
+    pub model: String,
+    /// Digest of the input files and the output options.
+    pub input: String,
+    /// How many shards the input is split into.
+    pub shards: usize,
+}
+
+const JOB_FILE: &str = "_job.json";
+
+/// Held while a process scores one shard (an exclusive lock on
+/// `_part-XXXXX-of-YYYYY.lock`); given up by [`ShardLock::release`], or by the
+/// kernel when the process dies.
+#[derive(Debug)]
+pub struct ShardLock {
+    dir: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+}
+
+/// The directory's own lock (flock on the directory), held while the job
+/// record or a shard's lock file is read, made or removed: a moment.
+fn lock_dir(dir: &Path) -> Result<File, ScoreError> {
+    let err = |e: std::io::Error| ScoreError::Output { path: dir.to_path_buf(), message: e.to_string() };
+    let handle = File::open(dir).map_err(err)?;
+    handle.lock().map_err(err)?;
+    Ok(handle)
+}
+
+/// Makes `dir` this job's, or finds it already is, then takes `shard`'s
+/// lock. Refused, with nothing written, when the directory belongs to
+/// another job or another process is scoring the same shard.
+pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, ScoreError> {
+    let out_err = |path: &Path, message: String| ScoreError::Output { path: path.to_path_buf(), message };
+    std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e.to_string()))?;
+    let _dir_lock = lock_dir(dir)?;
+    let record_path = dir.join(JOB_FILE);
+    if record_path.exists() {
+        let owner: JobRecord = pipe::core::fsutil::load_json(&record_path).map_err(|e| out_err(&record_path, e.to_string()))?;
+        if owner != *job {
+            let message = format!(
+                "this output directory belongs to another job ({}); write to another directory, or remove it to start over",
+                difference(&owner, job)
+            );
+            return Err(out_err(&record_path, message));
+        }
+    } else {
+        check_unclaimed(dir, job)?;
+        let bytes = serde_json::to_vec_pretty(job).expect("a job record serializes");
+        pipe::core::fsutil::atomic_write(&record_path, &bytes).map_err(|e| out_err(&record_path, e.to_string()))?;
+    }
+    let path = dir.join(format!("_{}.lock", shard.part_name()));
+    let file = File::create(&path).map_err(|e| out_err(&path, e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(ShardLock { dir: dir.to_path_buf(), path, file: Some(file) }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(out_err(dir, format!("shard {shard} is being scored by another process right now; a shard is scored by one process at a time")))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(out_err(&path, e.to_string())),
+    }
+}
+
+impl ShardLock {
+    /// Ends this process's work on the shard and removes its lock file. When
+    /// the job `failed`, nothing of it is committed and no other process is
+    /// at work in the directory, the job record goes too, so the directory
+    /// is free for a corrected run.
+    pub fn release(mut self, failed: bool) {
+        let Ok(_dir_lock) = lock_dir(&self.dir) else { return };
+        drop(self.file.take());
+        let _ = std::fs::remove_file(&self.path);
+        if failed && !holds_results(&self.dir) && remove_idle_shard_locks(&self.dir) {
+            let _ = std::fs::remove_file(self.dir.join(JOB_FILE));
+        }
+    }
+}
+
+/// Whether `dir` holds a part or a manifest.
+fn holds_results(dir: &Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.starts_with("part-") || (name.starts_with("_part-") && name.ends_with(".json"))
+    })
+}
+
+/// Removes shard lock files no process holds (left by killed processes);
+/// true when none is held. Called with the directory's lock held, under
+/// which every shard lock file is made and taken.
+fn remove_idle_shard_locks(dir: &Path) -> bool {
+    let mut all_idle = true;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("_part-") && name.ends_with(".lock")) {
+            continue;
+        }
+        match File::open(entry.path()).map(|f| f.try_lock().map(|()| f)) {
+            Ok(Ok(_idle)) => {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            _ => all_idle = false,
+        }
+    }
+    all_idle
+}
+
+/// What differs between the directory's job and this one, for the user.
+fn difference(owner: &JobRecord, job: &JobRecord) -> String {
+    if owner.shards != job.shards {
+        format!("its input is split in {} shards, this run splits it in {}", owner.shards, job.shards)
+    } else if owner.model != job.model {
+        "it was scored with a different model".to_string()
+    } else {
+        "a different input or different output options".to_string()
+    }
+}
+
+/// A directory without `_job.json` may be new, empty, or written by a
+/// `pipe` that kept no record: its manifests must agree with this job, and
+/// a part no manifest accounts for is another job's until proven otherwise.
+fn check_unclaimed(dir: &Path, job: &JobRecord) -> Result<(), ScoreError> {
+    let manifests = manifests(dir)?;
+    for (path, other) in &manifests {
+        if other.shard.count != job.shards || other.model != job.model || other.input != job.input {
+            let owner = JobRecord { model: other.model.clone(), input: other.input.clone(), shards: other.shard.count };
+            let message = format!(
+                "this output directory holds parts of another job ({}); write to another directory, or remove it to start over",
+                difference(&owner, job)
+            );
+            return Err(ScoreError::Output { path: path.clone(), message });
+        }
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| ScoreError::Output { path: dir.into(), message: e.to_string() })?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") && !manifests.iter().any(|(_, m)| m.part.as_deref() == Some(name.as_str())) {
+            let message =
+                "a part no manifest accounts for (left by an interrupted run of another job?); remove it, or write to another directory".to_string();
+            return Err(ScoreError::Output { path: entry.path(), message });
+        }
+    }
+    Ok(())
+}
+
 /// A Parquet part being written; removed unless committed.
 pub struct PartWriter {
     dir: PathBuf,
     name: String,
+    /// A scratch directory holding the part while it is written: the
+    /// interrupt handler removes it when `pipe` is stopped.
+    scratch: PathBuf,
+    _scratch_guard: ScratchGuard<'static>,
     tmp: PathBuf,
     writer: Option<polars::io::parquet::write::BatchedWriter<File>>,
     rows: u64,
 }
 
 impl PartWriter {
-    pub fn new(dir: &Path, shard: Shard) -> Result<PartWriter, ScoreError> {
+    /// Starts `shard`'s part; `_lock` proves this process holds the
+    /// shard, so temp files of the shard left by a killed process can go.
+    pub fn new(dir: &Path, shard: Shard, _lock: &ShardLock) -> Result<PartWriter, ScoreError> {
         std::fs::create_dir_all(dir).map_err(|e| ScoreError::Output { path: dir.into(), message: e.to_string() })?;
         let name = format!("{}.parquet", shard.part_name());
         remove_stale_temps(dir, &name);
-        let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), pipe::core::fsutil::unique_suffix()));
-        Ok(PartWriter { dir: dir.to_path_buf(), name, tmp, writer: None, rows: 0 })
+        let scratch = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), pipe::core::fsutil::unique_suffix()));
+        std::fs::create_dir(&scratch).map_err(|e| ScoreError::Output { path: scratch.clone(), message: e.to_string() })?;
+        let guard = ScratchGuard::new(scratch.clone());
+        let tmp = scratch.join(&name);
+        Ok(PartWriter { dir: dir.to_path_buf(), name, scratch, _scratch_guard: guard, tmp, writer: None, rows: 0 })
     }
 
     pub fn write(&mut self, frame: &DataFrame) -> Result<(), ScoreError> {
@@ -125,7 +287,7 @@ impl PartWriter {
 
 impl Drop for PartWriter {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.tmp);
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -134,7 +296,8 @@ fn remove_stale_temps(dir: &Path, name: &str) {
     let prefix = format!(".{name}.tmp-");
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-            let _ = std::fs::remove_file(entry.path());
+            let path = entry.path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         }
     }
 }

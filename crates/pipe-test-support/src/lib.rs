@@ -62,14 +62,15 @@ impl Scratch {
         path
     }
 
-    /// Runs `pipe ARGS` in the scratch directory, two torch threads at most.
+    /// Runs `pipe ARGS` in the scratch directory, one torch thread.
     pub fn pipe(&self, args: &[&str]) -> Run {
         self.pipe_env(args, &[])
     }
 
+    /// [`Scratch::pipe`] with `env` set on top of [`isolated`]'s environment.
     pub fn pipe_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(args).current_dir(self.dir.path()).env("PIPE_THREADS", "1").env_remove("RUST_LOG");
+        isolated(cmd.args(args).current_dir(self.dir.path()));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -96,7 +97,12 @@ impl Scratch {
     /// Runs `pipe ARGS` killed after `limit`, sampling its peak resident
     /// memory (VmHWM) while it runs.
     pub fn pipe_limited(&self, args: &[&str], limit: Duration) -> Limited {
-        let mut child = self.spawn(args, Stdio::piped());
+        self.pipe_limited_env(args, &[], limit)
+    }
+
+    /// [`Scratch::pipe_limited`] with `env` set on top of [`isolated`]'s environment.
+    pub fn pipe_limited_env(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Limited {
+        let mut child = self.spawn_env(args, env, Stdio::piped());
         let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
             std::thread::spawn(move || {
                 let mut text = String::new();
@@ -139,16 +145,18 @@ impl Scratch {
     /// Starts `pipe ARGS` in the scratch directory (one torch thread, no
     /// stdin), its stdout piped.
     fn spawn(&self, args: &[&str], stderr: Stdio) -> std::process::Child {
-        Command::new(&self.bin)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_THREADS", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start pipe")
+        self.spawn_env(args, &[], stderr)
+    }
+
+    /// Starts `pipe ARGS` in the scratch directory (one torch thread, no
+    /// stdin, stdout piped) with `env` set on top of [`isolated`]'s environment.
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> std::process::Child {
+        let mut cmd = Command::new(&self.bin);
+        isolated(cmd.args(args).current_dir(self.dir.path()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start pipe")
     }
 
     /// Runs `pipe ARGS` and kills it with SIGKILL (no handler runs, as when
@@ -170,6 +178,14 @@ impl Scratch {
         }
         panic!("pipe ended ({:?}) before the line it was to be killed at; it printed {lines:?}", child.wait());
     }
+}
+
+/// The environment of a `pipe` a test starts: one torch thread, and none of
+/// the variables of the shell running the tests that would make it share
+/// state with the other tests' `pipe`s (`PIPE_CACHE_DIR`: one cache for
+/// all) or change what it does (`PIPE_FAULT`: crash points; `RUST_LOG`).
+pub fn isolated(cmd: &mut Command) -> &mut Command {
+    cmd.env("PIPE_THREADS", "1").env_remove("PIPE_CACHE_DIR").env_remove("PIPE_FAULT").env_remove("RUST_LOG")
 }
 
 fn vm_hwm_kb(status: &str) -> Option<u64> {

@@ -1,5 +1,6 @@
 //! `pipe` for tests: the same program plus the toy stage kinds (`toy_*`)
-//! and crash points (`PIPE_FAULT=<point>` aborts there, as `kill -9` would).
+//! and crash points (`PIPE_FAULT=<point>` aborts there, as `kill -9` would;
+//! `PIPE_FAULT=panic:<point>` panics there, as a bug would).
 //! Tests of the runner, the cache and interrupts drive it; the product
 //! binary has neither.
 
@@ -12,8 +13,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn abort_at_fault_point(point: &str) {
-    if std::env::var_os("PIPE_FAULT").is_some_and(|v| v == point) {
+    let Some(fault) = std::env::var_os("PIPE_FAULT") else { return };
+    if fault == point {
         eprintln!("pipe: PIPE_FAULT={point}: aborting here on purpose");
         std::process::abort();
+    }
+    if fault.to_str().and_then(|f| f.strip_prefix("panic:")) == Some(point) {
+        panic!("PIPE_FAULT=panic:{point}: a panic here on purpose");
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use pipe_test_support::{npy_file, Limited, Scratch};
 
 mod interrupts;
+mod scoring;
 
 /// Well under a second of work; the limit leaves room for a loaded machine.
 const QUICK: Duration = Duration::from_secs(20);
