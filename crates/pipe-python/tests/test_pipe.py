@@ -98,7 +98,7 @@ def test_bad_arrow_input_is_named(model):
         model.predict_arrow(pa.table({"Text": ["a", None]}))
     with pytest.raises(pipe.PipeError, match="holds Int64, not text"):
         model.predict_arrow(pa.table({"Text": [1, 2]}))
-    with pytest.raises(pipe.PipeError, match="top_k must be between 1"):
+    with pytest.raises(ValueError, match="top_k must be between 1"):
         model.predict_arrow(pa.table({"Text": ["a"]}), top_k=0)
     with pytest.raises(TypeError, match="not list"):
         model.predict_arrow([["a"]])

@@ -14,13 +14,27 @@ libtorch that this environment's torch ships::
 
 The GIL is released while Rust works; one classifier can be shared by
 threads (its calls then run one at a time).
+
+Ctrl-C stops :func:`run` (and :meth:`TextClassifier.load` of a pipeline) as
+it stops ``pipe run``: the running ``exec`` commands are killed, scratch
+directories removed, nothing of the interrupted stage is cached, and
+``KeyboardInterrupt`` is raised.
+
+Forked processes (``os.fork``, multiprocessing's ``fork`` start method) may
+use a classifier loaded before the fork: a fork waits for the classifier
+calls in flight in other threads to end, and in the child torch runs on one
+thread (torch's OpenMP thread pool does not survive a fork).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import numbers
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+import signal
+import threading
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 # The native module links libtorch 2.11.0 (tch 0.24 binds it exactly). Another
 # torch in this process would fail at load with an undefined symbol; say why
@@ -38,8 +52,10 @@ if _torch.__version__.split("+")[0] != TORCH_VERSION:
         f"install torch=={TORCH_VERSION} or rebuild pipe against the torch you have"
     )
 
+from ._pipe import DEFAULT_BATCH_SIZE  # noqa: E402
 from ._pipe import NativeClassifier as _NativeClassifier  # noqa: E402
 from ._pipe import PipeError, __version__  # noqa: E402
+from ._pipe import _after_fork, _before_fork, _clean_up  # noqa: E402
 from ._pipe import run as _run  # noqa: E402
 
 __all__ = ["run", "TextClassifier", "PipeError", "__version__", "TORCH_VERSION"]
@@ -47,9 +63,72 @@ __all__ = ["run", "TextClassifier", "PipeError", "__version__", "TORCH_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _after_fork_in_child() -> None:
+    _after_fork()
+    # GNU OpenMP's worker threads (torch's intra-op pool) are not in the
+    # child: with more than one thread, torch's next parallel operation
+    # would wait for them forever.
+    _torch.set_num_threads(1)
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_in_child)
+
+
 def _override_args(overrides: Optional[Mapping[str, Any]]) -> list:
     # Values travel as JSON, which the pipeline's YAML parser reads back exactly.
     return [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
+
+
+@contextlib.contextmanager
+def _torch_rng_kept() -> Iterator[None]:
+    """Restores torch's global random generators after a run: a pipeline
+    seeds them (``seed:``) and must not change what the caller's torch code
+    draws next."""
+    cpu = _torch.get_rng_state()
+    cuda = _torch.cuda.get_rng_state_all() if _torch.cuda.is_available() and _torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        _torch.set_rng_state(cpu)
+        if cuda is not None:
+            _torch.cuda.set_rng_state_all(cuda)
+
+
+@contextlib.contextmanager
+def _clean_up_on_sigterm() -> Iterator[None]:
+    """While a run goes on in the main thread: on SIGTERM, kill the running
+    ``exec`` commands and remove scratch directories, then let the signal do
+    what it did before (end the process, or call the previous handler).
+    Elsewhere Python cannot handle signals; an ignored SIGTERM stays ignored,
+    and a handler set outside Python is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None or previous == signal.SIG_IGN:
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        _clean_up()
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL: end the process, as SIGTERM would have
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _running() -> Iterator[None]:
+    with _torch_rng_kept(), _clean_up_on_sigterm():
+        yield
 
 
 def run(
@@ -68,14 +147,21 @@ def run(
     The report is a dict: ``{"pipeline": ..., "stages": [{"name", "kind",
     "outcome", "seconds", "outputs", "metrics"}, ...]}``. Raises
     :class:`PipeError` with ``pipe``'s message when a stage fails.
+
+    Ctrl-C raises ``KeyboardInterrupt`` within about a second: the
+    running ``exec`` commands are killed, scratch removed, and nothing of the
+    interrupted stage is cached. SIGTERM, during a run in the main thread,
+    does the same clean-up before it ends the process (or calls the handler
+    that was set). torch's global random state is left as it was.
     """
-    text = _run(
-        os.fspath(pipeline),
-        list(only or []),
-        _override_args(overrides),
-        force,
-        None if cache_dir is None else os.fspath(cache_dir),
-    )
+    with _running():
+        text = _run(
+            os.fspath(pipeline),
+            list(only or []),
+            _override_args(overrides),
+            force,
+            None if cache_dir is None else os.fspath(cache_dir),
+        )
     report = json.loads(text)
     report["pipeline_path"] = os.fspath(pipeline)
     report["overrides"] = dict(overrides or {})
@@ -97,6 +183,10 @@ class TextClassifier:
     """A trained classifier: the model, labels and vectorizer a pipeline's
     ``predict`` stage uses, scoring raw texts."""
 
+    #: Texts encoded and scored at a time: bounds the memory a call uses
+    #: beyond its input and output, whatever their length.
+    batch_size: int = DEFAULT_BATCH_SIZE
+
     def __init__(self, native: _NativeClassifier) -> None:
         self._native = native
 
@@ -111,8 +201,9 @@ class TextClassifier:
         bundle``), a pipeline file, or a report :func:`run` returned.
 
         A pipeline is run first (cached stages are reused, so after a
-        ``pipe run`` this only loads). A bundle needs no pipeline or cache:
-        it is what to ship to the machines that score.
+        ``pipe run`` this only loads; Ctrl-C stops it as it stops
+        :func:`run`). A bundle needs no pipeline or cache: it is what to ship
+        to the machines that score.
         """
         if not isinstance(source, Mapping) and os.path.isdir(source):
             return cls(_NativeClassifier.from_bundle(os.fspath(source)))
@@ -120,9 +211,10 @@ class TextClassifier:
             overrides = source.get("overrides") if overrides is None else overrides
             cache_dir = source.get("cache_dir") if cache_dir is None else cache_dir
             source = source["pipeline_path"]
-        native = _NativeClassifier.from_pipeline(
-            os.fspath(source), _override_args(overrides), None if cache_dir is None else os.fspath(cache_dir)
-        )
+        with _running():
+            native = _NativeClassifier.from_pipeline(
+                os.fspath(source), _override_args(overrides), None if cache_dir is None else os.fspath(cache_dir)
+            )
         return cls(native)
 
     def save(self, directory: PathLike) -> None:
@@ -150,59 +242,177 @@ class TextClassifier:
         return self._native.description
 
     def predict(self, texts: Iterable[str]) -> list:
-        """The predicted class name of each text."""
-        return self._native.predict(_texts(texts))
+        """The predicted class name of each text.
+
+        ``texts`` is a list (or any iterable) of ``str``, a pandas or polars
+        Series of strings (categorical ones too), or a pyarrow array of
+        strings. A single ``str`` is refused: wrap it in a list.
+        """
+        return self._native.predict(_texts(texts), self.batch_size)
 
     def predict_proba(self, texts: Iterable[str]) -> Any:
-        """Class probabilities, a float32 numpy array ``[len(texts), len(classes)]``."""
+        """Class probabilities, a writable float32 numpy array
+        ``[len(texts), len(classes)]``; ``texts`` as for :meth:`predict`."""
         import numpy as np
 
         texts = _texts(texts)
-        raw = self._native.predict_proba_bytes(texts)
+        raw = self._native.predict_proba_bytes(texts, self.batch_size)
         return np.frombuffer(raw, dtype=np.float32).reshape(len(texts), len(self.classes))
 
     def predict_arrow(self, data: Any, text_column: str = "Text", top_k: int = 1) -> Any:
         """Score a ``pyarrow.RecordBatch`` or ``Table``, a pandas or a polars
         DataFrame through the Arrow C data interface: the text column is
-        read from Arrow's buffers in place.
+        read from Arrow's buffers in place (a dictionary-encoded one, such as
+        a categorical column, is decoded first). A pandas or polars Series or
+        a pyarrow array is scored as the text column.
 
         Returns the same kind of Arrow object (a ``RecordBatch`` for a batch, a
         ``Table`` otherwise) with ``Category`` and ``Probability`` columns
         (and ``Category_2``, ``Probability_2``, … up to ``top_k``), one row
-        per input row, in order.
+        per input row, in order. A missing, null or malformed text raises
+        :class:`PipeError` naming the column and the row (counted from the
+        table's first row); a ``top_k`` outside 1 to ``len(classes)``
+        raises ``ValueError``.
         """
         import pyarrow as pa
 
+        top_k = _check_top_k(top_k, len(self._native.classes))
         if isinstance(data, pa.RecordBatch):
-            return self._score_batch(data, text_column, top_k)
-        if isinstance(data, pa.Table):
-            table = data
-        elif hasattr(data, "to_arrow"):  # polars
-            table = data.to_arrow()
-        elif type(data).__module__.startswith("pandas"):
-            table = pa.Table.from_pandas(data, preserve_index=False)
-        else:
-            raise TypeError(f"expected a pyarrow RecordBatch or Table, or a pandas or polars DataFrame, not {type(data).__name__}")
-        batches = [self._score_batch(batch, text_column, top_k) for batch in table.to_batches()]
+            return self._score_batch(_decoded_batch(data, text_column), text_column, top_k, 0)
+        table = _decoded_table(_arrow_table(data, text_column), text_column)
+        batches = table.to_batches()
         if not batches:
-            empty = self._score_batch(pa.record_batch({text_column: pa.array([], pa.string())}), text_column, top_k)
-            return pa.Table.from_batches([], schema=empty.schema)
-        return pa.Table.from_batches(batches)
+            # Scored all the same, so that the column is checked and the
+            # result has its columns.
+            batches = [pa.RecordBatch.from_pylist([], schema=table.schema)]
+        scored, first_row = [], 0
+        for batch in batches:
+            scored.append(self._score_batch(batch, text_column, top_k, first_row))
+            first_row += batch.num_rows
+        return pa.Table.from_batches(scored)
 
-    def _score_batch(self, batch: Any, text_column: str, top_k: int) -> Any:
+    def _score_batch(self, batch: Any, text_column: str, top_k: int, first_row: int) -> Any:
         import pyarrow as pa
 
+        _check_text_buffers(batch, text_column, first_row)
         schema, array = batch.__arrow_c_array__()
-        out_schema, out_array = self._native.predict_arrow_capsules(schema, array, text_column, top_k)
+        out_schema, out_array = self._native.predict_arrow_capsules(schema, array, text_column, top_k, first_row, self.batch_size)
         return pa.record_batch(_ArrowBatch(out_schema, out_array))
 
     def __repr__(self) -> str:
         return f"TextClassifier({self.description}, {len(self.classes)} classes)"
 
 
-def _texts(texts: Iterable[str]) -> list:
-    texts = list(texts)
+def _check_top_k(top_k: Any, classes: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise TypeError(f"top_k must be an int, not {type(top_k).__name__}")
+    if not 1 <= top_k <= classes:
+        raise ValueError(f"top_k must be between 1 and the model's {classes} classes, not {top_k}")
+    return int(top_k)
+
+
+def _module_of(value: Any) -> str:
+    return type(value).__module__.split(".")[0]
+
+
+def _is_series(value: Any) -> bool:
+    """A pandas or polars Series, or a pyarrow Array or ChunkedArray."""
+    import sys
+
+    if _module_of(value) in ("pandas", "polars"):
+        return type(value).__name__ == "Series"
+    pa = sys.modules.get("pyarrow")
+    return pa is not None and isinstance(value, (pa.Array, pa.ChunkedArray))
+
+
+def _series_as_list(series: Any) -> list:
+    """The values of a Series or pyarrow array, categorical ones as their strings."""
+    module = _module_of(series)
+    if module == "pandas":
+        if str(series.dtype) == "category":
+            series = series.astype(object)
+        return series.tolist()
+    if module == "polars":
+        import polars as pl
+
+        if isinstance(series.dtype, (pl.Categorical, pl.Enum)):
+            series = series.cast(pl.String)
+        return series.to_list()
+    return series.to_pylist()
+
+
+def _texts(texts: Any) -> list:
+    if isinstance(texts, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"texts must be a list of str, not one {type(texts).__name__}: to score one text, pass [text]")
+    texts = _series_as_list(texts) if _is_series(texts) else list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+            missing = t is None or (isinstance(t, float) and t != t)
+            raise TypeError(f"text {i} is {'missing (' + repr(t) + ')' if missing else type(t).__name__}, not str")
     return texts
+
+
+def _arrow_table(data: Any, text_column: str) -> Any:
+    """``data`` as a pyarrow Table: a Series as its one text column."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if _is_series(data):
+        module = _module_of(data)
+        if module == "pandas":
+            column = pa.Array.from_pandas(data)
+        elif module == "polars":
+            column = data.to_arrow()
+        else:
+            column = data
+        return pa.table({text_column: column})
+    if _module_of(data) == "polars" and hasattr(data, "to_arrow"):
+        return data.to_arrow()
+    if _module_of(data) == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise TypeError(
+        f"expected a pyarrow RecordBatch or Table, a pandas or polars DataFrame or Series, or a pyarrow array, not {type(data).__name__}"
+    )
+
+
+def _check_text_buffers(batch: Any, text_column: str, first_row: int) -> None:
+    """pyarrow knows how long its buffers are, which the C data interface
+    does not tell the native side: it checks, as bytes, that the text
+    column's offsets or views stay inside them. (UTF-8 is checked natively,
+    which names the row; so are missing and non-text columns.)"""
+    import pyarrow as pa
+
+    i = batch.schema.get_field_index(text_column)
+    if i < 0:
+        return
+    column = batch.column(i)
+    as_bytes = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary(), pa.string_view(): pa.binary_view()}.get(column.type)
+    if as_bytes is None:
+        return
+    try:
+        column.view(as_bytes).validate(full=True)
+    except pa.ArrowInvalid as e:
+        last = first_row + max(batch.num_rows - 1, 0)
+        raise PipeError(f"column `{text_column}` (rows {first_row} to {last}) is not a well-formed Arrow array: {e}") from None
+
+
+def _decoded_table(table: Any, text_column: str) -> Any:
+    """``table`` with a dictionary-encoded (categorical) text column decoded to strings."""
+    import pyarrow as pa
+
+    i = table.schema.get_field_index(text_column)
+    if i < 0 or not pa.types.is_dictionary(table.schema.field(i).type):
+        return table
+    return table.set_column(i, text_column, table.column(i).cast(table.schema.field(i).type.value_type))
+
+
+def _decoded_batch(batch: Any, text_column: str) -> Any:
+    import pyarrow as pa
+
+    i = batch.schema.get_field_index(text_column)
+    if i < 0 or not pa.types.is_dictionary(batch.schema.field(i).type):
+        return batch
+    columns = list(batch.columns)
+    columns[i] = columns[i].dictionary_decode()
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
