@@ -98,12 +98,13 @@ pub fn discover(input: &str, follow_links: bool) -> Result<Vec<PathBuf>, InputEr
     if path.is_file() {
         found.add(path)?;
     } else if path.is_dir() {
-        walk(path, &Walk { depth: 0, follow_links, skip_hidden: true, pattern: None }, &mut found)?;
+        walk(path, &Walk { depth: 0, max_depth: MAX_DIRECTORY_DEPTH, follow_links, skip_hidden: true, pattern: None }, &mut found)?;
     } else if input.contains(['*', '?', '[']) {
         let pattern = glob::Pattern::new(input).map_err(|e| input_err(path, format!("not a valid glob: {e}")))?;
         let root = glob_root(input);
         if root.is_dir() {
-            walk(&root, &Walk { depth: 0, follow_links, skip_hidden: false, pattern: Some(&pattern) }, &mut found)?;
+            let max_depth = glob_depth(input, &root);
+            walk(&root, &Walk { depth: 0, max_depth, follow_links, skip_hidden: false, pattern: Some(&pattern) }, &mut found)?;
         }
     } else {
         return Err(input_err(path, "no such file or directory"));
@@ -139,6 +140,9 @@ impl Found {
 
 struct Walk<'a> {
     depth: usize,
+    /// Directories deeper than this are not entered (a glob without `**`
+    /// matches only so deep).
+    max_depth: usize,
     follow_links: bool,
     skip_hidden: bool,
     /// A glob every file must match; none takes every records file.
@@ -167,7 +171,9 @@ fn walk(dir: &Path, how: &Walk, found: &mut Found) -> Result<(), InputError> {
         let own_type = entry.file_type().map_err(io)?;
         let is_dir = if own_type.is_symlink() { how.follow_links && path.is_dir() } else { own_type.is_dir() };
         if is_dir {
-            walk(&path, &Walk { depth: how.depth + 1, ..*how }, found)?;
+            if how.depth < how.max_depth {
+                walk(&path, &Walk { depth: how.depth + 1, ..*how }, found)?;
+            }
         } else if path.is_file() && Format::of(&path).is_some() && how.pattern.is_none_or(|p| matches_glob(p, &path)) {
             found.add(&path)?;
         }
@@ -177,7 +183,20 @@ fn walk(dir: &Path, how: &Walk, found: &mut Found) -> Result<(), InputError> {
 
 fn matches_glob(pattern: &glob::Pattern, path: &Path) -> bool {
     let options = glob::MatchOptions { require_literal_separator: true, ..glob::MatchOptions::new() };
+    // A pattern with no directory part (`*.csv`) is walked from `.`, whose
+    // paths read `./a.csv`.
+    let path = if pattern.as_str().starts_with("./") { path } else { path.strip_prefix(".").unwrap_or(path) };
     pattern.matches_path_with(path, options)
+}
+
+/// How many directories below its root a glob can match: its components
+/// after the fixed ones, or the walk's limit when it has a `**`.
+fn glob_depth(pattern: &str, root: &Path) -> usize {
+    if pattern.contains("**") {
+        return MAX_DIRECTORY_DEPTH;
+    }
+    let below = Path::new(pattern).components().count().saturating_sub(root.components().count());
+    below.saturating_sub(1)
 }
 
 /// The directory a glob's matches lie under: its components before the
@@ -379,20 +398,48 @@ impl CsvRecords {
     }
 
     /// An unclosed quote makes the csv crate read every following row into
-    /// one field, to the end of the file, without an error: that last record
-    /// then holds an odd number of `"` (quotes open and close in pairs, and
-    /// an escaped quote is doubled).
+    /// one field, to the end of the file, without an error: the last record
+    /// then ends inside a quoted field. Its bytes are read again with the
+    /// RFC 4180 rules the csv crate follows (a field that starts with `"` is
+    /// quoted, `""` inside it is a quote, a `"` inside an unquoted field is
+    /// a plain character).
     fn check_last_record_closed(&self) -> Result<(), InputError> {
         let mut file = File::open(&self.path).map_err(|e| input_err(&self.path, e))?;
         file.seek(SeekFrom::Start(self.last_record_start)).map_err(|e| input_err(&self.path, e))?;
         let mut tail = Vec::new();
-        file.take(MAX_RECORD_BYTES as u64 + 1).read_to_end(&mut tail).map_err(|e| input_err(&self.path, e))?;
-        if tail.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+        file.take(MAX_RECORD_BYTES as u64 + (4 << 20)).read_to_end(&mut tail).map_err(|e| input_err(&self.path, e))?;
+        if ends_inside_quotes(&tail) {
             let row = self.rows.max(1);
             return Err(input_err(&self.path, format!("row {row}: a quoted field is never closed (an unclosed `\"` swallows every row after it)")));
         }
         Ok(())
     }
+}
+
+/// Whether CSV text ends inside a quoted field.
+fn ends_inside_quotes(csv: &[u8]) -> bool {
+    let (mut at_field_start, mut quoted, mut quote_seen) = (true, false, false);
+    for &byte in csv {
+        if quoted {
+            match (byte, quote_seen) {
+                (b'"', false) => quote_seen = true,
+                (b'"', true) => quote_seen = false,
+                (_, true) => {
+                    // The quote closed the field; this byte follows it.
+                    (quoted, quote_seen) = (false, false);
+                    at_field_start = matches!(byte, b',' | b'\n' | b'\r');
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' if at_field_start => (quoted, at_field_start) = (true, false),
+            b',' | b'\n' | b'\r' => at_field_start = true,
+            _ => at_field_start = false,
+        }
+    }
+    quoted && !quote_seen
 }
 
 /// Counts the bytes the csv reader pulls and fails once one record spans
@@ -450,6 +497,10 @@ fn read_json_lines(
                 .and_then(|f| f.select(columns.iter().map(|c| c.as_str())))
                 .map_err(|e| input_err(path, format!("rows {first}..{}: {e}", first + count as u64)))
         })?;
+        // One row per line, or the rows after it would shift.
+        if frame.height() != count {
+            return Err(input_err(path, format!("rows {first}..{}: {count} lines parsed as {} rows", first + count as u64, frame.height())));
+        }
         each(frame)
     };
     for_each_line(path, |line| {
@@ -597,6 +648,25 @@ mod tests {
         let err = inspect(&path, &["Text".to_string()]).unwrap_err();
         assert_eq!(err.path, path);
         assert!(err.message.contains("polars could not read it") && err.message.contains("Int128"), "{err}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_told_from_a_quote_inside_a_field() {
+        assert!(ends_inside_quotes(b"1,\"a bird\n2,a tree\n"));
+        assert!(!ends_inside_quotes(b"1,\"a \"\"quoted\"\" bird\"\n"));
+        assert!(!ends_inside_quotes(b"1,a 5\" screen\n"));
+        assert!(!ends_inside_quotes(b"1,\"two\nlines\",x\n"));
+        assert!(!ends_inside_quotes(b"1,\"ends quoted\""));
+    }
+
+    #[test]
+    fn a_bare_glob_matches_files_in_the_working_directory() {
+        let pattern = glob::Pattern::new("*.csv").unwrap();
+        assert!(matches_glob(&pattern, Path::new("./a.csv")));
+        assert!(!matches_glob(&pattern, Path::new("./d/a.csv")));
+        assert_eq!(glob_depth("*.csv", &glob_root("*.csv")), 0);
+        assert_eq!(glob_depth("in/*/x/*.csv", &glob_root("in/*/x/*.csv")), 2);
+        assert_eq!(glob_depth("in/**/*.csv", &glob_root("in/**/*.csv")), MAX_DIRECTORY_DEPTH);
     }
 
     #[test]

@@ -23,7 +23,9 @@ const MAX_PAGE_BYTES: i64 = 1 << 30;
 /// Decoded bytes a thrift reader may allocate per encoded byte.
 const DECODED_PER_BYTE: usize = 16;
 /// A page header is a few dozen bytes; statistics can make it larger.
-const MAX_PAGE_HEADER_BYTES: usize = 1 << 20;
+const MAX_PAGE_HEADER_BYTES: usize = 64 << 10;
+/// Pages whose headers one file may make this check read.
+const MAX_PAGES: usize = 1 << 20;
 
 /// Checks the file whose `columns` will be read; `Err` says what makes it
 /// unsafe to decode or inconsistent.
@@ -33,8 +35,9 @@ pub fn check(path: &Path, columns: &[String]) -> Result<(), String> {
     check_schema_depth(&meta.schema)?;
     check_arrow_schema_size(&meta)?;
     check_row_counts(&meta)?;
+    let mut pages_left = MAX_PAGES;
     for (index, group) in meta.row_groups.iter().enumerate() {
-        check_pages(&mut file, index, group, columns)?;
+        check_pages(&mut file, index, group, columns, &mut pages_left)?;
     }
     Ok(())
 }
@@ -131,7 +134,7 @@ fn repeated(schema: &[SchemaElement], name: &str) -> bool {
 /// Reads the page headers of the chunks of `columns` in one row group: each
 /// size and value count must be possible for the group, before polars
 /// allocates by them.
-fn check_pages(file: &mut File, index: usize, group: &RowGroup, columns: &[String]) -> Result<(), String> {
+fn check_pages(file: &mut File, index: usize, group: &RowGroup, columns: &[String], pages_left: &mut usize) -> Result<(), String> {
     let file_len = file.metadata().map_err(|e| e.to_string())?.len() as i64;
     for chunk in group.columns.iter().filter_map(|c| c.meta_data.as_ref()) {
         if !chunk.path_in_schema.first().is_some_and(|top| columns.contains(top)) {
@@ -144,6 +147,7 @@ fn check_pages(file: &mut File, index: usize, group: &RowGroup, columns: &[Strin
         let end = end.ok_or_else(|| bad(format!("its pages at {start} (+{} bytes) lie outside the file", chunk.total_compressed_size)))?;
         let mut at = start;
         while at < end {
+            *pages_left = pages_left.checked_sub(1).ok_or_else(|| format!("more than {MAX_PAGES} pages in the columns read"))?;
             let header = read_page_header(file, at, (end - at) as usize).map_err(|e| bad(format!("the page header at byte {at}: {e}")))?;
             let (size, header_len) = (header.0.compressed_page_size as i64, header.1 as i64);
             if !(0..=MAX_PAGE_BYTES).contains(&size) || !(0..=MAX_PAGE_BYTES).contains(&(header.0.uncompressed_page_size as i64)) {

@@ -232,9 +232,17 @@ fn replace_dir(dir: &Path, tmp: &Path, parent: &Path, name: &str) -> Result<(), 
     if !dir.exists() {
         return std::fs::rename(tmp, dir).map_err(|e| out_err(dir, &e));
     }
+    // Not scratch: an interrupt between the two renames must leave the old
+    // bundle beside `dir`, not remove it.
     let old = parent.join(format!(".{name}.old-{}", pipe::core::fsutil::unique_suffix()));
-    let _scratch = pipe::core::interrupt::ScratchGuard::new(old.clone());
     std::fs::rename(dir, &old).map_err(|e| out_err(dir, &e))?;
+    // What was moved aside is what gets removed: it must still be empty or
+    // a bundle (another process may have written to `dir` since it was checked).
+    let still_ours = std::fs::read_dir(&old).map(|mut d| d.next().is_none()).unwrap_or(false) || check_bundle_tree(&old).is_ok();
+    if !still_ours {
+        let _ = std::fs::rename(&old, dir);
+        return Err(out_err(dir, &"changed while the bundle was being written; nothing was removed"));
+    }
     if let Err(e) = std::fs::rename(tmp, dir) {
         // Another save got there first, or the disk refused: keep what was there.
         let _ = std::fs::rename(&old, dir);

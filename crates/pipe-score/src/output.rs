@@ -8,7 +8,8 @@
 //! input and shard count, written by whichever process comes first under the
 //! directory's lock. A process of another job is refused before it scores
 //! anything, and each shard is scored by one process at a time (it holds
-//! `_part-XXXXX-of-YYYYY.lock` while it works). A job that fails with nothing
+//! `_part-XXXXX-of-YYYYY.lock` while it works). The locks are on regular
+//! files (`_job.lock` stays), so they hold across machines on NFS. A job that fails with nothing
 //! committed and no other process at work gives the directory up again.
 
 use std::fs::File;
@@ -95,11 +96,16 @@ pub struct ShardLock {
     file: Option<File>,
 }
 
-/// The directory's own lock (flock on the directory), held while the job
-/// record or a shard's lock file is read, made or removed: a moment.
+const JOB_LOCK: &str = "_job.lock";
+
+/// The directory's lock, `_job.lock`, held while the job record or a
+/// shard's lock file is read, made or removed: a moment. A regular file,
+/// opened for writing and never removed, so that on NFS the lock reaches the
+/// server and holds across machines (a lock on a directory would not).
 fn lock_dir(dir: &Path) -> Result<File, ScoreError> {
-    let err = |e: std::io::Error| ScoreError::Output { path: dir.to_path_buf(), message: e.to_string() };
-    let handle = File::open(dir).map_err(err)?;
+    let path = dir.join(JOB_LOCK);
+    let err = |e: std::io::Error| ScoreError::Output { path: path.clone(), message: e.to_string() };
+    let handle = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(err)?;
     handle.lock().map_err(err)?;
     Ok(handle)
 }
@@ -143,12 +149,25 @@ impl ShardLock {
     /// at work in the directory, the job record goes too, so the directory
     /// is free for a corrected run.
     pub fn release(mut self, failed: bool) {
+        self.release_once(failed);
+    }
+
+    fn release_once(&mut self, failed: bool) {
+        let Some(file) = self.file.take() else { return };
         let Ok(_dir_lock) = lock_dir(&self.dir) else { return };
-        drop(self.file.take());
+        drop(file);
         let _ = std::fs::remove_file(&self.path);
         if failed && !holds_results(&self.dir) && remove_idle_shard_locks(&self.dir) {
             let _ = std::fs::remove_file(self.dir.join(JOB_FILE));
         }
+    }
+}
+
+/// A shard given up without [`ShardLock::release`] (a panic unwinding
+/// past it) was not completed.
+impl Drop for ShardLock {
+    fn drop(&mut self) {
+        self.release_once(true);
     }
 }
 

@@ -137,7 +137,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     // Another shard count into the same directory would mix two jobs: refused.
     let mixed = s.pipe(&["score", "tiny_raw.yaml", "--input", "in/records.parquet", "--output", "out/sharded", "--shard", "0/2"]);
     assert_eq!(mixed.code(), Some(1), "{}", mixed.stderr());
-    assert!(mixed.stderr().contains("parts of another job") && mixed.stderr().contains("a shard of 3"), "{}", mixed.stderr());
+    assert!(mixed.stderr().contains("belongs to another job") && mixed.stderr().contains("split in 3 shards"), "{}", mixed.stderr());
     // No temp file is left behind.
     assert!(std::fs::read_dir(s.path("out/sharded")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
 }
@@ -146,6 +146,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
 /// reads as done; the rerun scores it again, removes the dead process's temp
 /// file and writes what an uninterrupted run writes.
 #[test]
+#[ignore = "slow: 30,000 rows scored three times (CONTRIBUTING.md)"]
 fn a_shard_killed_mid_run_is_scored_again_and_matches_an_uninterrupted_run() {
     let s = trained();
     write_parquet(&s.path("in/records.parquet"), &records(200), 4096);
@@ -258,8 +259,10 @@ fn bad_inputs_are_named_with_their_file_and_row() {
     std::fs::write(s.path("in/broken.csv"), "Text,Id\n\"unterminated,1\n").unwrap();
     let err = score("in/broken.csv", &[]);
     assert!(err.contains("in/broken.csv"), "{err}");
-    // Nothing half-written is left in the output directory.
-    assert!(std::fs::read_dir(s.path("out/bad")).map(|d| d.count()).unwrap_or(0) == 0);
+    // Nothing half-written is left in the output directory: only its lock
+    // file, which is never removed.
+    let left: Vec<String> = std::fs::read_dir(s.path("out/bad")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["_job.lock"]);
 }
 
 #[test]
@@ -282,6 +285,7 @@ fn a_pipeline_from_the_notebook_artifacts_scores_texts_as_its_tokenizer_did() {
 }
 
 #[test]
+#[ignore = "slow: 100 MB of text scored twice (CONTRIBUTING.md)"]
 fn memory_is_bounded_by_the_batch_not_the_input() {
     let s = trained();
     // 24,000 records of about 4 KB each: 100 MB of text in memory, scored 1,000 at a time.

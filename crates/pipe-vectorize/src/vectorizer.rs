@@ -34,10 +34,12 @@ pub fn tokenize(text: &str) -> Vec<String> {
 /// The same tokens as `tokenize` then truncate: the text is tokenized in a
 /// growing window from the kept end, and the window's tokens are used only
 /// once it holds at least two more tokens than are kept, so the window's cut
-/// edge (possibly mid-token) lies past every kept token. (Lower-casing is
-/// per character except for Greek capital sigma, whose form depends on its
-/// neighbours; a sigma would have to touch the cut edge through two whole
-/// tokens to be read differently.)
+/// edge (possibly mid-token) lies past every kept token. One exception:
+/// lower-casing is per character except for Greek capital sigma, whose form
+/// (`σ` or final `ς`) depends on the nearest cased letter past any run of
+/// case-ignorable characters (`.`, `'`, `:` …); a kept `Σ` followed (or, when
+/// keeping the end, preceded) by such a run up to the cut can be read as the
+/// other form.
 pub fn tokenize_truncated(text: &str, keep: usize, side: Side) -> Vec<String> {
     // A token is at least one character of at most 4 bytes: a window of
     // 8 bytes per wanted token usually suffices at once.
@@ -183,12 +185,16 @@ impl Vectorizer {
     /// further until `max_len` known tokens are found.
     fn row_ids(&self, text: &str) -> Vec<i64> {
         let width = self.options.max_len;
+        // How far to read for known tokens: without a bound, a huge text of
+        // unknown words would be tokenized whole. Past it, the row keeps the
+        // known tokens found so far.
+        let most = width.saturating_mul(64).max(4096);
         let mut keep = width;
         loop {
             let tokens = tokenize_truncated(text, keep, self.options.truncating);
             let complete = tokens.len() < keep;
             let mut ids = self.ids_of(tokens);
-            if ids.len() >= width || complete || keep >= text.len() {
+            if ids.len() >= width || complete || keep >= most {
                 truncate(&mut ids, width, self.options.truncating);
                 return ids;
             }

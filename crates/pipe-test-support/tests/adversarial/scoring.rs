@@ -272,7 +272,8 @@ fn one_output_directory_holds_one_jobs_rows_each_once() {
         if out.complete_shards == count {
             assert_eq!(out.ids.len(), all.len(), "round {round}: a complete job has every row");
         }
-        assert!(names(&s.path(&output)).iter().all(|n| !n.ends_with(".lock") && !n.starts_with('.')), "{:?}", names(&s.path(&output)));
+        let left = names(&s.path(&output));
+        assert!(left.iter().all(|n| n == "_job.lock" || !n.ends_with(".lock") && !n.starts_with('.')), "shard locks go with their shards: {left:?}");
     }
 }
 
@@ -304,7 +305,7 @@ fn a_job_that_fails_with_nothing_committed_gives_the_directory_up() {
     let s = scratch(1);
     let run = s.pipe_limited(&score("bundle", "in/records.parquet", "out", &["--text-column", "Id"]), LIMIT);
     assert_fails(&run, 1, &["column `Id` holds i64, not text"]);
-    assert_eq!(names(&s.path("out")), BTreeSet::new());
+    assert_eq!(names(&s.path("out")), BTreeSet::from(["_job.lock".to_string()]), "only the lock file, which is never removed");
     assert_ok(&s.pipe_limited(&score("bundle2", "in/records.parquet", "out", &[]), LIMIT));
     assert_eq!(read_output(&s.path("out")).ids.len(), 150);
 }
@@ -533,7 +534,11 @@ fn small_mistakes_are_named_with_the_right_exit_code() {
     // A panic inside the reader keeps its message.
     let run = s.pipe_limited_env(&score("bundle", "in/records.parquet", "out/panic", &[]), &[("PIPE_FAULT", "panic:score-read-batch")], LIMIT);
     assert_fails(&run, 1, &["a panic here on purpose"]);
-    assert!(names(&s.path("out/panic")).is_empty(), "{:?}", names(&s.path("out/panic")));
+    assert_eq!(names(&s.path("out/panic")), BTreeSet::from(["_job.lock".to_string()]));
+    // A bare glob names files in the working directory.
+    std::fs::copy(s.path("in/records.parquet"), s.path("here.parquet")).unwrap();
+    assert_ok(&s.pipe_limited(&score("bundle", "*.parquet", "out/bare-glob", &[]), LIMIT));
+    assert_eq!(read_output(&s.path("out/bare-glob")).ids.len(), 150);
 }
 
 #[test]
