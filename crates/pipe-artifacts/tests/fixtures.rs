@@ -103,6 +103,7 @@ fn empty_files_are_reported() {
 
 /// Cutting a file at every length must give an error, never a panic or a wrong value.
 #[test]
+#[ignore = "slow: every prefix of seven files (CONTRIBUTING.md)"]
 fn truncation_anywhere_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["le_unicode_p4_z0.pkl", "le_object_p5_z0.pkl", "le_object_p2_z0.pkl", "vocab_p4.pkl", "le_int_p4_z3.pkl"] {

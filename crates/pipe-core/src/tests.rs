@@ -10,7 +10,10 @@ use serde_json::json;
 use crate::*;
 
 thread_local! {
-    /// Names of the stages that ran, in order.
+    /// Names of the stages that ran, in order, in this test alone: libtest
+    /// runs each test on a thread of its own and the runner runs stages on
+    /// the calling thread, so a test never sees the stages of the tests
+    /// running beside it (as it would in a process-wide list).
     static RAN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -61,6 +61,7 @@ mod tests {
 
     #[test]
     fn each_item_runs_once_on_torchs_threads() {
+        let _torch = crate::runtime::torch_global_lock();
         tch::set_num_threads(2);
         let seen = Mutex::new(Vec::new());
         for_each((0..2).collect(), |i: usize| seen.lock().unwrap().push((i, std::thread::current().id())));

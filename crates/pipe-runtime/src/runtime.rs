@@ -1,6 +1,7 @@
-//! Torch runtime settings: device names, thread count, denormal flushing.
+//! Torch runtime settings: device names, thread count, denormal flushing;
+//! the lock tests hold around torch's process-wide state.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tch::Device;
 
@@ -70,6 +71,20 @@ pub fn thread_decision() -> Option<&'static ThreadDecision> {
 }
 
 static THREADS: OnceLock<ThreadDecision> = OnceLock::new();
+
+/// Serialises the users of torch's state that is one per process: its
+/// default random generator (`tch::manual_seed`, and every draw: a model's
+/// initialisation, dropout in training, `Tensor::rand*`) and its intra-op
+/// thread count (`tch::set_num_threads`). A process that runs one pipeline
+/// needs no lock; tests do, because cargo runs a binary's tests on parallel
+/// threads, and a draw made between another test's `manual_seed` and its
+/// own draws changes what that test sees. A test that seeds, draws or sets
+/// the thread count holds this guard for as long as it relies on them.
+/// Library code never takes it (a test holding it calls into the library).
+pub fn torch_global_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Flushes denormal floats to zero (the FTZ and DAZ bits of x86-64's MXCSR),
 /// which keeps late epochs from slowing down as small gradients underflow.

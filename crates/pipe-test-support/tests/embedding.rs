@@ -34,6 +34,8 @@ fn run_in(dir: &Path, events: &RecordingSink) -> pipe::RunReport {
 
 #[test]
 fn library_api_reports_metrics_and_events_and_classifies_new_texts() {
+    // The run in this process seeds and draws from torch's generator.
+    let _torch = pipe::runtime::runtime::torch_global_lock();
     let s = raw_scratch();
     let events = RecordingSink::default();
     let report = run_in(s.dir.path(), &events);
@@ -121,10 +123,8 @@ fn from_raw_exports_the_notebook_files_and_the_etl_example_scores_new_records() 
         .map(|(i, r)| serde_json::json!({ "Id": 5000 + i, "Text": r["Text"], "Source": format!("feed-{}", i % 3) }))
         .collect();
     s.write("incoming.json", &serde_json::to_string(&incoming).unwrap());
-    let out = std::process::Command::new(example_bin())
+    let out = pipe_test_support::isolated(std::process::Command::new(example_bin()).current_dir(s.dir.path()))
         .args(["--pipeline", "tiny_raw.yaml", "--records", "incoming.json", "--out", "out/etl/scored.parquet"])
-        .current_dir(s.dir.path())
-        .env("PIPE_THREADS", "1")
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
