@@ -111,6 +111,7 @@ fn outcomes(stdout: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 }
 
 #[test]
+#[ignore = "slow: a run killed at eight points, twice each (CONTRIBUTING.md)"]
 fn a_run_killed_or_interrupted_anywhere_resumes_to_the_same_submission() {
     let reference = Scratch::tiny().lab();
     reference.pipe(RUN).ok();

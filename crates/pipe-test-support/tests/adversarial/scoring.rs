@@ -232,6 +232,7 @@ fn a_file_reached_twice_is_read_once_and_links_do_not_loop() {
 /// are refused before they score anything, and duplicates of a running shard
 /// are refused too. Repeated, since the order differs each time.
 #[test]
+#[ignore = "slow: six processes, three rounds (CONTRIBUTING.md)"]
 fn one_output_directory_holds_one_jobs_rows_each_once() {
     let s = scratch(30);
     let all: BTreeSet<i64> = records(30).column("Id").unwrap().i64().unwrap().into_no_null_iter().collect();
@@ -477,6 +478,7 @@ fn python(dir: &Path, script: &str) {
 /// hundred bytes that decodes to 20 GB of text. Read as text (no Arrow
 /// schema) and as a categorical column (with one).
 #[test]
+#[ignore = "slow: 20,000 rows of a 1 MB text, twice (CONTRIBUTING.md)"]
 fn rows_sharing_one_large_dictionary_string_score_in_bounded_time_and_memory() {
     let s = scratch(1);
     python(
@@ -585,6 +587,7 @@ fn ctrl_c_leaves_no_temp_file_and_no_manifest() {
 }
 
 #[test]
+#[ignore = "slow: 30,000 rows in batches of 10 (CONTRIBUTING.md)"]
 fn an_input_changed_while_it_is_scored_is_not_committed() {
     let s = scratch(1);
     write_csv(&s.path("in/big.csv"), &records(200));
