@@ -8,7 +8,7 @@ cp ../crates/pipe-artifacts/tests/fixtures/*.npy ../crates/pipe-artifacts/tests/
 # `records`: small valid Parquet, CSV and JSON-lines files (the first byte
 # picks the format), written by pandas/pyarrow from the project's venv.
 mkdir -p corpus/records
-"$(../scripts/ensure-venv.sh)/bin/python" - <<'PY'
+"$(../scripts/setup/ensure-venv.sh)/bin/python" - <<'PY'
 import io, json
 import pandas as pd
 frame = pd.DataFrame({"Id": [1, 2, 3], "Text": ["a small songbird", "an oak, a tree", None]})

@@ -1,4 +1,4 @@
-//! Every fixture written by `scripts/make_fixtures.py` (real numpy, joblib,
+//! Every fixture written by `scripts/fixtures/make_fixtures.py` (real numpy, joblib,
 //! scikit-learn) loads to exactly what Python saw; every bad input gets an
 //! error naming the file and the problem.
 

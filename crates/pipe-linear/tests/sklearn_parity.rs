@@ -1,7 +1,7 @@
 //! Parity with scikit-learn on real data: the first rows of `data/wordnet`,
 //! against `TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)` +
 //! `LinearSVC(class_weight="balanced")`, and `ComplementNB(alpha=0.3)` on the
-//! same features, as `scripts/make_linear_fixture.py` ran them in the
+//! same features, as `scripts/fixtures/make_linear_fixture.py` ran them in the
 //! project's venv.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! The notebook's PyTorch model and pipe's agree: a state_dict saved by
 //! PyTorch loads into pipe's model, and the logits match within 1e-5.
-//! Fixtures from scripts/make_parity_fixtures.py.
+//! Fixtures from scripts/fixtures/make_parity_fixtures.py.
 
 use std::path::Path;
 

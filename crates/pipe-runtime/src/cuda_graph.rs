@@ -4,7 +4,7 @@
 //! A small model's training step on a GPU is bound by the host's cost of
 //! launching some hundred kernels one op at a time, not by the kernels: the
 //! notebook's step measured 2.5 ms eager and 0.46 ms as a replayed graph on
-//! an H200 (`scripts/gpu_step_profile.py`). tch does not bind CUDA graphs, so
+//! an H200 (`scripts/bench/gpu_step_profile.py`). tch does not bind CUDA graphs, so
 //! this drives libtorch's own `at::cuda::CUDAGraph` (what
 //! `torch.cuda.CUDAGraph` wraps) through a small C++ shim.
 //!

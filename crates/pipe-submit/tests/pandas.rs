@@ -1,5 +1,5 @@
 //! The submission CSV is byte for byte what pandas' to_csv(index=True) writes,
-//! for awkward values too. Fixtures from scripts/make_parity_fixtures.py.
+//! for awkward values too. Fixtures from scripts/fixtures/make_parity_fixtures.py.
 
 use std::path::Path;
 

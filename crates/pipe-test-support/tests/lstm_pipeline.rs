@@ -1,5 +1,5 @@
 //! The real stages end to end, through the `pipe` binary, on a tiny copy of
-//! the notebook's artifacts (tests/data/tiny, made by scripts/make_artifacts.py).
+//! the notebook's artifacts (tests/data/tiny, made by scripts/fixtures/make_artifacts.py).
 
 use std::path::Path;
 
@@ -110,7 +110,7 @@ fn pytorch_loads_the_checkpoint_and_agrees() {
     let predictions = json(&Path::new(&dir("predict", "predictions")).join("table.json"));
     let ours: Vec<i64> = predictions["columns"][0]["values"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let out = std::process::Command::new(Path::new(&venv).join("bin/python"))
-        .arg(repo_root().join("scripts/check_state_dict.py"))
+        .arg(repo_root().join("scripts/fixtures/check_state_dict.py"))
         .arg(s.path(&checkpoint))
         .arg(s.path("data/X_test_seq.npy"))
         .env("OMP_NUM_THREADS", "1")
@@ -201,7 +201,7 @@ fn flushing_denormals_leaves_results_unchanged() {
 }
 
 /// With `--json` the predict stage reports its pass (no model loading, no
-/// output writing) as a metrics event: what `scripts/bench.py` compares with
+/// output writing) as a metrics event: what `scripts/bench/bench.py` compares with
 /// the notebook's own prediction timing.
 #[test]
 fn predict_reports_its_pass_as_a_metric() {

@@ -18,7 +18,7 @@ fn outputs(stage: &Vectorize) -> pipe_core::Artifacts {
     stage.vectorize(None).expect("vectorize")
 }
 
-/// `data/wordnet` was written by scripts/make_artifacts.py (numpy, joblib,
+/// `data/wordnet` was written by scripts/fixtures/make_artifacts.py (numpy, joblib,
 /// scikit-learn) from the first 30,000 / 7,500 records of `data/corpus`:
 /// the stage must produce exactly the same artifacts from the same records.
 #[test]

@@ -469,8 +469,11 @@ fn a_long_text_under_the_limit_costs_only_the_tokens_kept() {
 
 /// Runs `script` with the venv's python (pyarrow), in `dir`.
 fn python(dir: &Path, script: &str) {
-    let out =
-        std::process::Command::new("python").args(["-c", script]).current_dir(dir).output().expect("python with pyarrow (scripts/ensure-venv.sh)");
+    let out = std::process::Command::new("python")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .expect("python with pyarrow (scripts/setup/ensure-venv.sh)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -3,7 +3,7 @@
 # the numpy/joblib/scikit-learn/pandas used by the data, fixture and reference
 # scripts. It lives outside the clone, keyed by the torch version, so every
 # clone (and CI on the same machine) reuses it instead of downloading 5 GB
-# again; when scripts/requirements.txt changes, only what is new is installed.
+# again; when scripts/setup/requirements.txt changes, only what is new is installed.
 # Prints the venv path on stdout.
 set -euo pipefail
 TORCH_VERSION=2.11.0
@@ -20,7 +20,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
 fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  echo "pipe: installing scripts/requirements.txt into $VENV" >&2
+  echo "pipe: installing scripts/setup/requirements.txt into $VENV" >&2
   "$VENV/bin/python" -m pip install -q -r "$REQUIREMENTS" >&2
   "$VENV/bin/python" -c "import torch; assert torch.__version__.split('+')[0] == '$TORCH_VERSION', torch.__version__" >&2
   echo "$WANT" > "$STAMP"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Creates (once) a small venv with fastText for scripts/baselines.py's
+# Creates (once) a small venv with fastText for scripts/bench/baselines.py's
 # `fasttext` baseline: fastText's wheel needs numpy < 2, which the torch venv
 # cannot hold. Prints the venv's python on stdout.
-#   $(scripts/ensure-baseline-venv.sh) scripts/baselines.py CORPUS --only fasttext
+#   $(scripts/setup/ensure-baseline-venv.sh) scripts/bench/baselines.py CORPUS --only fasttext
 set -euo pipefail
 VENV="${PIPE_BASELINE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe/venv-baselines}"
 if ! "$VENV/bin/python" -c "import fasttext" 2>/dev/null; then

@@ -15,7 +15,7 @@ Shapes:
   notebook  notebook.yaml and the notebook: 128 -> 64, batches of 32 rows at
             the full padded width, float32
 
-    python scripts/lstm_floor.py data/wordnet --shape lstm --epochs 2 --report r.json
+    python scripts/bench/lstm_floor.py data/wordnet --shape lstm --epochs 2 --report r.json
 """
 import argparse, json, os, sys, tempfile, time
 

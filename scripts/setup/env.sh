@@ -1,7 +1,7 @@
 # Sourced by the other scripts: makes sure the pinned torch venv exists and
 # points the build at it (tch's build script finds libtorch through python).
-PIPE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PIPE_VENV="$("$PIPE_ROOT/scripts/ensure-venv.sh")"
+PIPE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PIPE_VENV="$("$PIPE_ROOT/scripts/setup/ensure-venv.sh")"
 export PIPE_VENV
 export LIBTORCH_USE_PYTORCH=1
 export PATH="$PIPE_VENV/bin:$PATH"

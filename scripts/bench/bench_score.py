@@ -23,10 +23,10 @@ Contenders, each its own process, all scoring every row with the same weights:
 For each: wall seconds, rows/s and peak RSS (the largest of a contender's
 processes; not measured for Spark, whose JVM and Python workers the
 driver does not wait for).
-Spark needs Java (scripts/ensure-java.sh). Records the CPU as scripts/bench.py does.
+Spark needs Java (scripts/setup/ensure-java.sh). Records the CPU as scripts/bench/bench.py does.
 
-    source scripts/env.sh
-    python scripts/bench_score.py [--rows 1000000] [--files 4] [--batch-rows 10000]
+    source scripts/setup/env.sh
+    python scripts/bench/bench_score.py [--rows 1000000] [--files 4] [--batch-rows 10000]
                                   [--epochs 1] [--contenders pytorch,score-1,score-2,python,spark-pipe,spark-pytorch]
                                   [--pipe target/release/pipe] [--json out.json]
 """
@@ -199,7 +199,7 @@ def main():
         results = {}
         for name in contenders:
             if name == "pytorch":
-                cmd = [sys.executable, "-c", PYTORCH, bundle, os.path.join(ROOT, "data", "wordnet"), str(a.batch_rows), os.path.join(ROOT, "scripts"), records]
+                cmd = [sys.executable, "-c", PYTORCH, bundle, os.path.join(ROOT, "data", "wordnet"), str(a.batch_rows), os.path.join(ROOT, "scripts", "fixtures"), records]
                 wall, rss = timed([cmd], env)
             elif name == "score-1":
                 wall, rss = timed([score(os.path.join(work, "one"), "0/1")], env)
@@ -209,7 +209,7 @@ def main():
             elif name in ("spark-pipe", "spark-pytorch"):
                 which = name.split("-")[1]
                 cmd = [sys.executable, "-c", SPARK, which, bundle, os.path.join(ROOT, "data", "wordnet"), records,
-                       os.path.join(ROOT, "examples"), os.path.join(ROOT, "scripts"), os.path.join(work, name)]
+                       os.path.join(ROOT, "examples"), os.path.join(ROOT, "scripts", "fixtures"), os.path.join(work, name)]
                 wall, _ = timed([cmd], env)
                 rss = None  # the JVM and its Python workers are not the driver's waited children
             elif name == "python":

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The baselines a user would try first (issue 7's table), on the raw corpus:
 TF-IDF (1-2-grams) + LinearSVC with balanced class weights, and fastText
-supervised with word bigrams for 25 epochs. Same records as make_artifacts.py
-(the first N train / test records; test records with a class unknown to
-training left out), the same tokens (lowercase, \\w+|[^\\w\\s]).
+supervised with word bigrams for 25 epochs. Same records as
+scripts/fixtures/make_artifacts.py (the first N train / test records; test
+records with a class unknown to training left out), the same tokens
+(lowercase, \\w+|[^\\w\\s]).
 
-  python scripts/baselines.py data/corpus [--train 30000] [--test 7500] [--only tfidf,fasttext]
+  python scripts/bench/baselines.py data/corpus [--train 30000] [--test 7500] [--only tfidf,fasttext]
                               [--fasttext-lr 0.1] [--json out.json]
-  python scripts/baselines.py data/wordnet --from-artifacts [...]
+  python scripts/bench/baselines.py data/wordnet --from-artifacts [...]
 
 With --from-artifacts the folder holds the notebook's artifacts (and
 test_labels.json) instead of a corpus: the baselines then see what pipe sees,

@@ -8,7 +8,10 @@ directory, and a JSON report.
                           [--out submission.csv] [--report report.json]
                           [--flush-denormal] [--device cpu|cuda]
 """
-import argparse, json, os, resource, time
+import argparse, json, os, resource, sys, time
+
+# The notebook's class (notebook_model.py) is shared with the fixture scripts in scripts/fixtures/.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures"))
 
 ap = argparse.ArgumentParser()
 ap.add_argument("data")

@@ -4,8 +4,8 @@ in one invocation, alternating the contenders round by round (absolute times on
 these machines drift by up to 2x; only ratios measured side by side count).
 
 Contenders:
-  notebook  scripts/notebook_reference.py (the notebook as a script, pinned torch)
-  peer      scripts/peer_lstm.py (a tuned PyTorch LSTM-64: last valid token,
+  notebook  scripts/bench/notebook_reference.py (the notebook as a script, pinned torch)
+  peer      scripts/bench/peer_lstm.py (a tuned PyTorch LSTM-64: last valid token,
             trimming, bucketing, fused Adam; the notebook's batch 32)
   peer-b128 the same at batch 128, lr 4e-3 (lstm.yaml's batch size)
   pipe-nb   pipe run pipelines/notebook.yaml (the same semantics)
@@ -14,7 +14,7 @@ Contenders:
             bag-of-words term costs)
   pipe-nb-eager  notebook.yaml with train.cuda_graphs=false (on a GPU: what
             recording the step as a CUDA graph gains; the same as pipe-nb on a CPU)
-  floor-lstm     scripts/lstm_floor.py --shape lstm: torch's LSTM kernel alone,
+  floor-lstm     scripts/bench/lstm_floor.py --shape lstm: torch's LSTM kernel alone,
             forward and backward, over an epoch of lstm.yaml's batches (CPU)
   floor-nb  the same at notebook.yaml's shapes: no pipeline keeping these
             models trains an epoch faster than its floor
@@ -27,8 +27,8 @@ whole predict stage (building the model from its checkpoint, the pass,
 writing the predictions to the cache) and over the pass alone, which is what
 the notebook's own timing covers (forward, argmax, label names).
 
-    source scripts/env.sh
-    python scripts/bench.py [--data data/wordnet] [--rounds 1] [--seeds 42]
+    source scripts/setup/env.sh
+    python scripts/bench/bench.py [--data data/wordnet] [--rounds 1] [--seeds 42]
                             [--epochs 15] [--device cpu] [--contenders notebook,peer,pipe-nb,pipe-lstm]
                             [--isa AVX2] [--pipe target/release/pipe] [--json out.json]
 
@@ -42,7 +42,7 @@ own kernels and MKL's.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run(cmd, env=None, cwd=ROOT):
@@ -76,7 +76,7 @@ def machine():
             "cpu_class": "AVX-512 BF16" if native_bf16 else ("AVX2" if isa["avx2"] else "other")}
 
 
-def notebook(a, seed, work, script="scripts/notebook_reference.py", extra=()):
+def notebook(a, seed, work, script="scripts/bench/notebook_reference.py", extra=()):
     report = os.path.join(work, "nb.json")
     cmd = [a.python, script, *extra, a.data, "--epochs", str(a.epochs), "--seed", str(seed),
            "--device", a.device, "--out", os.path.join(work, "nb.csv"), "--report", report]
@@ -101,7 +101,7 @@ def floor(a, shape, work):
     if a.device != "cpu":
         sys.exit("floor-nb and floor-lstm measure the CPU's LSTM kernel: run them with --device cpu")
     report = os.path.join(work, "floor.json")
-    cmd = [a.python, "scripts/lstm_floor.py", a.data, "--shape", shape, "--epochs", "2", "--report", report]
+    cmd = [a.python, "scripts/bench/lstm_floor.py", a.data, "--shape", shape, "--epochs", "2", "--report", report]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     wall, rss, _ = run(cmd)
@@ -184,9 +184,9 @@ def main():
                     if c == "notebook":
                         r = notebook(a, seed, work)
                     elif c == "peer":
-                        r = notebook(a, seed, work, "scripts/peer_lstm.py")
+                        r = notebook(a, seed, work, "scripts/bench/peer_lstm.py")
                     elif c == "peer-b128":
-                        r = notebook(a, seed, work, "scripts/peer_lstm.py", ["--batch-size", "128", "--lr", "4e-3"])
+                        r = notebook(a, seed, work, "scripts/bench/peer_lstm.py", ["--batch-size", "128", "--lr", "4e-3"])
                     elif c == "pipe-nb":
                         r = pipe(a, "pipelines/notebook.yaml", seed, work, True)
                     elif c == "pipe-nb-eager":
