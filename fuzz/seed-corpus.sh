@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/pickle corpus/npy
-cp ../crates/pipe-artifacts/tests/fixtures/*.pkl ../crates/pipe-artifacts/tests/fixtures/bad/*.pkl corpus/pickle/
-cp ../crates/pipe-artifacts/tests/fixtures/*.npy ../crates/pipe-artifacts/tests/fixtures/bad/*.npy corpus/npy/
+cp ../crates/pipe-notebook/tests/fixtures/*.pkl ../crates/pipe-notebook/tests/fixtures/bad/*.pkl corpus/pickle/
+cp ../crates/pipe-notebook/tests/fixtures/*.npy ../crates/pipe-notebook/tests/fixtures/bad/*.npy corpus/npy/
 # `records`: small valid Parquet, CSV and JSON-lines files (the first byte
 # picks the format), written by pandas/pyarrow from the project's venv.
 mkdir -p corpus/records

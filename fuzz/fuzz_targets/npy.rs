@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use pipe_artifacts::npy;
+use pipe_notebook::npy;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(array) = npy::parse(Path::new("fuzz.npy"), data) {

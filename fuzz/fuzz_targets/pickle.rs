@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use pipe_artifacts::{joblib, sklearn};
+use pipe_notebook::{joblib, sklearn};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = joblib::load_bytes(Path::new("fuzz.pkl"), data) {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use pipe_artifacts::{joblib, sklearn};
+use pipe_notebook::{joblib, sklearn};
 
 /// Globals worth naming: the allow-list, look-alikes, and a refused one.
 const GLOBALS: &[(&str, &str)] = &[

@@ -251,7 +251,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<pipe::core::CacheError>().is_some() {
             return 3;
         }
-        if cause.downcast_ref::<pipe_score::ScoreError>().is_some() {
+        if cause.downcast_ref::<pipe_score::ScoreJobError>().is_some() {
             return 1;
         }
         if let Some(run) = cause.downcast_ref::<RunError>() {

@@ -110,6 +110,26 @@ impl Artifacts {
         self
     }
 
+    /// Stores `value` as the output `port` declares (see [`crate::PortOf`]).
+    pub fn put<T: Artifact + LoadArtifact>(&mut self, port: &crate::PortOf<T>, value: T) -> &mut Self {
+        self.insert(port.name, value)
+    }
+
+    /// The input `port` declares, of the type it declares.
+    pub fn read<T: Artifact + LoadArtifact>(&self, port: &crate::PortOf<T>) -> Result<&T, crate::StageError> {
+        self.get(port.name)
+    }
+
+    /// An optional input (`PortOf::optional`): `None` when left unwired.
+    pub fn read_optional<T: Artifact + LoadArtifact>(&self, port: &crate::PortOf<T>) -> Result<Option<&T>, crate::StageError> {
+        self.get_opt(port.name)
+    }
+
+    /// The input an [`AnyPort`](crate::AnyPort) declares, whatever its type.
+    pub fn read_any(&self, port: &crate::AnyPort) -> Result<&Rc<dyn Artifact>, crate::StageError> {
+        self.get_rc(port.name).ok_or_else(|| crate::StageError::MissingInput(port.name.to_string()))
+    }
+
     pub fn insert_rc(&mut self, name: impl Into<String>, value: Rc<dyn Artifact>) -> &mut Self {
         self.map.insert(name.into(), value);
         self

@@ -37,9 +37,13 @@ pub use cache::{Cache, CacheError, CorruptEntry, Lookup};
 pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
 pub use key::{StageKey, StaleReason};
 pub use pipe_macros::stage;
-pub use pipeline::{did_you_mean, DagFormat, Location, Override, OverrideError, Pipeline, PipelineError, PipelineStage, UnknownStage, DEFAULT_SEED};
-pub use runner::{error_chain, run, status, Freshness, RunError, RunOptions, RunReport, StageOutcome, StageReport};
-pub use stage::{default_config, registered_stages, InvalidSetting, Port, Stage, StageContext, StageError, StageInfo, ANY_TYPE};
+pub use pipeline::{
+    did_you_mean, DagFormat, Location, Override, OverrideError, Pipeline, PipelineError, PipelineProblem, PipelineStage, UnknownStage, DEFAULT_SEED,
+};
+pub use runner::{error_chain, run, status, Freshness, OutputProblem, RunError, RunOptions, RunReport, StageOutcome, StageReport};
+pub use stage::{
+    default_config, registered_stages, AnyPort, InvalidSetting, Port, PortOf, Stage, StageContext, StageError, StageInfo, StageOutput, ANY_TYPE,
+};
 
 /// This build of `pipe`: the package version and a hash of the workspace's
 /// sources and lock file (computed by `build.rs`). Part of every cache key.

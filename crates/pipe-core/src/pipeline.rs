@@ -23,7 +23,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::key::canonical_json;
-use crate::stage::{registered_stages, Port, Stage};
+use crate::stage::{registered_stages, InvalidSetting, Port, Stage};
 
 /// A position in the pipeline file (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,10 +44,64 @@ pub enum PipelineError {
     #[error("{path}: cannot read the pipeline: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     /// A problem at a known place in the file.
-    #[error("{file}{}: {message}", .at.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
-    Invalid { file: String, at: Option<Location>, message: String },
+    #[error("{file}{}: {problem}", .at.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
+    Invalid { file: String, at: Option<Location>, problem: Box<PipelineProblem> },
     #[error("{file}: {source}")]
     Override { file: String, source: OverrideError },
+}
+
+/// What is wrong in a pipeline file, one variant per check, so a caller
+/// (an editor plugin, a test) can tell them apart without reading text.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineProblem {
+    /// Not YAML, or not the pipeline schema.
+    #[error("{0}")]
+    Syntax(String),
+    #[error("the pipeline has no stages")]
+    NoStages,
+    #[error("stage name `{0}` must be non-empty and contain no `.`")]
+    BadStageName(String),
+    #[error("stage `{stage}` has no `kind:`; known kinds: {}", .known.join(", "))]
+    NoKind { stage: String, known: Vec<&'static str> },
+    #[error("stage `{stage}`: `kind` must be a string")]
+    KindNotString { stage: String },
+    #[error("stage `{stage}`: unknown stage kind `{kind}`{hint}; known kinds: {}", .known.join(", "))]
+    UnknownKind { stage: String, kind: String, hint: String, known: Vec<&'static str> },
+    /// A field the kind does not have, or a value of the wrong shape.
+    #[error("stage `{stage}` ({kind}){at_path}: {message}{hint}")]
+    BadConfig { stage: String, kind: String, at_path: String, message: String, hint: String },
+    /// A setting the stage's `validate` refuses.
+    #[error("stage `{stage}` ({kind}): {setting}")]
+    BadSetting { stage: String, kind: String, setting: InvalidSetting },
+    /// The config does not serialize back (a stage's own serde bug).
+    #[error("{0}")]
+    Unserializable(String),
+    #[error("stage `{stage}`: `inputs` must map input names to `stage.output`")]
+    InputsNotMap { stage: String },
+    #[error("stage `{stage}`: input `{port}` must be a string `stage.output`")]
+    InputNotString { stage: String, port: String },
+    #[error("stage `{stage}`: input `{port}` = `{target}` is not of the form `stage.output`")]
+    InputNotReference { stage: String, port: String, target: String },
+    #[error("stage `{stage}` ({kind}) has no input `{port}`{hint}; its inputs: {inputs}")]
+    UnknownInput { stage: String, kind: String, port: String, hint: String, inputs: String },
+    #[error("stage `{stage}` ({kind}): required input `{port}` ({type_name}) is not wired; add `inputs: {{ {port}: STAGE.OUTPUT }}`")]
+    UnwiredInput { stage: String, kind: String, port: String, type_name: &'static str },
+    #[error("stage `{stage}`: input `{port}` refers to stage `{upstream}`, which does not exist{hint}")]
+    UnknownUpstream { stage: String, port: String, upstream: String, hint: String },
+    #[error("stage `{stage}`: input `{port}` refers to `{upstream}.{output}`, but `{upstream}` ({upstream_kind}) has no output `{output}`{hint}; its outputs: {outputs}")]
+    UnknownOutput { stage: String, port: String, upstream: String, upstream_kind: String, output: String, hint: String, outputs: String },
+    #[error("stage `{stage}`: input `{port}` takes `{takes}`, but `{upstream}.{output}` is `{is}`")]
+    TypeMismatch { stage: String, port: String, takes: &'static str, upstream: String, output: String, is: &'static str },
+    #[error("the stages form a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+/// A problem and where in the file it is (boxed: the problems carry the
+/// names a message needs, and an error path should stay small).
+type Located = Box<(Option<Location>, PipelineProblem)>;
+
+fn located(at: Option<Location>, problem: PipelineProblem) -> Located {
+    Box::new((at, problem))
 }
 
 /// One `--set stage.field[.sub]=value` override, applied before validation so
@@ -108,6 +162,9 @@ type RawStage = IndexMap<String, Spanned<Value>>;
 /// An input port's wiring as written: upstream stage, its output, where.
 type Wire = (String, String, Option<Location>);
 
+/// A stage's inputs resolved: input port → (upstream stage index, its output port).
+type ResolvedInputs = BTreeMap<String, (usize, String)>;
+
 /// The pipeline file as written, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,7 +182,11 @@ pub struct PipelineSpec {
 
 impl PipelineSpec {
     pub fn from_yaml(file: &str, text: &str) -> Result<PipelineSpec, PipelineError> {
-        serde_saphyr::from_str(text).map_err(|e| PipelineError::Invalid { file: file.to_string(), at: None, message: e.to_string() })
+        serde_saphyr::from_str(text).map_err(|e| PipelineError::Invalid {
+            file: file.to_string(),
+            at: None,
+            problem: Box::new(PipelineProblem::Syntax(e.to_string())),
+        })
     }
 
     pub fn stage_names(&self) -> impl Iterator<Item = &String> {
@@ -183,128 +244,29 @@ impl Pipeline {
         Self::from_spec(source, spec, overrides)
     }
 
+    /// Validates a parsed pipeline file, as a list of steps: apply the
+    /// overrides; parse each stage (its kind and config, validated) and
+    /// wire its inputs (each names a port it has, every required one is
+    /// wired); resolve each wire to an upstream output of the type the input
+    /// takes; order the stages.
     pub fn from_spec(source: &str, mut spec: PipelineSpec, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
-        let err = |at: Option<Location>, message: String| PipelineError::Invalid { file: source.to_string(), at, message };
+        let invalid = |located: Located| {
+            let (at, problem) = *located;
+            PipelineError::Invalid { file: source.to_string(), at, problem: Box::new(problem) }
+        };
         if spec.stages.is_empty() {
-            return Err(err(None, "the pipeline has no stages".into()));
+            return Err(invalid(located(None, PipelineProblem::NoStages)));
         }
         apply_overrides(&mut spec, overrides).map_err(|e| PipelineError::Override { file: source.to_string(), source: e })?;
-
-        let names: Vec<String> = spec.stages.keys().cloned().collect();
-        let mut parsed: Vec<PipelineStage> = Vec::new();
-        let mut wiring: Vec<BTreeMap<String, Wire>> = Vec::new();
+        let mut parsed = Vec::new();
+        let mut wiring = Vec::new();
         for (name, raw) in &spec.stages {
-            if name.contains('.') || name.is_empty() {
-                return Err(err(stage_location(raw), format!("stage name `{name}` must be non-empty and contain no `.`")));
-            }
-            let (stage, kind, location) = deserialize_stage(source, name, raw)?;
-            stage.validate().map_err(|m| err(location, format!("stage `{name}` ({kind}): {m}")))?;
-            let config = canonical_json(&serde_json::to_value(&stage).map_err(|e| err(location, e.to_string()))?);
-            let mut wires = BTreeMap::new();
-            if let Some(inputs) = raw.get("inputs") {
-                let at = Location::from_saphyr(&inputs.referenced);
-                let Value::Object(map) = &inputs.value else {
-                    return Err(err(at, format!("stage `{name}`: `inputs` must map input names to `stage.output`")));
-                };
-                for (port, target) in map {
-                    let Some(target) = target.as_str() else {
-                        return Err(err(at, format!("stage `{name}`: input `{port}` must be a string `stage.output`")));
-                    };
-                    let Some((up, out)) = target.split_once('.') else {
-                        return Err(err(at, format!("stage `{name}`: input `{port}` = `{target}` is not of the form `stage.output`")));
-                    };
-                    wires.insert(port.clone(), (up.to_string(), out.to_string(), at));
-                }
-            }
-            let ports = stage.inputs();
-            for (port, (_, _, at)) in &wires {
-                if !ports.iter().any(|p| p.name == port.as_str()) {
-                    return Err(err(
-                        *at,
-                        format!(
-                            "stage `{name}` ({kind}) has no input `{port}`{}; its inputs: {}",
-                            did_you_mean(port, ports.iter().map(|p| p.name.as_ref())),
-                            port_list(&ports)
-                        ),
-                    ));
-                }
-            }
-            for p in &ports {
-                if p.required && !wires.contains_key(p.name.as_ref()) {
-                    return Err(err(
-                        location,
-                        format!(
-                            "stage `{name}` ({kind}): required input `{}` ({}) is not wired; add `inputs: {{ {}: STAGE.OUTPUT }}`",
-                            p.name, p.type_name, p.name
-                        ),
-                    ));
-                }
-            }
-            parsed.push(PipelineStage { name: name.clone(), kind, stage, config, inputs: BTreeMap::new(), location });
-            wiring.push(wires);
+            let stage = parse_stage(name, raw).map_err(invalid)?;
+            wiring.push(wire_inputs(&stage, raw).map_err(invalid)?);
+            parsed.push(stage);
         }
-
-        // Resolve wiring against the other stages' outputs and check types.
-        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-        let mut resolved: Vec<BTreeMap<String, (usize, String)>> = Vec::new();
-        for (i, wires) in wiring.iter().enumerate() {
-            let me = &parsed[i];
-            let in_ports = me.stage.inputs();
-            let mut map = BTreeMap::new();
-            for (port, (up, out, at)) in wires {
-                let Some(&j) = index.get(up.as_str()) else {
-                    return Err(err(
-                        *at,
-                        format!(
-                            "stage `{}`: input `{port}` refers to stage `{up}`, which does not exist{}",
-                            me.name,
-                            did_you_mean(up, names.iter().map(String::as_str))
-                        ),
-                    ));
-                };
-                let out_ports = parsed[j].stage.outputs();
-                let Some(out_port) = out_ports.iter().find(|p| p.name == out.as_str()) else {
-                    return Err(err(
-                        *at,
-                        format!(
-                            "stage `{}`: input `{port}` refers to `{up}.{out}`, but `{up}` ({}) has no output `{out}`{}; its outputs: {}",
-                            me.name,
-                            parsed[j].kind,
-                            did_you_mean(out, out_ports.iter().map(|p| p.name.as_ref())),
-                            port_list(&out_ports)
-                        ),
-                    ));
-                };
-                let in_port = in_ports.iter().find(|p| p.name == port.as_str()).expect("checked above");
-                if in_port.type_name != crate::stage::ANY_TYPE && in_port.type_name != out_port.type_name {
-                    return Err(err(
-                        *at,
-                        format!("stage `{}`: input `{port}` takes `{}`, but `{up}.{out}` is `{}`", me.name, in_port.type_name, out_port.type_name),
-                    ));
-                }
-                map.insert(port.clone(), (j, out.clone()));
-            }
-            resolved.push(map);
-        }
-
-        let order = topological_order(&resolved).map_err(|cycle| {
-            let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
-            err(parsed[cycle[0]].location, format!("the stages form a cycle: {}", path.join(" -> ")))
-        })?;
-
-        // Reorder stages and remap indices.
-        let mut new_index = vec![0; order.len()];
-        for (new, &old) in order.iter().enumerate() {
-            new_index[old] = new;
-        }
-        let mut slots: Vec<Option<PipelineStage>> = parsed.into_iter().map(Some).collect();
-        let mut stages = Vec::new();
-        for &old in &order {
-            let mut stage = slots[old].take().expect("each stage once");
-            stage.inputs = resolved[old].iter().map(|(p, (j, o))| (p.clone(), (new_index[*j], o.clone()))).collect();
-            stages.push(stage);
-        }
-
+        let resolved = resolve_wiring(&parsed, &wiring).map_err(invalid)?;
+        let stages = in_topological_order(parsed, resolved).map_err(invalid)?;
         Ok(Pipeline {
             source: source.to_string(),
             path: None,
@@ -389,6 +351,135 @@ pub enum DagFormat {
     Dot,
 }
 
+/// Step 1: a stage's name checked, its kind and config deserialized and
+/// validated, the config made canonical for its key.
+fn parse_stage(name: &str, raw: &RawStage) -> Result<PipelineStage, Located> {
+    if name.contains('.') || name.is_empty() {
+        return Err(located(stage_location(raw), PipelineProblem::BadStageName(name.to_string())));
+    }
+    let (stage, kind, location) = deserialize_stage(name, raw)?;
+    stage.validate().map_err(|setting| located(location, PipelineProblem::BadSetting { stage: name.to_string(), kind: kind.clone(), setting }))?;
+    let config = serde_json::to_value(&stage).map_err(|e| located(location, PipelineProblem::Unserializable(e.to_string())))?;
+    Ok(PipelineStage { name: name.to_string(), kind, stage, config: canonical_json(&config), inputs: BTreeMap::new(), location })
+}
+
+/// Step 2: the stage's `inputs:` read as wires, each to a port the stage
+/// has, and every required port wired.
+fn wire_inputs(stage: &PipelineStage, raw: &RawStage) -> Result<BTreeMap<String, Wire>, Located> {
+    let name = || stage.name.clone();
+    let mut wires = BTreeMap::new();
+    if let Some(inputs) = raw.get("inputs") {
+        let at = Location::from_saphyr(&inputs.referenced);
+        let Value::Object(map) = &inputs.value else {
+            return Err(located(at, PipelineProblem::InputsNotMap { stage: name() }));
+        };
+        for (port, target) in map {
+            let Some(target) = target.as_str() else {
+                return Err(located(at, PipelineProblem::InputNotString { stage: name(), port: port.clone() }));
+            };
+            let Some((up, out)) = target.split_once('.') else {
+                return Err(located(at, PipelineProblem::InputNotReference { stage: name(), port: port.clone(), target: target.to_string() }));
+            };
+            wires.insert(port.clone(), (up.to_string(), out.to_string(), at));
+        }
+    }
+    let ports = stage.stage.inputs();
+    for (port, (_, _, at)) in &wires {
+        if !ports.iter().any(|p| p.name == port.as_str()) {
+            return Err(located(
+                *at,
+                PipelineProblem::UnknownInput {
+                    stage: name(),
+                    kind: stage.kind.clone(),
+                    port: port.clone(),
+                    hint: did_you_mean(port, ports.iter().map(|p| p.name.as_ref())),
+                    inputs: port_list(&ports),
+                },
+            ));
+        }
+    }
+    if let Some(p) = ports.iter().find(|p| p.required && !wires.contains_key(p.name.as_ref())) {
+        return Err(located(
+            stage.location,
+            PipelineProblem::UnwiredInput { stage: name(), kind: stage.kind.clone(), port: p.name.to_string(), type_name: p.type_name },
+        ));
+    }
+    Ok(wires)
+}
+
+/// Step 3: each wire resolved to (upstream stage index, output port),
+/// checked to exist and to carry the type the input takes.
+fn resolve_wiring(parsed: &[PipelineStage], wiring: &[BTreeMap<String, Wire>]) -> Result<Vec<ResolvedInputs>, Located> {
+    let index: HashMap<&str, usize> = parsed.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let mut resolved = Vec::new();
+    for (me, wires) in parsed.iter().zip(wiring) {
+        let in_ports = me.stage.inputs();
+        let mut map = BTreeMap::new();
+        for (port, (up, out, at)) in wires {
+            let Some(&j) = index.get(up.as_str()) else {
+                let hint = did_you_mean(up, parsed.iter().map(|s| s.name.as_str()));
+                return Err(located(
+                    *at,
+                    PipelineProblem::UnknownUpstream { stage: me.name.clone(), port: port.clone(), upstream: up.clone(), hint },
+                ));
+            };
+            let out_ports = parsed[j].stage.outputs();
+            let Some(out_port) = out_ports.iter().find(|p| p.name == out.as_str()) else {
+                return Err(located(
+                    *at,
+                    PipelineProblem::UnknownOutput {
+                        stage: me.name.clone(),
+                        port: port.clone(),
+                        upstream: up.clone(),
+                        upstream_kind: parsed[j].kind.clone(),
+                        output: out.clone(),
+                        hint: did_you_mean(out, out_ports.iter().map(|p| p.name.as_ref())),
+                        outputs: port_list(&out_ports),
+                    },
+                ));
+            };
+            let in_port = in_ports.iter().find(|p| p.name == port.as_str()).expect("wire_inputs checked the port");
+            if in_port.type_name != crate::stage::ANY_TYPE && in_port.type_name != out_port.type_name {
+                return Err(located(
+                    *at,
+                    PipelineProblem::TypeMismatch {
+                        stage: me.name.clone(),
+                        port: port.clone(),
+                        takes: in_port.type_name,
+                        upstream: up.clone(),
+                        output: out.clone(),
+                        is: out_port.type_name,
+                    },
+                ));
+            }
+            map.insert(port.clone(), (j, out.clone()));
+        }
+        resolved.push(map);
+    }
+    Ok(resolved)
+}
+
+/// Step 4: the stages in a topological order that keeps file order where
+/// it can, each one's inputs remapped to the new indices.
+fn in_topological_order(parsed: Vec<PipelineStage>, resolved: Vec<ResolvedInputs>) -> Result<Vec<PipelineStage>, Located> {
+    let order = topological_order(&resolved).map_err(|cycle| {
+        let path = cycle.iter().map(|&i| parsed[i].name.clone()).collect();
+        located(parsed[cycle[0]].location, PipelineProblem::Cycle(path))
+    })?;
+    let mut new_index = vec![0; order.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old] = new;
+    }
+    let mut slots: Vec<Option<PipelineStage>> = parsed.into_iter().map(Some).collect();
+    let mut stages = Vec::new();
+    for &old in &order {
+        let mut stage = slots[old].take().expect("each stage once");
+        stage.inputs = resolved[old].iter().map(|(p, (j, o))| (p.clone(), (new_index[*j], o.clone()))).collect();
+        stages.push(stage);
+    }
+    Ok(stages)
+}
+
 fn stage_location(raw: &RawStage) -> Option<Location> {
     raw.get("kind").or_else(|| raw.values().next()).and_then(|v| Location::from_saphyr(&v.referenced))
 }
@@ -396,21 +487,18 @@ fn stage_location(raw: &RawStage) -> Option<Location> {
 /// A stage's config deserialized: the stage, its kind, where it is.
 type Deserialized = (Box<dyn Stage>, String, Option<Location>);
 
-fn deserialize_stage(file: &str, name: &str, raw: &RawStage) -> Result<Deserialized, PipelineError> {
-    let err = |at: Option<Location>, message: String| PipelineError::Invalid { file: file.to_string(), at, message };
+fn deserialize_stage(name: &str, raw: &RawStage) -> Result<Deserialized, Located> {
     let location = stage_location(raw);
     let kind = match raw.get("kind") {
-        None => return Err(err(location, format!("stage `{name}` has no `kind:`; known kinds: {}", known_kinds().join(", ")))),
+        None => return Err(located(location, PipelineProblem::NoKind { stage: name.to_string(), known: known_kinds() })),
         Some(Spanned { value: Value::String(k), .. }) => k.clone(),
-        Some(other) => return Err(err(Location::from_saphyr(&other.referenced), format!("stage `{name}`: `kind` must be a string"))),
+        Some(other) => return Err(located(Location::from_saphyr(&other.referenced), PipelineProblem::KindNotString { stage: name.to_string() })),
     };
     let kind_at = raw.get("kind").and_then(|v| Location::from_saphyr(&v.referenced));
     let kinds = known_kinds();
     if !kinds.iter().any(|k| *k == kind) {
-        return Err(err(
-            kind_at,
-            format!("stage `{name}`: unknown stage kind `{kind}`{}; known kinds: {}", did_you_mean(&kind, kinds.iter().copied()), kinds.join(", ")),
-        ));
+        let hint = did_you_mean(&kind, kinds.iter().copied());
+        return Err(located(kind_at, PipelineProblem::UnknownKind { stage: name.to_string(), kind, hint, known: kinds }));
     }
     let mut object = serde_json::Map::new();
     object.insert("kind".into(), Value::String(kind.clone()));
@@ -430,7 +518,7 @@ fn deserialize_stage(file: &str, name: &str, raw: &RawStage) -> Result<Deseriali
             None => String::new(),
         };
         let at_path = if path == "." || path == "?" || path.is_empty() { String::new() } else { format!(" at `{path}`") };
-        err(at, format!("stage `{name}` ({kind}){at_path}: {inner}{hint}"))
+        located(at, PipelineProblem::BadConfig { stage: name.to_string(), kind: kind.clone(), at_path, message: inner, hint })
     })?;
     Ok((stage, kind, location))
 }

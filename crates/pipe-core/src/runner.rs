@@ -93,8 +93,22 @@ pub enum RunError {
     ExternalFile { stage: String, path: PathBuf, source: std::io::Error },
     #[error("stage `{stage}` failed")]
     Stage { stage: String, source: StageError },
-    #[error("stage `{stage}`: {message}")]
-    Output { stage: String, message: String },
+    #[error("stage `{stage}`: {problem}")]
+    Output { stage: String, problem: OutputProblem },
+}
+
+/// What is wrong with a stage's outputs against what it declares.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputProblem {
+    /// A cache entry the key pointed to lacks an output its stage declares.
+    #[error("cached entry has no output `{0}`")]
+    NotInCachedEntry(String),
+    #[error("output `{port}` is `{found}`, declared `{declared}`")]
+    WrongType { port: String, found: String, declared: &'static str },
+    #[error("did not produce output `{0}`")]
+    NotProduced(String),
+    #[error("produced undeclared output `{0}`")]
+    Undeclared(String),
 }
 
 /// Freshness of one stage, as `pipe status` reports it.
@@ -241,7 +255,7 @@ fn stage_key(pipeline: &Pipeline, i: usize, resolved: &[Option<Resolved>], devic
         let digest =
             up.record.outputs.get(output).map(|o| o.digest.clone()).ok_or_else(|| RunError::Output {
                 stage: pipeline.stages[*j].name.clone(),
-                message: format!("cached entry has no output `{output}`"),
+                problem: OutputProblem::NotInCachedEntry(output.clone()),
             })?;
         inputs.insert(port.clone(), digest);
     }
@@ -316,14 +330,14 @@ fn execute(
     // A panic in a stage (a libtorch error tch turns into one, a bug) is
     // that stage's failure, reported like any other; nothing is cached.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.stage.run(&inputs, &ctx)))
-        .unwrap_or_else(|panic| Err(StageError::Invalid(format!("the stage panicked: {}", panic_message(panic.as_ref())))));
+        .unwrap_or_else(|panic| Err(StageError::Panicked(panic_message(panic.as_ref()))));
     let _ = std::fs::remove_dir_all(&scratch);
     let outputs = result.map_err(fail)?;
     // An external file that changed while the stage read it would leave an
     // entry keyed by contents the stage may not have seen.
     let files_now = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile { stage: stage.name.clone(), path, source })?;
     if let Some(path) = key.files.iter().find(|(path, digest)| files_now.get(*path) != Some(digest)).map(|(path, _)| path) {
-        return Err(fail(StageError::Invalid(format!("{path} changed while the stage ran; its result is not cached (run again)"))));
+        return Err(fail(StageError::InputFileChanged(path.clone())));
     }
 
     let declared = stage.stage.outputs();
@@ -335,19 +349,17 @@ fn execute(
                 types.insert(port.name.to_string(), port.type_name.to_string());
             }
             Some(a) => {
-                return Err(RunError::Output {
-                    stage: stage.name.clone(),
-                    message: format!("output `{}` is `{}`, declared `{}`", port.name, a.type_name(), port.type_name),
-                })
+                let problem = OutputProblem::WrongType { port: port.name.to_string(), found: a.type_name().to_string(), declared: port.type_name };
+                return Err(RunError::Output { stage: stage.name.clone(), problem });
             }
             None if port.required => {
-                return Err(RunError::Output { stage: stage.name.clone(), message: format!("did not produce output `{}`", port.name) })
+                return Err(RunError::Output { stage: stage.name.clone(), problem: OutputProblem::NotProduced(port.name.to_string()) })
             }
             None => {}
         }
     }
     if let Some((extra, _)) = outputs.iter().find(|(name, _)| !declared.iter().any(|p| p.name == name.as_str())) {
-        return Err(RunError::Output { stage: stage.name.clone(), message: format!("produced undeclared output `{extra}`") });
+        return Err(RunError::Output { stage: stage.name.clone(), problem: OutputProblem::Undeclared(extra.clone()) });
     }
     crate::fault::point("after-outputs");
     let seconds = start.elapsed().as_secs_f64();

@@ -40,6 +40,72 @@ impl Port {
     }
 }
 
+/// A port declared once, as a constant of its stage: its name, its artifact
+/// type and its doc. The stage lists it in `inputs()`/`outputs()` with
+/// [`port`](Self::port), reads it with [`Artifacts::read`] and writes it with
+/// [`Artifacts::put`]: the name is spelled in one place, and the type a
+/// stage reads or writes is the type it declared, checked by the compiler.
+///
+/// ```ignore
+/// const COUNTS: PortOf<IntArray> = PortOf::new("counts", "real tokens per row");
+/// fn outputs(&self) -> Vec<Port> { vec![COUNTS.port()] }
+/// // in run():
+/// out.put(&COUNTS, IntArray(counts));
+/// ```
+pub struct PortOf<T> {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub required: bool,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: LoadArtifact> PortOf<T> {
+    /// A required port.
+    pub const fn new(name: &'static str, doc: &'static str) -> Self {
+        PortOf { name, doc, required: true, _type: std::marker::PhantomData }
+    }
+    /// An input a pipeline may leave unwired.
+    pub const fn optional(name: &'static str, doc: &'static str) -> Self {
+        PortOf { name, doc, required: false, _type: std::marker::PhantomData }
+    }
+    /// Its entry in `inputs()` or `outputs()`.
+    pub const fn port(&self) -> Port {
+        Port { name: Cow::Borrowed(self.name), type_name: T::TYPE_NAME, required: self.required, doc: self.doc }
+    }
+
+    /// This output of the pipeline stage named `stage` (the stage's name in
+    /// the YAML, which only the pipeline knows): what an embedding job asks
+    /// a run report for, typed, e.g. `Vectorize::VECTORIZER.of_stage("vectorize")`.
+    pub const fn of_stage<'a>(&self, stage: &'a str) -> StageOutput<'a, T> {
+        StageOutput { stage, port: self.name, _type: std::marker::PhantomData }
+    }
+}
+
+/// One stage's output in a pipeline, typed: see [`PortOf::of_stage`].
+#[derive(Debug)]
+pub struct StageOutput<'a, T> {
+    pub stage: &'a str,
+    pub port: &'static str,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+/// An input declared once that takes an artifact of any type (as
+/// [`PortOf`] for one type): `predict`'s model, which may be any
+/// scoreable model. Read with [`Artifacts::read_any`].
+pub struct AnyPort {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+impl AnyPort {
+    pub const fn new(name: &'static str, doc: &'static str) -> Self {
+        AnyPort { name, doc }
+    }
+    pub const fn port(&self) -> Port {
+        Port { name: Cow::Borrowed(self.name), type_name: ANY_TYPE, required: true, doc: self.doc }
+    }
+}
+
 /// The input type that accepts an output of any artifact type.
 pub const ANY_TYPE: &str = "any";
 
@@ -154,8 +220,16 @@ pub enum StageError {
     MissingInput(String),
     #[error("input `{port}` has type `{found}`, not the one this stage reads")]
     WrongInputType { port: String, found: String },
+    /// The stage's own reason (bad data, a setting that cannot work here).
     #[error("{0}")]
     Invalid(String),
+    /// The stage panicked (a bug, or a libtorch error tch turns into a
+    /// panic); the runner caught it, and nothing was cached.
+    #[error("the stage panicked: {0}")]
+    Panicked(String),
+    /// A file the stage reads (its `external_files`) changed while it ran.
+    #[error("{0} changed while the stage ran; its result is not cached (run again)")]
+    InputFileChanged(String),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
     #[error("{path}: {source}")]

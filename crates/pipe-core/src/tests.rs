@@ -368,3 +368,92 @@ fn validation_errors_name_file_line_and_column() {
         }
     }
 }
+
+fn problem(yaml: &str) -> PipelineProblem {
+    match Pipeline::from_yaml_str("test.yaml", yaml, &[]).unwrap_err() {
+        PipelineError::Invalid { problem, .. } => *problem,
+        other => panic!("not a problem in the file: {other}"),
+    }
+}
+
+#[test]
+fn each_validation_failure_is_a_variant_a_caller_can_match() {
+    assert!(matches!(problem("stages: {}\n"), PipelineProblem::NoStages));
+    assert!(matches!(problem("stages:\n  a:\n    kind: t_sourse\n"), PipelineProblem::UnknownKind { kind, .. } if kind == "t_sourse"));
+    assert!(matches!(
+        problem("stages:\n  b:\n    kind: t_add\n"),
+        PipelineProblem::UnwiredInput { port, type_name: "json", .. } if port == "in"
+    ));
+    assert!(matches!(
+        problem("stages:\n  a: { kind: t_source }\n  f:\n    kind: t_files\n    inputs: { in: a.out }\n"),
+        PipelineProblem::TypeMismatch { takes: "files", is: "json", .. }
+    ));
+    match problem("stages:\n  b:\n    kind: t_add\n    inputs: { in: c.out }\n  c:\n    kind: t_add\n    inputs: { in: b.out }\n") {
+        PipelineProblem::Cycle(path) => assert_eq!(path, ["c", "b", "c"]),
+        other => panic!("{other}"),
+    }
+    assert!(matches!(problem("stages:\n  a.b: { kind: t_source }\n"), PipelineProblem::BadStageName(name) if name == "a.b"));
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TTyped {
+    /// Panic instead of running.
+    panic: bool,
+    /// Return an output the stage does not declare.
+    undeclared: bool,
+}
+
+impl TTyped {
+    const IN: PortOf<JsonDoc> = PortOf::new("in", "a value");
+    const OUT: PortOf<JsonDoc> = PortOf::new("out", "the value doubled");
+}
+
+#[stage(kind = "t_typed", summary = "ports declared once")]
+impl Stage for TTyped {
+    fn inputs(&self) -> Vec<Port> {
+        vec![Self::IN.port()]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Self::OUT.port()]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn run(&self, inputs: &Artifacts, _: &StageContext) -> Result<Artifacts, StageError> {
+        assert!(!self.panic, "asked to panic");
+        let v = inputs.read(&Self::IN)?.0["value"].as_i64().unwrap_or(0);
+        let mut out = Artifacts::new();
+        out.put(&Self::OUT, JsonDoc(json!({ "value": 2 * v })));
+        if self.undeclared {
+            out.insert("extra", JsonDoc(json!(null)));
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn a_port_declared_once_lists_reads_and_writes_under_one_name() {
+    assert_eq!(TTyped::IN.port(), Port::of::<JsonDoc>("in", "a value"));
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cache_dir.path()).unwrap();
+    let p = pipeline("stages:\n  a: { kind: t_source, value: 21 }\n  t:\n    kind: t_typed\n    inputs: { in: a.out }\n", &[]);
+    let report = run_with(&p, &cache, RunOptions::default()).unwrap();
+    assert_eq!(output_value(&cache, &report, "t"), 42);
+}
+
+#[test]
+fn a_panic_and_an_undeclared_output_are_typed_failures() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cache_dir.path()).unwrap();
+    let yaml =
+        |setting: &str| format!("stages:\n  a: {{ kind: t_source }}\n  t:\n    kind: t_typed\n    {setting}: true\n    inputs: {{ in: a.out }}\n");
+    match run_with(&pipeline(&yaml("panic"), &[]), &cache, RunOptions::default()).unwrap_err() {
+        RunError::Stage { source: StageError::Panicked(message), .. } => assert!(message.contains("asked to panic"), "{message}"),
+        other => panic!("{other}"),
+    }
+    match run_with(&pipeline(&yaml("undeclared"), &[]), &cache, RunOptions::default()).unwrap_err() {
+        RunError::Output { problem: OutputProblem::Undeclared(port), .. } => assert_eq!(port, "extra"),
+        other => panic!("{other}"),
+    }
+}

@@ -4,6 +4,7 @@
 //! [`Table`]s of JSON columns; and [`csv`] fields as pandas writes them.
 
 pub mod csv;
+pub mod split;
 
 use std::any::Any;
 use std::fs;
@@ -12,6 +13,13 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use pipe_core::{json_artifact, register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
+
+/// The class a row of scores picks: the index of its first largest value,
+/// as `torch.argmax` and scikit-learn's `predict` take it. Every model kind
+/// turns scores into a class here, so ties break the same way everywhere.
+pub fn argmax(scores: &[f32]) -> usize {
+    scores.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
+}
 
 /// An n-dimensional integer array (token ids, labels), stored as `.npy`.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,3 +132,14 @@ impl Table {
 json_artifact!(Vocabulary, "vocabulary", "vocabulary.json", "token vocabulary with its <PAD> id", |s| format!("{} tokens", s.len()));
 json_artifact!(LabelSet, "label_set", "labels.json", "class names for label ids", |s| format!("{} classes", s.len()));
 json_artifact!(Table, "table", "table.json", "named columns of JSON values", |s| format!("{} rows × {} columns", s.rows(), s.columns.len()));
+
+#[cfg(test)]
+mod argmax_tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_scores() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.7]), 1);
+        assert_eq!(argmax(&[2.0, -1.0]), 0);
+    }
+}

@@ -24,7 +24,7 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 
 pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
-pub use stages::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear, MAX_ITER};
+pub use stages::{rows_of, Classifier, FitReport, TfidfLinear, TrainingRows, MAX_ITER};
 pub use svm::{ClassWeight, SvmConfig};
 
 /// Errors of fitting and scoring.
@@ -105,12 +105,8 @@ impl LinearModel {
     /// Predicted class ids: the first largest score of each row (top-k
     /// probabilities come from the `predict` stage, over these scores).
     pub fn predict_classes(&self, rows: &[&[i64]]) -> Vec<i64> {
-        self.decision(rows).iter().map(|scores| argmax(scores) as i64).collect()
+        self.decision(rows).iter().map(|scores| pipe_data::argmax(scores) as i64).collect()
     }
-}
-
-fn argmax(scores: &[f32]) -> usize {
-    scores.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
 }
 
 const MODEL_FILE: &str = "linear_model.json";

@@ -219,7 +219,7 @@ mod tests {
         assert!(conv.iter().all(|c| c.converged), "{conv:?}");
         for (r, &label) in y.iter().enumerate().take(4) {
             let d = svm.decision(x.row(r));
-            assert_eq!(crate::argmax(&d), label as usize, "row {r}: {d:?}");
+            assert_eq!(pipe_data::argmax(&d), label as usize, "row {r}: {d:?}");
         }
     }
 

@@ -41,12 +41,12 @@ impl Wordnet {
         let fixture: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(repo().join("crates/pipe-linear/tests/fixtures/sklearn_wordnet.json")).unwrap()).unwrap();
         let data = repo().join("data/wordnet");
-        let vocab = pipe_artifacts::read_vocabulary(&data.join("vocab_stoi.pkl")).unwrap();
-        let classes = pipe_artifacts::read_label_encoder(&data.join("label_encoder.pkl")).unwrap().len();
-        let x = pipe_artifacts::read_npy(&data.join("X_train_seq.npy")).unwrap();
+        let vocab = pipe_notebook::read_vocabulary(&data.join("vocab_stoi.pkl")).unwrap();
+        let classes = pipe_notebook::read_label_encoder(&data.join("label_encoder.pkl")).unwrap().len();
+        let x = pipe_notebook::read_npy(&data.join("X_train_seq.npy")).unwrap();
         let n = fixture["train_rows"].as_u64().unwrap() as usize;
-        let y = pipe_artifacts::read_npy(&data.join("y_train.npy")).unwrap().0.iter().copied().take(n).collect();
-        let x_test = pipe_artifacts::read_npy(&data.join("X_test_seq.npy")).unwrap();
+        let y = pipe_notebook::read_npy(&data.join("y_train.npy")).unwrap().0.iter().copied().take(n).collect();
+        let x_test = pipe_notebook::read_npy(&data.join("X_test_seq.npy")).unwrap();
         Wordnet { fixture, vocab, classes, x, y, x_test }
     }
     fn rows(&self) -> Vec<&[i64]> {

@@ -9,6 +9,7 @@ use pipe_core::InvalidSetting;
 use pipe_tensor::PaddingSide;
 
 use crate::dropout::dropout;
+use crate::precision::Precision;
 use crate::ModelError;
 
 /// How a sequence of RNN outputs becomes one vector.
@@ -29,33 +30,6 @@ pub enum Pooling {
     MeanMax,
 }
 
-/// The float type the recurrent layer computes in on the CPU. Parameters,
-/// gradients and the optimizer stay float32 either way (mixed precision). On
-/// CUDA the layer computes in float32: cuDNN reads its flattened float32
-/// weights in place, and at these sizes the GPU is bound by kernel launches,
-/// not arithmetic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    #[default]
-    Float32,
-    /// bfloat16 inputs and weights into the LSTM/GRU kernel (oneDNN): its
-    /// matrix products run at twice float32's rate on CPUs with AVX-512 BF16
-    /// or AMX; its outputs come back as float32 for pooling and loss. Without
-    /// those instructions bfloat16 is emulated, and slower.
-    Bfloat16,
-}
-
-impl Precision {
-    /// The name a pipeline and a report use: `float32` or `bfloat16`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Float32 => "float32",
-            Precision::Bfloat16 => "bfloat16",
-        }
-    }
-}
-
 /// Checks that every token id names a row of the model's embedding: an id
 /// outside `0..vocab_size` would make libtorch's embedding lookup fail.
 pub fn check_token_ids(spec: &ModelSpec, ids: &Tensor) -> Result<(), ModelError> {
@@ -70,19 +44,6 @@ pub fn check_token_ids(spec: &ModelSpec, ids: &Tensor) -> Result<(), ModelError>
         return Err(ModelError::TokenIdBeyondEmbedding { id: max, rows: spec.vocab_size });
     }
     Ok(())
-}
-
-/// Whether this CPU computes bfloat16 natively (AVX-512 BF16, which CPUs
-/// with AMX have too).
-pub fn native_bfloat16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,11 +248,53 @@ impl ModelSpec {
     }
 }
 
-/// A recurrent layer (LSTM or GRU) with PyTorch's parameter names and initialisation.
+/// The cell a recurrent layer runs: the architectures that have one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RnnCell {
+    Lstm,
+    Gru,
+}
+
+impl RnnCell {
+    fn of(architecture: Architecture) -> Option<RnnCell> {
+        match architecture {
+            Architecture::Lstm => Some(RnnCell::Lstm),
+            Architecture::Gru => Some(RnnCell::Gru),
+            Architecture::BagOfEmbeddings => None,
+        }
+    }
+
+    /// The variable-store prefix PyTorch's module names give its weights.
+    fn prefix(self) -> &'static str {
+        match self {
+            RnnCell::Lstm => "lstm",
+            RnnCell::Gru => "gru",
+        }
+    }
+
+    /// Gates per hidden unit: the rows of each weight matrix are `gates × hidden`.
+    fn gates(self) -> i64 {
+        match self {
+            RnnCell::Lstm => 4,
+            RnnCell::Gru => 3,
+        }
+    }
+
+    /// cuDNN's `cudnnRNNMode_t` for the cell.
+    fn cudnn_mode(self) -> i64 {
+        match self {
+            RnnCell::Lstm => 2,
+            RnnCell::Gru => 3,
+        }
+    }
+}
+
+/// A recurrent layer (LSTM or GRU) with PyTorch's parameter names and
+/// initialisation. (The stages that train one are `stages::Recurrent`.)
 #[derive(Debug)]
-struct Recurrent {
+struct RnnLayer {
     weights: Vec<Tensor>,
-    lstm: bool,
+    cell: RnnCell,
     layers: i64,
     bidirectional: bool,
     hidden: i64,
@@ -299,10 +302,9 @@ struct Recurrent {
     precision: Precision,
 }
 
-impl Recurrent {
-    fn new(vs: nn::Path, input: i64, spec: &ModelSpec, random: bool) -> Recurrent {
-        let lstm = spec.architecture == Architecture::Lstm;
-        let gates = if lstm { 4 } else { 3 } * spec.hidden_dim;
+impl RnnLayer {
+    fn new(vs: nn::Path, cell: RnnCell, input: i64, spec: &ModelSpec, random: bool) -> RnnLayer {
+        let gates = cell.gates() * spec.hidden_dim;
         // PyTorch: every weight and bias uniform in ±1/sqrt(hidden).
         let bound = 1.0 / (spec.hidden_dim as f64).sqrt();
         let init = if random { Init::Uniform { lo: -bound, up: bound } } else { Init::Const(0.0) };
@@ -323,7 +325,7 @@ impl Recurrent {
                 &weights,
                 4,
                 input,
-                if lstm { 2 } else { 3 },
+                cell.cudnn_mode(),
                 spec.hidden_dim,
                 0,
                 spec.layers,
@@ -331,9 +333,9 @@ impl Recurrent {
                 spec.bidirectional,
             );
         }
-        Recurrent {
+        RnnLayer {
             weights,
-            lstm,
+            cell,
             layers: spec.layers,
             bidirectional: spec.bidirectional,
             hidden: spec.hidden_dim,
@@ -355,13 +357,16 @@ impl Recurrent {
         };
         let weights = cast_weights.as_ref().unwrap_or(&self.weights);
         let h0 = Tensor::zeros([self.layers * directions, batch, self.hidden], (xs.kind(), xs.device()));
-        let out = if self.lstm {
-            let weights: Vec<&Tensor> = weights.iter().collect();
-            let (out, _, _) = xs.lstm(&[&h0, &h0], &weights, true, self.layers, self.dropout, train, self.bidirectional, true);
-            out
-        } else {
-            let (out, _) = xs.gru(&h0, weights, true, self.layers, self.dropout, train, self.bidirectional, true);
-            out
+        let out = match self.cell {
+            RnnCell::Lstm => {
+                let weights: Vec<&Tensor> = weights.iter().collect();
+                let (out, _, _) = xs.lstm(&[&h0, &h0], &weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+                out
+            }
+            RnnCell::Gru => {
+                let (out, _) = xs.gru(&h0, weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+                out
+            }
         };
         out.to_kind(Kind::Float)
     }
@@ -374,7 +379,7 @@ pub struct Classifier {
     embedding: Tensor,
     /// Whether the embedding's gradient comes sparse (one row per token).
     sparse_gradient: bool,
-    recurrent: Option<Recurrent>,
+    recurrent: Option<RnnLayer>,
     fc_weight: Tensor,
     fc_bias: Tensor,
     /// `[vocab, classes]`, with `spec.word_logits`.
@@ -402,11 +407,7 @@ impl Classifier {
         tch::no_grad(|| {
             let _ = embedding.get(spec.pad_id).zero_();
         });
-        let recurrent = match spec.architecture {
-            Architecture::Lstm => Some(Recurrent::new(vs / "lstm", spec.embed_dim, spec, random)),
-            Architecture::Gru => Some(Recurrent::new(vs / "gru", spec.embed_dim, spec, random)),
-            Architecture::BagOfEmbeddings => None,
-        };
+        let recurrent = RnnCell::of(spec.architecture).map(|cell| RnnLayer::new(vs / cell.prefix(), cell, spec.embed_dim, spec, random));
         let features = spec.features();
         let bound = 1.0 / (features as f64).sqrt();
         let fc = vs / "fc";

@@ -8,11 +8,40 @@
 //! there. `ONEDNN_MAX_CPU_ISA` caps what oneDNN may use; `auto` honours it,
 //! so `ONEDNN_MAX_CPU_ISA=AVX2` reproduces an AVX2 CPU's choice on any x86.
 
+use pipe_runtime::cpu::{self, IsaCap};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Architecture, Precision};
+use crate::model::Architecture;
 
-/// What a pipeline asks for.
+/// The float type the recurrent layer computes in (a resolved
+/// [`PrecisionChoice`]). Embedding, pooling, the output layer, the
+/// gradients and the optimizer stay float32 either way (mixed precision). On
+/// CUDA the layer computes in float32: cuDNN reads its flattened float32
+/// weights in place, and at these sizes the GPU is bound by kernel launches,
+/// not arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Float32,
+    /// bfloat16 inputs and weights into the LSTM/GRU kernel (oneDNN): its
+    /// matrix products run at twice float32's rate on CPUs with AVX-512 BF16
+    /// or AMX; its outputs come back as float32 for pooling and loss. Without
+    /// those instructions bfloat16 is emulated, and slower.
+    Bfloat16,
+}
+
+impl Precision {
+    /// The name a pipeline and a report use: `float32` or `bfloat16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Float32 => "float32",
+            Precision::Bfloat16 => "bfloat16",
+        }
+    }
+}
+
+/// What a pipeline asks for, resolved by [`resolve`] into a [`Precision`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrecisionChoice {
@@ -31,22 +60,6 @@ pub struct PrecisionDecision {
     pub reason: String,
 }
 
-/// oneDNN ISA caps (`ONEDNN_MAX_CPU_ISA`, case-insensitive) at or above
-/// AVX-512 BF16: any other named cap keeps oneDNN off its bfloat16 kernels.
-const ISA_CAPS_WITH_BF16: &[&str] = &[
-    "ALL",
-    "DEFAULT",
-    "AVX512_CORE_BF16",
-    "AVX512_CORE_FP16",
-    "AVX512_CORE_AMX",
-    "AVX512_CORE_AMX_FP16",
-    "AVX10_1_512",
-    "AVX10_1_512_AMX",
-    "AVX10_1_512_AMX_FP16",
-    "AVX10_2_512",
-    "AVX10_2_512_AMX_2",
-];
-
 /// What the machine offers, read once: the CPU's bfloat16 support and
 /// oneDNN's ISA cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,16 +72,18 @@ pub struct CpuFacts {
 
 impl CpuFacts {
     pub fn of_this_machine() -> CpuFacts {
-        CpuFacts { avx512_bf16: crate::model::native_bfloat16(), onednn_max_cpu_isa: pipe_runtime::cpu::onednn_max_cpu_isa() }
+        CpuFacts { avx512_bf16: cpu::has_avx512_bf16(), onednn_max_cpu_isa: cpu::onednn_max_cpu_isa() }
     }
 
-    /// Whether oneDNN will run bfloat16 natively here.
+    /// Whether oneDNN will run bfloat16 natively here: the CPU has it and
+    /// the ISA cap lets oneDNN use it.
     pub fn native_bfloat16(&self) -> bool {
         self.avx512_bf16 && self.isa_cap_allows_bf16()
     }
 
+    /// A cap name oneDNN does not know is ignored, as oneDNN ignores it.
     fn isa_cap_allows_bf16(&self) -> bool {
-        self.onednn_max_cpu_isa.as_deref().is_none_or(|cap| ISA_CAPS_WITH_BF16.iter().any(|c| c.eq_ignore_ascii_case(cap.trim())))
+        self.onednn_max_cpu_isa.as_deref().and_then(IsaCap::parse).is_none_or(|cap| cap.avx512_bf16)
     }
 }
 

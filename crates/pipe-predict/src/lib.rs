@@ -20,7 +20,8 @@ use pipe_tensor::{PaddingSide, TokenTensors};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-pub use scores::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreError, ScoreOptions, ScoreRows, ScorerType};
+pub use pipe_data::argmax;
+pub use scores::{check_finite, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreError, ScoreOptions, ScoreRows, ScorerType};
 pub use stages::{Predict, MAX_BATCH_SIZE, MAX_TOP_K};
 // For `register_scorer!` in other crates.
 #[doc(hidden)]

@@ -138,11 +138,6 @@ pub fn check_finite(scores: &[f32], classes: usize) -> Result<(), ScoreError> {
     }
 }
 
-/// Index of the first largest value (as `torch.argmax`).
-pub fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
-}
-
 /// Class probabilities `[rows × classes]` of a model over rows: what an
 /// `ensemble` stage averages. Stored as `probabilities.npy` (float32).
 #[derive(Debug, Clone, PartialEq)]
@@ -210,11 +205,6 @@ mod tests {
         let err = check_finite(&[0.1, 0.2, f32::NAN, 0.4], 2).unwrap_err().to_string();
         assert!(err.contains("row 1") && err.contains("NaN"), "{err}");
         assert!(check_finite(&[f32::INFINITY, 0.0], 2).unwrap_err().to_string().contains("row 0"));
-    }
-
-    #[test]
-    fn argmax_takes_the_first_of_equal_scores() {
-        assert_eq!(argmax(&[0.1, 0.7, 0.7]), 1);
     }
 
     #[test]

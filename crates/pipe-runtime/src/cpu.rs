@@ -50,9 +50,22 @@ pub fn simd_level() -> SimdLevel {
     static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
     *LEVEL.get_or_init(|| {
         let widest = [SimdLevel::Avx512, SimdLevel::Avx2Fma].into_iter().find(|l| l.supported()).unwrap_or(SimdLevel::Scalar);
-        let cap = onednn_max_cpu_isa();
-        widest.min(cap.as_deref().and_then(level_allowed_by).unwrap_or(SimdLevel::Avx512))
+        widest.min(onednn_isa_cap().map_or(SimdLevel::Avx512, |cap| cap.simd))
     })
+}
+
+/// Whether this CPU computes bfloat16 natively: x86 with AVX-512 BF16
+/// (CPUs with AMX have it too). Whether oneDNN may use it is the ISA cap's
+/// say ([`IsaCap::avx512_bf16`]).
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// `ONEDNN_MAX_CPU_ISA`, if set and not blank.
@@ -60,17 +73,51 @@ pub fn onednn_max_cpu_isa() -> Option<String> {
     std::env::var("ONEDNN_MAX_CPU_ISA").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-/// The widest level a oneDNN ISA cap allows; `None` for a name oneDNN does
-/// not know (it ignores those, and so do we).
-pub fn level_allowed_by(cap: &str) -> Option<SimdLevel> {
-    let cap = cap.trim().to_ascii_uppercase();
-    match cap.as_str() {
-        "ALL" | "DEFAULT" => Some(SimdLevel::Avx512),
-        // AVX without FMA is no better than what the scalar kernel compiles to.
-        "SSE41" | "AVX" => Some(SimdLevel::Scalar),
-        c if c.starts_with("AVX2") => Some(SimdLevel::Avx2Fma),
-        c if c.starts_with("AVX512") || c.starts_with("AVX10") => Some(SimdLevel::Avx512),
-        _ => None,
+/// `ONEDNN_MAX_CPU_ISA` parsed, if set to a name oneDNN knows.
+pub fn onednn_isa_cap() -> Option<IsaCap> {
+    onednn_max_cpu_isa().as_deref().and_then(IsaCap::parse)
+}
+
+/// What a oneDNN ISA cap allows: the one place its names are read, for
+/// our kernels' SIMD level and for oneDNN's bfloat16 kernels alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsaCap {
+    /// The widest level our kernels may use under it.
+    pub simd: SimdLevel,
+    /// Whether oneDNN may run its AVX-512 BF16 kernels under it.
+    pub avx512_bf16: bool,
+}
+
+/// Caps at or above AVX-512 BF16: any other named cap keeps oneDNN off its
+/// bfloat16 kernels.
+const ISA_CAPS_WITH_BF16: &[&str] = &[
+    "ALL",
+    "DEFAULT",
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+];
+
+impl IsaCap {
+    /// Reads a cap name (case-insensitive); `None` for a name oneDNN does
+    /// not know (it ignores those, and so do we).
+    pub fn parse(cap: &str) -> Option<IsaCap> {
+        let cap = cap.trim().to_ascii_uppercase();
+        let simd = match cap.as_str() {
+            "ALL" | "DEFAULT" => SimdLevel::Avx512,
+            // AVX without FMA is no better than what the scalar kernel compiles to.
+            "SSE41" | "AVX" => SimdLevel::Scalar,
+            c if c.starts_with("AVX2") => SimdLevel::Avx2Fma,
+            c if c.starts_with("AVX512") || c.starts_with("AVX10") => SimdLevel::Avx512,
+            _ => return None,
+        };
+        Some(IsaCap { simd, avx512_bf16: ISA_CAPS_WITH_BF16.contains(&cap.as_str()) })
     }
 }
 
@@ -155,13 +202,25 @@ mod tests {
 
     #[test]
     fn isa_caps_map_to_the_widest_level_they_allow() {
-        assert_eq!(level_allowed_by("AVX2"), Some(SimdLevel::Avx2Fma));
-        assert_eq!(level_allowed_by("avx2_vnni"), Some(SimdLevel::Avx2Fma));
-        assert_eq!(level_allowed_by("AVX512_CORE_BF16"), Some(SimdLevel::Avx512));
-        assert_eq!(level_allowed_by("avx10_1_512_amx"), Some(SimdLevel::Avx512));
-        assert_eq!(level_allowed_by("SSE41"), Some(SimdLevel::Scalar));
-        assert_eq!(level_allowed_by("all"), Some(SimdLevel::Avx512));
-        assert_eq!(level_allowed_by("bogus"), None);
+        let simd = |cap: &str| IsaCap::parse(cap).map(|c| c.simd);
+        assert_eq!(simd("AVX2"), Some(SimdLevel::Avx2Fma));
+        assert_eq!(simd("avx2_vnni"), Some(SimdLevel::Avx2Fma));
+        assert_eq!(simd("AVX512_CORE_BF16"), Some(SimdLevel::Avx512));
+        assert_eq!(simd("avx10_1_512_amx"), Some(SimdLevel::Avx512));
+        assert_eq!(simd("SSE41"), Some(SimdLevel::Scalar));
+        assert_eq!(simd(" all "), Some(SimdLevel::Avx512));
+        assert_eq!(IsaCap::parse("bogus"), None);
+    }
+
+    #[test]
+    fn only_caps_at_or_above_avx512_bf16_allow_onednns_bfloat16_kernels() {
+        let bf16 = |cap: &str| IsaCap::parse(cap).map(|c| c.avx512_bf16);
+        for cap in ["all", "DEFAULT", "avx512_core_bf16", "AVX512_CORE_AMX", "avx10_1_512"] {
+            assert_eq!(bf16(cap), Some(true), "{cap}");
+        }
+        for cap in ["AVX2", "avx512_core", "AVX512_CORE_VNNI", "sse41"] {
+            assert_eq!(bf16(cap), Some(false), "{cap}");
+        }
     }
 
     #[test]

@@ -31,8 +31,11 @@ pub use output::Manifest;
 pub use pipe_records::{self as input, Format, InputFile};
 pub use shard::Shard;
 
+/// Why a `pipe score` job failed: its input, its output directory, one
+/// row, or the model. (Why a model could not score a batch of rows is
+/// `pipe_predict::ScoreError`, one level down.)
 #[derive(Debug, thiserror::Error)]
-pub enum ScoreError {
+pub enum ScoreJobError {
     #[error("{}: {message}", .path.display())]
     Input { path: PathBuf, message: String },
     #[error("{}: {message}", .path.display())]
@@ -47,9 +50,9 @@ pub enum ScoreError {
     Panic { input: String, message: String },
 }
 
-impl From<input::InputError> for ScoreError {
-    fn from(e: input::InputError) -> ScoreError {
-        ScoreError::Input { path: e.path, message: e.message }
+impl From<input::InputError> for ScoreJobError {
+    fn from(e: input::InputError) -> ScoreJobError {
+        ScoreJobError::Input { path: e.path, message: e.message }
     }
 }
 
@@ -141,10 +144,10 @@ pub struct ScoreSummary {
 /// Scores this job's shard of the input with `model` into `job.output`.
 ///
 /// A panic inside (a reader or writer meeting input it did not expect)
-/// becomes [`ScoreError::Panic`]; the part being written is removed.
-pub fn score(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreError> {
+/// becomes [`ScoreJobError::Panic`]; the part being written is removed.
+pub fn score(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreJobError> {
     let run = std::panic::AssertUnwindSafe(|| score_shard(model, job, on_event));
-    std::panic::catch_unwind(run).unwrap_or_else(|payload| Err(ScoreError::Panic { input: job.input.clone(), message: panic_message(payload) }))
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| Err(ScoreJobError::Panic { input: job.input.clone(), message: panic_message(payload) }))
 }
 
 /// The stack of the threads that read input files: polars decodes a Parquet
@@ -157,7 +160,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     message.unwrap_or_else(|| "(no message)".into())
 }
 
-fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreError> {
+fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreJobError> {
     let started = Instant::now();
     reset_peak_rss();
     check_job(job, model.classifier.labels().len(), model.classifier.vectorizer().options.max_len)?;
@@ -176,13 +179,13 @@ fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&S
 
 /// Runs `read` on a thread with the readers' large stack, a panic in it
 /// an error that keeps its message.
-fn on_reading_thread<T: Send>(job: &ScoreJob, read: impl FnOnce() -> Result<T, ScoreError> + Send) -> Result<T, ScoreError> {
-    let panicked = |payload| ScoreError::Panic { input: job.input.clone(), message: panic_message(payload) };
+fn on_reading_thread<T: Send>(job: &ScoreJob, read: impl FnOnce() -> Result<T, ScoreJobError> + Send) -> Result<T, ScoreJobError> {
+    let panicked = |payload| ScoreJobError::Panic { input: job.input.clone(), message: panic_message(payload) };
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new().name("pipe-score-read".into()).stack_size(WORKER_STACK_BYTES);
         let handle = thread
             .spawn_scoped(scope, read)
-            .map_err(|e| ScoreError::Output { path: job.output.clone(), message: format!("could not start a thread: {e}") })?;
+            .map_err(|e| ScoreJobError::Output { path: job.output.clone(), message: format!("could not start a thread: {e}") })?;
         handle.join().unwrap_or_else(|payload| Err(panicked(payload)))
     })
 }
@@ -197,7 +200,7 @@ fn score_claimed(
     shard_lock: &output::ShardLock,
     started: Instant,
     on_event: &mut dyn FnMut(&ScoreEvent),
-) -> Result<ScoreSummary, ScoreError> {
+) -> Result<ScoreSummary, ScoreJobError> {
     let manifest_path = Manifest::path(&job.output, job.shard);
     if let Some((_, done)) = output::manifests(&job.output)?.into_iter().find(|(p, _)| *p == manifest_path) {
         if done.is_complete(&job.output, &model.digest, &input_digest) {
@@ -216,7 +219,7 @@ fn score_claimed(
     // while this thread scores and writes the current one. The channel holds
     // one batch, so at most three are in memory.
     std::thread::scope(|scope| {
-        let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded, ScoreError>>(1);
+        let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded, ScoreJobError>>(1);
         let vectorizer = model.classifier.vectorizer();
         let pieces = &pieces;
         let reader = std::thread::Builder::new().name("pipe-score-read".into()).stack_size(WORKER_STACK_BYTES);
@@ -224,25 +227,25 @@ fn score_claimed(
             // A panic here would reach the scorer as "a scoped thread
             // panicked", its message lost: it is sent on as an error instead.
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_and_encode(job, files, pieces, vectorizer, &ready)))
-                .unwrap_or_else(|payload| Err(ScoreError::Panic { input: job.input.clone(), message: panic_message(payload) }));
+                .unwrap_or_else(|payload| Err(ScoreJobError::Panic { input: job.input.clone(), message: panic_message(payload) }));
             // A send fails only when the scorer stopped, having its own error.
             if let Err(e) = read {
                 let _ = ready.send(Err(e));
             }
         });
-        started.map_err(|e| ScoreError::Output { path: job.output.clone(), message: format!("could not start the reading thread: {e}") })?;
+        started.map_err(|e| ScoreJobError::Output { path: job.output.clone(), message: format!("could not start the reading thread: {e}") })?;
         for batch in encoded {
             let scored = score_batch(&model.classifier, job, batch?)?;
             part.write(&scored)?;
             on_event(&ScoreEvent::Batch { rows_done: part.rows(), shard_rows });
         }
-        Ok::<(), ScoreError>(())
+        Ok::<(), ScoreJobError>(())
     })?;
     let rows = part.rows();
     // Exit 0 means every planned row was scored once, from the files planned.
     if rows != shard_rows {
         let message = format!("shard {} scored {rows} rows where {shard_rows} were planned; nothing was committed", job.shard);
-        return Err(ScoreError::Output { path: job.output.clone(), message });
+        return Err(ScoreJobError::Output { path: job.output.clone(), message });
     }
     for file in files {
         file.unchanged()?;
@@ -261,14 +264,14 @@ fn score_claimed(
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     pipe::core::fsutil::atomic_write(&manifest_path, &bytes)
-        .map_err(|e| ScoreError::Output { path: manifest_path.clone(), message: e.to_string() })?;
+        .map_err(|e| ScoreJobError::Output { path: manifest_path.clone(), message: e.to_string() })?;
     let done = summary(job, rows, started, written.map(|(name, _)| job.output.join(name)), manifest_path, false);
     on_event(&ScoreEvent::Finished(done.clone()));
     Ok(done)
 }
 
-fn check_job(job: &ScoreJob, classes: usize, max_len: usize) -> Result<(), ScoreError> {
-    let bad = |message: String| ScoreError::Input { path: PathBuf::from(&job.input), message };
+fn check_job(job: &ScoreJob, classes: usize, max_len: usize) -> Result<(), ScoreJobError> {
+    let bad = |message: String| ScoreJobError::Input { path: PathBuf::from(&job.input), message };
     if job.batch_rows == 0 || job.batch_rows > MAX_BATCH_ROWS {
         return Err(bad(format!("--batch-rows must be between 1 and {MAX_BATCH_ROWS}, not {}", job.batch_rows)));
     }
@@ -317,15 +320,15 @@ fn read_and_encode(
     files: &[InputFile],
     pieces: &[shard::Piece],
     vectorizer: &Vectorizer,
-    ready: &SyncSender<Result<Encoded, ScoreError>>,
-) -> Result<(), ScoreError> {
+    ready: &SyncSender<Result<Encoded, ScoreJobError>>,
+) -> Result<(), ScoreJobError> {
     let columns = job.columns();
     for piece in pieces {
         let file = &files[piece.file];
         let mut next_row = piece.rows.start;
         // The reader stops at the first `Err` the callback returns; the
         // callback's own error (or the scorer having stopped) is kept here.
-        let mut stopped: Option<Result<(), ScoreError>> = None;
+        let mut stopped: Option<Result<(), ScoreJobError>> = None;
         let read = input::read_batches(file, piece.rows.clone(), job.batch_rows, &columns, &mut |batch| {
             pipe::core::fault::point("score-read-batch");
             let ids = match batch_texts(job, &batch, &file.path, next_row) {
@@ -361,8 +364,8 @@ fn stop_reading(path: &Path) -> input::InputError {
 /// The text column of `batch`; a null or a non-text column names its row.
 /// A categorical (dictionary) column is read through its categories, without
 /// a copy per row.
-fn batch_texts<'a>(job: &ScoreJob, batch: &'a DataFrame, path: &Path, first_row: u64) -> Result<Vec<&'a str>, ScoreError> {
-    let row_err = |row: usize, message: String| ScoreError::Row { path: path.to_path_buf(), row: first_row + row as u64, message };
+fn batch_texts<'a>(job: &ScoreJob, batch: &'a DataFrame, path: &Path, first_row: u64) -> Result<Vec<&'a str>, ScoreJobError> {
+    let row_err = |row: usize, message: String| ScoreJobError::Row { path: path.to_path_buf(), row: first_row + row as u64, message };
     let text = batch.column(&job.text_column).map_err(|e| row_err(0, e.to_string()))?;
     let values: Vec<Option<&str>> = match text.dtype() {
         DataType::Categorical(..) | DataType::Enum(..) => categorical_texts(text),
@@ -385,9 +388,9 @@ fn categorical_texts(column: &Column) -> Option<Vec<Option<&str>>> {
 }
 
 /// The carried columns of the batch, then the predicted classes and probabilities.
-fn score_batch(classifier: &TextClassifier, job: &ScoreJob, encoded: Encoded) -> Result<DataFrame, ScoreError> {
+fn score_batch(classifier: &TextClassifier, job: &ScoreJob, encoded: Encoded) -> Result<DataFrame, ScoreJobError> {
     let Encoded { batch, ids, path, first_row } = encoded;
-    let row_err = |row: usize, message: String| ScoreError::Row { path: path.clone(), row: first_row + row as u64, message };
+    let row_err = |row: usize, message: String| ScoreJobError::Row { path: path.clone(), row: first_row + row as u64, message };
     let classes = classifier.labels().len();
     let scores = classifier.scores_of_ids(&ids)?;
     let probabilities = pipe::predict::softmax_rows(&scores, classes);

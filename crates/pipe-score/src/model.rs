@@ -13,7 +13,7 @@ use pipe::vectorize::{Side, Vectorizer, VectorizerOptions};
 use pipe::TextClassifier;
 use serde::{Deserialize, Serialize};
 
-use crate::ScoreError;
+use crate::ScoreJobError;
 
 /// A classifier and the digest that identifies it in shard manifests.
 pub struct ScoringModel {
@@ -51,7 +51,7 @@ pub fn is_bundle(dir: &Path) -> bool {
 }
 
 impl ScoringModel {
-    fn new(classifier: TextClassifier, description: String, model_dir: PathBuf, labels_dir: PathBuf) -> Result<ScoringModel, ScoreError> {
+    fn new(classifier: TextClassifier, description: String, model_dir: PathBuf, labels_dir: PathBuf) -> Result<ScoringModel, ScoreJobError> {
         let digest = digest(classifier.vectorizer(), &[&model_dir, &labels_dir])?;
         Ok(ScoringModel { classifier, digest, description, model_dir, labels_dir, bundle_dir: None })
     }
@@ -67,7 +67,7 @@ impl ScoringModel {
     /// with nothing removed. The copy is checked against this model's digest,
     /// so files changed on disk since it was loaded are refused, not saved
     /// under its name.
-    pub fn save_bundle(&self, dir: &Path) -> Result<(), ScoreError> {
+    pub fn save_bundle(&self, dir: &Path) -> Result<(), ScoreJobError> {
         self.check_save_target(dir)?;
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| out_err(parent, &e))?;
@@ -86,7 +86,7 @@ impl ScoringModel {
 
     /// `dir` may be written: not inside the files this model was loaded
     /// from, and new, empty or exactly a bundle.
-    fn check_save_target(&self, dir: &Path) -> Result<(), ScoreError> {
+    fn check_save_target(&self, dir: &Path) -> Result<(), ScoreJobError> {
         let empty = dir.is_dir() && std::fs::read_dir(dir).map_err(|e| out_err(dir, &e))?.next().is_none();
         if dir.exists() && !empty {
             check_bundle_tree(dir).map_err(|why| {
@@ -114,14 +114,14 @@ impl ScoringModel {
     }
 
     /// The bundle's files, under `tmp`, checked against the digest.
-    fn write_bundle(&self, tmp: &Path) -> Result<(), ScoreError> {
+    fn write_bundle(&self, tmp: &Path) -> Result<(), ScoreJobError> {
         std::fs::create_dir_all(tmp.join("vectorizer")).map_err(|e| out_err(tmp, &e))?;
         self.classifier.vectorizer().save(&tmp.join("vectorizer")).map_err(|e| out_err(tmp, &e))?;
         copy_tree(&self.model_dir, &tmp.join("model"))?;
         copy_tree(&self.labels_dir, &tmp.join("labels"))?;
         let copied = digest(self.classifier.vectorizer(), &[&tmp.join("model"), &tmp.join("labels")])?;
         if copied != self.digest {
-            return Err(ScoreError::Model(format!(
+            return Err(ScoreJobError::Model(format!(
                 "the files at {} changed since this model was loaded; load it again before saving",
                 self.model_dir.parent().unwrap_or(&self.model_dir).display()
             )));
@@ -141,8 +141,8 @@ impl ScoringModel {
     }
 
     /// Loads a bundle written by [`Self::save_bundle`].
-    pub fn load_bundle(dir: &Path) -> Result<ScoringModel, ScoreError> {
-        check_bundle_tree(dir).map_err(|why| ScoreError::Model(format!("{}: not a bundle: {why}", dir.display())))?;
+    pub fn load_bundle(dir: &Path) -> Result<ScoringModel, ScoreJobError> {
+        check_bundle_tree(dir).map_err(|why| ScoreJobError::Model(format!("{}: not a bundle: {why}", dir.display())))?;
         let record: BundleRecord = pipe::core::fsutil::load_json(&dir.join(BUNDLE_FILE)).map_err(model_err)?;
         let vectorizer = Vectorizer::load(&dir.join("vectorizer")).map_err(model_err)?;
         let model = pipe::load_model(&dir.join("model"))?;
@@ -228,7 +228,7 @@ fn list_plain_tree(root: &Path, dir: &Path, depth: usize, files: &mut BTreeMap<S
 
 /// Puts the finished bundle `tmp` at `dir`, replacing an empty directory or
 /// an old bundle there; on failure the old bundle is put back.
-fn replace_dir(dir: &Path, tmp: &Path, parent: &Path, name: &str) -> Result<(), ScoreError> {
+fn replace_dir(dir: &Path, tmp: &Path, parent: &Path, name: &str) -> Result<(), ScoreJobError> {
     if !dir.exists() {
         return std::fs::rename(tmp, dir).map_err(|e| out_err(dir, &e));
     }
@@ -273,13 +273,13 @@ fn resolve_path(path: &Path) -> std::io::Result<PathBuf> {
     Ok(resolved)
 }
 
-fn out_err(path: &Path, e: &dyn std::fmt::Display) -> ScoreError {
-    ScoreError::Output { path: path.to_path_buf(), message: e.to_string() }
+fn out_err(path: &Path, e: &dyn std::fmt::Display) -> ScoreJobError {
+    ScoreJobError::Output { path: path.to_path_buf(), message: e.to_string() }
 }
 
 /// Copies the regular files and directories of `from` (no links followed).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), ScoreError> {
-    let err = |path: &Path, e: std::io::Error| ScoreError::Output { path: path.to_path_buf(), message: e.to_string() };
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ScoreJobError> {
+    let err = |path: &Path, e: std::io::Error| ScoreJobError::Output { path: path.to_path_buf(), message: e.to_string() };
     std::fs::create_dir_all(to).map_err(|e| err(to, e))?;
     for entry in std::fs::read_dir(from).map_err(|e| err(from, e))? {
         let path = entry.map_err(|e| err(from, e))?.path();
@@ -290,7 +290,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ScoreError> {
         } else if meta.is_file() {
             std::fs::copy(&path, &target).map_err(|e| err(&path, e))?;
         } else {
-            return Err(ScoreError::Output { path, message: "is not a regular file or directory; a model's files are copied, not links".into() });
+            return Err(ScoreJobError::Output { path, message: "is not a regular file or directory; a model's files are copied, not links".into() });
         }
     }
     Ok(())
@@ -305,11 +305,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ScoreError> {
 /// script, so new texts are tokenized the same way (lowercase, `\w+|[^\w\s]`)
 /// with the loaded vocabulary, to the tensors' width and padding side, keeping
 /// a long text's first tokens as that script does.
-pub fn classifier_from_run(pipeline: &Pipeline, report: &RunReport) -> Result<ScoringModel, ScoreError> {
+pub fn classifier_from_run(pipeline: &Pipeline, report: &RunReport) -> Result<ScoringModel, ScoreJobError> {
     let predict = predict_stage(pipeline)?;
-    let input_dir = |port: &str| -> Result<(usize, PathBuf), ScoreError> {
+    let input_dir = |port: &str| -> Result<(usize, PathBuf), ScoreJobError> {
         let (upstream, output) =
-            predict.inputs.get(port).ok_or_else(|| ScoreError::Model(format!("stage `{}` has no `{port}` input", predict.name)))?;
+            predict.inputs.get(port).ok_or_else(|| ScoreJobError::Model(format!("stage `{}` has no `{port}` input", predict.name)))?;
         Ok((*upstream, stored(report, &pipeline.stages[*upstream].name, output)?))
     };
     let (_, model_dir) = input_dir("model")?;
@@ -320,8 +320,10 @@ pub fn classifier_from_run(pipeline: &Pipeline, report: &RunReport) -> Result<Sc
         Some((stage, port)) => (Vectorizer::load(&stored(report, &stage, &port)?).map_err(model_err)?, format!("{stage}.{port}")),
         None => {
             let tensors_stage = &pipeline.stages[tensors_stage];
-            let (vocab_stage, vocab_port) =
-                tensors_stage.inputs.get("vocab").ok_or_else(|| ScoreError::Model(format!("stage `{}` has no `vocab` input", tensors_stage.name)))?;
+            let (vocab_stage, vocab_port) = tensors_stage
+                .inputs
+                .get("vocab")
+                .ok_or_else(|| ScoreJobError::Model(format!("stage `{}` has no `vocab` input", tensors_stage.name)))?;
             let vocab = Vocabulary::load(&stored(report, &pipeline.stages[*vocab_stage].name, vocab_port)?).map_err(model_err)?;
             let tensors = TokenTensors::load(&tensors_dir).map_err(model_err)?;
             let options = notebook_encoding(&tensors);
@@ -339,12 +341,12 @@ pub fn classifier_from_run(pipeline: &Pipeline, report: &RunReport) -> Result<Sc
     ScoringModel::new(classifier, description, model_dir, labels_dir)
 }
 
-fn predict_stage(pipeline: &Pipeline) -> Result<&pipe::core::PipelineStage, ScoreError> {
+fn predict_stage(pipeline: &Pipeline) -> Result<&pipe::core::PipelineStage, ScoreJobError> {
     let predicts: Vec<_> = pipeline.stages.iter().filter(|s| s.kind == "predict").collect();
     match predicts.as_slice() {
         [one] => Ok(one),
-        [] => Err(ScoreError::Model(format!("{} has no `predict` stage: nothing says which model scores texts", pipeline.source))),
-        many => Err(ScoreError::Model(format!(
+        [] => Err(ScoreJobError::Model(format!("{} has no `predict` stage: nothing says which model scores texts", pipeline.source))),
+        many => Err(ScoreJobError::Model(format!(
             "{} has {} `predict` stages ({}); keep one in a copy of the pipeline",
             pipeline.source,
             many.len(),
@@ -371,16 +373,16 @@ fn notebook_encoding(tensors: &TokenTensors) -> VectorizerOptions {
     VectorizerOptions { max_len: width, padding, truncating: Side::Post, ..VectorizerOptions::default() }
 }
 
-fn stored(report: &RunReport, stage: &str, port: &str) -> Result<PathBuf, ScoreError> {
-    pipe::output_dir(report, &format!("{stage}.{port}")).map_err(ScoreError::from)
+fn stored(report: &RunReport, stage: &str, port: &str) -> Result<PathBuf, ScoreJobError> {
+    pipe::output_dir(report, &format!("{stage}.{port}")).map_err(ScoreJobError::from)
 }
 
-fn model_err(e: impl std::fmt::Display) -> ScoreError {
-    ScoreError::Model(e.to_string())
+fn model_err(e: impl std::fmt::Display) -> ScoreJobError {
+    ScoreJobError::Model(e.to_string())
 }
 
 /// blake3 over the vectorizer's vocabulary and settings and every file of `dirs`.
-fn digest(vectorizer: &Vectorizer, dirs: &[&Path]) -> Result<String, ScoreError> {
+fn digest(vectorizer: &Vectorizer, dirs: &[&Path]) -> Result<String, ScoreJobError> {
     let mut hasher = blake3::Hasher::new();
     for token in &vectorizer.vocab.tokens {
         hasher.update(token.as_bytes());
@@ -393,7 +395,7 @@ fn digest(vectorizer: &Vectorizer, dirs: &[&Path]) -> Result<String, ScoreError>
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-fn hash_tree(hasher: &mut blake3::Hasher, dir: &Path) -> Result<(), ScoreError> {
+fn hash_tree(hasher: &mut blake3::Hasher, dir: &Path) -> Result<(), ScoreJobError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(model_err)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for entry in entries {
@@ -406,7 +408,7 @@ fn hash_tree(hasher: &mut blake3::Hasher, dir: &Path) -> Result<(), ScoreError> 
         } else if meta.is_file() {
             hasher.update_reader(std::fs::File::open(&entry).map_err(model_err)?).map_err(model_err)?;
         } else {
-            return Err(ScoreError::Model(format!("{}: not a regular file or directory", entry.display())));
+            return Err(ScoreJobError::Model(format!("{}: not a regular file or directory", entry.display())));
         }
     }
     Ok(())

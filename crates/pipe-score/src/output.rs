@@ -21,7 +21,7 @@ use polars_parquet::write::schema_to_metadata_key;
 use serde::{Deserialize, Serialize};
 
 use crate::shard::Shard;
-use crate::ScoreError;
+use crate::ScoreJobError;
 
 /// Written beside each part as `_part-XXXXX-of-YYYYY.json`: the leading `_`
 /// marks it as metadata, as Spark's `_SUCCESS`, so Spark, pyarrow, Dask and
@@ -58,14 +58,14 @@ impl Manifest {
 }
 
 /// The manifests already in `dir` (of any shard count).
-pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, ScoreError> {
+pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, ScoreJobError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| ScoreError::Output { path: dir.into(), message: e.to_string() })?.path();
+        let path = entry.map_err(|e| ScoreJobError::Output { path: dir.into(), message: e.to_string() })?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("_part-") && name.ends_with(".json") {
-            let manifest = pipe::core::fsutil::load_json(&path).map_err(|e| ScoreError::Output { path: path.clone(), message: e.to_string() })?;
+            let manifest = pipe::core::fsutil::load_json(&path).map_err(|e| ScoreJobError::Output { path: path.clone(), message: e.to_string() })?;
             out.push((path, manifest));
         }
     }
@@ -102,9 +102,9 @@ const JOB_LOCK: &str = "_job.lock";
 /// shard's lock file is read, made or removed: a moment. A regular file,
 /// opened for writing and never removed, so that on NFS the lock reaches the
 /// server and holds across machines (a lock on a directory would not).
-fn lock_dir(dir: &Path) -> Result<File, ScoreError> {
+fn lock_dir(dir: &Path) -> Result<File, ScoreJobError> {
     let path = dir.join(JOB_LOCK);
-    let err = |e: std::io::Error| ScoreError::Output { path: path.clone(), message: e.to_string() };
+    let err = |e: std::io::Error| ScoreJobError::Output { path: path.clone(), message: e.to_string() };
     let handle = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(err)?;
     handle.lock().map_err(err)?;
     Ok(handle)
@@ -113,8 +113,8 @@ fn lock_dir(dir: &Path) -> Result<File, ScoreError> {
 /// Makes `dir` this job's, or finds it already is, then takes `shard`'s
 /// lock. Refused, with nothing written, when the directory belongs to
 /// another job or another process is scoring the same shard.
-pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, ScoreError> {
-    let out_err = |path: &Path, message: String| ScoreError::Output { path: path.to_path_buf(), message };
+pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, ScoreJobError> {
+    let out_err = |path: &Path, message: String| ScoreJobError::Output { path: path.to_path_buf(), message };
     std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e.to_string()))?;
     let _dir_lock = lock_dir(dir)?;
     let record_path = dir.join(JOB_FILE);
@@ -213,7 +213,7 @@ fn difference(owner: &JobRecord, job: &JobRecord) -> String {
 /// A directory without `_job.json` may be new, empty, or written by a
 /// `pipe` that kept no record: its manifests must agree with this job, and
 /// a part no manifest accounts for is another job's until proven otherwise.
-fn check_unclaimed(dir: &Path, job: &JobRecord) -> Result<(), ScoreError> {
+fn check_unclaimed(dir: &Path, job: &JobRecord) -> Result<(), ScoreJobError> {
     let manifests = manifests(dir)?;
     for (path, other) in &manifests {
         if other.shard.count != job.shards || other.model != job.model || other.input != job.input {
@@ -222,15 +222,15 @@ fn check_unclaimed(dir: &Path, job: &JobRecord) -> Result<(), ScoreError> {
                 "this output directory holds parts of another job ({}); write to another directory, or remove it to start over",
                 difference(&owner, job)
             );
-            return Err(ScoreError::Output { path: path.clone(), message });
+            return Err(ScoreJobError::Output { path: path.clone(), message });
         }
     }
-    for entry in std::fs::read_dir(dir).map_err(|e| ScoreError::Output { path: dir.into(), message: e.to_string() })?.flatten() {
+    for entry in std::fs::read_dir(dir).map_err(|e| ScoreJobError::Output { path: dir.into(), message: e.to_string() })?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("part-") && !manifests.iter().any(|(_, m)| m.part.as_deref() == Some(name.as_str())) {
             let message =
                 "a part no manifest accounts for (left by an interrupted run of another job?); remove it, or write to another directory".to_string();
-            return Err(ScoreError::Output { path: entry.path(), message });
+            return Err(ScoreJobError::Output { path: entry.path(), message });
         }
     }
     Ok(())
@@ -252,21 +252,21 @@ pub struct PartWriter {
 impl PartWriter {
     /// Starts `shard`'s part; `_lock` proves this process holds the
     /// shard, so temp files of the shard left by a killed process can go.
-    pub fn new(dir: &Path, shard: Shard, _lock: &ShardLock) -> Result<PartWriter, ScoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| ScoreError::Output { path: dir.into(), message: e.to_string() })?;
+    pub fn new(dir: &Path, shard: Shard, _lock: &ShardLock) -> Result<PartWriter, ScoreJobError> {
+        std::fs::create_dir_all(dir).map_err(|e| ScoreJobError::Output { path: dir.into(), message: e.to_string() })?;
         let name = format!("{}.parquet", shard.part_name());
         remove_stale_temps(dir, &name);
         let scratch = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), pipe::core::fsutil::unique_suffix()));
-        std::fs::create_dir(&scratch).map_err(|e| ScoreError::Output { path: scratch.clone(), message: e.to_string() })?;
+        std::fs::create_dir(&scratch).map_err(|e| ScoreJobError::Output { path: scratch.clone(), message: e.to_string() })?;
         let guard = ScratchGuard::new(scratch.clone());
         let tmp = scratch.join(&name);
         Ok(PartWriter { dir: dir.to_path_buf(), name, scratch, _scratch_guard: guard, tmp, writer: None, rows: 0 })
     }
 
-    pub fn write(&mut self, frame: &DataFrame) -> Result<(), ScoreError> {
-        let err = |e: polars::error::PolarsError| ScoreError::Output { path: self.tmp.clone(), message: e.to_string() };
+    pub fn write(&mut self, frame: &DataFrame) -> Result<(), ScoreJobError> {
+        let err = |e: polars::error::PolarsError| ScoreJobError::Output { path: self.tmp.clone(), message: e.to_string() };
         if self.writer.is_none() {
-            let file = File::create(&self.tmp).map_err(|e| ScoreError::Output { path: self.tmp.clone(), message: e.to_string() })?;
+            let file = File::create(&self.tmp).map_err(|e| ScoreJobError::Output { path: self.tmp.clone(), message: e.to_string() })?;
             // The Arrow schema embedded for readers, with strings as
             // `large_string`: polars would record `string_view`, which
             // pyarrow reads back but cannot sort or take.
@@ -286,9 +286,9 @@ impl PartWriter {
 
     /// Finishes the file and renames it into place: `(name, bytes)`, or
     /// `None` when no row was written.
-    pub fn commit(mut self) -> Result<Option<(String, u64)>, ScoreError> {
+    pub fn commit(mut self) -> Result<Option<(String, u64)>, ScoreJobError> {
         let Some(writer) = self.writer.take() else { return Ok(None) };
-        let out_err = |path: &Path, message: String| ScoreError::Output { path: path.to_path_buf(), message };
+        let out_err = |path: &Path, message: String| ScoreJobError::Output { path: path.to_path_buf(), message };
         writer.finish().map_err(|e| out_err(&self.tmp, e.to_string()))?;
         let file = File::open(&self.tmp).map_err(|e| out_err(&self.tmp, e.to_string()))?;
         file.sync_all().map_err(|e| out_err(&self.tmp, e.to_string()))?;

@@ -4,12 +4,12 @@
 //! `train:` settings).
 
 use pipe_core::InvalidSetting;
+use pipe_data::split::{stratified_split, Rng};
 use pipe_data::{LabelSet, Vocabulary};
 use pipe_linear::TfidfLinear;
 use pipe_model::{BagOfNgrams, GruClassifier, LstmClassifier};
 use pipe_tensor::ngrams::check_settings;
 use pipe_tensor::TokenTensors;
-use pipe_train::sampler::{stratified_split, Rng};
 use pipe_train::Train;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};

@@ -10,21 +10,31 @@
 //!   `predict` stage like any model.
 //! - The `ensemble` stage ([`Ensemble`]) averages the class probabilities of
 //!   `predict` stages over the same rows, with fixed weights.
-//! - [`calibrate`] holds the two policies: temperature scaling and greedy
-//!   ensemble selection; [`Budget`] the time budget's. Each has its own tests.
+//! - The stage file (`src/stages/select.rs`) is the list of steps; each
+//!   policy is a type with its own tests: [`Validation`] (folds or a
+//!   hold-out), [`calibrate`] (temperature scaling, greedy ensemble
+//!   selection), [`Choice`] (ensemble or best single model), [`FinalFit`]
+//!   (refit or keep) and [`Budget`] (the time budget).
 //! - [`Candidate`] is what `select` can fit: `tfidf_linear`, the recurrent
 //!   classifiers and `bag_of_ngrams`, each with its own settings.
 
 mod budget;
 pub mod calibrate;
 mod candidate;
+mod choice;
 mod ensemble_model;
+mod final_fit;
+mod scoring;
 mod stages;
+mod validation;
 
 pub use budget::Budget;
 pub use candidate::{Candidate, FitData, MAX_ROWS};
+pub use choice::{Choice, EnsembleTried};
 pub use ensemble_model::{EnsembleModel, Member, MemberModel, NgramInput};
-pub use stages::{stratified_folds, Ensemble, FinalFit, Select, Validation, MAX_ENSEMBLE_ROUNDS, MAX_FOLDS, MAX_TIME_BUDGET_SECONDS};
+pub use final_fit::FinalFit;
+pub use stages::{Ensemble, Select, MAX_ENSEMBLE_ROUNDS, MAX_FOLDS, MAX_TIME_BUDGET_SECONDS};
+pub use validation::Validation;
 
 /// Why a candidate could not be fitted or scored.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use pipe::notebook::NotebookPorts;
 use pipe::polars::prelude::*;
+use pipe::train::Train;
+use pipe::vectorize::Vectorize;
 use pipe::{core::LoadArtifact, data::Table, Cache, Event, FrameColumns, Pipeline, RecordingSink, RunOptions, StageOutcome, TextClassifier};
 use pipe_test_support::{pipe_bin, repo_root, Scratch};
 
@@ -57,7 +60,13 @@ fn library_api_reports_metrics_and_events_and_classifies_new_texts() {
     assert!(cached_events.events.borrow().iter().any(|e| matches!(e, Event::StageCached { .. })));
 
     // A classifier from the run's outputs agrees with the pipeline's own predict stage.
-    let classifier = TextClassifier::from_report(&again, "vectorize.vectorizer", "train.model", "vectorize.labels").unwrap();
+    let classifier = TextClassifier::from_report(
+        &again,
+        Vectorize::VECTORIZER.of_stage("vectorize"),
+        Train::TRAINED.of_stage("train"),
+        NotebookPorts::LABELS.of_stage("vectorize"),
+    )
+    .unwrap();
     let stage_predictions = Table::load(&again.stage("predict").unwrap().outputs["predictions"]).unwrap();
     let expected: Vec<String> = stage_predictions.column("label").unwrap().values.iter().map(|v| v.as_str().unwrap().to_string()).collect();
     // The test records the pipeline kept (those with a label seen in training).
@@ -111,7 +120,7 @@ fn from_raw_exports_the_notebook_files_and_the_etl_example_scores_new_records() 
     assert_eq!(rows, kept + 1);
     assert!(stages.iter().find(|st| st["name"] == "evaluate").unwrap()["metrics"]["metrics"]["accuracy"].is_number());
     // The exported artifacts are the notebook's own inputs.
-    let exported = pipe::artifacts::NotebookArtifacts::load(&s.path("out/artifacts"), &Default::default(), "Id").unwrap();
+    let exported = pipe::notebook::NotebookFiles::load(&s.path("out/artifacts"), &Default::default(), "Id").unwrap();
     assert_eq!(exported.x_train.shape(), [600, 32]);
     assert_eq!(exported.vocab.tokens[..2], ["<PAD>", "<UNK>"]);
     assert!(s.path("out/artifacts/test_labels.json").exists());

@@ -15,7 +15,7 @@
 //!   steps, or a CUDA graph recorded once and replayed), [`class_weights`].
 //! - [`optim::Adam`] is the optimizer; on the CPU it updates the embedding
 //!   rows a batch does not use when they are next read (the same update).
-//! - [`sampler`]: the stratified split and each epoch's batches.
+//! - [`sampler`]: each epoch's batches.
 
 mod best;
 mod class_weights;

@@ -17,10 +17,11 @@ use crate::best::{BestEpoch, Validation};
 use crate::early_stopping::EarlyStopping;
 use crate::optim::{Adam, AdamConfig};
 use crate::optimizer_plan::OptimizerPlan;
-use crate::sampler::{plan_epoch, stratified_split, Rng};
+use crate::sampler::plan_epoch;
 use crate::schedule::LrSchedule;
 use crate::step::{may_record, EpochTotals, Step, StepRunner, Timing};
 use crate::{class_weights, Train, TrainError};
+use pipe_data::split::{stratified_split, Rng};
 
 /// One epoch's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize)]

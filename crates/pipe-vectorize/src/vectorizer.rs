@@ -226,7 +226,7 @@ impl Artifact for Vectorizer {
     }
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         let vocab = dir.join(VOCAB_FILE);
-        pipe_artifacts::write_vocabulary(&vocab, &self.vocab).map_err(|e| ArtifactError::io(&vocab, e))?;
+        pipe_notebook::write_vocabulary(&vocab, &self.vocab).map_err(|e| ArtifactError::io(&vocab, e))?;
         pipe_core::fsutil::save_json(&dir.join(OPTIONS_FILE), &self.options)
     }
     fn summary(&self) -> String {
@@ -241,7 +241,7 @@ impl LoadArtifact for Vectorizer {
     const TYPE_NAME: &'static str = "vectorizer";
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let vocab_path = dir.join(VOCAB_FILE);
-        let vocab = pipe_artifacts::read_vocabulary(&vocab_path).map_err(|e| ArtifactError::invalid(&vocab_path, e))?;
+        let vocab = pipe_notebook::read_vocabulary(&vocab_path).map_err(|e| ArtifactError::invalid(&vocab_path, e))?;
         let options_path = dir.join(OPTIONS_FILE);
         let options: VectorizerOptions = pipe_core::fsutil::load_json(&options_path)?;
         options.validate().map_err(|e| ArtifactError::invalid(&options_path, e))?;

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_artifacts::{read_label_encoder, read_npy, read_vocabulary};
 use pipe_core::LoadArtifact;
 use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
+use pipe_notebook::{read_label_encoder, read_npy, read_vocabulary};
 use pipe_vectorize::{
     python_json_records, read_frame, tokenize, tokenize_truncated, FrameFormat, Side, UnknownLabels, Vectorize, Vectorizer, VectorizerOptions,
 };
@@ -192,13 +192,13 @@ fn written_artifacts_read_back() {
 
     for labels in [LabelSet::Strings(vec!["adj.all".into(), "noun.Ωmega".into(), "x".into()]), LabelSet::Integers(vec![-3, 0, 7, 1 << 40])] {
         let path = dir.path().join("labels.pkl");
-        pipe_artifacts::write_label_encoder(&path, &labels).unwrap();
+        pipe_notebook::write_label_encoder(&path, &labels).unwrap();
         assert_eq!(read_label_encoder(&path).unwrap(), labels);
     }
     let big =
         Vocabulary { tokens: std::iter::once("<PAD>".to_string()).chain((1..2500).map(|i| format!("t{i}"))).collect(), pad_id: 0, unk_id: None };
     let path = dir.path().join("vocab.pkl");
-    pipe_artifacts::write_vocabulary(&path, &big).unwrap();
+    pipe_notebook::write_vocabulary(&path, &big).unwrap();
     assert_eq!(read_vocabulary(&path).unwrap().tokens, big.tokens);
 }
 

@@ -15,8 +15,10 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
+use pipe::notebook::NotebookPorts;
 use pipe::polars::prelude::*;
-use pipe::vectorize::{read_frame, FrameFormat};
+use pipe::train::Train;
+use pipe::vectorize::{read_frame, FrameFormat, Vectorize};
 use pipe::{run, Cache, Event, EventSink, FrameColumns, Pipeline, RunOptions, TextClassifier};
 
 struct Args {
@@ -85,7 +87,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     if let Some(metrics) = report.stage("evaluate").and_then(|s| s.metrics.get("metrics")) {
         eprintln!("[etl] model's test accuracy {} macro-F1 {}", metrics["accuracy"], metrics["macro_f1"]);
     }
-    let classifier = TextClassifier::from_report(&report, "vectorize.vectorizer", "train.model", "vectorize.labels")?;
+    let classifier = TextClassifier::from_report(
+        &report,
+        Vectorize::VECTORIZER.of_stage("vectorize"),
+        Train::TRAINED.of_stage("train"),
+        NotebookPorts::LABELS.of_stage("vectorize"),
+    )?;
 
     // 2. New records, scored with the trained vocabulary and checkpoint.
     let records = read_frame(&args.records, FrameFormat::Auto)?;

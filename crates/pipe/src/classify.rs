@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_core::{load_artifact, Artifact, LoadArtifact, RunReport};
+use pipe_core::{load_artifact, Artifact, LoadArtifact, RunReport, StageOutput};
 use pipe_data::{IntArray, LabelSet};
 use pipe_model::Checkpoint;
 use pipe_predict::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim};
@@ -96,9 +96,17 @@ impl TextClassifier {
         Self::new(Vectorizer::load(vectorizer)?, load_model(model)?, LabelSet::load(labels)?, Device::Cpu)
     }
 
-    /// From a pipeline run: each part named `stage.output` as in the pipeline's wiring.
-    pub fn from_report(report: &RunReport, vectorizer: &str, model: &str, labels: &str) -> Result<Self, ClassifyError> {
-        Self::load(&output_dir(report, vectorizer)?, &output_dir(report, model)?, &output_dir(report, labels)?)
+    /// From a pipeline run: each part one stage's output, typed by its port
+    /// (the model may be any scoreable type):
+    /// `from_report(&report, Vectorize::VECTORIZER.of_stage("vectorize"), Train::TRAINED.of_stage("train"), NotebookPorts::LABELS.of_stage("vectorize"))`.
+    pub fn from_report<M>(
+        report: &RunReport,
+        vectorizer: StageOutput<Vectorizer>,
+        model: StageOutput<M>,
+        labels: StageOutput<LabelSet>,
+    ) -> Result<Self, ClassifyError> {
+        let dir = |stage: &str, port: &str| stage_output_dir(report, stage, port);
+        Self::load(&dir(vectorizer.stage, vectorizer.port)?, &dir(model.stage, model.port)?, &dir(labels.stage, labels.port)?)
     }
 
     pub fn vectorizer(&self) -> &Vectorizer {
@@ -197,6 +205,11 @@ impl TextClassifier {
 /// The stored directory of `stage.output` in a run report.
 pub fn output_dir(report: &RunReport, reference: &str) -> Result<PathBuf, ClassifyError> {
     let (stage, port) = reference.split_once('.').ok_or_else(|| ClassifyError::BadReference(reference.to_string()))?;
+    stage_output_dir(report, stage, port)
+}
+
+/// Where the run stored `stage`'s output `port`.
+fn stage_output_dir(report: &RunReport, stage: &str, port: &str) -> Result<PathBuf, ClassifyError> {
     let s = report.stage(stage).ok_or_else(|| ClassifyError::NoStage(stage.to_string()))?;
     s.outputs.get(port).cloned().ok_or_else(|| ClassifyError::NoOutput {
         stage: stage.to_string(),

@@ -6,18 +6,27 @@
 //! `pipe` command runs also runs through [`run`].
 //!
 //! ```no_run
+//! use pipe::notebook::NotebookPorts;
+//! use pipe::train::Train;
+//! use pipe::vectorize::Vectorize;
 //! use pipe::{run, Cache, NullSink, Pipeline, RunOptions, TextClassifier};
 //!
 //! let pipeline = Pipeline::load("pipelines/from_raw.yaml".as_ref(), &[])?;
 //! let report = run(&pipeline, &Cache::open(".pipe")?, &RunOptions::default(), &NullSink)?;
-//! let classifier = TextClassifier::from_report(&report, "vectorize.vectorizer", "train.model", "vectorize.labels")?;
+//! // Each part is a stage's output: the stage's name in the YAML, the port typed.
+//! let classifier = TextClassifier::from_report(
+//!     &report,
+//!     Vectorize::VECTORIZER.of_stage("vectorize"),
+//!     Train::TRAINED.of_stage("train"),
+//!     NotebookPorts::LABELS.of_stage("vectorize"),
+//! )?;
 //! for c in classifier.classify(&["a small songbird of the finch family"])? {
 //!     println!("{} ({:.2})", c.label, c.probability);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The stage crates are re-exported by concern: [`core`], [`data`], [`artifacts`],
+//! The stage crates are re-exported by concern: [`core`], [`data`], [`notebook`],
 //! [`vectorize`], [`tensor`], [`runtime`], [`model`], [`train`], [`linear`], [`select`], [`predict`], [`submit`],
 //! [`eval`], [`exec`]; [`polars`] is the version the DataFrame functions take.
 
@@ -28,13 +37,13 @@ pub use pipe_core::{
     run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions, RunReport, Stage, StageOutcome, StageReport,
 };
 
-pub use pipe_artifacts as artifacts;
 pub use pipe_core as core;
 pub use pipe_data as data;
 pub use pipe_eval as eval;
 pub use pipe_exec as exec;
 pub use pipe_linear as linear;
 pub use pipe_model as model;
+pub use pipe_notebook as notebook;
 pub use pipe_predict as predict;
 pub use pipe_runtime as runtime;
 pub use pipe_select as select;

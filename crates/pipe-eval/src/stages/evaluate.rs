@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::Table;
 use serde::{Deserialize, Serialize};
 
@@ -62,20 +62,21 @@ impl Evaluate {
     }
 }
 
+impl Evaluate {
+    pub const PREDICTIONS: PortOf<Table> = PortOf::new("predictions", "a `label` column of predicted classes");
+    pub const TRUTH: PortOf<Table> = PortOf::new("truth", "the true label of each row (with ids to match on)");
+    pub const IDS: PortOf<Table> = PortOf::optional("ids", "the id of each prediction, to match rows by id");
+    pub const METRICS: PortOf<JsonDoc> = PortOf::new("metrics", "accuracy, macro-F1, per-class scores");
+    pub const REPORT: PortOf<Files> = PortOf::new("report", "per_class.csv, confusion.csv, confusion.svg");
+}
+
 #[stage(kind = "evaluate", summary = "accuracy, macro-F1, per-class scores and confusion matrix against true labels")]
 impl Stage for Evaluate {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<Table>("predictions", "a `label` column of predicted classes"),
-            Port::of::<Table>("truth", "the true label of each row (with ids to match on)"),
-            Port::optional_of::<Table>("ids", "the id of each prediction, to match rows by id"),
-        ]
+        vec![Self::PREDICTIONS.port(), Self::TRUTH.port(), Self::IDS.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<JsonDoc>("metrics", "accuracy, macro-F1, per-class scores"),
-            Port::of::<Files>("report", "per_class.csv, confusion.csv, confusion.svg"),
-        ]
+        vec![Self::METRICS.port(), Self::REPORT.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -84,9 +85,9 @@ impl Stage for Evaluate {
         false
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let predictions = inputs.get::<Table>("predictions")?;
-        let truth = inputs.get::<Table>("truth")?;
-        let ids = inputs.get_opt::<Table>("ids")?;
+        let predictions = inputs.read(&Self::PREDICTIONS)?;
+        let truth = inputs.read(&Self::TRUTH)?;
+        let ids = inputs.read_optional(&Self::IDS)?;
         let (truth, predicted) = self.aligned(predictions, truth, ids)?;
         let (names, confusion) = evaluate(&truth, &predicted);
         let scores = confusion.per_class();
@@ -119,7 +120,7 @@ impl Stage for Evaluate {
             ("confusion.svg".to_string(), svg.into_bytes()),
         ]);
         let mut out = Artifacts::new();
-        out.insert("metrics", JsonDoc(metrics)).insert("report", Files { files });
+        out.put(&Self::METRICS, JsonDoc(metrics)).put(&Self::REPORT, Files { files });
         Ok(out)
     }
 }

@@ -2,4 +2,4 @@
 
 mod tfidf_linear;
 
-pub use tfidf_linear::{rows_of, training_rows_ports, Classifier, FitReport, TfidfLinear, MAX_ITER};
+pub use tfidf_linear::{rows_of, Classifier, FitReport, TfidfLinear, TrainingRows, MAX_ITER};

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use pipe_core::{stage, Artifacts, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{IntArray, LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
@@ -126,19 +126,21 @@ impl TfidfLinear {
     }
 }
 
+impl TfidfLinear {
+    pub const MODEL: PortOf<LinearModel> = PortOf::new("model", "the fitted vectorizer and classifier weights");
+    pub const METRICS: PortOf<JsonDoc> = PortOf::new("metrics", "features, training time, solver convergence per class");
+}
+
 #[stage(
     kind = "tfidf_linear",
     summary = "TF-IDF word (and character) n-grams + one-vs-rest linear SVMs or complement naive Bayes, as scikit-learn's TfidfVectorizer + LinearSVC or ComplementNB"
 )]
 impl Stage for TfidfLinear {
     fn inputs(&self) -> Vec<Port> {
-        training_rows_ports()
+        TrainingRows::ports()
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<LinearModel>("model", "the fitted vectorizer and classifier weights"),
-            Port::of::<JsonDoc>("metrics", "features, training time, solver convergence per class"),
-        ]
+        vec![Self::MODEL.port(), Self::METRICS.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -160,10 +162,10 @@ impl Stage for TfidfLinear {
         Ok(())
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let x = inputs.get::<IntArray>("x")?;
-        let y = inputs.get::<IntArray>("y")?;
-        let vocab = inputs.get::<Vocabulary>("vocab")?;
-        let labels = inputs.get::<LabelSet>("labels")?;
+        let x = inputs.read(&TrainingRows::X)?;
+        let y = inputs.read(&TrainingRows::Y)?;
+        let vocab = inputs.read(&TrainingRows::VOCAB)?;
+        let labels = inputs.read(&TrainingRows::LABELS)?;
         let fail = |e: LinearError| StageError::invalid(e);
         let rows = rows_of(x).map_err(fail)?;
         let y: Vec<i64> = y.0.iter().copied().collect();
@@ -181,20 +183,24 @@ impl Stage for TfidfLinear {
         let metrics = serde_json::to_value(&fit).expect("json");
         ctx.metric(metrics.clone());
         let mut out = Artifacts::new();
-        out.insert("model", model).insert("metrics", JsonDoc(metrics));
+        out.put(&Self::MODEL, model).put(&Self::METRICS, JsonDoc(metrics));
         Ok(out)
     }
 }
 
 /// The inputs of a stage that fits a model on the notebook's arrays
 /// (`tfidf_linear`, `select`): token ids, labels, vocabulary, class names.
-pub fn training_rows_ports() -> Vec<Port> {
-    vec![
-        Port::of::<IntArray>("x", "training token ids [rows, max_len]"),
-        Port::of::<IntArray>("y", "training class ids [rows]"),
-        Port::of::<Vocabulary>("vocab", "token texts by id, and the padding id"),
-        Port::of::<LabelSet>("labels", "the class names"),
-    ]
+pub struct TrainingRows;
+
+impl TrainingRows {
+    pub const X: PortOf<IntArray> = PortOf::new("x", "training token ids [rows, max_len]");
+    pub const Y: PortOf<IntArray> = PortOf::new("y", "training class ids [rows]");
+    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "token texts by id, and the padding id");
+    pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "the class names");
+
+    pub fn ports() -> Vec<Port> {
+        vec![Self::X.port(), Self::Y.port(), Self::VOCAB.port(), Self::LABELS.port()]
+    }
 }
 
 /// The rows of a 2-D id array.

@@ -4,7 +4,8 @@ use pipe_core::{stage, Artifacts, InvalidSetting, Port, Stage, StageContext, Sta
 use pipe_data::{LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Architecture, ModelSpec, Pooling, Precision, MAX_EMBED_DIM, MAX_PARAMETERS};
+use crate::model::{Architecture, ModelSpec, Pooling, MAX_EMBED_DIM, MAX_PARAMETERS};
+use crate::precision::Precision;
 
 /// fastText's model: the mean of word and hashed-bigram embeddings, then a
 /// linear layer. Feed it rows from an `ngrams` stage with the same `buckets`.

@@ -13,7 +13,7 @@ pub use gru_classifier::GruClassifier;
 pub use lstm_classifier::LstmClassifier;
 pub use recurrent::{Recurrent, RecurrentConfig, RecurrentLayer};
 
-use pipe_core::{Artifacts, Port, StageContext, StageError};
+use pipe_core::{Artifacts, Port, PortOf, StageContext, StageError};
 use pipe_data::{LabelSet, Vocabulary};
 use tch::{nn, Device};
 
@@ -30,25 +30,35 @@ const STAND_IN_VOCAB: i64 = 2;
 /// The class count a model stage's config is checked with at load (see [`STAND_IN_VOCAB`]).
 const STAND_IN_CLASSES: i64 = 2;
 
+/// The ports every model stage has: the vocabulary and label set in, the
+/// initialised model out.
+pub struct ModelPorts;
+
+impl ModelPorts {
+    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "sets the embedding size and padding id");
+    pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "sets the number of classes");
+    pub const MODEL: PortOf<Checkpoint> = PortOf::new("model", "the initialised model");
+}
+
 /// The inputs every model stage takes.
 fn model_inputs() -> Vec<Port> {
-    vec![Port::of::<Vocabulary>("vocab", "sets the embedding size and padding id"), Port::of::<LabelSet>("labels", "sets the number of classes")]
+    vec![ModelPorts::VOCAB.port(), ModelPorts::LABELS.port()]
 }
 
 /// The output every model stage returns.
 fn model_outputs() -> Vec<Port> {
-    vec![Port::of::<Checkpoint>("model", "the initialised model")]
+    vec![ModelPorts::MODEL.port()]
 }
 
 /// What every model stage's `run` does: the spec from the vocabulary and
 /// label set, initialised with the pipeline's seed, as the `model` output.
 fn run_model_stage(inputs: &Artifacts, ctx: &StageContext, spec: impl Fn(&Vocabulary, &LabelSet) -> ModelSpec) -> Result<Artifacts, StageError> {
-    let vocab = inputs.get::<Vocabulary>("vocab")?;
-    let labels = inputs.get::<LabelSet>("labels")?;
+    let vocab = inputs.read(&ModelPorts::VOCAB)?;
+    let labels = inputs.read(&ModelPorts::LABELS)?;
     let checkpoint = initialise(&spec(vocab, labels), ctx.seed).map_err(StageError::other)?;
     ctx.info(pipe_core::Artifact::summary(&checkpoint));
     let mut out = Artifacts::new();
-    out.insert("model", checkpoint);
+    out.put(&ModelPorts::MODEL, checkpoint);
     Ok(out)
 }
 

@@ -10,8 +10,8 @@ use pipe_core::{Artifacts, InvalidSetting, StageContext, StageError};
 use pipe_data::{LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Architecture, ModelSpec, Pooling, Precision};
-use crate::precision::{self, CpuFacts, PrecisionChoice, PrecisionDecision};
+use crate::model::{Architecture, ModelSpec, Pooling};
+use crate::precision::{self, CpuFacts, Precision, PrecisionChoice, PrecisionDecision};
 
 /// A recurrent classifier's config: Embedding → RNN → pooling → dropout → linear.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The `predict` stage: class names and probabilities for token rows, from
 //! any scoreable model.
 
-use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
+use pipe_core::{stage, AnyPort, Artifacts, InvalidSetting, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{LabelSet, Table};
 use pipe_runtime::runtime;
 use pipe_tensor::TokenTensors;
@@ -35,20 +35,22 @@ impl Default for Predict {
     }
 }
 
+impl Predict {
+    pub const MODEL: AnyPort =
+        AnyPort::new("model", "the trained model: a `checkpoint` (torch), a `linear_model` (tfidf_linear), an `ensemble_model` (select)");
+    pub const ROWS: PortOf<TokenTensors> = PortOf::new("tensors", "rows to classify");
+    pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "class names for the ids");
+    pub const PREDICTIONS: PortOf<Table> = PortOf::new("predictions", "class_id, label (and probability, top_k) per row, in input order");
+    pub const PROBABILITIES: PortOf<ClassProbabilities> = PortOf::new("probabilities", "every class's probability per row (for an `ensemble` stage)");
+}
+
 #[stage(kind = "predict", summary = "classify rows with a trained model, in bounded batches, results in input order")]
 impl Stage for Predict {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::new("model", ANY_TYPE, "the trained model: a `checkpoint` (torch), a `linear_model` (tfidf_linear), an `ensemble_model` (select)"),
-            Port::of::<TokenTensors>("tensors", "rows to classify"),
-            Port::of::<LabelSet>("labels", "class names for the ids"),
-        ]
+        vec![Self::MODEL.port(), Self::ROWS.port(), Self::LABELS.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<Table>("predictions", "class_id, label (and probability, top_k) per row, in input order"),
-            Port::new("probabilities", ClassProbabilities::TYPE_NAME, "every class's probability per row (for an `ensemble` stage)"),
-        ]
+        vec![Self::PREDICTIONS.port(), Self::PROBABILITIES.port()]
     }
     fn code_version(&self) -> u32 {
         // 2: the `probabilities` output.
@@ -64,9 +66,9 @@ impl Stage for Predict {
         Ok(())
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let model = inputs.get_rc("model").ok_or_else(|| StageError::MissingInput("model".into()))?;
-        let data = inputs.get::<TokenTensors>("tensors")?;
-        let labels = inputs.get::<LabelSet>("labels")?;
+        let model = inputs.read_any(&Self::MODEL)?;
+        let data = inputs.read(&Self::ROWS)?;
+        let labels = inputs.read(&Self::LABELS)?;
         let scorer = scorer(model.as_ref()).ok_or_else(|| {
             StageError::invalid(format!("`predict` cannot score a `{}`; it scores: {}", model.type_name(), scoreable_types().join(", ")))
         })?;
@@ -87,7 +89,7 @@ impl Stage for Predict {
         let probabilities = ClassProbabilities { rows: data.rows() as usize, classes: labels.len(), values: softmax_rows(&scores, labels.len()) };
         let predictions = Predictions::from_scores(&scores, &probabilities, self.top_k);
         let mut out = Artifacts::new();
-        out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", probabilities);
+        out.put(&Self::PREDICTIONS, predictions_table(&predictions, labels)).put(&Self::PROBABILITIES, probabilities);
         Ok(out)
     }
 }

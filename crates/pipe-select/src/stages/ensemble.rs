@@ -2,7 +2,7 @@
 //! class probabilities over the same rows. Weights are given; `select`
 //! fits them (and a temperature per model) on validation instead.
 
-use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{LabelSet, Table};
 use pipe_predict::{predictions_table, ClassProbabilities, Predictions, MAX_TOP_K};
 use serde::{Deserialize, Serialize};
@@ -29,19 +29,22 @@ impl Ensemble {
     }
 }
 
+impl Ensemble {
+    pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "class names for the ids");
+    pub const PREDICTIONS: PortOf<Table> = PortOf::new("predictions", "class_id, label (and probability, top_k) per row, in input order");
+    pub const PROBABILITIES: PortOf<ClassProbabilities> = PortOf::new("probabilities", "the weighted mean probabilities");
+}
+
 #[stage(kind = "ensemble", summary = "average the class probabilities of several predict stages (optionally weighted)")]
 impl Stage for Ensemble {
     fn inputs(&self) -> Vec<Port> {
         let mut ports: Vec<Port> =
             self.members.iter().map(|m| Port::named(m.clone(), ClassProbabilities::TYPE_NAME, "a predict stage's `probabilities`")).collect();
-        ports.push(Port::of::<LabelSet>("labels", "class names for the ids"));
+        ports.push(Self::LABELS.port());
         ports
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<Table>("predictions", "class_id, label (and probability, top_k) per row, in input order"),
-            Port::new("probabilities", ClassProbabilities::TYPE_NAME, "the weighted mean probabilities"),
-        ]
+        vec![Self::PREDICTIONS.port(), Self::PROBABILITIES.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -53,7 +56,7 @@ impl Stage for Ensemble {
         if self.members.len() < 2 {
             return Err(InvalidSetting::new("members", "must name at least two inputs to average"));
         }
-        if self.members.iter().any(|m| m == "labels") {
+        if self.members.iter().any(|m| m == Self::LABELS.name) {
             return Err(InvalidSetting::new("members", "cannot include `labels`, the label set's input; name the members otherwise"));
         }
         if self.top_k > MAX_TOP_K {
@@ -73,7 +76,7 @@ impl Stage for Ensemble {
         Ok(())
     }
     fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let labels = inputs.get::<LabelSet>("labels")?;
+        let labels = inputs.read(&Self::LABELS)?;
         let members: Vec<&ClassProbabilities> = self.members.iter().map(|m| inputs.get::<ClassProbabilities>(m)).collect::<Result<_, _>>()?;
         for (name, p) in self.members.iter().zip(&members) {
             if (p.rows, p.classes) != (members[0].rows, labels.len()) {
@@ -90,7 +93,7 @@ impl Stage for Ensemble {
         let mean = ClassProbabilities { rows: members[0].rows, classes: labels.len(), values: calibrate::mix(&values, &self.normalised_weights()) };
         let predictions = Predictions::from_scores(&mean.values, &mean, self.top_k);
         let mut out = Artifacts::new();
-        out.insert("predictions", predictions_table(&predictions, labels)).insert("probabilities", mean);
+        out.put(&Self::PREDICTIONS, predictions_table(&predictions, labels)).put(&Self::PROBABILITIES, mean);
         Ok(out)
     }
 }

@@ -4,4 +4,4 @@ mod ensemble;
 mod select;
 
 pub use ensemble::Ensemble;
-pub use select::{stratified_folds, FinalFit, Select, Validation, MAX_ENSEMBLE_ROUNDS, MAX_FOLDS, MAX_TIME_BUDGET_SECONDS};
+pub use select::{Select, MAX_ENSEMBLE_ROUNDS, MAX_FOLDS, MAX_TIME_BUDGET_SECONDS};

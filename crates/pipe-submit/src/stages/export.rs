@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pipe_core::{fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 
 /// Copies files and JSON documents out of the cache into a directory people
@@ -23,16 +23,19 @@ impl Default for Export {
     }
 }
 
+impl Export {
+    pub const FILES: PortOf<Files> = PortOf::optional("files", "files to copy as they are");
+    pub const JSON: PortOf<JsonDoc> = PortOf::optional("json", "a JSON document, written as `json_name`");
+    pub const EXPORTED: PortOf<Files> = PortOf::new("exported", "what was exported");
+}
+
 #[stage(kind = "export", summary = "copy reports and metrics out of the cache into a directory, atomically")]
 impl Stage for Export {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::optional_of::<Files>("files", "files to copy as they are"),
-            Port::optional_of::<JsonDoc>("json", "a JSON document, written as `json_name`"),
-        ]
+        vec![Self::FILES.port(), Self::JSON.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<Files>("exported", "what was exported")]
+        vec![Self::EXPORTED.port()]
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         fsutil::check_file_name(&self.json_name).map_err(|e| InvalidSetting::new("json_name", format!("must be one file name: {e}")))
@@ -48,12 +51,12 @@ impl Stage for Export {
         false
     }
     fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let mut files = inputs.get_opt::<Files>("files")?.map(|f| f.files.clone()).unwrap_or_default();
-        if let Some(doc) = inputs.get_opt::<JsonDoc>("json")? {
+        let mut files = inputs.read_optional(&Self::FILES)?.map(|f| f.files.clone()).unwrap_or_default();
+        if let Some(doc) = inputs.read_optional(&Self::JSON)? {
             files.insert(self.json_name.clone(), serde_json::to_vec_pretty(&doc.0).expect("json"));
         }
         let mut out = Artifacts::new();
-        out.insert("exported", Files { files });
+        out.put(&Self::EXPORTED, Files { files });
         Ok(out)
     }
     fn publish(&self, outputs: &BTreeMap<String, PathBuf>, ctx: &StageContext) -> Result<(), StageError> {

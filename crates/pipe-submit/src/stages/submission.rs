@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pipe_core::{fsutil, stage, Artifacts, Files, Port, Stage, StageContext, StageError};
+use pipe_core::{fsutil, stage, Artifacts, Files, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::Table;
 use serde::{Deserialize, Serialize};
 
@@ -33,13 +33,19 @@ impl Submission {
     }
 }
 
+impl Submission {
+    pub const PREDICTIONS: PortOf<Table> = PortOf::new("predictions", "a `label` column, one row per test row");
+    pub const IDS: PortOf<Table> = PortOf::new("ids", "the test rows' ids");
+    pub const SUBMISSION: PortOf<Files> = PortOf::new("submission", "the CSV");
+}
+
 #[stage(kind = "submission", summary = "the submission CSV (Id, Category) as pandas writes it, published atomically")]
 impl Stage for Submission {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<Table>("predictions", "a `label` column, one row per test row"), Port::of::<Table>("ids", "the test rows' ids")]
+        vec![Self::PREDICTIONS.port(), Self::IDS.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<Files>("submission", "the CSV")]
+        vec![Self::SUBMISSION.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -48,8 +54,8 @@ impl Stage for Submission {
         false
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let predictions = inputs.get::<Table>("predictions")?;
-        let ids = inputs.get::<Table>("ids")?;
+        let predictions = inputs.read(&Self::PREDICTIONS)?;
+        let ids = inputs.read(&Self::IDS)?;
         let labels = predictions.column("label").ok_or_else(|| StageError::invalid("the predictions table has no `label` column"))?;
         let id_column = ids.column(&self.id_field).ok_or_else(|| StageError::invalid(format!("the ids table has no `{}` column", self.id_field)))?;
         if id_column.values.len() != labels.values.len() {
@@ -58,7 +64,7 @@ impl Stage for Submission {
         let csv = submission_csv(&id_column.values, &labels.values, &self.id_field, &self.label_field, self.index);
         ctx.info(format!("{} rows", labels.values.len()));
         let mut out = Artifacts::new();
-        out.insert("submission", Files { files: BTreeMap::from([(self.file_name(), csv.into_bytes())]) });
+        out.put(&Self::SUBMISSION, Files { files: BTreeMap::from([(self.file_name(), csv.into_bytes())]) });
         Ok(out)
     }
     fn publish(&self, outputs: &BTreeMap<String, PathBuf>, ctx: &StageContext) -> Result<(), StageError> {

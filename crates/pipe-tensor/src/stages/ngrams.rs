@@ -1,7 +1,7 @@
 //! The `ngrams` stage: fastText's features appended to each row — hashed
 //! word bigrams, and optionally hashed character n-grams of each word.
 
-use pipe_core::{stage, Artifacts, InvalidSetting, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::Vocabulary;
 use serde::{Deserialize, Serialize};
 
@@ -29,13 +29,19 @@ impl Default for Ngrams {
     }
 }
 
+impl Ngrams {
+    pub const TOKENS: PortOf<TokenTensors> = PortOf::new("tensors", "token ids");
+    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "n-gram ids start after it; its tokens' letters");
+    pub const WITH_NGRAMS: PortOf<TokenTensors> = PortOf::new("tensors", "token ids followed by hashed n-gram ids");
+}
+
 #[stage(kind = "ngrams", summary = "append hashed word-bigram (and character n-gram) ids to each row (for bag_of_ngrams)")]
 impl Stage for Ngrams {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<TokenTensors>("tensors", "token ids"), Port::of::<Vocabulary>("vocab", "n-gram ids start after it; its tokens' letters")]
+        vec![Self::TOKENS.port(), Self::VOCAB.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<TokenTensors>("tensors", "token ids followed by hashed n-gram ids")]
+        vec![Self::WITH_NGRAMS.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -47,13 +53,13 @@ impl Stage for Ngrams {
         check_settings(self.buckets, self.char_ngrams)
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let data = inputs.get::<TokenTensors>("tensors")?;
-        let vocab = inputs.get::<Vocabulary>("vocab")?;
+        let data = inputs.read(&Self::TOKENS)?;
+        let vocab = inputs.read(&Self::VOCAB)?;
         let subwords = self.char_ngrams.map(|range| Subwords::new(vocab, range, self.buckets));
         let tensors = append_ngrams(data, vocab.len() as i64, self.buckets, subwords.as_ref());
         ctx.info(format!("{} rows of up to {} ids", tensors.rows(), tensors.width()));
         let mut out = Artifacts::new();
-        out.insert("tensors", tensors);
+        out.put(&Self::WITH_NGRAMS, tensors);
         Ok(out)
     }
 }

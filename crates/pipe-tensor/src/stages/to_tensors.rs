@@ -1,6 +1,6 @@
 //! The `to_tensors` stage: an id matrix (and optional labels) to [`TokenTensors`].
 
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{IntArray, Vocabulary};
 use pipe_runtime::runtime;
 use serde::{Deserialize, Serialize};
@@ -15,17 +15,20 @@ pub struct ToTensors {
     pub padding: PaddingConfig,
 }
 
+impl ToTensors {
+    pub const X: PortOf<IntArray> = PortOf::new("x", "token ids [rows, max_len]");
+    pub const Y: PortOf<IntArray> = PortOf::optional("y", "label ids [rows]");
+    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "for the <PAD> id");
+    pub const TENSORS: PortOf<TokenTensors> = PortOf::new("tensors", "ids, lengths, labels, padding side");
+}
+
 #[stage(kind = "to_tensors", summary = "token-id matrix → int64 tensors with lengths and padding side")]
 impl Stage for ToTensors {
     fn inputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<IntArray>("x", "token ids [rows, max_len]"),
-            Port::optional_of::<IntArray>("y", "label ids [rows]"),
-            Port::of::<Vocabulary>("vocab", "for the <PAD> id"),
-        ]
+        vec![Self::X.port(), Self::Y.port(), Self::VOCAB.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<TokenTensors>("tensors", "ids, lengths, labels, padding side")]
+        vec![Self::TENSORS.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -34,9 +37,9 @@ impl Stage for ToTensors {
         false
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let x = inputs.get::<IntArray>("x")?;
-        let y = inputs.get_opt::<IntArray>("y")?;
-        let vocab = inputs.get::<Vocabulary>("vocab")?;
+        let x = inputs.read(&Self::X)?;
+        let y = inputs.read_optional(&Self::Y)?;
+        let vocab = inputs.read(&Self::VOCAB)?;
         let expected = match self.padding {
             PaddingConfig::Auto => None,
             PaddingConfig::Pre => Some(PaddingSide::Pre),
@@ -47,7 +50,7 @@ impl Stage for ToTensors {
         let mean_len = tensors.lengths.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         ctx.info(format!("{} rows × {}, {:?}-padded, mean length {mean_len:.1}", tensors.rows(), tensors.width(), tensors.padding));
         let mut out = Artifacts::new();
-        out.insert("tensors", tensors);
+        out.put(&Self::TENSORS, tensors);
         Ok(out)
     }
 }

@@ -1,6 +1,6 @@
 //! The `toy_fail` toy stage.
 
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
 
@@ -20,13 +20,18 @@ impl Default for ToyFail {
     }
 }
 
+impl ToyFail {
+    pub const VALUES: PortOf<IntArray> = PortOf::optional("values", "ignored");
+    pub const NOTHING: PortOf<IntArray> = PortOf::new("values", "never produced");
+}
+
 #[stage(kind = "toy_fail", summary = "always fails (for tests)")]
 impl Stage for ToyFail {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::optional_of::<IntArray>("values", "ignored")]
+        vec![Self::VALUES.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<IntArray>("values", "never produced")]
+        vec![Self::NOTHING.port()]
     }
     fn code_version(&self) -> u32 {
         1

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use ndarray::{ArrayD, IxDyn};
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
 
@@ -14,13 +14,17 @@ pub struct ToyLineLengths {
     pub path: PathBuf,
 }
 
+impl ToyLineLengths {
+    pub const LENGTHS: PortOf<IntArray> = PortOf::new("values", "length of each line");
+}
+
 #[stage(kind = "toy_line_lengths", summary = "length of each line of a text file")]
 impl Stage for ToyLineLengths {
     fn inputs(&self) -> Vec<Port> {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<IntArray>("values", "length of each line")]
+        vec![Self::LENGTHS.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -35,7 +39,7 @@ impl Stage for ToyLineLengths {
         let text = std::fs::read_to_string(&self.path).map_err(|e| StageError::io(&self.path, e))?;
         let lengths: Vec<i64> = text.lines().map(|l| l.chars().count() as i64).collect();
         let mut out = Artifacts::new();
-        out.insert("values", IntArray(ArrayD::from_shape_vec(IxDyn(&[lengths.len()]), lengths).expect("1-D")));
+        out.put(&Self::LENGTHS, IntArray(ArrayD::from_shape_vec(IxDyn(&[lengths.len()]), lengths).expect("1-D")));
         Ok(out)
     }
 }

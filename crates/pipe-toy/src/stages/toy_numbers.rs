@@ -1,7 +1,7 @@
 //! The `toy_numbers` toy stage.
 
 use ndarray::{ArrayD, IxDyn};
-use pipe_core::{stage, Artifacts, InvalidSetting, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +24,17 @@ impl Default for ToyNumbers {
     }
 }
 
+impl ToyNumbers {
+    pub const VALUES: PortOf<IntArray> = PortOf::new("values", "the numbers");
+}
+
 #[stage(kind = "toy_numbers", summary = "count integers from start")]
 impl Stage for ToyNumbers {
     fn inputs(&self) -> Vec<Port> {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<IntArray>("values", "the numbers")]
+        vec![Self::VALUES.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -51,7 +55,7 @@ impl Stage for ToyNumbers {
     fn run(&self, _inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
         let values: Vec<i64> = (0..self.count as i64).map(|i| self.start + i).collect();
         let mut out = Artifacts::new();
-        out.insert("values", IntArray(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-D")));
+        out.put(&Self::VALUES, IntArray(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-D")));
         Ok(out)
     }
 }

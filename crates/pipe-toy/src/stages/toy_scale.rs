@@ -1,6 +1,6 @@
 //! The `toy_scale` toy stage.
 
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
 
@@ -18,13 +18,18 @@ impl Default for ToyScale {
     }
 }
 
+impl ToyScale {
+    pub const VALUES: PortOf<IntArray> = PortOf::new("values", "numbers to scale");
+    pub const SCALED: PortOf<IntArray> = PortOf::new("values", "the scaled numbers");
+}
+
 #[stage(kind = "toy_scale", summary = "multiply an array by a factor")]
 impl Stage for ToyScale {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<IntArray>("values", "numbers to scale")]
+        vec![Self::VALUES.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<IntArray>("values", "the scaled numbers")]
+        vec![Self::SCALED.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -33,10 +38,10 @@ impl Stage for ToyScale {
         false
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let values = inputs.get::<IntArray>("values")?;
+        let values = inputs.read(&Self::VALUES)?;
         ctx.info(format!("scaling {} values by {}", values.0.len(), self.factor));
         let mut out = Artifacts::new();
-        out.insert("values", IntArray(values.0.mapv(|v| v * self.factor)));
+        out.put(&Self::SCALED, IntArray(values.0.mapv(|v| v * self.factor)));
         Ok(out)
     }
 }

@@ -1,6 +1,6 @@
 //! The `toy_sum` toy stage.
 
-use pipe_core::{stage, Artifacts, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
 
@@ -9,13 +9,18 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct ToySum {}
 
+impl ToySum {
+    pub const VALUES: PortOf<IntArray> = PortOf::new("values", "numbers to add up");
+    pub const TOTAL: PortOf<JsonDoc> = PortOf::new("total", "{\"total\": sum}");
+}
+
 #[stage(kind = "toy_sum", summary = "add up an array")]
 impl Stage for ToySum {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<IntArray>("values", "numbers to add up")]
+        vec![Self::VALUES.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Port::of::<JsonDoc>("total", "{\"total\": sum}")]
+        vec![Self::TOTAL.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -24,9 +29,9 @@ impl Stage for ToySum {
         false
     }
     fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let values = inputs.get::<IntArray>("values")?;
+        let values = inputs.read(&Self::VALUES)?;
         let mut out = Artifacts::new();
-        out.insert("total", JsonDoc(serde_json::json!({ "total": values.0.sum() })));
+        out.put(&Self::TOTAL, JsonDoc(serde_json::json!({ "total": values.0.sum() })));
         Ok(out)
     }
 }

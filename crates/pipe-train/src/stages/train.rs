@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use pipe_core::{stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
 use pipe_model::Checkpoint;
 use pipe_runtime::runtime;
 use pipe_tensor::{PaddingSide, TokenTensors};
@@ -161,17 +161,21 @@ impl Train {
     }
 }
 
+impl Train {
+    pub const INITIAL: PortOf<Checkpoint> = PortOf::new("model", "the initialised (or pre-trained) model");
+    pub const ROWS: PortOf<TokenTensors> = PortOf::new("train", "labelled training rows");
+    pub const TRAINED: PortOf<Checkpoint> = PortOf::new("model", "the trained model (best validation epoch when there is one)");
+    pub const METRICS: PortOf<JsonDoc> = PortOf::new("metrics", "per-epoch loss, accuracy and validation metrics");
+    pub const REPORT: PortOf<Files> = PortOf::new("report", "metrics.json and the training curve (curve.svg)");
+}
+
 #[stage(kind = "train", summary = "train a model: class-weighted cross-entropy + Adam (the notebook's loop by default)")]
 impl Stage for Train {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<Checkpoint>("model", "the initialised (or pre-trained) model"), Port::of::<TokenTensors>("train", "labelled training rows")]
+        vec![Self::INITIAL.port(), Self::ROWS.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::of::<Checkpoint>("model", "the trained model (best validation epoch when there is one)"),
-            Port::of::<JsonDoc>("metrics", "per-epoch loss, accuracy and validation metrics"),
-            Port::of::<Files>("report", "metrics.json and the training curve (curve.svg)"),
-        ]
+        vec![Self::TRAINED.port(), Self::METRICS.port(), Self::REPORT.port()]
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         Train::validate(self)
@@ -183,8 +187,8 @@ impl Stage for Train {
         3
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let initial = inputs.get::<Checkpoint>("model")?;
-        let data = inputs.get::<TokenTensors>("train")?;
+        let initial = inputs.read(&Self::INITIAL)?;
+        let data = inputs.read(&Self::ROWS)?;
         let device = runtime::device(ctx.device).map_err(StageError::other)?;
         warn_about_settings(initial, data, device, ctx);
         ctx.info(format!(
@@ -221,7 +225,7 @@ impl Stage for Train {
             ("curve.svg".to_string(), curve_svg(&trained.history).into_bytes()),
         ]);
         let mut out = Artifacts::new();
-        out.insert("model", trained.checkpoint).insert("metrics", JsonDoc(metrics)).insert("report", Files { files });
+        out.put(&Self::TRAINED, trained.checkpoint).put(&Self::METRICS, JsonDoc(metrics)).put(&Self::REPORT, Files { files });
         Ok(out)
     }
 }

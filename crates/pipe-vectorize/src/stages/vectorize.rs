@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipe_core::fsutil::atomic_write;
-use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
+
+use pipe_notebook::NotebookPorts;
 
 use crate::{read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions};
 
@@ -166,19 +168,27 @@ impl Vectorize {
                     _ => serde_json::Value::from(l.as_str()),
                 })
                 .collect();
-            out.insert("test_labels", Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] });
+            out.put(
+                &NotebookPorts::TEST_LABELS,
+                Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] },
+            );
         }
         let texts = test.texts.iter().map(|t| serde_json::Value::from(t.as_str())).collect();
-        out.insert("x_train", x_train)
-            .insert("y_train", IntArray(ndarray::Array1::from(y_train).into_dyn()))
-            .insert("x_test", x_test)
-            .insert("vocab", vectorizer.vocab.clone())
-            .insert("labels", encoder.classes.clone())
-            .insert("test_ids", Table { columns: vec![id_column(ids.clone())] })
-            .insert("test_records", Table { columns: vec![id_column(ids), Column { name: self.text_field.clone(), values: texts }] })
-            .insert("vectorizer", vectorizer);
+        out.put(&NotebookPorts::X_TRAIN, x_train)
+            .put(&NotebookPorts::Y_TRAIN, IntArray(ndarray::Array1::from(y_train).into_dyn()))
+            .put(&NotebookPorts::X_TEST, x_test)
+            .put(&NotebookPorts::VOCAB, vectorizer.vocab.clone())
+            .put(&NotebookPorts::LABELS, encoder.classes.clone())
+            .put(&NotebookPorts::TEST_IDS, Table { columns: vec![id_column(ids.clone())] })
+            .put(&Self::TEST_RECORDS, Table { columns: vec![id_column(ids), Column { name: self.text_field.clone(), values: texts }] })
+            .put(&Self::VECTORIZER, vectorizer);
         Ok(out)
     }
+}
+
+impl Vectorize {
+    pub const TEST_RECORDS: PortOf<Table> = PortOf::new("test_records", "id and text of each test record (test_mini.json)");
+    pub const VECTORIZER: PortOf<Vectorizer> = PortOf::new("vectorizer", "the fitted vocabulary and settings, to encode new texts");
 }
 
 #[stage(kind = "vectorize", summary = "raw text records (JSON/CSV/Parquet) → the notebook's token-id artifacts")]
@@ -187,9 +197,9 @@ impl Stage for Vectorize {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        let mut ports = pipe_artifacts::notebook_ports();
-        ports.push(Port::of::<Table>("test_records", "id and text of each test record (test_mini.json)"));
-        ports.push(Port::of::<Vectorizer>("vectorizer", "the fitted vocabulary and settings, to encode new texts"));
+        let mut ports = NotebookPorts::ports();
+        ports.push(Self::TEST_RECORDS.port());
+        ports.push(Self::VECTORIZER.port());
         ports
     }
     fn code_version(&self) -> u32 {
@@ -225,12 +235,12 @@ fn export_notebook_files(dir: &Path, outputs: &BTreeMap<String, PathBuf>) -> Res
     for (port, file) in [("x_train", "X_train_seq.npy"), ("y_train", "y_train.npy"), ("x_test", "X_test_seq.npy")] {
         let array = IntArray::load(&outputs[port])?;
         let path = dir.join(file);
-        pipe_artifacts::write_npy(&path, &array).map_err(io(&path))?;
+        pipe_notebook::write_npy(&path, &array).map_err(io(&path))?;
     }
     let path = dir.join("vocab_stoi.pkl");
-    pipe_artifacts::write_vocabulary(&path, &Vocabulary::load(&outputs["vocab"])?).map_err(io(&path))?;
+    pipe_notebook::write_vocabulary(&path, &Vocabulary::load(&outputs["vocab"])?).map_err(io(&path))?;
     let path = dir.join("label_encoder.pkl");
-    pipe_artifacts::write_label_encoder(&path, &LabelSet::load(&outputs["labels"])?).map_err(io(&path))?;
+    pipe_notebook::write_label_encoder(&path, &LabelSet::load(&outputs["labels"])?).map_err(io(&path))?;
     let path = dir.join("test_mini.json");
     atomic_write(&path, python_json_records(&Table::load(&outputs["test_records"])?).as_bytes()).map_err(io(&path))?;
     if let Some(labels) = outputs.get("test_labels") {

@@ -2,4 +2,4 @@
 
 mod load_artifacts;
 
-pub use load_artifacts::{notebook_ports, LoadArtifacts};
+pub use load_artifacts::{LoadArtifacts, NotebookPorts};

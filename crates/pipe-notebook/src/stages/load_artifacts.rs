@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use pipe_core::{stage, Artifacts, Port, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
-use crate::{read_record_columns, ArtifactFiles, NotebookArtifacts};
+use crate::{read_record_columns, ArtifactFiles, NotebookFiles};
 
 /// Loads `X_train_seq.npy`, `y_train.npy`, `X_test_seq.npy`, `vocab_stoi.pkl`,
 /// `label_encoder.pkl` and `test_mini.json` from `dir` (names configurable),
@@ -37,16 +37,28 @@ impl Default for LoadArtifacts {
 
 /// The outputs of every stage that produces the notebook's artifacts
 /// (`load_artifacts`, `vectorize`), so either feeds the same downstream stages.
-pub fn notebook_ports() -> Vec<Port> {
-    vec![
-        Port::of::<IntArray>("x_train", "token ids [rows, max_len]"),
-        Port::of::<IntArray>("y_train", "label ids [rows]"),
-        Port::of::<IntArray>("x_test", "token ids [rows, max_len]"),
-        Port::of::<Vocabulary>("vocab", "token → id, with <PAD>"),
-        Port::of::<LabelSet>("labels", "classes_ of the LabelEncoder"),
-        Port::of::<Table>("test_ids", "the id column of the test records"),
-        Port::optional_of::<Table>("test_labels", "id and true label of each test row, when known"),
-    ]
+pub struct NotebookPorts;
+
+impl NotebookPorts {
+    pub const X_TRAIN: PortOf<IntArray> = PortOf::new("x_train", "token ids [rows, max_len]");
+    pub const Y_TRAIN: PortOf<IntArray> = PortOf::new("y_train", "label ids [rows]");
+    pub const X_TEST: PortOf<IntArray> = PortOf::new("x_test", "token ids [rows, max_len]");
+    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "token → id, with <PAD>");
+    pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "classes_ of the LabelEncoder");
+    pub const TEST_IDS: PortOf<Table> = PortOf::new("test_ids", "the id column of the test records");
+    pub const TEST_LABELS: PortOf<Table> = PortOf::optional("test_labels", "id and true label of each test row, when known");
+
+    pub fn ports() -> Vec<Port> {
+        vec![
+            Self::X_TRAIN.port(),
+            Self::Y_TRAIN.port(),
+            Self::X_TEST.port(),
+            Self::VOCAB.port(),
+            Self::LABELS.port(),
+            Self::TEST_IDS.port(),
+            Self::TEST_LABELS.port(),
+        ]
+    }
 }
 
 #[stage(kind = "load_artifacts", summary = "the notebook's .npy/joblib/JSON artifacts, loaded safely")]
@@ -55,7 +67,7 @@ impl Stage for LoadArtifacts {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        notebook_ports()
+        NotebookPorts::ports()
     }
     fn code_version(&self) -> u32 {
         1
@@ -71,7 +83,7 @@ impl Stage for LoadArtifacts {
         false
     }
     fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let a = NotebookArtifacts::load(&self.dir, &self.files, &self.id_field).map_err(StageError::other)?;
+        let a = NotebookFiles::load(&self.dir, &self.files, &self.id_field).map_err(StageError::other)?;
         ctx.info(format!("train {:?}, test {:?}, vocabulary {}, {} classes", a.x_train.shape(), a.x_test.shape(), a.vocab.len(), a.labels.len()));
         let mut out = Artifacts::new();
         if let Some(labels) = &self.test_labels {
@@ -80,14 +92,14 @@ impl Stage for LoadArtifacts {
             if table.rows() != a.x_test.shape()[0] {
                 return Err(StageError::invalid(format!("{}: {} labels for {} test rows", path.display(), table.rows(), a.x_test.shape()[0])));
             }
-            out.insert("test_labels", table);
+            out.put(&NotebookPorts::TEST_LABELS, table);
         }
-        out.insert("x_train", a.x_train)
-            .insert("y_train", a.y_train)
-            .insert("x_test", a.x_test)
-            .insert("vocab", a.vocab)
-            .insert("labels", a.labels)
-            .insert("test_ids", a.test_ids);
+        out.put(&NotebookPorts::X_TRAIN, a.x_train)
+            .put(&NotebookPorts::Y_TRAIN, a.y_train)
+            .put(&NotebookPorts::X_TEST, a.x_test)
+            .put(&NotebookPorts::VOCAB, a.vocab)
+            .put(&NotebookPorts::LABELS, a.labels)
+            .put(&NotebookPorts::TEST_IDS, a.test_ids);
         Ok(out)
     }
 }

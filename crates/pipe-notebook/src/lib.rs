@@ -1,12 +1,14 @@
-//! Loads the notebook's preprocessed artifacts exactly, in pure Rust, and
-//! never executes anything: `.npy` arrays, `joblib.dump` pickles of the
-//! vocabulary and the `LabelEncoder`, and the JSON test records.
+//! Loads the notebook's files exactly, in pure Rust, and never executes
+//! anything: `.npy` arrays, `joblib.dump` pickles of the vocabulary and the
+//! `LabelEncoder`, and the JSON test records. (The notebook calls them its
+//! "preprocessed artifacts", hence the stage kind `load_artifacts`; in this
+//! workspace's code an *artifact* is what the engine caches, `pipe_core::Artifact`.)
 //!
 //! Overview:
 //! - [`read_npy`], [`read_vocabulary`], [`read_label_encoder`], [`read_records`]
 //!   read one file each; every error is a [`LoadError`] naming the file, the
 //!   byte offset where it applies, the problem and what to do.
-//! - [`NotebookArtifacts::load`] reads the six files and checks them against
+//! - [`NotebookFiles::load`] reads the six files and checks them against
 //!   each other (row counts, widths, id ranges).
 //! - The `load_artifacts` stage wraps it for pipelines.
 //! - [`dump`] writes the same formats back ([`write_npy`],
@@ -32,7 +34,7 @@ use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 
 pub use dump::{write_label_encoder, write_npy, write_vocabulary};
 pub use error::LoadError;
-pub use stages::{notebook_ports, LoadArtifacts};
+pub use stages::{LoadArtifacts, NotebookPorts};
 
 fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|e| LoadError::new(path, None, format!("cannot read: {e}"), ""))
@@ -119,7 +121,7 @@ impl ArtifactFiles {
 
 /// Everything the notebook loads, checked for consistency.
 #[derive(Debug, Clone)]
-pub struct NotebookArtifacts {
+pub struct NotebookFiles {
     pub x_train: IntArray,
     pub y_train: IntArray,
     pub x_test: IntArray,
@@ -128,8 +130,8 @@ pub struct NotebookArtifacts {
     pub test_ids: Table,
 }
 
-impl NotebookArtifacts {
-    pub fn load(dir: &Path, files: &ArtifactFiles, id_field: &str) -> Result<NotebookArtifacts, LoadError> {
+impl NotebookFiles {
+    pub fn load(dir: &Path, files: &ArtifactFiles, id_field: &str) -> Result<NotebookFiles, LoadError> {
         let path = |f: &String| dir.join(f);
         let x_train = read_npy(&path(&files.x_train))?;
         let y_train = read_npy(&path(&files.y_train))?;
@@ -180,6 +182,6 @@ impl NotebookArtifacts {
         if test_ids.rows() != x_test.shape()[0] {
             return Err(fail(&files.test_records, format!("{} records for {} rows of {}", test_ids.rows(), x_test.shape()[0], files.x_test)));
         }
-        Ok(NotebookArtifacts { x_train, y_train, x_test, vocab, labels, test_ids })
+        Ok(NotebookFiles { x_train, y_train, x_test, vocab, labels, test_ids })
     }
 }

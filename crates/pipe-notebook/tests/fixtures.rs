@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe_artifacts::{read_label_encoder, read_npy, read_records, read_vocabulary, ArtifactFiles, NotebookArtifacts};
 use pipe_data::LabelSet;
+use pipe_notebook::{read_label_encoder, read_npy, read_records, read_vocabulary, ArtifactFiles, NotebookFiles};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -61,7 +61,7 @@ fn every_fixture_loads_to_what_python_saw() {
     }
 }
 
-fn error_of<T: std::fmt::Debug>(r: Result<T, pipe_artifacts::LoadError>) -> String {
+fn error_of<T: std::fmt::Debug>(r: Result<T, pipe_notebook::LoadError>) -> String {
     let e = r.expect_err("expected an error");
     e.to_string()
 }
@@ -232,7 +232,7 @@ fn artifacts_with(replace: &str, by: &Path) -> String {
         let src = if name == replace { by.to_path_buf() } else { src };
         std::fs::copy(&src, dir.path().join(name)).unwrap();
     }
-    match NotebookArtifacts::load(dir.path(), &ArtifactFiles::default(), "Id") {
+    match NotebookFiles::load(dir.path(), &ArtifactFiles::default(), "Id") {
         Ok(_) => "ok".into(),
         Err(e) => e.to_string(),
     }
