@@ -25,7 +25,12 @@ fn main() {
     };
     for file in &files {
         if let Ok(bytes) = std::fs::read(file) {
-            feed(file.strip_prefix(&workspace).unwrap_or(file).to_string_lossy().as_bytes());
+            feed(
+                file.strip_prefix(&workspace)
+                    .unwrap_or(file)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
             feed(&(bytes.len() as u64).to_le_bytes());
             feed(&bytes);
         }
@@ -37,11 +42,16 @@ fn main() {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

@@ -28,16 +28,25 @@ fn main() {
 fn build_cuda_graphs(target: &str) {
     let shim = || {
         let mut build = cc::Build::new();
-        build.cpp(true).file("csrc/cuda_graph.cpp").opt_level(2).warnings(false);
+        build
+            .cpp(true)
+            .file("csrc/cuda_graph.cpp")
+            .opt_level(2)
+            .warnings(false);
         build
     };
     // torch-sys (`links = "tch"`) tells its dependents where libtorch is.
     let torch_lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from);
-    let cuda = torch_lib.as_deref().filter(|_| target.contains("linux")).and_then(|lib| {
-        let include = lib.parent()?.join("include");
-        let cuda = cuda_headers(lib)?;
-        (lib.join("libtorch_cuda.so").exists() && include.join("ATen/cuda/CUDAGraph.h").exists()).then_some((lib, include, cuda))
-    });
+    let cuda = torch_lib
+        .as_deref()
+        .filter(|_| target.contains("linux"))
+        .and_then(|lib| {
+            let include = lib.parent()?.join("include");
+            let cuda = cuda_headers(lib)?;
+            (lib.join("libtorch_cuda.so").exists()
+                && include.join("ATen/cuda/CUDAGraph.h").exists())
+            .then_some((lib, include, cuda))
+        });
     if let Some((lib, include, cuda_include)) = cuda {
         let compiled = shim()
             .include(include)
@@ -64,7 +73,10 @@ fn build_cuda_graphs(target: &str) {
 /// The CUDA runtime's headers: `CUDA_HOME`, else the pip packages beside
 /// torch (`nvidia/<pkg>/include`), else /usr/local/cuda.
 fn cuda_headers(torch_lib: &Path) -> Option<PathBuf> {
-    let mut roots: Vec<PathBuf> = std::env::var_os("CUDA_HOME").map(PathBuf::from).into_iter().collect();
+    let mut roots: Vec<PathBuf> = std::env::var_os("CUDA_HOME")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     if let Some(site_packages) = torch_lib.parent().and_then(Path::parent) {
         if let Ok(entries) = std::fs::read_dir(site_packages.join("nvidia")) {
             let mut packages: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -77,5 +89,8 @@ fn cuda_headers(torch_lib: &Path) -> Option<PathBuf> {
     roots
         .into_iter()
         .map(|root| root.join("include"))
-        .find(|include| include.join("cuda_runtime_api.h").exists() && include.join("crt/host_defines.h").exists())
+        .find(|include| {
+            include.join("cuda_runtime_api.h").exists()
+                && include.join("crt/host_defines.h").exists()
+        })
 }

@@ -31,8 +31,26 @@ const GLOBALS: &[(&str, &str)] = &[
 
 /// Strings the interpreters look for, so dict keys and dtypes match.
 const WORDS: &[&str] = &[
-    "classes_", "_sklearn_version", "<i8", "<i4", "<U5", "|O", "O8", "latin1", "shape", "dtype", "order", "C",
-    "allow_mmap", "subclass", "numpy_array_alignment_bytes", "b", "<pad>", "<unk>", "the", "",
+    "classes_",
+    "_sklearn_version",
+    "<i8",
+    "<i4",
+    "<U5",
+    "|O",
+    "O8",
+    "latin1",
+    "shape",
+    "dtype",
+    "order",
+    "C",
+    "allow_mmap",
+    "subclass",
+    "numpy_array_alignment_bytes",
+    "b",
+    "<pad>",
+    "<unk>",
+    "the",
+    "",
 ];
 
 #[derive(Arbitrary, Debug)]

@@ -25,18 +25,25 @@ fn scratch() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&format, content)) = data.split_first() else { return };
+    let Some((&format, content)) = data.split_first() else {
+        return;
+    };
     let extension = ["parquet", "csv", "jsonl"][format as usize % 3];
     let path = scratch().join(format!("input.{extension}"));
     std::fs::write(&path, content).expect("write the input");
     let columns = vec!["Text".to_string()];
-    let Ok(file) = pipe_records::inspect(&path, &columns) else { return };
+    let Ok(file) = pipe_records::inspect(&path, &columns) else {
+        return;
+    };
     let mut rows = 0u64;
     let read = pipe_records::read_batches(&file, 0..file.rows, 7, &columns, &mut |batch| {
         rows += batch.height() as u64;
         Ok(())
     });
     if read.is_ok() {
-        assert_eq!(rows, file.rows, "an accepted file delivers every row it counted");
+        assert_eq!(
+            rows, file.rows,
+            "an accepted file delivers every row it counted"
+        );
     }
 });

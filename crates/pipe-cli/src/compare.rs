@@ -32,7 +32,10 @@ fn read_json(dir: &Path, file: &str) -> Option<serde_json::Value> {
 
 /// Seconds recorded for a stage's cache entry (how long it ran, even when reused now).
 fn recorded_seconds(report: &RunReport, kinds: &[&str]) -> Option<f64> {
-    let stage = report.stages.iter().find(|s| kinds.contains(&s.kind.as_str()))?;
+    let stage = report
+        .stages
+        .iter()
+        .find(|s| kinds.contains(&s.kind.as_str()))?;
     let entry = stage.outputs.values().next()?.parent()?.parent()?;
     read_json(entry, "record.json")?.get("seconds")?.as_f64()
 }
@@ -49,13 +52,20 @@ fn model_kind(pipeline: &Pipeline) -> String {
     pipeline
         .stages
         .iter()
-        .find(|s| s.kind.ends_with("_classifier") || ["bag_of_ngrams", "tfidf_linear", "select"].contains(&s.kind.as_str()))
+        .find(|s| {
+            s.kind.ends_with("_classifier")
+                || ["bag_of_ngrams", "tfidf_linear", "select"].contains(&s.kind.as_str())
+        })
         .map(|s| s.kind.clone())
         .unwrap_or_else(|| "?".into())
 }
 
 fn measure(report: &RunReport) -> Measured {
-    let evaluation = report.stages.iter().find(|s| s.kind == "evaluate").and_then(|s| read_json(&s.outputs["metrics"], "doc.json"));
+    let evaluation = report
+        .stages
+        .iter()
+        .find(|s| s.kind == "evaluate")
+        .and_then(|s| read_json(&s.outputs["metrics"], "doc.json"));
     let rows = report
         .stages
         .iter()
@@ -67,7 +77,9 @@ fn measure(report: &RunReport) -> Measured {
         accuracy: evaluation.as_ref().and_then(|e| e["accuracy"].as_f64()),
         macro_f1: evaluation.as_ref().and_then(|e| e["macro_f1"].as_f64()),
         train_seconds: recorded_seconds(report, &FITTING_KINDS),
-        predict_rows_per_second: rows.zip(predict_seconds).map(|(r, s)| r as f64 / s.max(1e-9)),
+        predict_rows_per_second: rows
+            .zip(predict_seconds)
+            .map(|(r, s)| r as f64 / s.max(1e-9)),
     }
 }
 
@@ -78,7 +90,8 @@ fn mean_sd(values: impl Iterator<Item = Option<f64>>) -> (Option<f64>, Option<f6
         return (None, None);
     }
     let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let sd = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
+    let sd = (v.len() > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
     (Some(mean), sd)
 }
 
@@ -99,7 +112,8 @@ fn row(path: &Path, pipeline: &Pipeline, seeds: Vec<u64>, runs: &[Measured]) -> 
 }
 
 pub fn markdown(rows: &[Row]) -> String {
-    let f = |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
+    let f =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
     let with_sd = |v: Option<f64>, sd: Option<f64>| match sd {
         Some(sd) => format!("{} ± {}", f(v, 4), f(Some(sd), 4)),
         None => f(v, 4),
@@ -133,11 +147,17 @@ pub fn compare(
     let mut rows = Vec::new();
     for path in pipelines {
         let mut pipeline = Pipeline::load(path, overrides)?;
-        let seeds = if seeds.is_empty() { vec![pipeline.seed] } else { seeds.to_vec() };
+        let seeds = if seeds.is_empty() {
+            vec![pipeline.seed]
+        } else {
+            seeds.to_vec()
+        };
         let mut runs = Vec::new();
         for &seed in &seeds {
             pipeline.seed = seed;
-            runs.push(measure(&pipe::core::run(&pipeline, cache, options, events)?));
+            runs.push(measure(&pipe::core::run(
+                &pipeline, cache, options, events,
+            )?));
         }
         rows.push(row(path, &pipeline, seeds, &runs));
     }

@@ -20,11 +20,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 // The facade links every stage crate, so every kind is registered.
-use pipe::core::{Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, RunError, RunOptions};
+use pipe::core::{
+    Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, RunError, RunOptions,
+};
 use pipe::runtime::runtime;
 
 #[derive(Parser)]
-#[command(name = "pipe", version, about = "Run YAML pipelines of ML stages, cached by content.")]
+#[command(
+    name = "pipe",
+    version,
+    about = "Run YAML pipelines of ML stages, cached by content."
+)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -233,7 +239,11 @@ fn exit_cleanly_on_interrupt() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             pipe::core::interrupt::clean_up();
-            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
             eprintln!("pipe: interrupted by {name}; nothing of the running stage was cached");
             // _exit: no atexit handlers or C++ destructors while torch's
             // threads may still be running.
@@ -256,7 +266,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if let Some(run) = cause.downcast_ref::<RunError>() {
             return match run {
-                RunError::Stage { .. } | RunError::Output { .. } | RunError::ExternalFile { .. } => 1,
+                RunError::Stage { .. }
+                | RunError::Output { .. }
+                | RunError::ExternalFile { .. } => 1,
                 RunError::Selection(_) => 2,
                 RunError::Cache(_) | RunError::NotCached { .. } => 3,
             };
@@ -272,17 +284,27 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn open_cache(dir: &Option<PathBuf>) -> anyhow::Result<Cache> {
-    let dir = dir.clone().or_else(|| std::env::var_os("PIPE_CACHE_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".pipe"));
+    let dir = dir
+        .clone()
+        .or_else(|| std::env::var_os("PIPE_CACHE_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".pipe"));
     Ok(Cache::open(dir)?)
 }
 
 fn parse_overrides(set: &[String]) -> anyhow::Result<Vec<Override>> {
-    set.iter().map(|s| Override::parse(s).map_err(|m| anyhow::anyhow!("--set {m}"))).collect()
+    set.iter()
+        .map(|s| Override::parse(s).map_err(|m| anyhow::anyhow!("--set {m}")))
+        .collect()
 }
 
 fn load_pipeline(path: &Path, set: &[String]) -> anyhow::Result<Pipeline> {
@@ -296,30 +318,58 @@ fn resolve_device(requested: Option<&str>, pipeline: &Pipeline) -> anyhow::Resul
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, settings, only, from, force, json } => {
+        Command::Run {
+            pipeline,
+            settings,
+            only,
+            from,
+            force,
+            json,
+        } => {
             let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
-            let options = RunOptions { only, from, force, device, lock_timeout: Duration::from_secs(cli.lock_timeout) };
+            let options = RunOptions {
+                only,
+                from,
+                force,
+                device,
+                lock_timeout: Duration::from_secs(cli.lock_timeout),
+            };
             let renderer = render::Renderer::new(json, cli.quiet);
             let report = pipe::core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
             let report = report.with_context(|| format!("running {}", pipeline.source))?;
             if json {
-                render::print_json_line(&serde_json::json!({ "event": "run_finished", "report": report }));
+                render::print_json_line(
+                    &serde_json::json!({ "event": "run_finished", "report": report }),
+                );
             } else if !cli.quiet {
                 render::print_summary(&report);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { pipeline, settings, json } => {
+        Command::Status {
+            pipeline,
+            settings,
+            json,
+        } => {
             let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
             let waiting = render::Renderer::new(false, cli.quiet);
-            let states = pipe::core::status(&pipeline, &cache, &device, Duration::from_secs(cli.lock_timeout), &waiting);
+            let states = pipe::core::status(
+                &pipeline,
+                &cache,
+                &device,
+                Duration::from_secs(cli.lock_timeout),
+                &waiting,
+            );
             waiting.finish();
             let states = states?;
             if json {
-                let rows: Vec<_> = states.iter().map(|(name, f)| serde_json::json!({ "stage": name, "freshness": f })).collect();
+                let rows: Vec<_> = states
+                    .iter()
+                    .map(|(name, f)| serde_json::json!({ "stage": name, "freshness": f }))
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for (name, freshness) in &states {
@@ -351,13 +401,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             render::print_stages(kind.as_deref(), json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compare { pipelines, device, set, seeds, json } => {
+        Command::Compare {
+            pipelines,
+            device,
+            set,
+            seeds,
+            json,
+        } => {
             let overrides = parse_overrides(&set)?;
             let cache = open_cache(&cli.cache_dir)?;
             let device = runtime::resolve_device(device.as_deref().unwrap_or("auto"))?;
-            let options = RunOptions { device, ..RunOptions::default() };
+            let options = RunOptions {
+                device,
+                ..RunOptions::default()
+            };
             let renderer = render::Renderer::new(false, true);
-            let rows = compare::compare(&pipelines, &overrides, &seeds, &cache, &options, &renderer);
+            let rows =
+                compare::compare(&pipelines, &overrides, &seeds, &cache, &options, &renderer);
             renderer.finish();
             let rows = rows?;
             if json {
@@ -367,19 +427,60 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Score { model, settings, input, output, text_column, id_column, keep, top_k, shard, batch_rows, follow_links, json } => {
+        Command::Score {
+            model,
+            settings,
+            input,
+            output,
+            text_column,
+            id_column,
+            keep,
+            top_k,
+            shard,
+            batch_rows,
+            follow_links,
+            json,
+        } => {
             let batch_rows = batch_rows as usize;
-            let job = pipe_score::ScoreJob { input, output, text_column, id_column, keep_columns: keep, top_k, shard, batch_rows, follow_links };
+            let job = pipe_score::ScoreJob {
+                input,
+                output,
+                text_column,
+                id_column,
+                keep_columns: keep,
+                top_k,
+                shard,
+                batch_rows,
+                follow_links,
+            };
             let renderer = render::Renderer::new(json, cli.quiet);
-            let model = score::load_model(&model, &settings, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), &renderer)?;
+            let model = score::load_model(
+                &model,
+                &settings,
+                &cli.cache_dir,
+                Duration::from_secs(cli.lock_timeout),
+                &renderer,
+            )?;
             score::run(&model, &job, &renderer, json, cli.quiet)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bundle { pipeline, dir, settings } => {
+        Command::Bundle {
+            pipeline,
+            dir,
+            settings,
+        } => {
             let renderer = render::Renderer::new(false, cli.quiet);
-            let model = score::load_model(&pipeline, &settings, &cli.cache_dir, Duration::from_secs(cli.lock_timeout), &renderer)?;
+            let model = score::load_model(
+                &pipeline,
+                &settings,
+                &cli.cache_dir,
+                Duration::from_secs(cli.lock_timeout),
+                &renderer,
+            )?;
             renderer.finish();
-            model.save_bundle(&dir).with_context(|| format!("writing the bundle {}", dir.display()))?;
+            model
+                .save_bundle(&dir)
+                .with_context(|| format!("writing the bundle {}", dir.display()))?;
             if !cli.quiet {
                 println!("wrote {} ({})", dir.display(), model.description);
             }
@@ -396,9 +497,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 for entry in &removal.entries {
                     println!("{entry}");
                 }
-                println!("would remove {} cache entries ({:.1} MB)", removal.entries.len(), removal.bytes as f64 / 1e6);
+                println!(
+                    "would remove {} cache entries ({:.1} MB)",
+                    removal.entries.len(),
+                    removal.bytes as f64 / 1e6
+                );
             } else {
-                println!("removed {} cache entries ({:.1} MB)", removal.entries.len(), removal.bytes as f64 / 1e6);
+                println!(
+                    "removed {} cache entries ({:.1} MB)",
+                    removal.entries.len(),
+                    removal.bytes as f64 / 1e6
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

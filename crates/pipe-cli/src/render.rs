@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pipe::core::{default_config, registered_stages, Event, EventSink, Level, RunReport, StageOutcome};
+use pipe::core::{
+    default_config, registered_stages, Event, EventSink, Level, RunReport, StageOutcome,
+};
 
 pub struct Renderer {
     json: bool,
@@ -49,9 +51,11 @@ impl Renderer {
             let bar = bars.entry(stage.to_string()).or_insert_with(|| {
                 let bar = ProgressBar::new(total);
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(stage.to_string());
                 bar
@@ -80,7 +84,9 @@ impl EventSink for Renderer {
         match event {
             Event::StageStarted { stage, kind, .. } => self.line(format!("▶ {stage} ({kind})")),
             Event::StageCached { stage, .. } => self.line(format!("✓ {stage}: cached")),
-            Event::StageRestored { stage, .. } => self.line(format!("✓ {stage}: restored from cache")),
+            Event::StageRestored { stage, .. } => {
+                self.line(format!("✓ {stage}: restored from cache"))
+            }
             Event::StageFinished { stage, seconds, .. } => {
                 if let Some(bar) = self.bars.borrow_mut().remove(stage) {
                     bar.finish_and_clear();
@@ -96,10 +102,23 @@ impl EventSink for Renderer {
             Event::CacheCorrupt { stage, detail, .. } => {
                 eprintln!("! {stage}: cache entry is corrupt ({detail}); recomputing");
             }
-            Event::Progress { stage, done, total, message } => self.progress(stage, *done, *total, message),
+            Event::Progress {
+                stage,
+                done,
+                total,
+                message,
+            } => self.progress(stage, *done, *total, message),
             Event::Metrics { .. } => {}
-            Event::Message { stage, level: Level::Info, text } => self.line(format!("  {stage}: {text}")),
-            Event::Message { stage, level: Level::Warn, text } => eprintln!("  warning: {stage}: {text}"),
+            Event::Message {
+                stage,
+                level: Level::Info,
+                text,
+            } => self.line(format!("  {stage}: {text}")),
+            Event::Message {
+                stage,
+                level: Level::Warn,
+                text,
+            } => eprintln!("  warning: {stage}: {text}"),
             Event::WaitingForLock { path, holder } => {
                 eprintln!("waiting for the cache lock {path} (held by {holder})…")
             }
@@ -126,7 +145,10 @@ pub fn print_summary(report: &RunReport) {
 }
 
 pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let stages: Vec<_> = registered_stages().into_iter().filter(|s| kind.is_none_or(|k| s.kind == k)).collect();
+    let stages: Vec<_> = registered_stages()
+        .into_iter()
+        .filter(|s| kind.is_none_or(|k| s.kind == k))
+        .collect();
     if stages.is_empty() {
         let known: Vec<_> = registered_stages().iter().map(|s| s.kind).collect();
         anyhow::bail!(
@@ -157,14 +179,25 @@ pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for row in rows {
-        println!("{} — {}", row["kind"].as_str().unwrap_or_default(), row["summary"].as_str().unwrap_or_default());
-        println!("  defined at {}", row["defined_at"].as_str().unwrap_or_default());
+        println!(
+            "{} — {}",
+            row["kind"].as_str().unwrap_or_default(),
+            row["summary"].as_str().unwrap_or_default()
+        );
+        println!(
+            "  defined at {}",
+            row["defined_at"].as_str().unwrap_or_default()
+        );
         for (title, key) in [("inputs", "inputs"), ("outputs", "outputs")] {
             let ports = row[key].as_array().cloned().unwrap_or_default();
             if !ports.is_empty() {
                 println!("  {title}:");
                 for p in ports {
-                    let optional = if p["required"].as_bool() == Some(false) { " (optional)" } else { "" };
+                    let optional = if p["required"].as_bool() == Some(false) {
+                        " (optional)"
+                    } else {
+                        ""
+                    };
                     println!(
                         "    {:<14} {:<14} {}{optional}",
                         p["name"].as_str().unwrap_or_default(),

@@ -25,11 +25,16 @@ pub fn load_model(
             "{}: a directory that is not a bundle (no bundle.json); give a pipeline file or a directory written by `pipe bundle`",
             path.display()
         );
-        return ScoringModel::load_bundle(path).with_context(|| format!("loading the bundle {}", path.display()));
+        return ScoringModel::load_bundle(path)
+            .with_context(|| format!("loading the bundle {}", path.display()));
     }
     let (pipeline, device) = settings.load(path)?;
     let cache = open_cache(cache_dir)?;
-    let options = RunOptions { device, lock_timeout, ..RunOptions::default() };
+    let options = RunOptions {
+        device,
+        lock_timeout,
+        ..RunOptions::default()
+    };
     let report = pipe::core::run(&pipeline, &cache, &options, renderer);
     let report = report.with_context(|| format!("running {}", pipeline.source))?;
     Ok(pipe_score::classifier_from_run(&pipeline, &report)?)
@@ -37,7 +42,13 @@ pub fn load_model(
 
 /// Scores `job` with `model`, showing progress (or `--json` events) and a
 /// summary.
-pub fn run(model: &ScoringModel, job: &ScoreJob, renderer: &render::Renderer, json: bool, quiet: bool) -> anyhow::Result<()> {
+pub fn run(
+    model: &ScoringModel,
+    job: &ScoreJob,
+    renderer: &render::Renderer,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     if !json && !quiet {
         eprintln!("scoring with {}", model.description);
     }
@@ -47,14 +58,28 @@ pub fn run(model: &ScoringModel, job: &ScoreJob, renderer: &render::Renderer, js
             return;
         }
         match event {
-            ScoreEvent::Batch { rows_done, shard_rows } => {
-                renderer.emit(&Event::Progress { stage: "score".into(), done: *rows_done, total: *shard_rows, message: "rows".into() })
-            }
-            ScoreEvent::Planned { files, input_rows, shard, shard_rows } if !quiet => {
+            ScoreEvent::Batch {
+                rows_done,
+                shard_rows,
+            } => renderer.emit(&Event::Progress {
+                stage: "score".into(),
+                done: *rows_done,
+                total: *shard_rows,
+                message: "rows".into(),
+            }),
+            ScoreEvent::Planned {
+                files,
+                input_rows,
+                shard,
+                shard_rows,
+            } if !quiet => {
                 eprintln!("{input_rows} rows in {files} file(s); shard {shard} scores {shard_rows}")
             }
             ScoreEvent::Skipped { shard, manifest } if !quiet => {
-                eprintln!("shard {shard} is already complete for this model and input ({}): skipped", manifest.display())
+                eprintln!(
+                    "shard {shard} is already complete for this model and input ({}): skipped",
+                    manifest.display()
+                )
             }
             _ => {}
         }
@@ -63,13 +88,20 @@ pub fn run(model: &ScoringModel, job: &ScoreJob, renderer: &render::Renderer, js
     renderer.finish();
     let summary = summary.with_context(|| format!("scoring {}", job.input))?;
     if !json && !quiet && !summary.skipped {
-        let rss = summary.peak_rss_bytes.map(|b| format!(", peak RSS {:.0} MB", b as f64 / 1e6)).unwrap_or_default();
+        let rss = summary
+            .peak_rss_bytes
+            .map(|b| format!(", peak RSS {:.0} MB", b as f64 / 1e6))
+            .unwrap_or_default();
         println!(
             "scored {} rows in {:.1} s ({:.0} rows/s{rss}) -> {}",
             summary.rows,
             summary.seconds,
             summary.rows_per_second,
-            summary.part.as_deref().unwrap_or(&summary.manifest).display()
+            summary
+                .part
+                .as_deref()
+                .unwrap_or(&summary.manifest)
+                .display()
         );
     }
     Ok(())

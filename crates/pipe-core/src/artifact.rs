@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("no artifact type named `{0}` is registered")]
@@ -27,10 +30,16 @@ pub enum ArtifactError {
 
 impl ArtifactError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ArtifactError::Io { path: path.into(), source }
+        ArtifactError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn invalid(path: impl Into<PathBuf>, message: impl fmt::Display) -> Self {
-        ArtifactError::Invalid { path: path.into(), message: message.to_string() }
+        ArtifactError::Invalid {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -84,13 +93,16 @@ macro_rules! register_artifact {
 
 /// Looks up a registered artifact type.
 pub fn artifact_type(name: &str) -> Option<&'static ArtifactType> {
-    inventory::iter::<ArtifactType>.into_iter().find(|t| t.name == name)
+    inventory::iter::<ArtifactType>
+        .into_iter()
+        .find(|t| t.name == name)
 }
 
 /// Loads an artifact of the named type from a directory written by `save`
 /// (boxed, so it can move to another thread; `Rc::from` shares it in a run).
 pub fn load_artifact(type_name: &str, dir: &Path) -> Result<Box<dyn Artifact>, ArtifactError> {
-    let ty = artifact_type(type_name).ok_or_else(|| ArtifactError::UnknownType(type_name.to_string()))?;
+    let ty = artifact_type(type_name)
+        .ok_or_else(|| ArtifactError::UnknownType(type_name.to_string()))?;
     (ty.load)(dir)
 }
 
@@ -111,23 +123,34 @@ impl Artifacts {
     }
 
     /// Stores `value` as the output `port` declares (see [`crate::PortOf`]).
-    pub fn put<T: Artifact + LoadArtifact>(&mut self, port: &crate::PortOf<T>, value: T) -> &mut Self {
+    pub fn put<T: Artifact + LoadArtifact>(
+        &mut self,
+        port: &crate::PortOf<T>,
+        value: T,
+    ) -> &mut Self {
         self.insert(port.name, value)
     }
 
     /// The input `port` declares, of the type it declares.
-    pub fn read<T: Artifact + LoadArtifact>(&self, port: &crate::PortOf<T>) -> Result<&T, crate::StageError> {
+    pub fn read<T: Artifact + LoadArtifact>(
+        &self,
+        port: &crate::PortOf<T>,
+    ) -> Result<&T, crate::StageError> {
         self.get(port.name)
     }
 
     /// An optional input (`PortOf::optional`): `None` when left unwired.
-    pub fn read_optional<T: Artifact + LoadArtifact>(&self, port: &crate::PortOf<T>) -> Result<Option<&T>, crate::StageError> {
+    pub fn read_optional<T: Artifact + LoadArtifact>(
+        &self,
+        port: &crate::PortOf<T>,
+    ) -> Result<Option<&T>, crate::StageError> {
         self.get_opt(port.name)
     }
 
     /// The input an [`AnyPort`](crate::AnyPort) declares, whatever its type.
     pub fn read_any(&self, port: &crate::AnyPort) -> Result<&Rc<dyn Artifact>, crate::StageError> {
-        self.get_rc(port.name).ok_or_else(|| crate::StageError::MissingInput(port.name.to_string()))
+        self.get_rc(port.name)
+            .ok_or_else(|| crate::StageError::MissingInput(port.name.to_string()))
     }
 
     pub fn insert_rc(&mut self, name: impl Into<String>, value: Rc<dyn Artifact>) -> &mut Self {
@@ -145,11 +168,17 @@ impl Artifacts {
 
     /// The artifact `name`, downcast to `T`; a typed error names what is wrong.
     pub fn get<T: Artifact>(&self, name: &str) -> Result<&T, crate::StageError> {
-        let value = self.map.get(name).ok_or_else(|| crate::StageError::MissingInput(name.to_string()))?;
+        let value = self
+            .map
+            .get(name)
+            .ok_or_else(|| crate::StageError::MissingInput(name.to_string()))?;
         value
             .as_any()
             .downcast_ref::<T>()
-            .ok_or_else(|| crate::StageError::WrongInputType { port: name.to_string(), found: value.type_name().to_string() })
+            .ok_or_else(|| crate::StageError::WrongInputType {
+                port: name.to_string(),
+                found: value.type_name().to_string(),
+            })
     }
 
     /// Like [`get`](Self::get) for an optional input.
@@ -214,7 +243,13 @@ macro_rules! json_artifact {
     };
 }
 
-json_artifact!(JsonDoc, "json", "doc.json", "a JSON document (metrics, reports)", |_s| "json".to_string());
+json_artifact!(
+    JsonDoc,
+    "json",
+    "doc.json",
+    "a JSON document (metrics, reports)",
+    |_s| "json".to_string()
+);
 
 /// Files a stage produced for people (a CSV, a plot), kept by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,7 +263,12 @@ impl Artifact for Files {
     }
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         for (name, bytes) in &self.files {
-            crate::fsutil::check_file_name(name).map_err(|m| ArtifactError::io(dir, std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
+            crate::fsutil::check_file_name(name).map_err(|m| {
+                ArtifactError::io(
+                    dir,
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, m),
+                )
+            })?;
             let path = dir.join(name);
             fs::write(&path, bytes).map_err(|e| ArtifactError::io(&path, e))?;
         }

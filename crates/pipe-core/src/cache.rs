@@ -29,15 +29,25 @@ use crate::key::StageKey;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cache {path}: another `pipe` holds the lock ({holder}); gave up after {seconds} s (raise --lock-timeout, or wait for it to finish)")]
-    LockTimeout { path: PathBuf, holder: String, seconds: u64 },
+    LockTimeout {
+        path: PathBuf,
+        holder: String,
+        seconds: u64,
+    },
     #[error("cache {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io { path: path.to_path_buf(), source }
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One stored file of an output.
@@ -82,9 +92,16 @@ pub enum CorruptEntry {
     #[error("record does not belong to this key")]
     WrongKey,
     #[error("{path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: size {size}, recorded {recorded}")]
-    WrongSize { path: PathBuf, size: u64, recorded: u64 },
+    WrongSize {
+        path: PathBuf,
+        size: u64,
+        recorded: u64,
+    },
     #[error("{path}: contents do not match the recorded digest")]
     WrongDigest { path: PathBuf },
 }
@@ -146,21 +163,41 @@ impl Cache {
     /// `events` once that it waits.
     pub fn lock(&self, timeout: Duration, events: &dyn EventSink) -> Result<CacheLock, CacheError> {
         let path = self.root.join("lock");
-        let mut file = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let start = Instant::now();
         let mut told = false;
         loop {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                    let holder = if holder.is_empty() { "another process".to_string() } else { holder };
+                    let holder = fs::read_to_string(&path)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    let holder = if holder.is_empty() {
+                        "another process".to_string()
+                    } else {
+                        holder
+                    };
                     if !told {
-                        events.emit(&Event::WaitingForLock { path: path.display().to_string(), holder: holder.clone() });
+                        events.emit(&Event::WaitingForLock {
+                            path: path.display().to_string(),
+                            holder: holder.clone(),
+                        });
                         told = true;
                     }
                     if start.elapsed() >= timeout {
-                        return Err(CacheError::LockTimeout { path, holder, seconds: timeout.as_secs() });
+                        return Err(CacheError::LockTimeout {
+                            path,
+                            holder,
+                            seconds: timeout.as_secs(),
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -200,7 +237,10 @@ impl Cache {
             Ok(record) => return Ok(Lookup::Valid(record)),
             Err(problem) => problem,
         };
-        let trash = self.root.join("tmp").join(format!("corrupt-{key_hash}-{}", unique_suffix()));
+        let trash = self
+            .root
+            .join("tmp")
+            .join(format!("corrupt-{key_hash}-{}", unique_suffix()));
         fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         let _ = fs::remove_dir_all(&trash);
         Ok(Lookup::Corrupt(problem))
@@ -208,7 +248,8 @@ impl Cache {
 
     fn verify(&self, key_hash: &str, dir: &Path) -> Result<EntryRecord, CorruptEntry> {
         let record_path = dir.join("record.json");
-        let record: EntryRecord = fsutil::load_json(&record_path).map_err(CorruptEntry::UnreadableRecord)?;
+        let record: EntryRecord =
+            fsutil::load_json(&record_path).map_err(CorruptEntry::UnreadableRecord)?;
         if record.key_hash != key_hash || record.key.hash() != key_hash {
             return Err(CorruptEntry::WrongKey);
         }
@@ -216,10 +257,17 @@ impl Cache {
             let out_dir = dir.join("outputs").join(port);
             for (name, expected) in &output.files {
                 let path = out_dir.join(name);
-                let unreadable = |source| CorruptEntry::Unreadable { path: path.clone(), source };
+                let unreadable = |source| CorruptEntry::Unreadable {
+                    path: path.clone(),
+                    source,
+                };
                 let size = fs::metadata(&path).map_err(unreadable)?.len();
                 if size != expected.size {
-                    return Err(CorruptEntry::WrongSize { path, size, recorded: expected.size });
+                    return Err(CorruptEntry::WrongSize {
+                        path,
+                        size,
+                        recorded: expected.size,
+                    });
                 }
                 let hash = hash_file(&path).map_err(unreadable)?;
                 if hash != expected.blake3 {
@@ -232,9 +280,18 @@ impl Cache {
 
     /// Starts writing an entry in `tmp/`.
     pub fn begin(&self, key_hash: &str) -> Result<PendingEntry, CacheError> {
-        let dir = self.root.join("tmp").join(format!("{key_hash}-{}-{}", std::process::id(), unique_suffix()));
+        let dir = self.root.join("tmp").join(format!(
+            "{key_hash}-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
         fs::create_dir_all(dir.join("outputs")).map_err(io_err(&dir))?;
-        Ok(PendingEntry { cache: self.clone(), key_hash: key_hash.to_string(), dir, committed: false })
+        Ok(PendingEntry {
+            cache: self.clone(),
+            key_hash: key_hash.to_string(),
+            dir,
+            committed: false,
+        })
     }
 
     fn run_record_path(&self, pipeline: &str) -> PathBuf {
@@ -267,10 +324,15 @@ impl Cache {
         let runs = self.root.join("runs");
         let mut live = BTreeSet::new();
         for entry in fs::read_dir(&runs).map_err(io_err(&runs))?.flatten() {
-            let Ok(record) = fsutil::load_json::<RunRecord>(&entry.path()) else { continue };
+            let Ok(record) = fsutil::load_json::<RunRecord>(&entry.path()) else {
+                continue;
+            };
             let gone = match &record.path {
                 Some(path) => !path.exists(),
-                None => Path::new(&record.pipeline).is_absolute() && !Path::new(&record.pipeline).exists(),
+                None => {
+                    Path::new(&record.pipeline).is_absolute()
+                        && !Path::new(&record.pipeline).exists()
+                }
             };
             if gone {
                 if !dry_run {
@@ -334,25 +396,50 @@ impl PendingEntry {
 
     /// Digests what was written, fsyncs it, writes `record.json` last and
     /// renames the entry into place.
-    pub fn commit(mut self, key: &StageKey, types: &BTreeMap<String, String>, seconds: f64) -> Result<EntryRecord, CacheError> {
+    pub fn commit(
+        mut self,
+        key: &StageKey,
+        types: &BTreeMap<String, String>,
+        seconds: f64,
+    ) -> Result<EntryRecord, CacheError> {
         let mut outputs = BTreeMap::new();
         for (port, type_name) in types {
             let out_dir = self.dir.join("outputs").join(port);
             let files = digest_files(&out_dir).map_err(io_err(&out_dir))?;
             let digest = output_digest(type_name, &files);
-            outputs.insert(port.clone(), OutputRecord { type_name: type_name.clone(), digest, files });
+            outputs.insert(
+                port.clone(),
+                OutputRecord {
+                    type_name: type_name.clone(),
+                    digest,
+                    files,
+                },
+            );
         }
         sync_tree(&self.dir).map_err(io_err(&self.dir))?;
-        let record = EntryRecord { key_hash: self.key_hash.clone(), key: key.clone(), outputs, seconds };
+        let record = EntryRecord {
+            key_hash: self.key_hash.clone(),
+            key: key.clone(),
+            outputs,
+            seconds,
+        };
         let record_path = self.dir.join("record.json");
-        atomic_write(&record_path, &serde_json::to_vec_pretty(&record).expect("records serialize")).map_err(io_err(&record_path))?;
+        atomic_write(
+            &record_path,
+            &serde_json::to_vec_pretty(&record).expect("records serialize"),
+        )
+        .map_err(io_err(&record_path))?;
         crate::fault::point("before-entry-rename");
 
         let target = self.cache.entry_dir(&self.key_hash);
         if target.exists() {
             // Replacing an entry (a forced rerun): move the old one aside first,
             // so the target name never holds a mix of the two.
-            let trash = self.cache.root.join("tmp").join(format!("old-{}-{}", self.key_hash, unique_suffix()));
+            let trash = self.cache.root.join("tmp").join(format!(
+                "old-{}-{}",
+                self.key_hash,
+                unique_suffix()
+            ));
             fs::rename(&target, &trash).map_err(io_err(&target))?;
             let _ = fs::remove_dir_all(&trash);
         }
@@ -378,15 +465,29 @@ fn digest_files(dir: &Path) -> std::io::Result<BTreeMap<String, FileRecord>> {
     Ok(files)
 }
 
-fn collect_files(root: &Path, dir: &Path, files: &mut BTreeMap<String, FileRecord>) -> std::io::Result<()> {
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    files: &mut BTreeMap<String, FileRecord>,
+) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         if entry.file_type()?.is_dir() {
             collect_files(root, &path, files)?;
         } else {
-            let rel = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
-            files.insert(rel, FileRecord { size: entry.metadata()?.len(), blake3: hash_file(&path)? });
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .replace('\\', "/");
+            files.insert(
+                rel,
+                FileRecord {
+                    size: entry.metadata()?.len(),
+                    blake3: hash_file(&path)?,
+                },
+            );
         }
     }
     Ok(())

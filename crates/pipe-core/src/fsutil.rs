@@ -38,8 +38,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), unique_suffix()));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
     let result = (|| {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -57,7 +64,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{nanos:x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -114,10 +124,22 @@ mod file_name_tests {
         for good in ["metrics.json", "a b.csv", ".hidden", "x..y"] {
             assert!(check_file_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "../x.json", "/etc/passwd", "a/b", "a\\b", "nul\0x"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x.json",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "nul\0x",
+        ] {
             let err = check_file_name(bad).unwrap_err();
             assert_eq!(err, super::NotAFileName(bad.to_string()));
-            assert!(err.to_string().contains("not a plain file name"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("not a plain file name"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -34,30 +34,55 @@ pub fn registry() -> &'static Registry {
 impl Registry {
     /// An empty registry.
     pub const fn new() -> Registry {
-        Registry { process_groups: Mutex::new(Vec::new()), scratch: Mutex::new(Vec::new()) }
+        Registry {
+            process_groups: Mutex::new(Vec::new()),
+            scratch: Mutex::new(Vec::new()),
+        }
     }
 
     /// Registers a running process group, killed by [`Registry::clean_up`]
     /// until the guard is dropped.
     pub fn process_group(&self, pgid: i32) -> ProcessGroupGuard<'_> {
-        self.process_groups.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
-        ProcessGroupGuard { registry: self, pgid }
+        self.process_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pgid);
+        ProcessGroupGuard {
+            registry: self,
+            pgid,
+        }
     }
 
     /// Registers a scratch directory, removed by [`Registry::clean_up`]
     /// until the guard is dropped.
     pub fn scratch(&self, dir: PathBuf) -> ScratchGuard<'_> {
-        self.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(dir.clone());
-        ScratchGuard { registry: self, dir }
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.clone());
+        ScratchGuard {
+            registry: self,
+            dir,
+        }
     }
 
     /// Kills every process group and removes every scratch directory
     /// registered here (and not yet dropped).
     pub fn clean_up(&self) {
-        for pgid in self.process_groups.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for pgid in self
+            .process_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             kill_process_group(pgid);
         }
-        for dir in self.scratch.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for dir in self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -90,7 +115,11 @@ impl ProcessGroupGuard<'static> {
 
 impl Drop for ProcessGroupGuard<'_> {
     fn drop(&mut self) {
-        self.registry.process_groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|&g| g != self.pgid);
+        self.registry
+            .process_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&g| g != self.pgid);
     }
 }
 
@@ -110,7 +139,11 @@ impl ScratchGuard<'static> {
 
 impl Drop for ScratchGuard<'_> {
     fn drop(&mut self) {
-        self.registry.scratch.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| d != &self.dir);
+        self.registry
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| d != &self.dir);
     }
 }
 
@@ -162,6 +195,9 @@ mod tests {
         let _a = mine.scratch(a.clone());
         let _b = other.scratch(b.clone());
         mine.clean_up();
-        assert!(!a.exists() && b.exists(), "another registry's scratch was removed");
+        assert!(
+            !a.exists() && b.exists(),
+            "another registry's scratch was removed"
+        );
     }
 }

@@ -32,17 +32,25 @@ pub mod pipeline;
 pub mod runner;
 pub mod stage;
 
-pub use artifact::{artifact_type, load_artifact, Artifact, ArtifactError, ArtifactType, Artifacts, Files, JsonDoc, LoadArtifact};
+pub use artifact::{
+    artifact_type, load_artifact, Artifact, ArtifactError, ArtifactType, Artifacts, Files, JsonDoc,
+    LoadArtifact,
+};
 pub use cache::{Cache, CacheError, CorruptEntry, Lookup};
 pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
 pub use key::{StageKey, StaleReason};
 pub use pipe_macros::stage;
 pub use pipeline::{
-    did_you_mean, DagFormat, Location, Override, OverrideError, Pipeline, PipelineError, PipelineProblem, PipelineStage, UnknownStage, DEFAULT_SEED,
+    did_you_mean, DagFormat, Location, Override, OverrideError, Pipeline, PipelineError,
+    PipelineProblem, PipelineStage, UnknownStage, DEFAULT_SEED,
 };
-pub use runner::{error_chain, run, status, Freshness, OutputProblem, RunError, RunOptions, RunReport, StageOutcome, StageReport};
+pub use runner::{
+    error_chain, run, status, Freshness, OutputProblem, RunError, RunOptions, RunReport,
+    StageOutcome, StageReport,
+};
 pub use stage::{
-    default_config, registered_stages, AnyPort, InvalidSetting, Port, PortOf, Stage, StageContext, StageError, StageInfo, StageOutput, ANY_TYPE,
+    default_config, registered_stages, AnyPort, InvalidSetting, Port, PortOf, Stage, StageContext,
+    StageError, StageInfo, StageOutput, ANY_TYPE,
 };
 
 /// This build of `pipe`: the package version and a hash of the workspace's

@@ -34,7 +34,10 @@ pub struct Location {
 
 impl Location {
     fn from_saphyr(loc: &serde_saphyr::Location) -> Option<Location> {
-        (loc.line() > 0).then(|| Location { line: loc.line(), column: loc.column() })
+        (loc.line() > 0).then(|| Location {
+            line: loc.line(),
+            column: loc.column(),
+        })
     }
 }
 
@@ -42,10 +45,17 @@ impl Location {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("{path}: cannot read the pipeline: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A problem at a known place in the file.
     #[error("{file}{}: {problem}", .at.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
-    Invalid { file: String, at: Option<Location>, problem: Box<PipelineProblem> },
+    Invalid {
+        file: String,
+        at: Option<Location>,
+        problem: Box<PipelineProblem>,
+    },
     #[error("{file}: {source}")]
     Override { file: String, source: OverrideError },
 }
@@ -62,17 +72,35 @@ pub enum PipelineProblem {
     #[error("stage name `{0}` must be non-empty and contain no `.`")]
     BadStageName(String),
     #[error("stage `{stage}` has no `kind:`; known kinds: {}", .known.join(", "))]
-    NoKind { stage: String, known: Vec<&'static str> },
+    NoKind {
+        stage: String,
+        known: Vec<&'static str>,
+    },
     #[error("stage `{stage}`: `kind` must be a string")]
     KindNotString { stage: String },
     #[error("stage `{stage}`: unknown stage kind `{kind}`{hint}; known kinds: {}", .known.join(", "))]
-    UnknownKind { stage: String, kind: String, hint: String, known: Vec<&'static str> },
+    UnknownKind {
+        stage: String,
+        kind: String,
+        hint: String,
+        known: Vec<&'static str>,
+    },
     /// A field the kind does not have, or a value of the wrong shape.
     #[error("stage `{stage}` ({kind}){at_path}: {message}{hint}")]
-    BadConfig { stage: String, kind: String, at_path: String, message: String, hint: String },
+    BadConfig {
+        stage: String,
+        kind: String,
+        at_path: String,
+        message: String,
+        hint: String,
+    },
     /// A setting the stage's `validate` refuses.
     #[error("stage `{stage}` ({kind}): {setting}")]
-    BadSetting { stage: String, kind: String, setting: InvalidSetting },
+    BadSetting {
+        stage: String,
+        kind: String,
+        setting: InvalidSetting,
+    },
     /// The config does not serialize back (a stage's own serde bug).
     #[error("{0}")]
     Unserializable(String),
@@ -81,17 +109,56 @@ pub enum PipelineProblem {
     #[error("stage `{stage}`: input `{port}` must be a string `stage.output`")]
     InputNotString { stage: String, port: String },
     #[error("stage `{stage}`: input `{port}` = `{target}` is not of the form `stage.output`")]
-    InputNotReference { stage: String, port: String, target: String },
+    InputNotReference {
+        stage: String,
+        port: String,
+        target: String,
+    },
     #[error("stage `{stage}` ({kind}) has no input `{port}`{hint}; its inputs: {inputs}")]
-    UnknownInput { stage: String, kind: String, port: String, hint: String, inputs: String },
+    UnknownInput {
+        stage: String,
+        kind: String,
+        port: String,
+        hint: String,
+        inputs: String,
+    },
     #[error("stage `{stage}` ({kind}): required input `{port}` ({type_name}) is not wired; add `inputs: {{ {port}: STAGE.OUTPUT }}`")]
-    UnwiredInput { stage: String, kind: String, port: String, type_name: &'static str },
-    #[error("stage `{stage}`: input `{port}` refers to stage `{upstream}`, which does not exist{hint}")]
-    UnknownUpstream { stage: String, port: String, upstream: String, hint: String },
+    UnwiredInput {
+        stage: String,
+        kind: String,
+        port: String,
+        type_name: &'static str,
+    },
+    #[error(
+        "stage `{stage}`: input `{port}` refers to stage `{upstream}`, which does not exist{hint}"
+    )]
+    UnknownUpstream {
+        stage: String,
+        port: String,
+        upstream: String,
+        hint: String,
+    },
     #[error("stage `{stage}`: input `{port}` refers to `{upstream}.{output}`, but `{upstream}` ({upstream_kind}) has no output `{output}`{hint}; its outputs: {outputs}")]
-    UnknownOutput { stage: String, port: String, upstream: String, upstream_kind: String, output: String, hint: String, outputs: String },
-    #[error("stage `{stage}`: input `{port}` takes `{takes}`, but `{upstream}.{output}` is `{is}`")]
-    TypeMismatch { stage: String, port: String, takes: &'static str, upstream: String, output: String, is: &'static str },
+    UnknownOutput {
+        stage: String,
+        port: String,
+        upstream: String,
+        upstream_kind: String,
+        output: String,
+        hint: String,
+        outputs: String,
+    },
+    #[error(
+        "stage `{stage}`: input `{port}` takes `{takes}`, but `{upstream}.{output}` is `{is}`"
+    )]
+    TypeMismatch {
+        stage: String,
+        port: String,
+        takes: &'static str,
+        upstream: String,
+        output: String,
+        is: &'static str,
+    },
     #[error("the stages form a cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
 }
@@ -121,13 +188,17 @@ impl Override {
         let mut parts = lhs.trim().split('.').map(str::to_string);
         let stage = parts.next().filter(|s| !s.is_empty());
         let path: Vec<String> = parts.collect();
-        let (Some(stage), false) = (stage, path.is_empty() || path.iter().any(|p| p.is_empty())) else {
+        let (Some(stage), false) = (stage, path.is_empty() || path.iter().any(|p| p.is_empty()))
+        else {
             return Err(syntax());
         };
         let value: Value = if rhs.trim().is_empty() {
             Value::String(String::new())
         } else {
-            serde_saphyr::from_str(rhs).map_err(|e| OverrideError::Value { text: text.to_string(), source: Box::new(e) })?
+            serde_saphyr::from_str(rhs).map_err(|e| OverrideError::Value {
+                text: text.to_string(),
+                source: Box::new(e),
+            })?
         };
         Ok(Override { stage, path, value })
     }
@@ -139,9 +210,16 @@ pub enum OverrideError {
     #[error("`{0}`: expected stage.field=value")]
     Syntax(String),
     #[error("`{text}`: value is not valid YAML: {source}")]
-    Value { text: String, source: Box<serde_saphyr::Error> },
+    Value {
+        text: String,
+        source: Box<serde_saphyr::Error>,
+    },
     #[error("--set {stage}.{field}: no stage named `{stage}`{hint}")]
-    NoSuchStage { stage: String, field: String, hint: String },
+    NoSuchStage {
+        stage: String,
+        field: String,
+        hint: String,
+    },
     #[error("--set {stage}.{field}: only config fields can be overridden")]
     NotAConfigField { stage: String, field: String },
 }
@@ -226,7 +304,10 @@ pub const DEFAULT_SEED: u64 = 42;
 impl Pipeline {
     /// Reads, parses and validates a pipeline file.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut pipeline = Self::from_yaml_str(&path.display().to_string(), &text, overrides)?;
         pipeline.path = path.canonicalize().ok();
         Ok(pipeline)
@@ -235,11 +316,17 @@ impl Pipeline {
     /// What names this pipeline's run record in the cache: its absolute
     /// path when it came from a file, else its source name.
     pub fn record_id(&self) -> String {
-        self.path.as_ref().map_or_else(|| self.source.clone(), |p| p.display().to_string())
+        self.path
+            .as_ref()
+            .map_or_else(|| self.source.clone(), |p| p.display().to_string())
     }
 
     /// Parses and validates a pipeline given as YAML text; `source` names it in errors.
-    pub fn from_yaml_str(source: &str, text: &str, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
+    pub fn from_yaml_str(
+        source: &str,
+        text: &str,
+        overrides: &[Override],
+    ) -> Result<Pipeline, PipelineError> {
         let spec = PipelineSpec::from_yaml(source, text)?;
         Self::from_spec(source, spec, overrides)
     }
@@ -249,15 +336,26 @@ impl Pipeline {
     /// wire its inputs (each names a port it has, every required one is
     /// wired); resolve each wire to an upstream output of the type the input
     /// takes; order the stages.
-    pub fn from_spec(source: &str, mut spec: PipelineSpec, overrides: &[Override]) -> Result<Pipeline, PipelineError> {
+    pub fn from_spec(
+        source: &str,
+        mut spec: PipelineSpec,
+        overrides: &[Override],
+    ) -> Result<Pipeline, PipelineError> {
         let invalid = |located: Located| {
             let (at, problem) = *located;
-            PipelineError::Invalid { file: source.to_string(), at, problem: Box::new(problem) }
+            PipelineError::Invalid {
+                file: source.to_string(),
+                at,
+                problem: Box::new(problem),
+            }
         };
         if spec.stages.is_empty() {
             return Err(invalid(located(None, PipelineProblem::NoStages)));
         }
-        apply_overrides(&mut spec, overrides).map_err(|e| PipelineError::Override { file: source.to_string(), source: e })?;
+        apply_overrides(&mut spec, overrides).map_err(|e| PipelineError::Override {
+            file: source.to_string(),
+            source: e,
+        })?;
         let mut parsed = Vec::new();
         let mut wiring = Vec::new();
         for (name, raw) in &spec.stages {
@@ -308,7 +406,14 @@ impl Pipeline {
         let mut out = String::new();
         let edges = || {
             self.stages.iter().flat_map(move |s| {
-                s.inputs.iter().map(move |(port, (j, output))| (self.stages[*j].name.as_str(), output.as_str(), s.name.as_str(), port.as_str()))
+                s.inputs.iter().map(move |(port, (j, output))| {
+                    (
+                        self.stages[*j].name.as_str(),
+                        output.as_str(),
+                        s.name.as_str(),
+                        port.as_str(),
+                    )
+                })
             })
         };
         match format {
@@ -323,7 +428,10 @@ impl Pipeline {
             DagFormat::Mermaid => {
                 out.push_str("flowchart LR\n");
                 for s in &self.stages {
-                    out.push_str(&format!("  {}[\"{}<br/><small>{}</small>\"]\n", s.name, s.name, s.kind));
+                    out.push_str(&format!(
+                        "  {}[\"{}<br/><small>{}</small>\"]\n",
+                        s.name, s.name, s.kind
+                    ));
                 }
                 for (from, output, to, port) in edges() {
                     out.push_str(&format!("  {from} -- \"{output} → {port}\" --> {to}\n"));
@@ -332,10 +440,15 @@ impl Pipeline {
             DagFormat::Dot => {
                 out.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box];\n");
                 for s in &self.stages {
-                    out.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", s.name, s.name, s.kind));
+                    out.push_str(&format!(
+                        "  \"{}\" [label=\"{}\\n({})\"];\n",
+                        s.name, s.name, s.kind
+                    ));
                 }
                 for (from, output, to, port) in edges() {
-                    out.push_str(&format!("  \"{from}\" -> \"{to}\" [label=\"{output} → {port}\"];\n"));
+                    out.push_str(&format!(
+                        "  \"{from}\" -> \"{to}\" [label=\"{output} → {port}\"];\n"
+                    ));
                 }
                 out.push_str("}\n");
             }
@@ -355,12 +468,32 @@ pub enum DagFormat {
 /// validated, the config made canonical for its key.
 fn parse_stage(name: &str, raw: &RawStage) -> Result<PipelineStage, Located> {
     if name.contains('.') || name.is_empty() {
-        return Err(located(stage_location(raw), PipelineProblem::BadStageName(name.to_string())));
+        return Err(located(
+            stage_location(raw),
+            PipelineProblem::BadStageName(name.to_string()),
+        ));
     }
     let (stage, kind, location) = deserialize_stage(name, raw)?;
-    stage.validate().map_err(|setting| located(location, PipelineProblem::BadSetting { stage: name.to_string(), kind: kind.clone(), setting }))?;
-    let config = serde_json::to_value(&stage).map_err(|e| located(location, PipelineProblem::Unserializable(e.to_string())))?;
-    Ok(PipelineStage { name: name.to_string(), kind, stage, config: canonical_json(&config), inputs: BTreeMap::new(), location })
+    stage.validate().map_err(|setting| {
+        located(
+            location,
+            PipelineProblem::BadSetting {
+                stage: name.to_string(),
+                kind: kind.clone(),
+                setting,
+            },
+        )
+    })?;
+    let config = serde_json::to_value(&stage)
+        .map_err(|e| located(location, PipelineProblem::Unserializable(e.to_string())))?;
+    Ok(PipelineStage {
+        name: name.to_string(),
+        kind,
+        stage,
+        config: canonical_json(&config),
+        inputs: BTreeMap::new(),
+        location,
+    })
 }
 
 /// Step 2: the stage's `inputs:` read as wires, each to a port the stage
@@ -375,10 +508,23 @@ fn wire_inputs(stage: &PipelineStage, raw: &RawStage) -> Result<BTreeMap<String,
         };
         for (port, target) in map {
             let Some(target) = target.as_str() else {
-                return Err(located(at, PipelineProblem::InputNotString { stage: name(), port: port.clone() }));
+                return Err(located(
+                    at,
+                    PipelineProblem::InputNotString {
+                        stage: name(),
+                        port: port.clone(),
+                    },
+                ));
             };
             let Some((up, out)) = target.split_once('.') else {
-                return Err(located(at, PipelineProblem::InputNotReference { stage: name(), port: port.clone(), target: target.to_string() }));
+                return Err(located(
+                    at,
+                    PipelineProblem::InputNotReference {
+                        stage: name(),
+                        port: port.clone(),
+                        target: target.to_string(),
+                    },
+                ));
             };
             wires.insert(port.clone(), (up.to_string(), out.to_string(), at));
         }
@@ -398,10 +544,18 @@ fn wire_inputs(stage: &PipelineStage, raw: &RawStage) -> Result<BTreeMap<String,
             ));
         }
     }
-    if let Some(p) = ports.iter().find(|p| p.required && !wires.contains_key(p.name.as_ref())) {
+    if let Some(p) = ports
+        .iter()
+        .find(|p| p.required && !wires.contains_key(p.name.as_ref()))
+    {
         return Err(located(
             stage.location,
-            PipelineProblem::UnwiredInput { stage: name(), kind: stage.kind.clone(), port: p.name.to_string(), type_name: p.type_name },
+            PipelineProblem::UnwiredInput {
+                stage: name(),
+                kind: stage.kind.clone(),
+                port: p.name.to_string(),
+                type_name: p.type_name,
+            },
         ));
     }
     Ok(wires)
@@ -409,8 +563,15 @@ fn wire_inputs(stage: &PipelineStage, raw: &RawStage) -> Result<BTreeMap<String,
 
 /// Step 3: each wire resolved to (upstream stage index, output port),
 /// checked to exist and to carry the type the input takes.
-fn resolve_wiring(parsed: &[PipelineStage], wiring: &[BTreeMap<String, Wire>]) -> Result<Vec<ResolvedInputs>, Located> {
-    let index: HashMap<&str, usize> = parsed.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+fn resolve_wiring(
+    parsed: &[PipelineStage],
+    wiring: &[BTreeMap<String, Wire>],
+) -> Result<Vec<ResolvedInputs>, Located> {
+    let index: HashMap<&str, usize> = parsed
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     let mut resolved = Vec::new();
     for (me, wires) in parsed.iter().zip(wiring) {
         let in_ports = me.stage.inputs();
@@ -420,7 +581,12 @@ fn resolve_wiring(parsed: &[PipelineStage], wiring: &[BTreeMap<String, Wire>]) -
                 let hint = did_you_mean(up, parsed.iter().map(|s| s.name.as_str()));
                 return Err(located(
                     *at,
-                    PipelineProblem::UnknownUpstream { stage: me.name.clone(), port: port.clone(), upstream: up.clone(), hint },
+                    PipelineProblem::UnknownUpstream {
+                        stage: me.name.clone(),
+                        port: port.clone(),
+                        upstream: up.clone(),
+                        hint,
+                    },
                 ));
             };
             let out_ports = parsed[j].stage.outputs();
@@ -438,8 +604,13 @@ fn resolve_wiring(parsed: &[PipelineStage], wiring: &[BTreeMap<String, Wire>]) -
                     },
                 ));
             };
-            let in_port = in_ports.iter().find(|p| p.name == port.as_str()).expect("wire_inputs checked the port");
-            if in_port.type_name != crate::stage::ANY_TYPE && in_port.type_name != out_port.type_name {
+            let in_port = in_ports
+                .iter()
+                .find(|p| p.name == port.as_str())
+                .expect("wire_inputs checked the port");
+            if in_port.type_name != crate::stage::ANY_TYPE
+                && in_port.type_name != out_port.type_name
+            {
                 return Err(located(
                     *at,
                     PipelineProblem::TypeMismatch {
@@ -461,7 +632,10 @@ fn resolve_wiring(parsed: &[PipelineStage], wiring: &[BTreeMap<String, Wire>]) -
 
 /// Step 4: the stages in a topological order that keeps file order where
 /// it can, each one's inputs remapped to the new indices.
-fn in_topological_order(parsed: Vec<PipelineStage>, resolved: Vec<ResolvedInputs>) -> Result<Vec<PipelineStage>, Located> {
+fn in_topological_order(
+    parsed: Vec<PipelineStage>,
+    resolved: Vec<ResolvedInputs>,
+) -> Result<Vec<PipelineStage>, Located> {
     let order = topological_order(&resolved).map_err(|cycle| {
         let path = cycle.iter().map(|&i| parsed[i].name.clone()).collect();
         located(parsed[cycle[0]].location, PipelineProblem::Cycle(path))
@@ -474,14 +648,19 @@ fn in_topological_order(parsed: Vec<PipelineStage>, resolved: Vec<ResolvedInputs
     let mut stages = Vec::new();
     for &old in &order {
         let mut stage = slots[old].take().expect("each stage once");
-        stage.inputs = resolved[old].iter().map(|(p, (j, o))| (p.clone(), (new_index[*j], o.clone()))).collect();
+        stage.inputs = resolved[old]
+            .iter()
+            .map(|(p, (j, o))| (p.clone(), (new_index[*j], o.clone())))
+            .collect();
         stages.push(stage);
     }
     Ok(stages)
 }
 
 fn stage_location(raw: &RawStage) -> Option<Location> {
-    raw.get("kind").or_else(|| raw.values().next()).and_then(|v| Location::from_saphyr(&v.referenced))
+    raw.get("kind")
+        .or_else(|| raw.values().next())
+        .and_then(|v| Location::from_saphyr(&v.referenced))
 }
 
 /// A stage's config deserialized: the stage, its kind, where it is.
@@ -490,15 +669,43 @@ type Deserialized = (Box<dyn Stage>, String, Option<Location>);
 fn deserialize_stage(name: &str, raw: &RawStage) -> Result<Deserialized, Located> {
     let location = stage_location(raw);
     let kind = match raw.get("kind") {
-        None => return Err(located(location, PipelineProblem::NoKind { stage: name.to_string(), known: known_kinds() })),
-        Some(Spanned { value: Value::String(k), .. }) => k.clone(),
-        Some(other) => return Err(located(Location::from_saphyr(&other.referenced), PipelineProblem::KindNotString { stage: name.to_string() })),
+        None => {
+            return Err(located(
+                location,
+                PipelineProblem::NoKind {
+                    stage: name.to_string(),
+                    known: known_kinds(),
+                },
+            ))
+        }
+        Some(Spanned {
+            value: Value::String(k),
+            ..
+        }) => k.clone(),
+        Some(other) => {
+            return Err(located(
+                Location::from_saphyr(&other.referenced),
+                PipelineProblem::KindNotString {
+                    stage: name.to_string(),
+                },
+            ))
+        }
     };
-    let kind_at = raw.get("kind").and_then(|v| Location::from_saphyr(&v.referenced));
+    let kind_at = raw
+        .get("kind")
+        .and_then(|v| Location::from_saphyr(&v.referenced));
     let kinds = known_kinds();
     if !kinds.iter().any(|k| *k == kind) {
         let hint = did_you_mean(&kind, kinds.iter().copied());
-        return Err(located(kind_at, PipelineProblem::UnknownKind { stage: name.to_string(), kind, hint, known: kinds }));
+        return Err(located(
+            kind_at,
+            PipelineProblem::UnknownKind {
+                stage: name.to_string(),
+                kind,
+                hint,
+                known: kinds,
+            },
+        ));
     }
     let mut object = serde_json::Map::new();
     object.insert("kind".into(), Value::String(kind.clone()));
@@ -507,19 +714,46 @@ fn deserialize_stage(name: &str, raw: &RawStage) -> Result<Deserialized, Located
             object.insert(field.clone(), value.value.clone());
         }
     }
-    let stage: Box<dyn Stage> = serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
-        let inner = e.inner().to_string();
-        let path = e.path().to_string();
-        let field = unknown_field_name(&inner).or_else(|| path.split('.').next().filter(|p| *p != "?" && !p.is_empty()).map(str::to_string));
-        let at = field.as_deref().and_then(|f| raw.get(f)).and_then(|v| Location::from_saphyr(&v.referenced)).or(kind_at);
-        let fields = stage_fields(&kind);
-        let hint = match unknown_field_name(&inner) {
-            Some(f) => format!("{}; fields of `{kind}`: {}", did_you_mean(&f, fields.iter().map(String::as_str)), fields.join(", ")),
-            None => String::new(),
-        };
-        let at_path = if path == "." || path == "?" || path.is_empty() { String::new() } else { format!(" at `{path}`") };
-        located(at, PipelineProblem::BadConfig { stage: name.to_string(), kind: kind.clone(), at_path, message: inner, hint })
-    })?;
+    let stage: Box<dyn Stage> =
+        serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+            let inner = e.inner().to_string();
+            let path = e.path().to_string();
+            let field = unknown_field_name(&inner).or_else(|| {
+                path.split('.')
+                    .next()
+                    .filter(|p| *p != "?" && !p.is_empty())
+                    .map(str::to_string)
+            });
+            let at = field
+                .as_deref()
+                .and_then(|f| raw.get(f))
+                .and_then(|v| Location::from_saphyr(&v.referenced))
+                .or(kind_at);
+            let fields = stage_fields(&kind);
+            let hint = match unknown_field_name(&inner) {
+                Some(f) => format!(
+                    "{}; fields of `{kind}`: {}",
+                    did_you_mean(&f, fields.iter().map(String::as_str)),
+                    fields.join(", ")
+                ),
+                None => String::new(),
+            };
+            let at_path = if path == "." || path == "?" || path.is_empty() {
+                String::new()
+            } else {
+                format!(" at `{path}`")
+            };
+            located(
+                at,
+                PipelineProblem::BadConfig {
+                    stage: name.to_string(),
+                    kind: kind.clone(),
+                    at_path,
+                    message: inner,
+                    hint,
+                },
+            )
+        })?;
     Ok((stage, kind, location))
 }
 
@@ -532,7 +766,11 @@ fn stage_fields(kind: &str) -> Vec<String> {
     registered_stages()
         .into_iter()
         .find(|s| s.kind == kind)
-        .and_then(|s| crate::stage::default_config(s).as_object().map(|m| m.keys().cloned().collect()))
+        .and_then(|s| {
+            crate::stage::default_config(s)
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+        })
         .unwrap_or_default()
 }
 
@@ -544,12 +782,18 @@ fn port_list(ports: &[Port]) -> String {
     if ports.is_empty() {
         return "none".into();
     }
-    ports.iter().map(|p| format!("{} ({})", p.name, p.type_name)).collect::<Vec<_>>().join(", ")
+    ports
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.type_name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `; did you mean `x`?` when a candidate is close enough, else empty.
 pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    let best = candidates.map(|c| (strsim::damerau_levenshtein(word, c), c)).min_by_key(|(d, _)| *d);
+    let best = candidates
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .min_by_key(|(d, _)| *d);
     match best {
         Some((d, c)) if d <= (word.len() / 3).max(2) => format!("; did you mean `{c}`?"),
         _ => String::new(),
@@ -561,20 +805,35 @@ fn apply_overrides(spec: &mut PipelineSpec, overrides: &[Override]) -> Result<()
         let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
         let hint = did_you_mean(&o.stage, names.iter().copied());
         let Some(raw) = spec.stages.get_mut(&o.stage) else {
-            return Err(OverrideError::NoSuchStage { stage: o.stage.clone(), field: o.path.join("."), hint });
+            return Err(OverrideError::NoSuchStage {
+                stage: o.stage.clone(),
+                field: o.path.join("."),
+                hint,
+            });
         };
         if o.path[0] == "kind" || o.path[0] == "inputs" {
-            return Err(OverrideError::NotAConfigField { stage: o.stage.clone(), field: o.path[0].clone() });
+            return Err(OverrideError::NotAConfigField {
+                stage: o.stage.clone(),
+                field: o.path[0].clone(),
+            });
         }
-        let entry = raw
-            .entry(o.path[0].clone())
-            .or_insert_with(|| Spanned::new(Value::Null, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN));
+        let entry = raw.entry(o.path[0].clone()).or_insert_with(|| {
+            Spanned::new(
+                Value::Null,
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )
+        });
         let mut slot = &mut entry.value;
         for key in &o.path[1..] {
             if !slot.is_object() {
                 *slot = Value::Object(Default::default());
             }
-            slot = slot.as_object_mut().expect("object").entry(key.clone()).or_insert(Value::Null);
+            slot = slot
+                .as_object_mut()
+                .expect("object")
+                .entry(key.clone())
+                .or_insert(Value::Null);
         }
         *slot = o.value.clone();
     }
@@ -583,7 +842,9 @@ fn apply_overrides(spec: &mut PipelineSpec, overrides: &[Override]) -> Result<()
 
 /// Kahn's algorithm, taking the lowest file index first so file order is kept
 /// where dependencies allow. On a cycle, returns one cycle's stage indices.
-fn topological_order(inputs: &[BTreeMap<String, (usize, String)>]) -> Result<Vec<usize>, Vec<usize>> {
+fn topological_order(
+    inputs: &[BTreeMap<String, (usize, String)>],
+) -> Result<Vec<usize>, Vec<usize>> {
     let n = inputs.len();
     let mut indegree = vec![0usize; n];
     let mut dependents = vec![Vec::new(); n];
@@ -596,7 +857,8 @@ fn topological_order(inputs: &[BTreeMap<String, (usize, String)>]) -> Result<Vec
             dependents[j].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -615,7 +877,11 @@ fn topological_order(inputs: &[BTreeMap<String, (usize, String)>]) -> Result<Vec
     let mut path = vec![start];
     let mut current = start;
     loop {
-        let next = inputs[current].values().map(|(j, _)| *j).find(|&j| indegree[j] > 0).expect("cycle continues");
+        let next = inputs[current]
+            .values()
+            .map(|(j, _)| *j)
+            .find(|&j| indegree[j] > 0)
+            .expect("cycle continues");
         if let Some(pos) = path.iter().position(|&p| p == next) {
             let mut cycle: Vec<usize> = path[pos..].to_vec();
             cycle.reverse();

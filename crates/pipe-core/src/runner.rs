@@ -34,7 +34,13 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { only: Vec::new(), from: None, force: false, device: "cpu".into(), lock_timeout: Duration::from_secs(600) }
+        RunOptions {
+            only: Vec::new(),
+            from: None,
+            force: false,
+            device: "cpu".into(),
+            lock_timeout: Duration::from_secs(600),
+        }
     }
 }
 
@@ -77,7 +83,11 @@ impl RunReport {
         self.stages.iter().find(|s| s.name == name)
     }
     pub fn ran(&self) -> Vec<&str> {
-        self.stages.iter().filter(|s| s.outcome == StageOutcome::Ran).map(|s| s.name.as_str()).collect()
+        self.stages
+            .iter()
+            .filter(|s| s.outcome == StageOutcome::Ran)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 }
 
@@ -90,11 +100,18 @@ pub enum RunError {
     #[error("stage `{stage}` has no cached outputs for its current config and inputs; run it first: `pipe run {pipeline} --only {stage}` (or a run without --only/--from)")]
     NotCached { stage: String, pipeline: String },
     #[error("stage `{stage}`: cannot read {path}: {source}")]
-    ExternalFile { stage: String, path: PathBuf, source: std::io::Error },
+    ExternalFile {
+        stage: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("stage `{stage}` failed")]
     Stage { stage: String, source: StageError },
     #[error("stage `{stage}`: {problem}")]
-    Output { stage: String, problem: OutputProblem },
+    Output {
+        stage: String,
+        problem: OutputProblem,
+    },
 }
 
 /// What is wrong with a stage's outputs against what it declares.
@@ -104,7 +121,11 @@ pub enum OutputProblem {
     #[error("cached entry has no output `{0}`")]
     NotInCachedEntry(String),
     #[error("output `{port}` is `{found}`, declared `{declared}`")]
-    WrongType { port: String, found: String, declared: &'static str },
+    WrongType {
+        port: String,
+        found: String,
+        declared: &'static str,
+    },
     #[error("did not produce output `{0}`")]
     NotProduced(String),
     #[error("produced undeclared output `{0}`")]
@@ -130,7 +151,12 @@ struct Resolved {
 }
 
 /// Runs the pipeline. Holds the cache lock for the whole run.
-pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dyn EventSink) -> Result<RunReport, RunError> {
+pub fn run(
+    pipeline: &Pipeline,
+    cache: &Cache,
+    options: &RunOptions,
+    events: &dyn EventSink,
+) -> Result<RunReport, RunError> {
     let _lock = cache.lock(options.lock_timeout, events)?;
     let n = pipeline.stages.len();
     let selected = selection(pipeline, options)?;
@@ -138,7 +164,10 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
     let mut resolved: Vec<Option<Resolved>> = (0..n).map(|_| None).collect();
     let mut run_record = cache.run_record(&pipeline.record_id());
     run_record.path = pipeline.path.clone();
-    let mut report = RunReport { pipeline: pipeline.source.clone(), stages: Vec::new() };
+    let mut report = RunReport {
+        pipeline: pipeline.source.clone(),
+        stages: Vec::new(),
+    };
 
     for i in 0..n {
         let stage = &pipeline.stages[i];
@@ -154,57 +183,100 @@ pub fn run(pipeline: &Pipeline, cache: &Cache, options: &RunOptions, events: &dy
         if !(selected[i] && (explicit || options.force)) {
             match cache.lookup(&key_hash)? {
                 Lookup::Valid(record) => cached = Some(record),
-                Lookup::Corrupt(detail) => {
-                    events.emit(&Event::CacheCorrupt { stage: stage.name.clone(), key: key_hash.clone(), detail: detail.to_string() })
-                }
+                Lookup::Corrupt(detail) => events.emit(&Event::CacheCorrupt {
+                    stage: stage.name.clone(),
+                    key: key_hash.clone(),
+                    detail: detail.to_string(),
+                }),
                 Lookup::Missing => {}
             }
         }
         let (record, loaded, outcome) = match cached {
             Some(record) if selected[i] => {
-                events.emit(&Event::StageCached { stage: stage.name.clone(), key: key_hash.clone() });
+                events.emit(&Event::StageCached {
+                    stage: stage.name.clone(),
+                    key: key_hash.clone(),
+                });
                 (record, BTreeMap::new(), StageOutcome::Cached)
             }
             Some(record) => {
-                events.emit(&Event::StageRestored { stage: stage.name.clone(), key: key_hash.clone() });
+                events.emit(&Event::StageRestored {
+                    stage: stage.name.clone(),
+                    key: key_hash.clone(),
+                });
                 (record, BTreeMap::new(), StageOutcome::Restored)
             }
             None if !selected[i] => {
-                return Err(RunError::NotCached { stage: stage.name.clone(), pipeline: pipeline.source.clone() });
+                return Err(RunError::NotCached {
+                    stage: stage.name.clone(),
+                    pipeline: pipeline.source.clone(),
+                });
             }
             None => {
-                let (record, outputs) = execute(pipeline, cache, i, &key, &key_hash, &resolved, options, events)?;
+                let (record, outputs) = execute(
+                    pipeline, cache, i, &key, &key_hash, &resolved, options, events,
+                )?;
                 (record, outputs, StageOutcome::Ran)
             }
         };
 
-        let outputs: BTreeMap<String, PathBuf> = record.outputs.keys().map(|port| (port.clone(), cache.output_dir(&key_hash, port))).collect();
+        let outputs: BTreeMap<String, PathBuf> = record
+            .outputs
+            .keys()
+            .map(|port| (port.clone(), cache.output_dir(&key_hash, port)))
+            .collect();
         let metrics = json_outputs(&record, &outputs);
         if selected[i] {
             let scratch = scratch_dir(cache)?;
-            let ctx = StageContext { stage: &stage.name, device: &options.device, seed: pipeline.seed, scratch: &scratch, events };
+            let ctx = StageContext {
+                stage: &stage.name,
+                device: &options.device,
+                seed: pipeline.seed,
+                scratch: &scratch,
+                events,
+            };
             let published = stage.stage.publish(&outputs, &ctx);
             let _ = std::fs::remove_dir_all(&scratch);
-            published.map_err(|source| RunError::Stage { stage: stage.name.clone(), source })?;
+            published.map_err(|source| RunError::Stage {
+                stage: stage.name.clone(),
+                source,
+            })?;
         }
-        run_record.stages.insert(stage.name.clone(), LastRun { key_hash: key_hash.clone(), key: key.clone() });
+        run_record.stages.insert(
+            stage.name.clone(),
+            LastRun {
+                key_hash: key_hash.clone(),
+                key: key.clone(),
+            },
+        );
         cache.save_run_record(&run_record)?;
         report.stages.push(StageReport {
             name: stage.name.clone(),
             kind: stage.kind.clone(),
             outcome,
-            seconds: if outcome == StageOutcome::Ran { record.seconds } else { start.elapsed().as_secs_f64() },
+            seconds: if outcome == StageOutcome::Ran {
+                record.seconds
+            } else {
+                start.elapsed().as_secs_f64()
+            },
             key: key_hash.clone(),
             outputs,
             metrics,
         });
-        resolved[i] = Some(Resolved { key_hash, record, loaded: RefCell::new(loaded) });
+        resolved[i] = Some(Resolved {
+            key_hash,
+            record,
+            loaded: RefCell::new(loaded),
+        });
     }
     Ok(report)
 }
 
 /// The JSON documents among a stage's outputs; entries were verified on lookup.
-fn json_outputs(record: &EntryRecord, dirs: &BTreeMap<String, PathBuf>) -> BTreeMap<String, serde_json::Value> {
+fn json_outputs(
+    record: &EntryRecord,
+    dirs: &BTreeMap<String, PathBuf>,
+) -> BTreeMap<String, serde_json::Value> {
     let json_type = <crate::JsonDoc as crate::LoadArtifact>::TYPE_NAME;
     record
         .outputs
@@ -247,23 +319,42 @@ fn selection(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, Run
     Ok(selected)
 }
 
-fn stage_key(pipeline: &Pipeline, i: usize, resolved: &[Option<Resolved>], device: &str) -> Result<StageKey, RunError> {
+fn stage_key(
+    pipeline: &Pipeline,
+    i: usize,
+    resolved: &[Option<Resolved>],
+    device: &str,
+) -> Result<StageKey, RunError> {
     let stage = &pipeline.stages[i];
     let mut inputs = BTreeMap::new();
     for (port, (j, output)) in &stage.inputs {
         let up = resolved[*j].as_ref().expect("upstream resolved first");
-        let digest =
-            up.record.outputs.get(output).map(|o| o.digest.clone()).ok_or_else(|| RunError::Output {
+        let digest = up
+            .record
+            .outputs
+            .get(output)
+            .map(|o| o.digest.clone())
+            .ok_or_else(|| RunError::Output {
                 stage: pipeline.stages[*j].name.clone(),
                 problem: OutputProblem::NotInCachedEntry(output.clone()),
             })?;
         inputs.insert(port.clone(), digest);
     }
-    let files = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile { stage: stage.name.clone(), path, source })?;
-    Ok(StageKey { inputs, files, ..stage_key_without_inputs(pipeline, i, device) })
+    let files = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile {
+        stage: stage.name.clone(),
+        path,
+        source,
+    })?;
+    Ok(StageKey {
+        inputs,
+        files,
+        ..stage_key_without_inputs(pipeline, i, device)
+    })
 }
 
-fn external_file_digests(stage: &crate::PipelineStage) -> Result<BTreeMap<String, String>, (PathBuf, std::io::Error)> {
+fn external_file_digests(
+    stage: &crate::PipelineStage,
+) -> Result<BTreeMap<String, String>, (PathBuf, std::io::Error)> {
     let mut files = BTreeMap::new();
     for path in stage.stage.external_files() {
         let digest = hash_file(&path).map_err(|e| (path.clone(), e))?;
@@ -283,8 +374,15 @@ fn env_for(pipeline: &Pipeline, i: usize, device: &str) -> BTreeMap<String, Stri
 }
 
 fn scratch_dir(cache: &Cache) -> Result<PathBuf, RunError> {
-    let dir = cache.root().join("tmp").join(format!("scratch-{}-{}", std::process::id(), unique_suffix()));
-    std::fs::create_dir_all(&dir).map_err(|source| CacheError::Io { path: dir.clone(), source })?;
+    let dir = cache.root().join("tmp").join(format!(
+        "scratch-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|source| CacheError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(dir)
 }
 
@@ -301,8 +399,14 @@ fn execute(
 ) -> Result<(EntryRecord, Loaded), RunError> {
     let stage = &pipeline.stages[i];
     let fail = |source: StageError| {
-        events.emit(&Event::StageFailed { stage: stage.name.clone(), error: error_chain(&source) });
-        RunError::Stage { stage: stage.name.clone(), source }
+        events.emit(&Event::StageFailed {
+            stage: stage.name.clone(),
+            error: error_chain(&source),
+        });
+        RunError::Stage {
+            stage: stage.name.clone(),
+            source,
+        }
     };
     let mut inputs = Artifacts::new();
     for (port, (j, output)) in &stage.inputs {
@@ -312,7 +416,10 @@ fn execute(
             Some(a) => a,
             None => {
                 let type_name = &up.record.outputs[output].type_name;
-                let a: Rc<dyn Artifact> = load_artifact(type_name, &cache.output_dir(&up.key_hash, output)).map_err(|e| fail(e.into()))?.into();
+                let a: Rc<dyn Artifact> =
+                    load_artifact(type_name, &cache.output_dir(&up.key_hash, output))
+                        .map_err(|e| fail(e.into()))?
+                        .into();
                 up.loaded.borrow_mut().insert(output.clone(), a.clone());
                 a
             }
@@ -320,23 +427,45 @@ fn execute(
         inputs.insert_rc(port.clone(), artifact);
     }
 
-    events.emit(&Event::StageStarted { stage: stage.name.clone(), kind: stage.kind.clone(), key: key_hash.to_string() });
+    events.emit(&Event::StageStarted {
+        stage: stage.name.clone(),
+        kind: stage.kind.clone(),
+        key: key_hash.to_string(),
+    });
     let start = Instant::now();
     let pending = cache.begin(key_hash)?;
     let _pending_guard = crate::interrupt::ScratchGuard::new(pending.dir().to_path_buf());
     let scratch = scratch_dir(cache)?;
     let _scratch_guard = crate::interrupt::ScratchGuard::new(scratch.clone());
-    let ctx = StageContext { stage: &stage.name, device: &options.device, seed: pipeline.seed, scratch: &scratch, events };
+    let ctx = StageContext {
+        stage: &stage.name,
+        device: &options.device,
+        seed: pipeline.seed,
+        scratch: &scratch,
+        events,
+    };
     // A panic in a stage (a libtorch error tch turns into one, a bug) is
     // that stage's failure, reported like any other; nothing is cached.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.stage.run(&inputs, &ctx)))
-        .unwrap_or_else(|panic| Err(StageError::Panicked(panic_message(panic.as_ref()))));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stage.stage.run(&inputs, &ctx)
+    }))
+    .unwrap_or_else(|panic| Err(StageError::Panicked(panic_message(panic.as_ref()))));
     let _ = std::fs::remove_dir_all(&scratch);
     let outputs = result.map_err(fail)?;
     // An external file that changed while the stage read it would leave an
     // entry keyed by contents the stage may not have seen.
-    let files_now = external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile { stage: stage.name.clone(), path, source })?;
-    if let Some(path) = key.files.iter().find(|(path, digest)| files_now.get(*path) != Some(digest)).map(|(path, _)| path) {
+    let files_now =
+        external_file_digests(stage).map_err(|(path, source)| RunError::ExternalFile {
+            stage: stage.name.clone(),
+            path,
+            source,
+        })?;
+    if let Some(path) = key
+        .files
+        .iter()
+        .find(|(path, digest)| files_now.get(*path) != Some(digest))
+        .map(|(path, _)| path)
+    {
         return Err(fail(StageError::InputFileChanged(path.clone())));
     }
 
@@ -345,27 +474,51 @@ fn execute(
     for port in &declared {
         match outputs.get_rc(&port.name) {
             Some(a) if a.type_name() == port.type_name => {
-                a.save(&pending.output_dir(&port.name)?).map_err(|e| fail(e.into()))?;
+                a.save(&pending.output_dir(&port.name)?)
+                    .map_err(|e| fail(e.into()))?;
                 types.insert(port.name.to_string(), port.type_name.to_string());
             }
             Some(a) => {
-                let problem = OutputProblem::WrongType { port: port.name.to_string(), found: a.type_name().to_string(), declared: port.type_name };
-                return Err(RunError::Output { stage: stage.name.clone(), problem });
+                let problem = OutputProblem::WrongType {
+                    port: port.name.to_string(),
+                    found: a.type_name().to_string(),
+                    declared: port.type_name,
+                };
+                return Err(RunError::Output {
+                    stage: stage.name.clone(),
+                    problem,
+                });
             }
             None if port.required => {
-                return Err(RunError::Output { stage: stage.name.clone(), problem: OutputProblem::NotProduced(port.name.to_string()) })
+                return Err(RunError::Output {
+                    stage: stage.name.clone(),
+                    problem: OutputProblem::NotProduced(port.name.to_string()),
+                })
             }
             None => {}
         }
     }
-    if let Some((extra, _)) = outputs.iter().find(|(name, _)| !declared.iter().any(|p| p.name == name.as_str())) {
-        return Err(RunError::Output { stage: stage.name.clone(), problem: OutputProblem::Undeclared(extra.clone()) });
+    if let Some((extra, _)) = outputs
+        .iter()
+        .find(|(name, _)| !declared.iter().any(|p| p.name == name.as_str()))
+    {
+        return Err(RunError::Output {
+            stage: stage.name.clone(),
+            problem: OutputProblem::Undeclared(extra.clone()),
+        });
     }
     crate::fault::point("after-outputs");
     let seconds = start.elapsed().as_secs_f64();
     let record = pending.commit(key, &types, seconds)?;
-    events.emit(&Event::StageFinished { stage: stage.name.clone(), key: key_hash.to_string(), seconds });
-    let loaded = outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    events.emit(&Event::StageFinished {
+        stage: stage.name.clone(),
+        key: key_hash.to_string(),
+        seconds,
+    });
+    let loaded = outputs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Ok((record, loaded))
 }
 
@@ -405,11 +558,18 @@ pub fn status(
     let mut resolved: Vec<Option<Resolved>> = (0..pipeline.stages.len()).map(|_| None).collect();
     let mut out = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let stale_upstream: Vec<String> =
-            stage.inputs.values().filter(|(j, _)| resolved[*j].is_none()).map(|(j, _)| pipeline.stages[*j].name.clone()).collect();
+        let stale_upstream: Vec<String> = stage
+            .inputs
+            .values()
+            .filter(|(j, _)| resolved[*j].is_none())
+            .map(|(j, _)| pipeline.stages[*j].name.clone())
+            .collect();
         let previous = last.stages.get(&stage.name);
         if !stale_upstream.is_empty() {
-            let mut reasons: Vec<String> = stale_upstream.iter().map(|u| format!("upstream `{u}` is not fresh")).collect();
+            let mut reasons: Vec<String> = stale_upstream
+                .iter()
+                .map(|u| format!("upstream `{u}` is not fresh"))
+                .collect();
             if previous.is_none() {
                 out.push((stage.name.clone(), Freshness::NeverRun));
                 continue;
@@ -417,7 +577,11 @@ pub fn status(
             // Config and code changes can still be told without the inputs' digests.
             let files = external_file_digests(stage).unwrap_or_default();
             let prev = &previous.expect("checked").key;
-            let partial = StageKey { inputs: prev.inputs.clone(), files, ..stage_key_without_inputs(pipeline, i, device) };
+            let partial = StageKey {
+                inputs: prev.inputs.clone(),
+                files,
+                ..stage_key_without_inputs(pipeline, i, device)
+            };
             reasons.extend(partial.diff(prev).iter().map(StaleReason::to_string));
             out.push((stage.name.clone(), Freshness::Stale { reasons }));
             continue;
@@ -426,17 +590,27 @@ pub fn status(
         let hash = key.hash();
         match cache.lookup(&hash)? {
             Lookup::Valid(record) => {
-                resolved[i] = Some(Resolved { key_hash: hash, record, loaded: RefCell::new(BTreeMap::new()) });
+                resolved[i] = Some(Resolved {
+                    key_hash: hash,
+                    record,
+                    loaded: RefCell::new(BTreeMap::new()),
+                });
                 out.push((stage.name.clone(), Freshness::Fresh));
             }
             other => {
                 let freshness = match previous {
                     None => Freshness::NeverRun,
                     Some(prev) => {
-                        let mut reasons: Vec<String> = key.diff(&prev.key).iter().map(StaleReason::to_string).collect();
+                        let mut reasons: Vec<String> = key
+                            .diff(&prev.key)
+                            .iter()
+                            .map(StaleReason::to_string)
+                            .collect();
                         if reasons.is_empty() {
                             reasons.push(match other {
-                                Lookup::Corrupt(detail) => format!("cache entry was corrupt ({detail}) and has been removed"),
+                                Lookup::Corrupt(detail) => format!(
+                                    "cache entry was corrupt ({detail}) and has been removed"
+                                ),
                                 _ => "cache entry was removed (pipe gc?)".into(),
                             });
                         }
@@ -455,7 +629,11 @@ fn stage_key_without_inputs(pipeline: &Pipeline, i: usize, device: &str) -> Stag
     StageKey {
         kind: stage.kind.clone(),
         code_version: stage.stage.code_version(),
-        build: if stage.stage.build_independent() { String::new() } else { crate::BUILD_ID.to_string() },
+        build: if stage.stage.build_independent() {
+            String::new()
+        } else {
+            crate::BUILD_ID.to_string()
+        },
         config: stage.config.clone(),
         inputs: BTreeMap::new(),
         files: BTreeMap::new(),

@@ -21,14 +21,29 @@ pub struct Port {
 
 impl Port {
     pub const fn new(name: &'static str, type_name: &'static str, doc: &'static str) -> Self {
-        Port { name: Cow::Borrowed(name), type_name, required: true, doc }
+        Port {
+            name: Cow::Borrowed(name),
+            type_name,
+            required: true,
+            doc,
+        }
     }
     pub const fn optional(name: &'static str, type_name: &'static str, doc: &'static str) -> Self {
-        Port { name: Cow::Borrowed(name), type_name, required: false, doc }
+        Port {
+            name: Cow::Borrowed(name),
+            type_name,
+            required: false,
+            doc,
+        }
     }
     /// A required port whose name comes from the stage's config.
     pub fn named(name: impl Into<String>, type_name: &'static str, doc: &'static str) -> Self {
-        Port { name: Cow::Owned(name.into()), type_name, required: true, doc }
+        Port {
+            name: Cow::Owned(name.into()),
+            type_name,
+            required: true,
+            doc,
+        }
     }
     /// A required port carrying artifacts of type `T`.
     pub const fn of<T: LoadArtifact>(name: &'static str, doc: &'static str) -> Self {
@@ -62,22 +77,41 @@ pub struct PortOf<T> {
 impl<T: LoadArtifact> PortOf<T> {
     /// A required port.
     pub const fn new(name: &'static str, doc: &'static str) -> Self {
-        PortOf { name, doc, required: true, _type: std::marker::PhantomData }
+        PortOf {
+            name,
+            doc,
+            required: true,
+            _type: std::marker::PhantomData,
+        }
     }
     /// An input a pipeline may leave unwired.
     pub const fn optional(name: &'static str, doc: &'static str) -> Self {
-        PortOf { name, doc, required: false, _type: std::marker::PhantomData }
+        PortOf {
+            name,
+            doc,
+            required: false,
+            _type: std::marker::PhantomData,
+        }
     }
     /// Its entry in `inputs()` or `outputs()`.
     pub const fn port(&self) -> Port {
-        Port { name: Cow::Borrowed(self.name), type_name: T::TYPE_NAME, required: self.required, doc: self.doc }
+        Port {
+            name: Cow::Borrowed(self.name),
+            type_name: T::TYPE_NAME,
+            required: self.required,
+            doc: self.doc,
+        }
     }
 
     /// This output of the pipeline stage named `stage` (the stage's name in
     /// the YAML, which only the pipeline knows): what an embedding job asks
     /// a run report for, typed, e.g. `Vectorize::VECTORIZER.of_stage("vectorize")`.
     pub const fn of_stage<'a>(&self, stage: &'a str) -> StageOutput<'a, T> {
-        StageOutput { stage, port: self.name, _type: std::marker::PhantomData }
+        StageOutput {
+            stage,
+            port: self.name,
+            _type: std::marker::PhantomData,
+        }
     }
 }
 
@@ -102,7 +136,12 @@ impl AnyPort {
         AnyPort { name, doc }
     }
     pub const fn port(&self) -> Port {
-        Port { name: Cow::Borrowed(self.name), type_name: ANY_TYPE, required: true, doc: self.doc }
+        Port {
+            name: Cow::Borrowed(self.name),
+            type_name: ANY_TYPE,
+            required: true,
+            doc: self.doc,
+        }
     }
 }
 
@@ -155,7 +194,11 @@ pub trait Stage: fmt::Debug {
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError>;
     /// Copies outputs somewhere people look (a submission CSV), after a run or a
     /// cache hit alike. `outputs` maps each output port to its stored directory.
-    fn publish(&self, _outputs: &std::collections::BTreeMap<String, PathBuf>, _ctx: &StageContext) -> Result<(), StageError> {
+    fn publish(
+        &self,
+        _outputs: &std::collections::BTreeMap<String, PathBuf>,
+        _ctx: &StageContext,
+    ) -> Result<(), StageError> {
         Ok(())
     }
 }
@@ -174,7 +217,12 @@ pub struct StageContext<'a> {
 
 impl StageContext<'_> {
     pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
-        self.events.emit(&Event::Progress { stage: self.stage.to_string(), done, total, message: message.into() });
+        self.events.emit(&Event::Progress {
+            stage: self.stage.to_string(),
+            done,
+            total,
+            message: message.into(),
+        });
     }
     pub fn info(&self, text: impl Into<String>) {
         self.log(Level::Info, text);
@@ -183,11 +231,18 @@ impl StageContext<'_> {
         self.log(Level::Warn, text);
     }
     fn log(&self, level: Level, text: impl Into<String>) {
-        self.events.emit(&Event::Message { stage: self.stage.to_string(), level, text: text.into() });
+        self.events.emit(&Event::Message {
+            stage: self.stage.to_string(),
+            level,
+            text: text.into(),
+        });
     }
     /// Reports a metric (per epoch, say) to event consumers.
     pub fn metric(&self, values: serde_json::Value) {
-        self.events.emit(&Event::Metrics { stage: self.stage.to_string(), values });
+        self.events.emit(&Event::Metrics {
+            stage: self.stage.to_string(),
+            values,
+        });
     }
 }
 
@@ -205,12 +260,18 @@ pub struct InvalidSetting {
 
 impl InvalidSetting {
     pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> InvalidSetting {
-        InvalidSetting { setting: setting.into(), problem: problem.into() }
+        InvalidSetting {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
     }
 
     /// The same problem, named from the config that holds this one under `parent`.
     pub fn within(self, parent: &str) -> InvalidSetting {
-        InvalidSetting { setting: format!("{parent}.{}", self.setting), problem: self.problem }
+        InvalidSetting {
+            setting: format!("{parent}.{}", self.setting),
+            problem: self.problem,
+        }
     }
 }
 
@@ -233,7 +294,10 @@ pub enum StageError {
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -246,7 +310,10 @@ impl StageError {
         StageError::Other(Box::new(error))
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StageError::Io { path: path.into(), source }
+        StageError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

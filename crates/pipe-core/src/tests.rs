@@ -58,7 +58,10 @@ struct TAdd {
 #[stage(kind = "t_add", summary = "test adder")]
 impl Stage for TAdd {
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::of::<JsonDoc>("in", ""), Port::optional_of::<JsonDoc>("extra", "")]
+        vec![
+            Port::of::<JsonDoc>("in", ""),
+            Port::optional_of::<JsonDoc>("extra", ""),
+        ]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::of::<JsonDoc>("out", "")]
@@ -68,7 +71,9 @@ impl Stage for TAdd {
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         RAN.with(|r| r.borrow_mut().push(ctx.stage.to_string()));
-        let v = inputs.get::<JsonDoc>("in")?.0["value"].as_i64().unwrap_or(0);
+        let v = inputs.get::<JsonDoc>("in")?.0["value"]
+            .as_i64()
+            .unwrap_or(0);
         let v = if self.zero { 0 } else { v + self.add };
         let mut out = Artifacts::new();
         out.insert("out", JsonDoc(json!({ "value": v })));
@@ -113,12 +118,17 @@ stages:
 ";
 
 fn pipeline(yaml: &str, overrides: &[&str]) -> Pipeline {
-    let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o).unwrap()).collect();
+    let overrides: Vec<Override> = overrides
+        .iter()
+        .map(|o| Override::parse(o).unwrap())
+        .collect();
     Pipeline::from_yaml_str("test.yaml", yaml, &overrides).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn error(yaml: &str) -> String {
-    Pipeline::from_yaml_str("test.yaml", yaml, &[]).unwrap_err().to_string()
+    Pipeline::from_yaml_str("test.yaml", yaml, &[])
+        .unwrap_err()
+        .to_string()
 }
 
 fn run_with(p: &Pipeline, cache: &Cache, options: RunOptions) -> Result<RunReport, RunError> {
@@ -129,20 +139,36 @@ fn run_with(p: &Pipeline, cache: &Cache, options: RunOptions) -> Result<RunRepor
 fn output_value(cache: &Cache, report: &RunReport, stage: &str) -> i64 {
     let dir = &report.stage(stage).unwrap().outputs["out"];
     let _ = cache;
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("doc.json")).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("doc.json")).unwrap()).unwrap();
     doc["value"].as_i64().unwrap()
 }
 
 #[test]
 fn canonical_config_ignores_key_order_and_number_spelling() {
-    let a = pipeline("stages:\n  a:\n    kind: t_source\n    value: 3\n    rate: 1e-3\n", &[]);
-    let b = pipeline("stages:\n  a:\n    rate: 0.001\n    value: 3\n    kind: t_source\n", &[]);
+    let a = pipeline(
+        "stages:\n  a:\n    kind: t_source\n    value: 3\n    rate: 1e-3\n",
+        &[],
+    );
+    let b = pipeline(
+        "stages:\n  a:\n    rate: 0.001\n    value: 3\n    kind: t_source\n",
+        &[],
+    );
     assert_eq!(a.stages[0].config, b.stages[0].config);
     // Defaults written out or left implicit are the same config.
-    let c = pipeline("stages:\n  a:\n    kind: t_source\n    value: 3\n    rate: 0.001\n", &[]);
-    let d = pipeline("stages:\n  a: { kind: t_source, value: 3, rate: 0.001 }\n", &[]);
+    let c = pipeline(
+        "stages:\n  a:\n    kind: t_source\n    value: 3\n    rate: 0.001\n",
+        &[],
+    );
+    let d = pipeline(
+        "stages:\n  a: { kind: t_source, value: 3, rate: 0.001 }\n",
+        &[],
+    );
     assert_eq!(c.stages[0].config, d.stages[0].config);
-    let e = pipeline("stages:\n  a:\n    kind: t_source\n    value: 4\n    rate: 0.001\n", &[]);
+    let e = pipeline(
+        "stages:\n  a:\n    kind: t_source\n    value: 4\n    rate: 0.001\n",
+        &[],
+    );
     assert_ne!(a.stages[0].config, e.stages[0].config);
 }
 
@@ -155,7 +181,10 @@ fn second_run_runs_nothing_and_a_config_change_reruns_downstream_only() {
     assert_eq!(take_ran(), vec!["a", "b", "c"]);
     let report = run_with(&p, &cache, RunOptions::default()).unwrap();
     assert!(take_ran().is_empty());
-    assert!(report.stages.iter().all(|s| s.outcome == StageOutcome::Cached));
+    assert!(report
+        .stages
+        .iter()
+        .all(|s| s.outcome == StageOutcome::Cached));
     assert_eq!(output_value(&cache, &report, "c"), 111);
 
     // Same values, different spelling and order: still cached.
@@ -174,10 +203,16 @@ fn set_changes_the_key_exactly_like_editing_the_yaml() {
     let edited = pipeline(&CHAIN.replace("add: 10", "add: 20"), &[]);
     let overridden = pipeline(CHAIN, &["b.add=20"]);
     assert_eq!(edited.stages[1].config, overridden.stages[1].config);
-    let e = Pipeline::from_yaml_str("test.yaml", CHAIN, &[Override::parse("x.add=1").unwrap()]).unwrap_err();
+    let e = Pipeline::from_yaml_str("test.yaml", CHAIN, &[Override::parse("x.add=1").unwrap()])
+        .unwrap_err();
     assert!(e.to_string().contains("no stage named `x`"), "{e}");
-    let e = Pipeline::from_yaml_str("test.yaml", CHAIN, &[Override::parse("b.ad=1").unwrap()]).unwrap_err();
-    assert!(e.to_string().contains("unknown field `ad`") && e.to_string().contains("did you mean `add`"), "{e}");
+    let e = Pipeline::from_yaml_str("test.yaml", CHAIN, &[Override::parse("b.ad=1").unwrap()])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("unknown field `ad`")
+            && e.to_string().contains("did you mean `add`"),
+        "{e}"
+    );
     assert!(Override::parse("novalue").is_err());
 }
 
@@ -189,7 +224,12 @@ fn identical_outputs_do_not_invalidate_downstream() {
     run_with(&pipeline(&yaml, &[]), &cache, RunOptions::default()).unwrap();
     take_ran();
     // a changes, b still outputs 0, so c is not rerun.
-    run_with(&pipeline(&yaml, &["a.value=5"]), &cache, RunOptions::default()).unwrap();
+    run_with(
+        &pipeline(&yaml, &["a.value=5"]),
+        &cache,
+        RunOptions::default(),
+    )
+    .unwrap();
     assert_eq!(take_ran(), vec!["a", "b"]);
 }
 
@@ -199,28 +239,85 @@ fn only_from_and_force() {
     let cache = Cache::open(dir.path()).unwrap();
     let p = pipeline(CHAIN, &[]);
     // --only before anything is cached: a clear error naming what to run.
-    let e = run_with(&p, &cache, RunOptions { only: vec!["c".into()], ..Default::default() }).unwrap_err();
-    assert!(e.to_string().contains("stage `a` has no cached outputs"), "{e}");
+    let e = run_with(
+        &p,
+        &cache,
+        RunOptions {
+            only: vec!["c".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("stage `a` has no cached outputs"),
+        "{e}"
+    );
     assert!(e.to_string().contains("--only a"), "{e}");
 
     run_with(&p, &cache, RunOptions::default()).unwrap();
-    let report = run_with(&p, &cache, RunOptions { only: vec!["b".into()], ..Default::default() }).unwrap();
+    let report = run_with(
+        &p,
+        &cache,
+        RunOptions {
+            only: vec!["b".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(take_ran(), vec!["b"]);
     assert_eq!(report.stage("a").unwrap().outcome, StageOutcome::Restored);
-    assert!(report.stage("c").is_none(), "downstream of --only is not touched");
+    assert!(
+        report.stage("c").is_none(),
+        "downstream of --only is not touched"
+    );
 
-    run_with(&p, &cache, RunOptions { from: Some("b".into()), ..Default::default() }).unwrap();
+    run_with(
+        &p,
+        &cache,
+        RunOptions {
+            from: Some("b".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(take_ran(), vec!["b", "c"]);
 
-    run_with(&p, &cache, RunOptions { force: true, ..Default::default() }).unwrap();
+    run_with(
+        &p,
+        &cache,
+        RunOptions {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(take_ran(), vec!["a", "b", "c"]);
 
     // --only with a stale upstream: refuses rather than use outputs of an old config.
     let changed = pipeline(CHAIN, &["a.value=2"]);
-    let e = run_with(&changed, &cache, RunOptions { only: vec!["b".into()], ..Default::default() }).unwrap_err();
-    assert!(e.to_string().contains("stage `a` has no cached outputs"), "{e}");
+    let e = run_with(
+        &changed,
+        &cache,
+        RunOptions {
+            only: vec!["b".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("stage `a` has no cached outputs"),
+        "{e}"
+    );
 
-    let e = run_with(&p, &cache, RunOptions { only: vec!["zz".into()], ..Default::default() }).unwrap_err();
+    let e = run_with(
+        &p,
+        &cache,
+        RunOptions {
+            only: vec!["zz".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("no stage named `zz`"), "{e}");
 }
 
@@ -235,9 +332,17 @@ fn a_corrupted_entry_is_detected_and_recomputed() {
     let events = RecordingSink::default();
     take_ran();
     let report = run(&p, &cache, &RunOptions::default(), &events).unwrap();
-    assert_eq!(take_ran(), vec!["b"], "only the corrupt stage reruns; its output is the same, so c stays cached");
+    assert_eq!(
+        take_ran(),
+        vec!["b"],
+        "only the corrupt stage reruns; its output is the same, so c stays cached"
+    );
     assert_eq!(output_value(&cache, &report, "c"), 111);
-    assert!(events.events.borrow().iter().any(|e| matches!(e, Event::CacheCorrupt { stage, .. } if stage == "b")));
+    assert!(events
+        .events
+        .borrow()
+        .iter()
+        .any(|e| matches!(e, Event::CacheCorrupt { stage, .. } if stage == "b")));
 }
 
 #[test]
@@ -261,15 +366,29 @@ fn an_interrupted_write_leaves_no_valid_entry() {
     }
     assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Missing));
     // An entry directory without its record (as a crash between a copy and the record would leave).
-    let entry = dir.path().join("entries").join(&hash).join("outputs").join("out");
+    let entry = dir
+        .path()
+        .join("entries")
+        .join(&hash)
+        .join("outputs")
+        .join("out");
     std::fs::create_dir_all(&entry).unwrap();
     std::fs::write(entry.join("doc.json"), b"{}").unwrap();
     assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Corrupt(_)));
-    assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Missing), "the invalid entry was removed");
+    assert!(
+        matches!(cache.lookup(&hash).unwrap(), Lookup::Missing),
+        "the invalid entry was removed"
+    );
     // A record for another key is not accepted either.
     let pending = cache.begin(&hash).unwrap();
     pending.output_dir("out").unwrap();
-    let record = pending.commit(&key, &BTreeMap::from([("out".to_string(), "json".to_string())]), 0.0).unwrap();
+    let record = pending
+        .commit(
+            &key,
+            &BTreeMap::from([("out".to_string(), "json".to_string())]),
+            0.0,
+        )
+        .unwrap();
     assert_eq!(record.key_hash, hash);
     assert!(matches!(cache.lookup(&hash).unwrap(), Lookup::Valid(_)));
 }
@@ -282,18 +401,39 @@ fn status_says_why() {
     let states = status(&p, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap();
     assert!(states.iter().all(|(_, f)| *f == Freshness::NeverRun));
     run_with(&p, &cache, RunOptions::default()).unwrap();
-    assert!(status(&p, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap().iter().all(|(_, f)| *f == Freshness::Fresh));
+    assert!(
+        status(&p, &cache, "cpu", Duration::from_secs(600), &NullSink)
+            .unwrap()
+            .iter()
+            .all(|(_, f)| *f == Freshness::Fresh)
+    );
     let changed = pipeline(CHAIN, &["b.add=11"]);
     let states = status(&changed, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap();
     assert_eq!(states[0].1, Freshness::Fresh);
-    assert_eq!(states[1].1, Freshness::Stale { reasons: vec!["config `add` changed from 10 to 11".into()] });
+    assert_eq!(
+        states[1].1,
+        Freshness::Stale {
+            reasons: vec!["config `add` changed from 10 to 11".into()]
+        }
+    );
     match &states[2].1 {
-        Freshness::Stale { reasons } => assert!(reasons.contains(&"upstream `b` is not fresh".to_string()), "{reasons:?}"),
+        Freshness::Stale { reasons } => assert!(
+            reasons.contains(&"upstream `b` is not fresh".to_string()),
+            "{reasons:?}"
+        ),
         other => panic!("{other:?}"),
     }
-    let seeded = Pipeline { seed: 7, ..pipeline(CHAIN, &[]) };
+    let seeded = Pipeline {
+        seed: 7,
+        ..pipeline(CHAIN, &[])
+    };
     let states = status(&seeded, &cache, "cpu", Duration::from_secs(600), &NullSink).unwrap();
-    assert_eq!(states[0].1, Freshness::Stale { reasons: vec!["seed changed from `42` to `7`".into()] });
+    assert_eq!(
+        states[0].1,
+        Freshness::Stale {
+            reasons: vec!["seed changed from `42` to `7`".into()]
+        }
+    );
 }
 
 #[test]
@@ -309,7 +449,11 @@ fn gc_keeps_what_runs_reference() {
     // The first run's b and c are no longer referenced.
     let dry = cache.gc(true).unwrap();
     assert_eq!(dry.entries.len(), 2);
-    assert_eq!(cache.gc(false).unwrap(), dry, "a dry run lists what a real one removes");
+    assert_eq!(
+        cache.gc(false).unwrap(),
+        dry,
+        "a dry run lists what a real one removes"
+    );
     run_with(&p2, &cache, RunOptions::default()).unwrap();
     assert!(take_ran().is_empty(), "gc kept the live entries");
 }
@@ -329,10 +473,20 @@ fn gc_keeps_entries_of_pipelines_that_exist_whatever_the_working_directory() {
     assert!(p.path.as_ref().is_some_and(|path| path.is_absolute()));
     run_with(&p, &cache, RunOptions::default()).unwrap();
     let record = cache.run_record(&p.record_id());
-    assert_eq!(record.path.as_deref(), Some(file.canonicalize().unwrap().as_path()));
-    assert!(cache.gc(false).unwrap().entries.is_empty(), "an existing pipeline's entries were removed");
+    assert_eq!(
+        record.path.as_deref(),
+        Some(file.canonicalize().unwrap().as_path())
+    );
+    assert!(
+        cache.gc(false).unwrap().entries.is_empty(),
+        "an existing pipeline's entries were removed"
+    );
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(cache.gc(false).unwrap().entries.len(), 3, "a deleted pipeline's entries stay");
+    assert_eq!(
+        cache.gc(false).unwrap().entries.len(),
+        3,
+        "a deleted pipeline's entries stay"
+    );
 }
 
 #[test]
@@ -364,7 +518,10 @@ fn validation_errors_name_file_line_and_column() {
     for (yaml, parts) in cases {
         let message = error(yaml);
         for part in *parts {
-            assert!(message.contains(part), "`{message}` should contain `{part}`");
+            assert!(
+                message.contains(part),
+                "`{message}` should contain `{part}`"
+            );
         }
     }
 }
@@ -379,7 +536,9 @@ fn problem(yaml: &str) -> PipelineProblem {
 #[test]
 fn each_validation_failure_is_a_variant_a_caller_can_match() {
     assert!(matches!(problem("stages: {}\n"), PipelineProblem::NoStages));
-    assert!(matches!(problem("stages:\n  a:\n    kind: t_sourse\n"), PipelineProblem::UnknownKind { kind, .. } if kind == "t_sourse"));
+    assert!(
+        matches!(problem("stages:\n  a:\n    kind: t_sourse\n"), PipelineProblem::UnknownKind { kind, .. } if kind == "t_sourse")
+    );
     assert!(matches!(
         problem("stages:\n  b:\n    kind: t_add\n"),
         PipelineProblem::UnwiredInput { port, type_name: "json", .. } if port == "in"
@@ -392,7 +551,9 @@ fn each_validation_failure_is_a_variant_a_caller_can_match() {
         PipelineProblem::Cycle(path) => assert_eq!(path, ["c", "b", "c"]),
         other => panic!("{other}"),
     }
-    assert!(matches!(problem("stages:\n  a.b: { kind: t_source }\n"), PipelineProblem::BadStageName(name) if name == "a.b"));
+    assert!(
+        matches!(problem("stages:\n  a.b: { kind: t_source }\n"), PipelineProblem::BadStageName(name) if name == "a.b")
+    );
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -446,14 +607,33 @@ fn a_port_declared_once_lists_reads_and_writes_under_one_name() {
 fn a_panic_and_an_undeclared_output_are_typed_failures() {
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(cache_dir.path()).unwrap();
-    let yaml =
-        |setting: &str| format!("stages:\n  a: {{ kind: t_source }}\n  t:\n    kind: t_typed\n    {setting}: true\n    inputs: {{ in: a.out }}\n");
-    match run_with(&pipeline(&yaml("panic"), &[]), &cache, RunOptions::default()).unwrap_err() {
-        RunError::Stage { source: StageError::Panicked(message), .. } => assert!(message.contains("asked to panic"), "{message}"),
+    let yaml = |setting: &str| {
+        format!("stages:\n  a: {{ kind: t_source }}\n  t:\n    kind: t_typed\n    {setting}: true\n    inputs: {{ in: a.out }}\n")
+    };
+    match run_with(
+        &pipeline(&yaml("panic"), &[]),
+        &cache,
+        RunOptions::default(),
+    )
+    .unwrap_err()
+    {
+        RunError::Stage {
+            source: StageError::Panicked(message),
+            ..
+        } => assert!(message.contains("asked to panic"), "{message}"),
         other => panic!("{other}"),
     }
-    match run_with(&pipeline(&yaml("undeclared"), &[]), &cache, RunOptions::default()).unwrap_err() {
-        RunError::Output { problem: OutputProblem::Undeclared(port), .. } => assert_eq!(port, "extra"),
+    match run_with(
+        &pipeline(&yaml("undeclared"), &[]),
+        &cache,
+        RunOptions::default(),
+    )
+    .unwrap_err()
+    {
+        RunError::Output {
+            problem: OutputProblem::Undeclared(port),
+            ..
+        } => assert_eq!(port, "extra"),
         other => panic!("{other}"),
     }
 }

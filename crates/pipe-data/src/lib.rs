@@ -18,7 +18,17 @@ use serde::{Deserialize, Serialize};
 /// as `torch.argmax` and scikit-learn's `predict` take it. Every model kind
 /// turns scores into a class here, so ties break the same way everywhere.
 pub fn argmax(scores: &[f32]) -> usize {
-    scores.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best }).0
+    scores
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &s)| {
+            if s > best.1 {
+                (i, s)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 /// An n-dimensional integer array (token ids, labels), stored as `.npy`.
@@ -41,7 +51,8 @@ impl Artifact for IntArray {
         let path = dir.join(ARRAY_FILE);
         let file = fs::File::create(&path).map_err(|e| ArtifactError::io(&path, e))?;
         let standard = self.0.as_standard_layout();
-        ndarray_npy::WriteNpyExt::write_npy(&standard.view(), std::io::BufWriter::new(file)).map_err(|e| ArtifactError::invalid(&path, e))
+        ndarray_npy::WriteNpyExt::write_npy(&standard.view(), std::io::BufWriter::new(file))
+            .map_err(|e| ArtifactError::invalid(&path, e))
     }
     fn summary(&self) -> String {
         format!("i64{:?}", self.0.shape())
@@ -56,8 +67,13 @@ impl LoadArtifact for IntArray {
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let path = dir.join(ARRAY_FILE);
         let file = fs::File::open(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        let array: ArrayD<i64> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file)).map_err(|e| ArtifactError::invalid(&path, e))?;
-        Ok(IntArray(array.into_dimensionality::<IxDyn>().expect("dynamic dimension")))
+        let array: ArrayD<i64> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
+            .map_err(|e| ArtifactError::invalid(&path, e))?;
+        Ok(IntArray(
+            array
+                .into_dimensionality::<IxDyn>()
+                .expect("dynamic dimension"),
+        ))
     }
 }
 
@@ -129,9 +145,27 @@ impl Table {
     }
 }
 
-json_artifact!(Vocabulary, "vocabulary", "vocabulary.json", "token vocabulary with its <PAD> id", |s| format!("{} tokens", s.len()));
-json_artifact!(LabelSet, "label_set", "labels.json", "class names for label ids", |s| format!("{} classes", s.len()));
-json_artifact!(Table, "table", "table.json", "named columns of JSON values", |s| format!("{} rows × {} columns", s.rows(), s.columns.len()));
+json_artifact!(
+    Vocabulary,
+    "vocabulary",
+    "vocabulary.json",
+    "token vocabulary with its <PAD> id",
+    |s| format!("{} tokens", s.len())
+);
+json_artifact!(
+    LabelSet,
+    "label_set",
+    "labels.json",
+    "class names for label ids",
+    |s| format!("{} classes", s.len())
+);
+json_artifact!(
+    Table,
+    "table",
+    "table.json",
+    "named columns of JSON values",
+    |s| format!("{} rows × {} columns", s.rows(), s.columns.len())
+);
 
 #[cfg(test)]
 mod argmax_tests {

@@ -51,7 +51,8 @@ pub fn stratified_split(labels: &[i64], fraction: f64, rng: &mut Rng) -> (Vec<us
     }
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for rows in shuffled_by_class(labels, rng) {
-        let take = ((rows.len() as f64 * fraction).round() as usize).min(rows.len().saturating_sub(1));
+        let take =
+            ((rows.len() as f64 * fraction).round() as usize).min(rows.len().saturating_sub(1));
         val.extend_from_slice(&rows[..take]);
         train.extend_from_slice(&rows[take..]);
     }
@@ -64,7 +65,11 @@ pub fn stratified_split(labels: &[i64], fraction: f64, rng: &mut Rng) -> (Vec<us
 /// share; each fold's rows sorted.
 pub fn stratified_folds(labels: &[i64], k: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
     let mut folds = vec![Vec::new(); k];
-    for (next, r) in shuffled_by_class(labels, rng).into_iter().flatten().enumerate() {
+    for (next, r) in shuffled_by_class(labels, rng)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         folds[next % k].push(r);
     }
     folds.iter_mut().for_each(|f| f.sort_unstable());
@@ -83,7 +88,11 @@ mod tests {
         assert_eq!(val.iter().filter(|&&i| labels[i] == 1).count(), 20);
         assert_eq!(val.iter().filter(|&&i| labels[i] == 0).count(), 180);
         assert_eq!(stratified_split(&labels, 0.2, &mut Rng::new(3)).1, val);
-        assert_ne!(stratified_split(&labels, 0.2, &mut Rng::new(4)).1, val, "another seed, another split");
+        assert_ne!(
+            stratified_split(&labels, 0.2, &mut Rng::new(4)).1,
+            val,
+            "another seed, another split"
+        );
     }
 
     #[test]
@@ -91,10 +100,16 @@ mod tests {
         let labels = [0, 1, 1, 2, 2, 2];
         let (train, val) = stratified_split(&labels, 0.9, &mut Rng::new(1));
         for class in 0..3 {
-            assert!(train.iter().any(|&r| labels[r] == class), "class {class} kept for training");
+            assert!(
+                train.iter().any(|&r| labels[r] == class),
+                "class {class} kept for training"
+            );
         }
         assert_eq!(val.len(), 3, "0 of 1, 1 of 2, 2 of 3");
-        assert_eq!(stratified_split(&labels, 0.0, &mut Rng::new(1)), ((0..6).collect(), vec![]));
+        assert_eq!(
+            stratified_split(&labels, 0.0, &mut Rng::new(1)),
+            ((0..6).collect(), vec![])
+        );
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub struct ClassScores {
 impl Confusion {
     /// Panics if a label is outside `0..classes` (callers check ranges first).
     pub fn new(truth: &[i64], predicted: &[i64], classes: usize) -> Confusion {
-        assert_eq!(truth.len(), predicted.len(), "truth and predictions differ in length");
+        assert_eq!(
+            truth.len(),
+            predicted.len(),
+            "truth and predictions differ in length"
+        );
         let mut counts = vec![0u64; classes * classes];
         for (&t, &p) in truth.iter().zip(predicted) {
             counts[t as usize * classes + p as usize] += 1;
@@ -51,8 +55,17 @@ impl Confusion {
                 let predicted: u64 = (0..self.classes).map(|t| self.get(t, c)).sum();
                 let precision = ratio(tp, predicted);
                 let recall = ratio(tp, support);
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-                ClassScores { precision, recall, f1, support }
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassScores {
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
             })
             .collect()
     }
@@ -60,8 +73,10 @@ impl Confusion {
     /// Mean F1 over the classes that occur in the truth or the predictions.
     pub fn macro_f1(&self) -> f64 {
         let scores = self.per_class();
-        let present: Vec<f64> =
-            (0..self.classes).filter(|&c| scores[c].support > 0 || (0..self.classes).any(|t| self.get(t, c) > 0)).map(|c| scores[c].f1).collect();
+        let present: Vec<f64> = (0..self.classes)
+            .filter(|&c| scores[c].support > 0 || (0..self.classes).any(|t| self.get(t, c) > 0))
+            .map(|c| scores[c].f1)
+            .collect();
         if present.is_empty() {
             0.0
         } else {

@@ -8,7 +8,8 @@ use pipe_exec::{CommandLine, Exec, ExecConfig};
 use pipe_toy as _;
 
 fn pipeline(dir: &Path, yaml: &str) -> Result<Pipeline, String> {
-    Pipeline::from_yaml_str(&dir.join("p.yaml").display().to_string(), yaml, &[]).map_err(|e| e.to_string())
+    Pipeline::from_yaml_str(&dir.join("p.yaml").display().to_string(), yaml, &[])
+        .map_err(|e| e.to_string())
 }
 
 fn two_steps(dir: &Path, command: &str) -> String {
@@ -46,7 +47,10 @@ fn runs_chains_and_caches_commands() {
     // Same command line, same inputs: cached.
     let again = run(&p, &cache, &RunOptions::default(), &NullSink).unwrap();
     assert!(again.ran().is_empty());
-    assert!(again.stages.iter().all(|s| s.outcome == StageOutcome::Cached));
+    assert!(again
+        .stages
+        .iter()
+        .all(|s| s.outcome == StageOutcome::Cached));
 
     // The command line is part of the key, and the change flows downstream.
     let changed = pipeline(dir.path(), &two_steps(dir.path(), "there")).unwrap();
@@ -54,7 +58,11 @@ fn runs_chains_and_caches_commands() {
     assert_eq!(report.ran(), ["write", "shout"]);
 
     // A declared file's contents are part of the key.
-    std::fs::write(dir.path().join("shout.sh"), "tr a-z A-Z < \"$1\" | rev > \"$2\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("shout.sh"),
+        "tr a-z A-Z < \"$1\" | rev > \"$2\"\n",
+    )
+    .unwrap();
     let report = run(&changed, &cache, &RunOptions::default(), &NullSink).unwrap();
     assert_eq!(report.ran(), ["shout"]);
     let loud = report.stage("shout").unwrap().outputs["loud"].join("loud.txt");
@@ -81,8 +89,14 @@ stages:
     )
     .unwrap();
     let report = run(&p, &cache, &RunOptions::default(), &NullSink).unwrap();
-    let listing = std::fs::read_to_string(report.stage("count").unwrap().outputs["listing"].join("listing.txt")).unwrap();
-    assert!(!listing.trim().is_empty(), "the input directory holds the upstream artifact's files");
+    let listing = std::fs::read_to_string(
+        report.stage("count").unwrap().outputs["listing"].join("listing.txt"),
+    )
+    .unwrap();
+    assert!(
+        !listing.trim().is_empty(),
+        "the input directory holds the upstream artifact's files"
+    );
 }
 
 #[test]
@@ -104,11 +118,20 @@ stages:
     let events = RecordingSink::default();
     let err = run(&p, &cache, &RunOptions::default(), &events).unwrap_err();
     let text = pipe_core::error_chain(&err);
-    assert!(text.contains("exited with status 3") && text.contains("bad row 7: expected 3 fields"), "{text}");
+    assert!(
+        text.contains("exited with status 3") && text.contains("bad row 7: expected 3 fields"),
+        "{text}"
+    );
     // Nothing cached: the next run runs it again (and fails again).
     assert!(run(&p, &cache, &RunOptions::default(), &NullSink).is_err());
-    let leftovers: Vec<_> = walk(&cache_dir).into_iter().filter(|p| p.ends_with("result.txt")).collect();
-    assert!(leftovers.is_empty(), "partial output left behind: {leftovers:?}");
+    let leftovers: Vec<_> = walk(&cache_dir)
+        .into_iter()
+        .filter(|p| p.ends_with("result.txt"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partial output left behind: {leftovers:?}"
+    );
 
     let p = pipeline(
         dir.path(),
@@ -121,7 +144,8 @@ stages:
 "#,
     )
     .unwrap();
-    let text = pipe_core::error_chain(&run(&p, &cache, &RunOptions::default(), &NullSink).unwrap_err());
+    let text =
+        pipe_core::error_chain(&run(&p, &cache, &RunOptions::default(), &NullSink).unwrap_err());
     assert!(text.contains("did not write output `result`"), "{text}");
 
     let p = pipeline(
@@ -136,7 +160,8 @@ stages:
 "#,
     )
     .unwrap();
-    let text = pipe_core::error_chain(&run(&p, &cache, &RunOptions::default(), &NullSink).unwrap_err());
+    let text =
+        pipe_core::error_chain(&run(&p, &cache, &RunOptions::default(), &NullSink).unwrap_err());
     assert!(text.contains("timeout_s"), "{text}");
 }
 
@@ -159,17 +184,35 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn config_mistakes_are_caught_when_the_pipeline_loads() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("command: \"cat {out.missing}\"\n    outputs: { result: r.txt }", "does not declare `missing`"),
-        ("command: \"echo hi\"\n    outputs: { result: r.txt }", "never given to the command"),
+        (
+            "command: \"cat {out.missing}\"\n    outputs: { result: r.txt }",
+            "does not declare `missing`",
+        ),
+        (
+            "command: \"echo hi\"\n    outputs: { result: r.txt }",
+            "never given to the command",
+        ),
         ("command: []", "`command` is empty"),
-        ("command: \"cp x {out.r}\"\n    outputs: { r: ../escape.txt }", "plain name"),
-        ("command: \"cp x {out.r}\"\n    outputs: { r: .. }", "plain name"),
-        ("command: \"echo\"\n    output: {}", "unknown field `output`"),
+        (
+            "command: \"cp x {out.r}\"\n    outputs: { r: ../escape.txt }",
+            "plain name",
+        ),
+        (
+            "command: \"cp x {out.r}\"\n    outputs: { r: .. }",
+            "plain name",
+        ),
+        (
+            "command: \"echo\"\n    output: {}",
+            "unknown field `output`",
+        ),
     ];
     for (body, expected) in cases {
         let yaml = format!("stages:\n  step:\n    kind: exec\n    {body}\n");
         let err = pipeline(dir.path(), &yaml).unwrap_err();
-        assert!(err.contains(expected) && err.contains("p.yaml"), "{body}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("p.yaml"),
+            "{body}: {err}"
+        );
     }
     // An input named by a placeholder must be wired.
     let err = pipeline(dir.path(), "stages:\n  step:\n    kind: exec\n    command: \"cat {in.data}/x > {out.r}\"\n    outputs: { r: r.txt }\n")
@@ -190,11 +233,20 @@ fn timeout_s_is_bounded_when_the_pipeline_is_loaded() {
     assert!(with_timeout(&pipe_exec::MAX_TIMEOUT_S.to_string()).is_ok());
     for bad in ["0", "-1", "1e300", "2592001"] {
         let err = with_timeout(bad).unwrap_err();
-        assert!(err.contains("stage `slow` (exec): timeout_s must be positive and at most 2592000 (30 days)"), "{bad}: {err}");
+        assert!(
+            err.contains(
+                "stage `slow` (exec): timeout_s must be positive and at most 2592000 (30 days)"
+            ),
+            "{bad}: {err}"
+        );
     }
     // Values YAML has and JSON lacks, checked on the config itself.
     for bad in [f64::NAN, f64::INFINITY] {
-        let config = ExecConfig { command: CommandLine::Shell("true".into()), timeout_s: Some(bad), ..ExecConfig::default() };
+        let config = ExecConfig {
+            command: CommandLine::Shell("true".into()),
+            timeout_s: Some(bad),
+            ..ExecConfig::default()
+        };
         let err = pipe_core::Stage::validate(&Exec::new(config).unwrap()).unwrap_err();
         assert_eq!(err.setting, "timeout_s", "{bad}");
     }

@@ -30,15 +30,24 @@ pub struct TfidfConfig {
 
 impl Default for TfidfConfig {
     fn default() -> Self {
-        TfidfConfig { word_ngrams: [1, 2], char_ngrams: None, sublinear_tf: true, min_df: 1 }
+        TfidfConfig {
+            word_ngrams: [1, 2],
+            char_ngrams: None,
+            sublinear_tf: true,
+            min_df: 1,
+        }
     }
 }
 
 impl TfidfConfig {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let range_ok = |[lo, hi]: [usize; 2]| (1..=9).contains(&lo) && lo <= hi && hi <= 9;
-        let bad_range =
-            |name: &str, range: [usize; 2]| InvalidSetting::new(name, format!("must be [min, max] with 1 <= min <= max <= 9, got {range:?}"));
+        let bad_range = |name: &str, range: [usize; 2]| {
+            InvalidSetting::new(
+                name,
+                format!("must be [min, max] with 1 <= min <= max <= 9, got {range:?}"),
+            )
+        };
         if !range_ok(self.word_ngrams) {
             return Err(bad_range("word_ngrams", self.word_ngrams));
         }
@@ -75,7 +84,10 @@ impl SparseRows {
 impl SparseRows {
     /// The non-zero entries of dense rows, for tests.
     pub(crate) fn from_dense(dense: &[&[f32]]) -> SparseRows {
-        let mut x = SparseRows { indptr: vec![0], ..SparseRows::default() };
+        let mut x = SparseRows {
+            indptr: vec![0],
+            ..SparseRows::default()
+        };
         for r in dense {
             for (c, &v) in r.iter().enumerate().filter(|(_, v)| **v != 0.0) {
                 x.indices.push(c as u32);
@@ -119,7 +131,12 @@ impl PartialEq for Index {
 impl TfidfVectorizer {
     /// Learns the n-grams of `rows` (token ids; `pad_id` is padding) and
     /// their IDF. `tokens` is the vocabulary's text, by id.
-    pub fn fit(config: TfidfConfig, rows: &[&[i64]], pad_id: i64, tokens: &[String]) -> Result<TfidfVectorizer, LinearError> {
+    pub fn fit(
+        config: TfidfConfig,
+        rows: &[&[i64]],
+        pad_id: i64,
+        tokens: &[String],
+    ) -> Result<TfidfVectorizer, LinearError> {
         if rows.is_empty() {
             return Err(LinearError::NoRows);
         }
@@ -139,9 +156,11 @@ impl TfidfVectorizer {
         }
         // Columns in sorted order, so a fit is the same on every run.
         let keep = |df: &usize| *df >= config.min_df;
-        let mut word_ngrams: Vec<(Vec<i64>, usize)> = word_df.into_iter().filter(|(_, df)| keep(df)).collect();
+        let mut word_ngrams: Vec<(Vec<i64>, usize)> =
+            word_df.into_iter().filter(|(_, df)| keep(df)).collect();
         word_ngrams.sort();
-        let mut char_ngrams: Vec<(String, usize)> = char_df.into_iter().filter(|(_, df)| keep(df)).collect();
+        let mut char_ngrams: Vec<(String, usize)> =
+            char_df.into_iter().filter(|(_, df)| keep(df)).collect();
         char_ngrams.sort();
         if word_ngrams.is_empty() && char_ngrams.is_empty() {
             return Err(LinearError::NoFeatures);
@@ -153,7 +172,11 @@ impl TfidfVectorizer {
             .chain(char_ngrams.iter().map(|(_, df)| *df))
             .map(|df| (((1.0 + n) / (1.0 + df as f64)).ln() + 1.0) as f32)
             .collect();
-        let tokens = if config.char_ngrams.is_some() { tokens.to_vec() } else { Vec::new() };
+        let tokens = if config.char_ngrams.is_some() {
+            tokens.to_vec()
+        } else {
+            Vec::new()
+        };
         let mut vectorizer = TfidfVectorizer {
             config,
             pad_id,
@@ -176,19 +199,28 @@ impl TfidfVectorizer {
     /// scikit-learn ignores unseen n-grams; an id beyond the vocabulary has
     /// no text, so it contributes no character n-grams.
     pub fn transform(&self, rows: &[&[i64]]) -> SparseRows {
-        if self.index.words.len() != self.word_ngrams.len() || self.index.chars.len() != self.char_ngrams.len() {
+        if self.index.words.len() != self.word_ngrams.len()
+            || self.index.chars.len() != self.char_ngrams.len()
+        {
             // Loaded from disk: the lookup is not stored.
             let mut rebuilt = self.clone();
             rebuilt.build_index();
             return rebuilt.transform(rows);
         }
-        let mut out = SparseRows { indptr: vec![0], ..SparseRows::default() };
+        let mut out = SparseRows {
+            indptr: vec![0],
+            ..SparseRows::default()
+        };
         for row in rows {
             let words = real_tokens(row, self.pad_id);
-            let word_block = self.weigh(word_grams(&words, self.config.word_ngrams).filter_map(|g| self.index.words.get(&g).copied()));
+            let word_block = self.weigh(
+                word_grams(&words, self.config.word_ngrams)
+                    .filter_map(|g| self.index.words.get(&g).copied()),
+            );
             push_normalised(&mut out, word_block);
             if let Some(range) = self.config.char_ngrams {
-                let chars = char_grams(&words, &self.tokens, range).filter_map(|g| self.index.chars.get(&g).copied());
+                let chars = char_grams(&words, &self.tokens, range)
+                    .filter_map(|g| self.index.chars.get(&g).copied());
                 push_normalised(&mut out, self.weigh(chars));
             }
             out.indptr.push(out.indices.len());
@@ -205,7 +237,11 @@ impl TfidfVectorizer {
         let mut weighted: Vec<(u32, f32)> = counts
             .into_iter()
             .map(|(c, tf)| {
-                let tf = if self.config.sublinear_tf { 1.0 + (tf as f32).ln() } else { tf as f32 };
+                let tf = if self.config.sublinear_tf {
+                    1.0 + (tf as f32).ln()
+                } else {
+                    tf as f32
+                };
                 (c, tf * self.idf[c as usize])
             })
             .collect();
@@ -214,9 +250,19 @@ impl TfidfVectorizer {
     }
 
     fn build_index(&mut self) {
-        let words = self.word_ngrams.iter().enumerate().map(|(i, g)| (g.clone(), i as u32)).collect();
+        let words = self
+            .word_ngrams
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.clone(), i as u32))
+            .collect();
         let offset = self.word_ngrams.len();
-        let chars = self.char_ngrams.iter().enumerate().map(|(i, g)| (g.clone(), (offset + i) as u32)).collect();
+        let chars = self
+            .char_ngrams
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.clone(), (offset + i) as u32))
+            .collect();
         self.index = Index { words, chars };
     }
 }
@@ -239,24 +285,38 @@ fn word_grams(words: &[i64], [lo, hi]: [usize; 2]) -> impl Iterator<Item = Vec<i
 }
 
 /// scikit-learn's `_char_wb_ngrams` over each token's text.
-fn char_grams<'a>(words: &'a [i64], tokens: &'a [String], [lo, hi]: [usize; 2]) -> impl Iterator<Item = String> + 'a {
-    words.iter().filter_map(|&id| tokens.get(id as usize)).flat_map(move |word| {
-        let padded: Vec<char> = std::iter::once(' ').chain(word.chars()).chain(std::iter::once(' ')).collect();
-        let mut grams = Vec::new();
-        for n in lo..=hi {
-            let mut offset = 0;
-            grams.push(padded[offset..(offset + n).min(padded.len())].iter().collect::<String>());
-            while offset + n < padded.len() {
-                offset += 1;
-                grams.push(padded[offset..offset + n].iter().collect());
+fn char_grams<'a>(
+    words: &'a [i64],
+    tokens: &'a [String],
+    [lo, hi]: [usize; 2],
+) -> impl Iterator<Item = String> + 'a {
+    words
+        .iter()
+        .filter_map(|&id| tokens.get(id as usize))
+        .flat_map(move |word| {
+            let padded: Vec<char> = std::iter::once(' ')
+                .chain(word.chars())
+                .chain(std::iter::once(' '))
+                .collect();
+            let mut grams = Vec::new();
+            for n in lo..=hi {
+                let mut offset = 0;
+                grams.push(
+                    padded[offset..(offset + n).min(padded.len())]
+                        .iter()
+                        .collect::<String>(),
+                );
+                while offset + n < padded.len() {
+                    offset += 1;
+                    grams.push(padded[offset..offset + n].iter().collect());
+                }
+                if offset == 0 {
+                    // A word shorter than n counts once.
+                    break;
+                }
             }
-            if offset == 0 {
-                // A word shorter than n counts once.
-                break;
-            }
-        }
-        grams
-    })
+            grams
+        })
 }
 
 fn distinct<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
@@ -285,7 +345,11 @@ mod tests {
     #[test]
     fn idf_and_norm_follow_scikit_learn() {
         // Two documents, "a b" and "a"; unigrams only, raw tf.
-        let config = TfidfConfig { word_ngrams: [1, 1], sublinear_tf: false, ..TfidfConfig::default() };
+        let config = TfidfConfig {
+            word_ngrams: [1, 1],
+            sublinear_tf: false,
+            ..TfidfConfig::default()
+        };
         let tokens = vocab(&["<PAD>", "a", "b"]);
         let rows: Vec<&[i64]> = vec![&[1, 2, 0], &[1, 0, 0]];
         let v = TfidfVectorizer::fit(config, &rows, 0, &tokens).unwrap();
@@ -321,11 +385,36 @@ mod tests {
 
     #[test]
     fn bad_settings_and_ids_are_refused() {
-        assert!(TfidfConfig { word_ngrams: [2, 1], ..TfidfConfig::default() }.validate().is_err());
-        assert!(TfidfConfig { char_ngrams: Some([0, 3]), ..TfidfConfig::default() }.validate().is_err());
-        assert!(TfidfConfig { min_df: 0, ..TfidfConfig::default() }.validate().is_err());
+        assert!(TfidfConfig {
+            word_ngrams: [2, 1],
+            ..TfidfConfig::default()
+        }
+        .validate()
+        .is_err());
+        assert!(TfidfConfig {
+            char_ngrams: Some([0, 3]),
+            ..TfidfConfig::default()
+        }
+        .validate()
+        .is_err());
+        assert!(TfidfConfig {
+            min_df: 0,
+            ..TfidfConfig::default()
+        }
+        .validate()
+        .is_err());
         let tokens = vocab(&["<PAD>", "a"]);
         let err = TfidfVectorizer::fit(TfidfConfig::default(), &[&[1, 7]], 0, &tokens).unwrap_err();
-        assert!(matches!(err, LinearError::TokenOutOfRange { row: 0, id: 7, vocab: 2 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                LinearError::TokenOutOfRange {
+                    row: 0,
+                    id: 7,
+                    vocab: 2
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -35,7 +35,11 @@ pub enum LinearError {
     #[error("{rows} rows but {labels} labels")]
     LengthMismatch { rows: usize, labels: usize },
     #[error("label {label} at row {row} is outside 0..{classes}")]
-    LabelOutOfRange { row: usize, label: i64, classes: usize },
+    LabelOutOfRange {
+        row: usize,
+        label: i64,
+        classes: usize,
+    },
     #[error("token id {id} at row {row} is outside the vocabulary (0..{vocab})")]
     TokenOutOfRange { row: usize, id: i64, vocab: usize },
     #[error("expected a 2-D array of token ids in C order, got shape {0:?}")]
@@ -52,10 +56,21 @@ pub(crate) fn check_labels(x: &SparseRows, y: &[i64], classes: usize) -> Result<
         return Err(LinearError::NoRows);
     }
     if x.rows() != y.len() {
-        return Err(LinearError::LengthMismatch { rows: x.rows(), labels: y.len() });
+        return Err(LinearError::LengthMismatch {
+            rows: x.rows(),
+            labels: y.len(),
+        });
     }
-    if let Some((row, &label)) = y.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
-        return Err(LinearError::LabelOutOfRange { row, label, classes });
+    if let Some((row, &label)) = y
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l as usize >= classes)
+    {
+        return Err(LinearError::LabelOutOfRange {
+            row,
+            label,
+            classes,
+        });
     }
     Ok(())
 }
@@ -82,7 +97,12 @@ impl LinearWeights {
         (0..self.classes())
             .map(|k| {
                 let w = &self.weights[k * self.features..(k + 1) * self.features];
-                self.intercepts[k] + cols.iter().zip(vals).map(|(&c, &v)| w[c as usize] * v).sum::<f32>()
+                self.intercepts[k]
+                    + cols
+                        .iter()
+                        .zip(vals)
+                        .map(|(&c, &v)| w[c as usize] * v)
+                        .sum::<f32>()
             })
             .collect()
     }
@@ -99,13 +119,18 @@ impl LinearModel {
     /// Class scores (SVM margins or naive Bayes log-likelihoods) for each row of token ids.
     pub fn decision(&self, rows: &[&[i64]]) -> Vec<Vec<f32>> {
         let x = self.vectorizer.transform(rows);
-        (0..x.rows()).map(|r| self.classifier.decision(x.row(r))).collect()
+        (0..x.rows())
+            .map(|r| self.classifier.decision(x.row(r)))
+            .collect()
     }
 
     /// Predicted class ids: the first largest score of each row (top-k
     /// probabilities come from the `predict` stage, over these scores).
     pub fn predict_classes(&self, rows: &[&[i64]]) -> Vec<i64> {
-        self.decision(rows).iter().map(|scores| pipe_data::argmax(scores) as i64).collect()
+        self.decision(rows)
+            .iter()
+            .map(|scores| pipe_data::argmax(scores) as i64)
+            .collect()
     }
 }
 
@@ -133,12 +158,21 @@ impl Artifact for LinearModel {
             intercepts: self.classifier.intercepts.clone(),
         };
         pipe_core::fsutil::save_json(&dir.join(MODEL_FILE), &stored)?;
-        let bytes: Vec<u8> = self.classifier.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let bytes: Vec<u8> = self
+            .classifier
+            .weights
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
         let path = dir.join(WEIGHTS_FILE);
         std::fs::write(&path, bytes).map_err(|e| ArtifactError::io(&path, e))
     }
     fn summary(&self) -> String {
-        format!("linear classifier: {} classes × {} features", self.classifier.classes(), self.classifier.features())
+        format!(
+            "linear classifier: {} classes × {} features",
+            self.classifier.classes(),
+            self.classifier.features()
+        )
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -151,21 +185,44 @@ impl LoadArtifact for LinearModel {
         let model_path = dir.join(MODEL_FILE);
         let stored: StoredModel = pipe_core::fsutil::load_json(&model_path)?;
         // The n-gram ranges size the work per row: checked as at load of a pipeline.
-        stored.vectorizer.config.validate().map_err(|e| ArtifactError::invalid(&model_path, e))?;
+        stored
+            .vectorizer
+            .config
+            .validate()
+            .map_err(|e| ArtifactError::invalid(&model_path, e))?;
         let path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        let expected = stored.classes.checked_mul(stored.features).and_then(|n| n.checked_mul(4));
+        let expected = stored
+            .classes
+            .checked_mul(stored.features)
+            .and_then(|n| n.checked_mul(4));
         if expected != Some(bytes.len())
             || stored.intercepts.len() != stored.classes
             || stored.features != stored.vectorizer.features()
             || stored.vectorizer.idf.len() != stored.features
         {
-            return Err(ArtifactError::invalid(&path, "the weights do not fit the model's classes and features"));
+            return Err(ArtifactError::invalid(
+                &path,
+                "the weights do not fit the model's classes and features",
+            ));
         }
-        let weights = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let classifier = LinearWeights { weights, intercepts: stored.intercepts, features: stored.features };
-        Ok(LinearModel { vectorizer: stored.vectorizer, classifier })
+        let weights = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let classifier = LinearWeights {
+            weights,
+            intercepts: stored.intercepts,
+            features: stored.features,
+        };
+        Ok(LinearModel {
+            vectorizer: stored.vectorizer,
+            classifier,
+        })
     }
 }
 
-register_artifact!(LinearModel, "TF-IDF vectorizer and linear classifier weights (linear_model.json + weights.f32)");
+register_artifact!(
+    LinearModel,
+    "TF-IDF vectorizer and linear classifier weights (linear_model.json + weights.f32)"
+);

@@ -24,7 +24,13 @@ const UNSEEN_CLASS_SCORE: f32 = -1.0;
 
 /// Fits the per-class weights on `x` (rows of non-negative values over
 /// `features` columns) and labels `y` in `0..classes`, with smoothing `alpha > 0`.
-pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, alpha: f64) -> Result<LinearWeights, LinearError> {
+pub fn fit(
+    x: &SparseRows,
+    features: usize,
+    y: &[i64],
+    classes: usize,
+    alpha: f64,
+) -> Result<LinearWeights, LinearError> {
     check_labels(x, y, classes)?;
     // ln(0) for a feature no other class has would make scores infinite.
     if !(alpha.is_finite() && alpha > 0.0) {
@@ -36,7 +42,11 @@ pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, alpha: f6
     }
     let all = column_sums(x, features, 0..x.rows());
     let all_total: f64 = all.iter().sum();
-    let mut out = LinearWeights { weights: Vec::with_capacity(classes * features), intercepts: Vec::with_capacity(classes), features };
+    let mut out = LinearWeights {
+        weights: Vec::with_capacity(classes * features),
+        intercepts: Vec::with_capacity(classes),
+        features,
+    };
     for rows in &rows_of_class {
         if rows.is_empty() {
             out.weights.extend(std::iter::repeat_n(0.0, features));
@@ -46,7 +56,11 @@ pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, alpha: f6
         let own = column_sums(x, features, rows.iter().copied());
         let complement_total = all_total + alpha * features as f64 - own.iter().sum::<f64>();
         // max(0): the two sums add in different orders, so a - o may round below 0.
-        out.weights.extend(all.iter().zip(&own).map(|(&a, &o)| -(((a - o).max(0.0) + alpha) / complement_total).ln() as f32));
+        out.weights.extend(
+            all.iter()
+                .zip(&own)
+                .map(|(&a, &o)| -(((a - o).max(0.0) + alpha) / complement_total).ln() as f32),
+        );
         out.intercepts.push(0.0);
     }
     Ok(out)
@@ -81,7 +95,10 @@ mod tests {
         let q0 = [0.5, 3.5, 1.5];
         // Class 1's complement is class 0's counts [3, 1, 0] + α.
         let q1 = [3.5, 1.5, 0.5];
-        let expected: Vec<f32> = [q0, q1].iter().flat_map(|q| q.iter().map(|v| -(v / q.iter().sum::<f64>()).ln() as f32)).collect();
+        let expected: Vec<f32> = [q0, q1]
+            .iter()
+            .flat_map(|q| q.iter().map(|v| -(v / q.iter().sum::<f64>()).ln() as f32))
+            .collect();
         for (got, want) in w.weights.iter().zip(&expected) {
             assert!((got - want).abs() < 1e-6, "{:?} vs {expected:?}", w.weights);
         }
@@ -105,11 +122,26 @@ mod tests {
     #[test]
     fn bad_labels_and_smoothing_are_refused() {
         let x = rows(&[&[1.0]]);
-        assert!(matches!(fit(&x, 1, &[3], 2, 1.0), Err(LinearError::LabelOutOfRange { .. })));
-        assert!(matches!(fit(&x, 1, &[0, 1], 2, 1.0), Err(LinearError::LengthMismatch { .. })));
-        assert!(matches!(fit(&rows(&[]), 1, &[], 2, 1.0), Err(LinearError::NoRows)));
+        assert!(matches!(
+            fit(&x, 1, &[3], 2, 1.0),
+            Err(LinearError::LabelOutOfRange { .. })
+        ));
+        assert!(matches!(
+            fit(&x, 1, &[0, 1], 2, 1.0),
+            Err(LinearError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            fit(&rows(&[]), 1, &[], 2, 1.0),
+            Err(LinearError::NoRows)
+        ));
         for alpha in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert!(matches!(fit(&x, 1, &[0], 2, alpha), Err(LinearError::BadSmoothing(_))), "alpha {alpha}");
+            assert!(
+                matches!(
+                    fit(&x, 1, &[0], 2, alpha),
+                    Err(LinearError::BadSmoothing(_))
+                ),
+                "alpha {alpha}"
+            );
         }
     }
 }

@@ -37,7 +37,14 @@ pub struct SvmConfig {
 
 impl Default for SvmConfig {
     fn default() -> Self {
-        SvmConfig { c: 1.0, class_weight: ClassWeight::Balanced, tol: 1e-4, max_iter: 1000, seed: 0, threads: 1 }
+        SvmConfig {
+            c: 1.0,
+            class_weight: ClassWeight::Balanced,
+            tol: 1e-4,
+            max_iter: 1000,
+            seed: 0,
+            threads: 1,
+        }
     }
 }
 
@@ -50,17 +57,39 @@ pub struct Convergence {
 
 /// Fits one SVM per class on `x` (rows of `features` columns) and labels
 /// `y` in `0..classes`.
-pub fn fit(x: &SparseRows, features: usize, y: &[i64], classes: usize, config: SvmConfig) -> Result<(LinearWeights, Vec<Convergence>), LinearError> {
+pub fn fit(
+    x: &SparseRows,
+    features: usize,
+    y: &[i64],
+    classes: usize,
+    config: SvmConfig,
+) -> Result<(LinearWeights, Vec<Convergence>), LinearError> {
     check_labels(x, y, classes)?;
     let weights = class_weights(y, classes, config.class_weight);
-    let sq_norms: Vec<f64> = (0..x.rows()).map(|r| x.row(r).1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0).collect();
+    let sq_norms: Vec<f64> = (0..x.rows())
+        .map(|r| x.row(r).1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0)
+        .collect();
     let solve = |k: usize| {
         let positive: Vec<bool> = y.iter().map(|&l| l as usize == k).collect();
-        let problem = Binary { x, features, sq_norms: &sq_norms, positive: &positive };
-        problem.solve(config.c * weights[k], config.c, config, config.seed.wrapping_add(k as u64))
+        let problem = Binary {
+            x,
+            features,
+            sq_norms: &sq_norms,
+            positive: &positive,
+        };
+        problem.solve(
+            config.c * weights[k],
+            config.c,
+            config,
+            config.seed.wrapping_add(k as u64),
+        )
     };
     let results = map_classes(classes, config.threads.max(1), solve);
-    let mut svm = LinearWeights { weights: Vec::with_capacity(classes * features), intercepts: Vec::with_capacity(classes), features };
+    let mut svm = LinearWeights {
+        weights: Vec::with_capacity(classes * features),
+        intercepts: Vec::with_capacity(classes),
+        features,
+    };
     let mut convergence = Vec::with_capacity(classes);
     for (w, c) in results {
         svm.weights.extend(w[..features].iter().map(|&v| v as f32));
@@ -79,13 +108,26 @@ fn class_weights(y: &[i64], classes: usize, weight: ClassWeight) -> Vec<f64> {
                 counts[l as usize] += 1;
             }
             // A class with no rows has no positive examples: its weight is never used.
-            counts.iter().map(|&n| if n == 0 { 1.0 } else { y.len() as f64 / (classes as f64 * n as f64) }).collect()
+            counts
+                .iter()
+                .map(|&n| {
+                    if n == 0 {
+                        1.0
+                    } else {
+                        y.len() as f64 / (classes as f64 * n as f64)
+                    }
+                })
+                .collect()
         }
     }
 }
 
 /// Runs `solve` for every class on up to `threads` threads, results in class order.
-fn map_classes<T: Send>(classes: usize, threads: usize, solve: impl Fn(usize) -> T + Sync) -> Vec<T> {
+fn map_classes<T: Send>(
+    classes: usize,
+    threads: usize,
+    solve: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.min(classes))
@@ -102,7 +144,13 @@ fn map_classes<T: Send>(classes: usize, threads: usize, solve: impl Fn(usize) ->
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     });
     results.sort_by_key(|(k, _)| *k);
     results.into_iter().map(|(_, r)| r).collect()
@@ -144,7 +192,12 @@ impl Binary<'_> {
             while s < active {
                 let i = index[s];
                 let (cols, vals) = self.x.row(i);
-                let margin = w[self.features] + cols.iter().zip(vals).map(|(&c, &v)| w[c as usize] * v as f64).sum::<f64>();
+                let margin = w[self.features]
+                    + cols
+                        .iter()
+                        .zip(vals)
+                        .map(|(&c, &v)| w[c as usize] * v as f64)
+                        .sum::<f64>();
                 let g = y(i) * margin - 1.0 + alpha[i] * diag(i);
                 let mut pg = 0.0;
                 if alpha[i] == 0.0 {
@@ -185,7 +238,13 @@ impl Binary<'_> {
             }
             pg_max_old = if pg_max <= 0.0 { f64::INFINITY } else { pg_max };
         }
-        (w, Convergence { iterations, converged })
+        (
+            w,
+            Convergence {
+                iterations,
+                converged,
+            },
+        )
     }
 }
 
@@ -213,7 +272,13 @@ mod tests {
 
     #[test]
     fn separable_classes_are_separated() {
-        let x = rows(&[&[1.0, 0.0], &[0.9, 0.1], &[0.0, 1.0], &[0.1, 0.9], &[0.5, 0.5]]);
+        let x = rows(&[
+            &[1.0, 0.0],
+            &[0.9, 0.1],
+            &[0.0, 1.0],
+            &[0.1, 0.9],
+            &[0.5, 0.5],
+        ]);
         let y = [0, 0, 1, 1, 0];
         let (svm, conv) = fit(&x, 2, &y, 2, SvmConfig::default()).unwrap();
         assert!(conv.iter().all(|c| c.converged), "{conv:?}");
@@ -227,19 +292,43 @@ mod tests {
     /// with 0 ≤ α; at the optimum of the squared hinge, α_i = 2C·max(0, 1 - y_i w·x_i).
     #[test]
     fn the_solution_satisfies_the_optimality_conditions() {
-        let x = rows(&[&[1.0, 0.2], &[0.8, 0.0], &[0.0, 1.0], &[0.3, 0.7], &[0.6, 0.6], &[0.2, 0.1]]);
+        let x = rows(&[
+            &[1.0, 0.2],
+            &[0.8, 0.0],
+            &[0.0, 1.0],
+            &[0.3, 0.7],
+            &[0.6, 0.6],
+            &[0.2, 0.1],
+        ]);
         let y = [0i64, 0, 1, 1, 1, 0];
-        let config = SvmConfig { tol: 1e-10, class_weight: ClassWeight::None, ..SvmConfig::default() };
+        let config = SvmConfig {
+            tol: 1e-10,
+            class_weight: ClassWeight::None,
+            ..SvmConfig::default()
+        };
         let positive: Vec<bool> = y.iter().map(|&l| l == 1).collect();
-        let sq: Vec<f64> = (0..6).map(|r| x.row(r).1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0).collect();
-        let (w, conv) = Binary { x: &x, features: 2, sq_norms: &sq, positive: &positive }.solve(1.0, 1.0, config, 3);
+        let sq: Vec<f64> = (0..6)
+            .map(|r| x.row(r).1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0)
+            .collect();
+        let (w, conv) = Binary {
+            x: &x,
+            features: 2,
+            sq_norms: &sq,
+            positive: &positive,
+        }
+        .solve(1.0, 1.0, config, 3);
         assert!(conv.converged);
         // Primal gradient of ½‖w‖² + C Σ max(0, 1 - y w·x)² vanishes.
         let mut grad = w.clone();
         for (r, &is_positive) in positive.iter().enumerate().take(6) {
             let (cols, vals) = x.row(r);
             let yr = if is_positive { 1.0 } else { -1.0 };
-            let margin = w[2] + cols.iter().zip(vals).map(|(&c, &v)| w[c as usize] * v as f64).sum::<f64>();
+            let margin = w[2]
+                + cols
+                    .iter()
+                    .zip(vals)
+                    .map(|(&c, &v)| w[c as usize] * v as f64)
+                    .sum::<f64>();
             let slack = (1.0 - yr * margin).max(0.0);
             for (&c, &v) in cols.iter().zip(vals) {
                 grad[c as usize] -= 2.0 * slack * yr * v as f64;
@@ -258,7 +347,13 @@ mod tests {
     #[test]
     fn labels_outside_the_classes_are_refused() {
         let x = rows(&[&[1.0]]);
-        assert!(matches!(fit(&x, 1, &[3], 2, SvmConfig::default()), Err(LinearError::LabelOutOfRange { .. })));
-        assert!(matches!(fit(&x, 1, &[0, 1], 2, SvmConfig::default()), Err(LinearError::LengthMismatch { .. })));
+        assert!(matches!(
+            fit(&x, 1, &[3], 2, SvmConfig::default()),
+            Err(LinearError::LabelOutOfRange { .. })
+        ));
+        assert!(matches!(
+            fit(&x, 1, &[0, 1], 2, SvmConfig::default()),
+            Err(LinearError::LengthMismatch { .. })
+        ));
     }
 }

@@ -37,13 +37,34 @@ pub fn stage(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(kind: Option<LitStr>, summary: Option<LitStr>, item: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(
+    kind: Option<LitStr>,
+    summary: Option<LitStr>,
+    item: ItemImpl,
+) -> syn::Result<proc_macro2::TokenStream> {
     let span = proc_macro2::Span::call_site();
-    let kind = kind.ok_or_else(|| syn::Error::new(span, "#[stage] needs `kind = \"...\"`: the YAML `kind:` of this stage"))?;
-    let summary = summary.ok_or_else(|| syn::Error::new(span, "#[stage] needs `summary = \"...\"`: one line for `pipe stages`"))?;
-    let is_stage_impl = item.trait_.as_ref().and_then(|(_, path, _)| path.segments.last()).is_some_and(|s| s.ident == "Stage");
+    let kind = kind.ok_or_else(|| {
+        syn::Error::new(
+            span,
+            "#[stage] needs `kind = \"...\"`: the YAML `kind:` of this stage",
+        )
+    })?;
+    let summary = summary.ok_or_else(|| {
+        syn::Error::new(
+            span,
+            "#[stage] needs `summary = \"...\"`: one line for `pipe stages`",
+        )
+    })?;
+    let is_stage_impl = item
+        .trait_
+        .as_ref()
+        .and_then(|(_, path, _)| path.segments.last())
+        .is_some_and(|s| s.ident == "Stage");
     if !is_stage_impl {
-        return Err(syn::Error::new_spanned(&item.self_ty, "#[stage] goes on an `impl Stage for T` block"));
+        return Err(syn::Error::new_spanned(
+            &item.self_ty,
+            "#[stage] goes on an `impl Stage for T` block",
+        ));
     }
     let ty = &item.self_ty;
     Ok(quote! {

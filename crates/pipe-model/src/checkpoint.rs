@@ -25,10 +25,16 @@ const SPEC_FILE: &str = "spec.json";
 impl Checkpoint {
     /// Copies the weights out of a var store.
     pub fn from_var_store(spec: &ModelSpec, vs: &nn::VarStore) -> Checkpoint {
-        let mut tensors: Vec<(String, Tensor)> =
-            vs.variables().into_iter().map(|(name, t)| (name, t.detach().to_device(Device::Cpu).copy())).collect();
+        let mut tensors: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).copy()))
+            .collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        Checkpoint { spec: spec.clone(), tensors }
+        Checkpoint {
+            spec: spec.clone(),
+            tensors,
+        }
     }
 
     /// Builds the model on `device` and loads these weights into it.
@@ -50,9 +56,15 @@ impl Checkpoint {
         }
         tch::no_grad(|| {
             for (name, tensor) in &self.tensors {
-                let var = vars.get_mut(name).ok_or_else(|| ModelError::UnknownTensor(name.clone()))?;
+                let var = vars
+                    .get_mut(name)
+                    .ok_or_else(|| ModelError::UnknownTensor(name.clone()))?;
                 if var.size() != tensor.size() {
-                    return Err(ModelError::ShapeMismatch { name: name.clone(), checkpoint: tensor.size(), model: var.size() });
+                    return Err(ModelError::ShapeMismatch {
+                        name: name.clone(),
+                        checkpoint: tensor.size(),
+                        model: var.size(),
+                    });
                 }
                 var.copy_(tensor);
             }
@@ -73,7 +85,8 @@ impl Artifact for Checkpoint {
     }
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         let path = dir.join(WEIGHTS_FILE);
-        Tensor::write_safetensors(&self.tensors, &path).map_err(|e| ArtifactError::invalid(&path, e))?;
+        Tensor::write_safetensors(&self.tensors, &path)
+            .map_err(|e| ArtifactError::invalid(&path, e))?;
         pipe_core::fsutil::save_json(&dir.join(SPEC_FILE), &self.spec)
     }
     fn summary(&self) -> String {
@@ -93,12 +106,17 @@ impl LoadArtifact for Checkpoint {
         // A spec from disk (a bundle's `model/`, weights trained in Python)
         // is checked before anything is sized by it: a hostile or mistaken
         // `hidden_dim` is a named error, not an allocation that aborts.
-        spec.validate().map_err(|e| ArtifactError::invalid(&spec_path, e))?;
+        spec.validate()
+            .map_err(|e| ArtifactError::invalid(&spec_path, e))?;
         let path = dir.join(WEIGHTS_FILE);
-        let mut tensors = Tensor::read_safetensors(&path).map_err(|e| ArtifactError::invalid(&path, e))?;
+        let mut tensors =
+            Tensor::read_safetensors(&path).map_err(|e| ArtifactError::invalid(&path, e))?;
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Checkpoint { spec, tensors })
     }
 }
 
-register_artifact!(Checkpoint, "model spec and weights (safetensors, PyTorch state_dict names)");
+register_artifact!(
+    Checkpoint,
+    "model spec and weights (safetensors, PyTorch state_dict names)"
+);

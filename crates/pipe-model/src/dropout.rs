@@ -19,7 +19,12 @@ pub fn dropout(xs: &Tensor, p: f64, train: bool) -> Tensor {
     let n = xs.numel();
     // torch's own op for what the mask below cannot take (an empty tensor's
     // data pointer may be null).
-    if xs.device() != Device::Cpu || xs.kind() != Kind::Float || p >= 1.0 || n == 0 || n > u32::MAX as usize {
+    if xs.device() != Device::Cpu
+        || xs.kind() != Kind::Float
+        || p >= 1.0
+        || n == 0
+        || n > u32::MAX as usize
+    {
         return xs.dropout(p, train);
     }
     let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
@@ -88,8 +93,15 @@ mod tests {
             let mean = mask.iter().map(|&m| m as f64).sum::<f64>() / mask.len() as f64;
             assert!((mean - 1.0).abs() < 0.01, "p {p}: mean {mean}");
             // Neighbours are independent: P(both kept) = (1 - p)².
-            let both = mask.windows(2).filter(|w| w[0] != 0.0 && w[1] != 0.0).count() as f64 / (mask.len() - 1) as f64;
-            assert!((both - (1.0 - p) * (1.0 - p)).abs() < 0.005, "p {p}: both kept {both}");
+            let both = mask
+                .windows(2)
+                .filter(|w| w[0] != 0.0 && w[1] != 0.0)
+                .count() as f64
+                / (mask.len() - 1) as f64;
+            assert!(
+                (both - (1.0 - p) * (1.0 - p)).abs() < 0.005,
+                "p {p}: both kept {both}"
+            );
         }
         // Another seed, another mask.
         let (mut a, mut b) = (vec![0f32; 1000], vec![0f32; 1000]);

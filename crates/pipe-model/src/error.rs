@@ -13,9 +13,16 @@ pub enum ModelError {
     )]
     TokenIdBeyondEmbedding { id: i64, rows: i64 },
     #[error("checkpoint has tensors {found:?}, the model expects {expected:?}")]
-    TensorNames { found: Vec<String>, expected: Vec<String> },
+    TensorNames {
+        found: Vec<String>,
+        expected: Vec<String>,
+    },
     #[error("checkpoint tensor `{0}` is not a parameter of this model")]
     UnknownTensor(String),
     #[error("`{name}` has shape {checkpoint:?} in the checkpoint, {model:?} in the model")]
-    ShapeMismatch { name: String, checkpoint: Vec<i64>, model: Vec<i64> },
+    ShapeMismatch {
+        name: String,
+        checkpoint: Vec<i64>,
+        model: Vec<i64>,
+    },
 }

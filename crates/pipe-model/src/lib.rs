@@ -21,11 +21,14 @@ pub use checkpoint::Checkpoint;
 pub use dropout::dropout;
 pub use error::ModelError;
 pub use model::{
-    check_token_ids, Architecture, Classifier, ModelSpec, Pooling, MAX_CLASSES, MAX_EMBED_DIM, MAX_HIDDEN_DIM, MAX_LAYERS, MAX_PARAMETERS,
-    MAX_VOCAB_SIZE,
+    check_token_ids, Architecture, Classifier, ModelSpec, Pooling, MAX_CLASSES, MAX_EMBED_DIM,
+    MAX_HIDDEN_DIM, MAX_LAYERS, MAX_PARAMETERS, MAX_VOCAB_SIZE,
 };
 pub use precision::{CpuFacts, Precision, PrecisionChoice, PrecisionDecision};
-pub use stages::{initialise, BagOfNgrams, GruClassifier, LstmClassifier, ModelPorts, Recurrent, RecurrentConfig, RecurrentLayer};
+pub use stages::{
+    initialise, BagOfNgrams, GruClassifier, LstmClassifier, ModelPorts, Recurrent, RecurrentConfig,
+    RecurrentLayer,
+};
 
 /// Serialises the tests that seed or draw from torch's global generator:
 /// cargo runs a crate's tests on parallel threads, and a draw made between

@@ -41,7 +41,10 @@ pub fn check_token_ids(spec: &ModelSpec, ids: &Tensor) -> Result<(), ModelError>
         return Err(ModelError::NegativeTokenId(min));
     }
     if max >= spec.vocab_size {
-        return Err(ModelError::TokenIdBeyondEmbedding { id: max, rows: spec.vocab_size });
+        return Err(ModelError::TokenIdBeyondEmbedding {
+            id: max,
+            rows: spec.vocab_size,
+        });
     }
     Ok(())
 }
@@ -136,7 +139,13 @@ impl ModelSpec {
     /// The notebook's model: Embedding(V, 128) → LSTM(128 → 64) → last step → Dropout(0.3) → Linear,
     /// in float32: `lstm_classifier`'s defaults.
     pub fn notebook(vocab_size: i64, pad_id: i64, num_classes: i64) -> ModelSpec {
-        crate::stages::RecurrentConfig::default().spec_with(Architecture::Lstm, vocab_size, pad_id, num_classes, Precision::Float32)
+        crate::stages::RecurrentConfig::default().spec_with(
+            Architecture::Lstm,
+            vocab_size,
+            pad_id,
+            num_classes,
+            Precision::Float32,
+        )
     }
 
     /// The padding side the layers see for rows padded on `padding`.
@@ -162,7 +171,11 @@ impl ModelSpec {
             Architecture::BagOfEmbeddings => self.embed_dim,
             _ => self.hidden_dim * self.directions(),
         };
-        let pooled = if self.pooling == Pooling::MeanMax { 2 * width } else { width };
+        let pooled = if self.pooling == Pooling::MeanMax {
+            2 * width
+        } else {
+            width
+        };
         // A bag of embeddings already is the mean embedding: only recurrent
         // models add the shortcut.
         if self.embedding_shortcut && self.architecture != Architecture::BagOfEmbeddings {
@@ -184,24 +197,46 @@ impl ModelSpec {
     /// in `u128`, so no bounded size overflows it.
     fn parameter_counts(&self) -> [(&'static str, u128); 4] {
         let n = |v: i64| v.max(0) as u128;
-        let (vocab, embed, hidden, classes) = (n(self.vocab_size), n(self.embed_dim), n(self.hidden_dim), n(self.num_classes));
+        let (vocab, embed, hidden, classes) = (
+            n(self.vocab_size),
+            n(self.embed_dim),
+            n(self.hidden_dim),
+            n(self.num_classes),
+        );
         let embedding = vocab * embed;
-        let word_logits = if self.has_word_logits() { vocab * classes } else { 0 };
+        let word_logits = if self.has_word_logits() {
+            vocab * classes
+        } else {
+            0
+        };
         let recurrent = match self.architecture {
             Architecture::BagOfEmbeddings => 0,
             architecture => {
-                let gates = if architecture == Architecture::Lstm { 4 } else { 3 } * hidden;
+                let gates = if architecture == Architecture::Lstm {
+                    4
+                } else {
+                    3
+                } * hidden;
                 let directions = n(self.directions());
                 (0..n(self.layers))
                     .map(|layer| {
-                        let input = if layer == 0 { embed } else { hidden * directions };
+                        let input = if layer == 0 {
+                            embed
+                        } else {
+                            hidden * directions
+                        };
                         directions * (gates * input + gates * hidden + 2 * gates)
                     })
                     .sum::<u128>()
             }
         };
         let output = classes * (n(self.features()) + 1);
-        [("embed_dim", embedding), ("word_logits", word_logits), ("hidden_dim", recurrent), ("num_classes", output)]
+        [
+            ("embed_dim", embedding),
+            ("word_logits", word_logits),
+            ("hidden_dim", recurrent),
+            ("num_classes", output),
+        ]
     }
 
     /// The model's parameter count (see [`MAX_PARAMETERS`]).
@@ -219,26 +254,49 @@ impl ModelSpec {
             ("embed_dim", self.embed_dim, MAX_EMBED_DIM),
         ];
         if self.architecture != Architecture::BagOfEmbeddings {
-            sizes.extend([("hidden_dim", self.hidden_dim, MAX_HIDDEN_DIM), ("layers", self.layers, MAX_LAYERS)]);
+            sizes.extend([
+                ("hidden_dim", self.hidden_dim, MAX_HIDDEN_DIM),
+                ("layers", self.layers, MAX_LAYERS),
+            ]);
         }
         for (name, v, max) in sizes {
             if !(1..=max).contains(&v) {
-                return Err(InvalidSetting::new(name, format!("must be between 1 and {max}, got {v}")));
+                return Err(InvalidSetting::new(
+                    name,
+                    format!("must be between 1 and {max}, got {v}"),
+                ));
             }
         }
         if !(0..self.vocab_size).contains(&self.pad_id) {
-            return Err(InvalidSetting::new("pad_id", format!("{} is outside the vocabulary (0..{})", self.pad_id, self.vocab_size)));
+            return Err(InvalidSetting::new(
+                "pad_id",
+                format!(
+                    "{} is outside the vocabulary (0..{})",
+                    self.pad_id, self.vocab_size
+                ),
+            ));
         }
-        for (name, p) in [("dropout", self.dropout), ("layer_dropout", self.layer_dropout), ("embedding_dropout", self.embedding_dropout)] {
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("layer_dropout", self.layer_dropout),
+            ("embedding_dropout", self.embedding_dropout),
+        ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(InvalidSetting::new(name, format!("must be in [0, 1), got {p}")));
+                return Err(InvalidSetting::new(
+                    name,
+                    format!("must be in [0, 1), got {p}"),
+                ));
             }
         }
         let parts = self.parameter_counts();
         let total: u128 = parts.iter().map(|(_, n)| n).sum();
         if total > MAX_PARAMETERS as u128 {
             // Named after the setting that sizes the largest part.
-            let (name, largest) = parts.iter().copied().max_by_key(|(_, n)| *n).expect("four parts");
+            let (name, largest) = parts
+                .iter()
+                .copied()
+                .max_by_key(|(_, n)| *n)
+                .expect("four parts");
             return Err(InvalidSetting::new(
                 name,
                 format!("makes a model of {total} parameters ({largest} in the part it sizes), more than the {MAX_PARAMETERS} allowed"),
@@ -307,14 +365,33 @@ impl RnnLayer {
         let gates = cell.gates() * spec.hidden_dim;
         // PyTorch: every weight and bias uniform in ±1/sqrt(hidden).
         let bound = 1.0 / (spec.hidden_dim as f64).sqrt();
-        let init = if random { Init::Uniform { lo: -bound, up: bound } } else { Init::Const(0.0) };
+        let init = if random {
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            }
+        } else {
+            Init::Const(0.0)
+        };
         let mut weights = Vec::new();
         for layer in 0..spec.layers {
-            let layer_input = if layer == 0 { input } else { spec.hidden_dim * spec.directions() };
+            let layer_input = if layer == 0 {
+                input
+            } else {
+                spec.hidden_dim * spec.directions()
+            };
             for direction in 0..spec.directions() {
                 let suffix = if direction == 1 { "_reverse" } else { "" };
-                weights.push(vs.var(&format!("weight_ih_l{layer}{suffix}"), &[gates, layer_input], init));
-                weights.push(vs.var(&format!("weight_hh_l{layer}{suffix}"), &[gates, spec.hidden_dim], init));
+                weights.push(vs.var(
+                    &format!("weight_ih_l{layer}{suffix}"),
+                    &[gates, layer_input],
+                    init,
+                ));
+                weights.push(vs.var(
+                    &format!("weight_hh_l{layer}{suffix}"),
+                    &[gates, spec.hidden_dim],
+                    init,
+                ));
                 weights.push(vs.var(&format!("bias_ih_l{layer}{suffix}"), &[gates], init));
                 weights.push(vs.var(&format!("bias_hh_l{layer}{suffix}"), &[gates], init));
             }
@@ -350,21 +427,48 @@ impl RnnLayer {
         let directions = if self.bidirectional { 2 } else { 1 };
         // The casts are differentiable: gradients reach the float32 parameters.
         let (xs, cast_weights) = match self.precision {
-            Precision::Bfloat16 if xs.device() == Device::Cpu => {
-                (xs.to_kind(Kind::BFloat16), Some(self.weights.iter().map(|w| w.to_kind(Kind::BFloat16)).collect::<Vec<_>>()))
-            }
+            Precision::Bfloat16 if xs.device() == Device::Cpu => (
+                xs.to_kind(Kind::BFloat16),
+                Some(
+                    self.weights
+                        .iter()
+                        .map(|w| w.to_kind(Kind::BFloat16))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
             _ => (xs.shallow_clone(), None),
         };
         let weights = cast_weights.as_ref().unwrap_or(&self.weights);
-        let h0 = Tensor::zeros([self.layers * directions, batch, self.hidden], (xs.kind(), xs.device()));
+        let h0 = Tensor::zeros(
+            [self.layers * directions, batch, self.hidden],
+            (xs.kind(), xs.device()),
+        );
         let out = match self.cell {
             RnnCell::Lstm => {
                 let weights: Vec<&Tensor> = weights.iter().collect();
-                let (out, _, _) = xs.lstm(&[&h0, &h0], &weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+                let (out, _, _) = xs.lstm(
+                    &[&h0, &h0],
+                    &weights,
+                    true,
+                    self.layers,
+                    self.dropout,
+                    train,
+                    self.bidirectional,
+                    true,
+                );
                 out
             }
             RnnCell::Gru => {
-                let (out, _) = xs.gru(&h0, weights, true, self.layers, self.dropout, train, self.bidirectional, true);
+                let (out, _) = xs.gru(
+                    &h0,
+                    weights,
+                    true,
+                    self.layers,
+                    self.dropout,
+                    train,
+                    self.bidirectional,
+                    true,
+                );
                 out
             }
         };
@@ -402,21 +506,63 @@ impl Classifier {
 
     fn build(vs: &nn::Path, spec: &ModelSpec, random: bool) -> Result<Classifier, ModelError> {
         spec.validate()?;
-        let init = |random_init: Init| if random { random_init } else { Init::Const(0.0) };
-        let embedding = (vs / "embedding").var("weight", &[spec.vocab_size, spec.embed_dim], init(Init::Randn { mean: 0.0, stdev: 1.0 }));
+        let init = |random_init: Init| {
+            if random {
+                random_init
+            } else {
+                Init::Const(0.0)
+            }
+        };
+        let embedding = (vs / "embedding").var(
+            "weight",
+            &[spec.vocab_size, spec.embed_dim],
+            init(Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            }),
+        );
         tch::no_grad(|| {
             let _ = embedding.get(spec.pad_id).zero_();
         });
-        let recurrent = RnnCell::of(spec.architecture).map(|cell| RnnLayer::new(vs / cell.prefix(), cell, spec.embed_dim, spec, random));
+        let recurrent = RnnCell::of(spec.architecture)
+            .map(|cell| RnnLayer::new(vs / cell.prefix(), cell, spec.embed_dim, spec, random));
         let features = spec.features();
         let bound = 1.0 / (features as f64).sqrt();
         let fc = vs / "fc";
-        let fc_weight = fc.var("weight", &[spec.num_classes, features], init(Init::Uniform { lo: -bound, up: bound }));
-        let fc_bias = fc.var("bias", &[spec.num_classes], init(Init::Uniform { lo: -bound, up: bound }));
+        let fc_weight = fc.var(
+            "weight",
+            &[spec.num_classes, features],
+            init(Init::Uniform {
+                lo: -bound,
+                up: bound,
+            }),
+        );
+        let fc_bias = fc.var(
+            "bias",
+            &[spec.num_classes],
+            init(Init::Uniform {
+                lo: -bound,
+                up: bound,
+            }),
+        );
         // Zero, as a linear model starts: no random draws, so the other
         // parameters start where they would without it.
-        let word_logits = spec.has_word_logits().then(|| (vs / "word_logits").var("weight", &[spec.vocab_size, spec.num_classes], Init::Const(0.0)));
-        Ok(Classifier { spec: spec.clone(), embedding, sparse_gradient: spec.sparse_embedding, recurrent, fc_weight, fc_bias, word_logits })
+        let word_logits = spec.has_word_logits().then(|| {
+            (vs / "word_logits").var(
+                "weight",
+                &[spec.vocab_size, spec.num_classes],
+                Init::Const(0.0),
+            )
+        });
+        Ok(Classifier {
+            spec: spec.clone(),
+            embedding,
+            sparse_gradient: spec.sparse_embedding,
+            recurrent,
+            fc_weight,
+            fc_bias,
+            word_logits,
+        })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -431,7 +577,11 @@ impl Classifier {
     /// otherwise every step copies them (and libtorch warns each time).
     pub fn parameters(&self) -> Vec<Tensor> {
         let recurrent = self.recurrent.iter().flat_map(|r| r.weights.iter());
-        recurrent.chain([&self.embedding, &self.fc_weight, &self.fc_bias]).chain(&self.word_logits).map(Tensor::shallow_clone).collect()
+        recurrent
+            .chain([&self.embedding, &self.fc_weight, &self.fc_bias])
+            .chain(&self.word_logits)
+            .map(Tensor::shallow_clone)
+            .collect()
     }
 
     /// The embedding table (`embedding.weight`), for an optimizer that
@@ -450,25 +600,58 @@ impl Classifier {
     }
 
     /// Logits `[batch, classes]` for ids `[batch, time]` with per-row `lengths`.
-    pub fn forward_t(&self, ids: &Tensor, lengths: &Tensor, padding: PaddingSide, train: bool) -> Tensor {
+    pub fn forward_t(
+        &self,
+        ids: &Tensor,
+        lengths: &Tensor,
+        padding: PaddingSide,
+        train: bool,
+    ) -> Tensor {
         let read_as = self.spec.reads_as(padding);
-        let ids = if read_as != padding { to_front(ids, lengths) } else { ids.shallow_clone() };
+        let ids = if read_as != padding {
+            to_front(ids, lengths)
+        } else {
+            ids.shallow_clone()
+        };
         let padding = read_as;
-        let embedded = Tensor::embedding(&self.embedding, &ids, self.spec.pad_id, false, self.sparse_gradient);
-        let xs = if self.spec.embedding_dropout > 0.0 { dropout(&embedded, self.spec.embedding_dropout, train) } else { embedded.shallow_clone() };
+        let embedded = Tensor::embedding(
+            &self.embedding,
+            &ids,
+            self.spec.pad_id,
+            false,
+            self.sparse_gradient,
+        );
+        let xs = if self.spec.embedding_dropout > 0.0 {
+            dropout(&embedded, self.spec.embedding_dropout, train)
+        } else {
+            embedded.shallow_clone()
+        };
         let pooled = match &self.recurrent {
             Some(rnn) => {
                 let out = rnn.forward_t(&xs, train);
-                let pooled = pool(&out, lengths, padding, self.spec.pooling, self.spec.bidirectional.then_some(self.spec.hidden_dim));
+                let pooled = pool(
+                    &out,
+                    lengths,
+                    padding,
+                    self.spec.pooling,
+                    self.spec.bidirectional.then_some(self.spec.hidden_dim),
+                );
                 if self.spec.embedding_shortcut {
-                    Tensor::cat(&[pooled, pool(&embedded, lengths, padding, Pooling::Mean, None)], 1)
+                    Tensor::cat(
+                        &[
+                            pooled,
+                            pool(&embedded, lengths, padding, Pooling::Mean, None),
+                        ],
+                        1,
+                    )
                 } else {
                     pooled
                 }
             }
             None => pool(&xs, lengths, padding, self.spec.pooling, None),
         };
-        let logits = dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias));
+        let logits =
+            dropout(&pooled, self.spec.dropout, train).linear(&self.fc_weight, Some(&self.fc_bias));
         match &self.word_logits {
             Some(table) => logits + bag_of_words_logits(table, &ids, lengths, &self.spec, train),
             None => logits,
@@ -481,15 +664,30 @@ impl Classifier {
 /// √length. In training each token is dropped with probability `dropout`
 /// (the survivors scaled up), as the output layer's dropout drops features:
 /// without it the table memorises the training rows within a few epochs.
-fn bag_of_words_logits(table: &Tensor, ids: &Tensor, lengths: &Tensor, spec: &ModelSpec, train: bool) -> Tensor {
+fn bag_of_words_logits(
+    table: &Tensor,
+    ids: &Tensor,
+    lengths: &Tensor,
+    spec: &ModelSpec,
+    train: bool,
+) -> Tensor {
     let per_token = Tensor::embedding(table, ids, spec.pad_id, false, spec.sparse_embedding);
     let per_token = if train && spec.dropout > 0.0 {
-        let keep = dropout(&Tensor::ones(ids.size(), (Kind::Float, ids.device())), spec.dropout, true);
+        let keep = dropout(
+            &Tensor::ones(ids.size(), (Kind::Float, ids.device())),
+            spec.dropout,
+            true,
+        );
         per_token * keep.unsqueeze(2)
     } else {
         per_token
     };
-    let norm = lengths.to_device(ids.device()).to_kind(Kind::Float).clamp_min(1.0).rsqrt().unsqueeze(1);
+    let norm = lengths
+        .to_device(ids.device())
+        .to_kind(Kind::Float)
+        .clamp_min(1.0)
+        .rsqrt()
+        .unsqueeze(1);
     per_token.sum_dim_intlist(1, false, Kind::Float) * norm
 }
 
@@ -498,22 +696,39 @@ fn bag_of_words_logits(table: &Tensor, ids: &Tensor, lengths: &Tensor, spec: &Mo
 fn to_front(ids: &Tensor, lengths: &Tensor) -> Tensor {
     let time = ids.size()[1];
     let device = ids.device();
-    let shift = (lengths.to_device(device).to_kind(Kind::Int64).clamp(0, time).g_mul_scalar(-1) + time).unsqueeze(1);
-    let index = (Tensor::arange(time, (Kind::Int64, device)).unsqueeze(0) + shift).remainder(time.max(1));
+    let shift = (lengths
+        .to_device(device)
+        .to_kind(Kind::Int64)
+        .clamp(0, time)
+        .g_mul_scalar(-1)
+        + time)
+        .unsqueeze(1);
+    let index =
+        (Tensor::arange(time, (Kind::Int64, device)).unsqueeze(0) + shift).remainder(time.max(1));
     ids.gather(1, &index, false)
 }
 
 /// Pools `[batch, time, features]` to `[batch, features']`. With
 /// `bidirectional_hidden`, "last" means the forward half at the last real
 /// token and the backward half at the first.
-fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, bidirectional_hidden: Option<i64>) -> Tensor {
+fn pool(
+    out: &Tensor,
+    lengths: &Tensor,
+    padding: PaddingSide,
+    pooling: Pooling,
+    bidirectional_hidden: Option<i64>,
+) -> Tensor {
     let (mean, max) = match pooling {
         Pooling::Mean => (true, false),
         Pooling::Max => (false, true),
         Pooling::MeanMax => (true, true),
         _ => (false, false),
     };
-    if (mean || max) && !out.requires_grad() && out.device() == Device::Cpu && out.kind() == Kind::Float {
+    if (mean || max)
+        && !out.requires_grad()
+        && out.device() == Device::Cpu
+        && out.kind() == Kind::Float
+    {
         return mean_max_in_one_pass(out, lengths, padding, mean, max);
     }
     let time = out.size()[1];
@@ -530,13 +745,22 @@ fn pool(out: &Tensor, lengths: &Tensor, padding: PaddingSide, pooling: Pooling, 
     };
     let at = |index: &Tensor| -> Tensor {
         let features = out.size()[2];
-        out.gather(1, &index.view([-1, 1, 1]).expand([-1, 1, features], false), false).squeeze_dim(1)
+        out.gather(
+            1,
+            &index.view([-1, 1, 1]).expand([-1, 1, features], false),
+            false,
+        )
+        .squeeze_dim(1)
     };
     let real_ends = || match padding {
-        PaddingSide::Post => (Tensor::zeros_like(&lengths.squeeze_dim(1)), (lengths.squeeze_dim(1) - 1).clamp_min(0)),
-        PaddingSide::Pre => {
-            ((lengths.squeeze_dim(1).g_mul_scalar(-1) + time).clamp_max(time - 1), Tensor::full([out.size()[0]], time - 1, (Kind::Int64, device)))
-        }
+        PaddingSide::Post => (
+            Tensor::zeros_like(&lengths.squeeze_dim(1)),
+            (lengths.squeeze_dim(1) - 1).clamp_min(0),
+        ),
+        PaddingSide::Pre => (
+            (lengths.squeeze_dim(1).g_mul_scalar(-1) + time).clamp_max(time - 1),
+            Tensor::full([out.size()[0]], time - 1, (Kind::Int64, device)),
+        ),
     };
     let mean = || {
         let mask = valid().unsqueeze(2).to_kind(out.kind());
@@ -589,7 +813,8 @@ fn real_steps(len: i64, time: usize, padding: PaddingSide) -> std::ops::Range<us
 /// that is infinite (every row without tokens) gives zero.
 fn masked_max_by_gather(out: &Tensor, lengths: Tensor, padding: PaddingSide) -> Tensor {
     let (rows, time, features) = out.size3().expect("[batch, time, features]");
-    let lengths: Vec<i64> = Vec::<i64>::try_from(&lengths.reshape([-1]).to_device(Device::Cpu)).expect("int64 lengths");
+    let lengths: Vec<i64> =
+        Vec::<i64>::try_from(&lengths.reshape([-1]).to_device(Device::Cpu)).expect("int64 lengths");
     assert_eq!(lengths.len(), rows as usize, "one length per row");
     if rows == 0 || time == 0 || features == 0 {
         // Nothing to search (and an empty tensor's data pointer may be null).
@@ -597,20 +822,33 @@ fn masked_max_by_gather(out: &Tensor, lengths: Tensor, padding: PaddingSide) -> 
     }
     let (rows, time, features) = (rows as usize, time as usize, features as usize);
     let values = out.detach().contiguous();
-    assert!(values.kind() == Kind::Float && values.device() == Device::Cpu, "f32 CPU tensor");
+    assert!(
+        values.kind() == Kind::Float && values.device() == Device::Cpu,
+        "f32 CPU tensor"
+    );
     // SAFETY: a contiguous f32 CPU tensor (checked and made contiguous
     // above) of rows × time × features elements, none of them zero, alive
     // until the end of this function and only read.
-    let xs = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows * time * features) };
+    let xs = unsafe {
+        std::slice::from_raw_parts(values.data_ptr() as *const f32, rows * time * features)
+    };
     let (mut arg_max, mut zeroed) = (vec![0i64; rows * features], vec![false; rows * features]);
     let rows_per_part = rows.div_ceil(pipe_runtime::parallel::threads()).max(1);
     let part_len = rows_per_part * features;
-    let parts: Vec<_> = arg_max.chunks_mut(part_len).zip(zeroed.chunks_mut(part_len)).enumerate().collect();
+    let parts: Vec<_> = arg_max
+        .chunks_mut(part_len)
+        .zip(zeroed.chunks_mut(part_len))
+        .enumerate()
+        .collect();
     pipe_runtime::parallel::for_each(parts, |(part, (arg_max, zeroed))| {
         // Per feature, the best value and its step as f32 (exact below 2^24
         // steps), so that the comparison loop vectorises.
         let (mut best, mut best_step) = (vec![0f32; features], vec![0f32; features]);
-        for (i, (row_arg_max, row_zeroed)) in arg_max.chunks_mut(features).zip(zeroed.chunks_mut(features)).enumerate() {
+        for (i, (row_arg_max, row_zeroed)) in arg_max
+            .chunks_mut(features)
+            .zip(zeroed.chunks_mut(features))
+            .enumerate()
+        {
             let r = part * rows_per_part + i;
             let row = &xs[r * time * features..][..time * features];
             let mut steps = real_steps(lengths[r], time, padding);
@@ -622,19 +860,35 @@ fn masked_max_by_gather(out: &Tensor, lengths: Tensor, padding: PaddingSide) -> 
             }
             for t in steps {
                 let step = t as f32;
-                for ((b, s), &x) in best.iter_mut().zip(best_step.iter_mut()).zip(&row[t * features..][..features]) {
+                for ((b, s), &x) in best
+                    .iter_mut()
+                    .zip(best_step.iter_mut())
+                    .zip(&row[t * features..][..features])
+                {
                     // Greater, or the first NaN.
                     let wins = x > *b || (x.is_nan() & !b.is_nan());
                     *b = if wins { x } else { *b };
                     *s = if wins { step } else { *s };
                 }
             }
-            row_arg_max.iter_mut().zip(&best_step).for_each(|(a, &s)| *a = s as i64);
-            row_zeroed.iter_mut().zip(&best).for_each(|(z, b)| *z = b.is_infinite());
+            row_arg_max
+                .iter_mut()
+                .zip(&best_step)
+                .for_each(|(a, &s)| *a = s as i64);
+            row_zeroed
+                .iter_mut()
+                .zip(&best)
+                .for_each(|(z, b)| *z = b.is_infinite());
         }
     });
     let shape = [rows as i64, features as i64];
-    let max = out.gather(1, &Tensor::from_slice(&arg_max).view([shape[0], 1, shape[1]]), false).squeeze_dim(1);
+    let max = out
+        .gather(
+            1,
+            &Tensor::from_slice(&arg_max).view([shape[0], 1, shape[1]]),
+            false,
+        )
+        .squeeze_dim(1);
     if zeroed.contains(&true) {
         max.masked_fill(&Tensor::from_slice(&zeroed).view(shape), 0.0)
     } else {
@@ -647,11 +901,18 @@ fn masked_max_by_gather(out: &Tensor, lengths: Tensor, padding: PaddingSide) -> 
 /// the CPU: the values of `pool`'s torch ops (sums in the same order, rows
 /// without tokens giving zeros), which autograd needs in training but which
 /// take six passes and a fifth of a prediction batch's time.
-fn mean_max_in_one_pass(out: &Tensor, lengths: &Tensor, padding: PaddingSide, mean: bool, max: bool) -> Tensor {
+fn mean_max_in_one_pass(
+    out: &Tensor,
+    lengths: &Tensor,
+    padding: PaddingSide,
+    mean: bool,
+    max: bool,
+) -> Tensor {
     let out = out.contiguous();
     let (rows, time, features) = out.size3().expect("[batch, time, features]");
     let (rows, time, features) = (rows as usize, time as usize, features as usize);
-    let lengths: Vec<i64> = Vec::<i64>::try_from(&lengths.reshape([-1]).to_device(Device::Cpu)).expect("int64 lengths");
+    let lengths: Vec<i64> =
+        Vec::<i64>::try_from(&lengths.reshape([-1]).to_device(Device::Cpu)).expect("int64 lengths");
     assert_eq!(lengths.len(), rows, "one length per row");
     let width = features * (mean as usize + max as usize);
     if rows * time * features == 0 {
@@ -661,10 +922,14 @@ fn mean_max_in_one_pass(out: &Tensor, lengths: &Tensor, padding: PaddingSide, me
     // SAFETY: a contiguous f32 CPU tensor (checked by the caller, made
     // contiguous above) of rows × time × features elements, none of them
     // zero, alive until the end of this function and only read.
-    let xs = unsafe { std::slice::from_raw_parts(out.data_ptr() as *const f32, rows * time * features) };
+    let xs =
+        unsafe { std::slice::from_raw_parts(out.data_ptr() as *const f32, rows * time * features) };
     let mut pooled = vec![0f32; rows * width];
     let rows_per_part = rows.div_ceil(pipe_runtime::parallel::threads()).max(1);
-    let parts: Vec<(usize, &mut [f32])> = pooled.chunks_mut(rows_per_part * width.max(1)).enumerate().collect();
+    let parts: Vec<(usize, &mut [f32])> = pooled
+        .chunks_mut(rows_per_part * width.max(1))
+        .enumerate()
+        .collect();
     pipe_runtime::parallel::for_each(parts, |(part, chunk)| {
         for (i, row_out) in chunk.chunks_mut(width.max(1)).enumerate() {
             let r = part * rows_per_part + i;
@@ -674,7 +939,10 @@ fn mean_max_in_one_pass(out: &Tensor, lengths: &Tensor, padding: PaddingSide, me
             let row = &xs[r * time * features..][..time * features];
             if mean {
                 for t in steps.clone() {
-                    mean_out.iter_mut().zip(&row[t * features..][..features]).for_each(|(s, &x)| *s += x);
+                    mean_out
+                        .iter_mut()
+                        .zip(&row[t * features..][..features])
+                        .for_each(|(s, &x)| *s += x);
                 }
                 let count = len.max(1) as f32;
                 mean_out.iter_mut().for_each(|s| *s /= count);
@@ -682,13 +950,19 @@ fn mean_max_in_one_pass(out: &Tensor, lengths: &Tensor, padding: PaddingSide, me
             if max {
                 max_out.fill(f32::NEG_INFINITY);
                 for t in steps {
-                    max_out.iter_mut().zip(&row[t * features..][..features]).for_each(|(m, &x)| {
-                        if x > *m || x.is_nan() {
-                            *m = x
-                        }
-                    });
+                    max_out
+                        .iter_mut()
+                        .zip(&row[t * features..][..features])
+                        .for_each(|(m, &x)| {
+                            if x > *m || x.is_nan() {
+                                *m = x
+                            }
+                        });
                 }
-                max_out.iter_mut().filter(|m| m.is_infinite()).for_each(|m| *m = 0.0);
+                max_out
+                    .iter_mut()
+                    .filter(|m| m.is_infinite())
+                    .for_each(|m| *m = 0.0);
             }
         }
     });
@@ -700,7 +974,12 @@ mod tests {
     use super::*;
 
     fn spec(architecture: Architecture, pooling: Pooling, bidirectional: bool) -> ModelSpec {
-        ModelSpec { architecture, pooling, bidirectional, ..ModelSpec::notebook(50, 0, 7) }
+        ModelSpec {
+            architecture,
+            pooling,
+            bidirectional,
+            ..ModelSpec::notebook(50, 0, 7)
+        }
     }
 
     #[test]
@@ -709,13 +988,28 @@ mod tests {
         tch::manual_seed(0);
         let ids = Tensor::from_slice(&[3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10]).view([2, 5]);
         let lengths = Tensor::from_slice(&[3i64, 5]);
-        for arch in [Architecture::Lstm, Architecture::Gru, Architecture::BagOfEmbeddings] {
-            for pooling in [Pooling::LastStep, Pooling::LastValid, Pooling::Mean, Pooling::Max, Pooling::MeanMax] {
+        for arch in [
+            Architecture::Lstm,
+            Architecture::Gru,
+            Architecture::BagOfEmbeddings,
+        ] {
+            for pooling in [
+                Pooling::LastStep,
+                Pooling::LastValid,
+                Pooling::Mean,
+                Pooling::Max,
+                Pooling::MeanMax,
+            ] {
                 for bidirectional in [false, true] {
                     let vs = nn::VarStore::new(Device::Cpu);
-                    let model = Classifier::new(&vs.root(), &spec(arch, pooling, bidirectional)).unwrap();
+                    let model =
+                        Classifier::new(&vs.root(), &spec(arch, pooling, bidirectional)).unwrap();
                     let logits = model.forward_t(&ids, &lengths, PaddingSide::Post, false);
-                    assert_eq!(logits.size(), vec![2, 7], "{arch:?} {pooling:?} {bidirectional}");
+                    assert_eq!(
+                        logits.size(),
+                        vec![2, 7],
+                        "{arch:?} {pooling:?} {bidirectional}"
+                    );
                 }
             }
         }
@@ -734,14 +1028,24 @@ mod tests {
             for pooling in [Pooling::Mean, Pooling::Max, Pooling::MeanMax] {
                 let one_pass = pool(&out, &lengths, padding, pooling, None);
                 // requires_grad sends the same call down the torch-op path.
-                let ops = pool(&out.copy().set_requires_grad(true), &lengths, padding, pooling, None).detach();
+                let ops = pool(
+                    &out.copy().set_requires_grad(true),
+                    &lengths,
+                    padding,
+                    pooling,
+                    None,
+                )
+                .detach();
                 let diff = (&one_pass - &ops).abs().max().double_value(&[]);
                 assert!(diff <= 1e-6, "{padding:?} {pooling:?}: {diff}");
                 assert_eq!(one_pass.size(), ops.size());
             }
         }
         let empty_row = pool(&out, &lengths, PaddingSide::Post, Pooling::MeanMax, None).get(0);
-        assert!(empty_row.eq(0.0).all().int64_value(&[]) == 1, "a row without tokens pools to zeros");
+        assert!(
+            empty_row.eq(0.0).all().int64_value(&[]) == 1,
+            "a row without tokens pools to zeros"
+        );
     }
 
     /// Training's max (arg-max found here, values gathered) gives the
@@ -762,13 +1066,26 @@ mod tests {
             let run = |kind: Kind| {
                 let xs = out.to_kind(kind).copy().set_requires_grad(true);
                 let pooled = pool(&xs, &lengths, padding, Pooling::Max, None);
-                (pooled.to_kind(Kind::Float) * &upstream).sum(Kind::Float).backward();
-                (pooled.detach().to_kind(Kind::Float), xs.grad().to_kind(Kind::Float))
+                (pooled.to_kind(Kind::Float) * &upstream)
+                    .sum(Kind::Float)
+                    .backward();
+                (
+                    pooled.detach().to_kind(Kind::Float),
+                    xs.grad().to_kind(Kind::Float),
+                )
             };
-            let ((gathered, gathered_grad), (ops, ops_grad)) = (run(Kind::Float), run(Kind::Double));
+            let ((gathered, gathered_grad), (ops, ops_grad)) =
+                (run(Kind::Float), run(Kind::Double));
             assert!(gathered.equal(&ops), "{padding:?}: {gathered} vs {ops}");
-            assert!(gathered_grad.equal(&ops_grad), "{padding:?}: gradients differ");
-            assert_eq!(gathered.get(0).abs().sum(Kind::Float).double_value(&[]), 0.0, "a row without tokens pools to zeros");
+            assert!(
+                gathered_grad.equal(&ops_grad),
+                "{padding:?}: gradients differ"
+            );
+            assert_eq!(
+                gathered.get(0).abs().sum(Kind::Float).double_value(&[]),
+                0.0,
+                "a row without tokens pools to zeros"
+            );
         }
     }
 
@@ -781,13 +1098,26 @@ mod tests {
         for (rows, time, features) in [(0i64, 5i64, 4i64), (3, 0, 4), (3, 5, 0)] {
             let lengths = Tensor::full([rows], time.min(2), (Kind::Int64, Device::Cpu));
             for training in [false, true] {
-                let out = Tensor::zeros([rows, time, features], (Kind::Float, Device::Cpu)).set_requires_grad(training);
+                let out = Tensor::zeros([rows, time, features], (Kind::Float, Device::Cpu))
+                    .set_requires_grad(training);
                 let pooled = pool(&out, &lengths, PaddingSide::Post, Pooling::MeanMax, None);
-                assert_eq!(pooled.size(), [rows, 2 * features], "{rows}x{time}x{features}, training {training}");
+                assert_eq!(
+                    pooled.size(),
+                    [rows, 2 * features],
+                    "{rows}x{time}x{features}, training {training}"
+                );
                 assert_eq!(pooled.abs().sum(Kind::Float).double_value(&[]), 0.0);
             }
         }
-        assert_eq!(crate::dropout::dropout(&Tensor::zeros([0, 8], (Kind::Float, Device::Cpu)), 0.5, true).size(), [0, 8]);
+        assert_eq!(
+            crate::dropout::dropout(
+                &Tensor::zeros([0, 8], (Kind::Float, Device::Cpu)),
+                0.5,
+                true
+            )
+            .size(),
+            [0, 8]
+        );
     }
 
     #[test]
@@ -795,7 +1125,11 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let _ = Classifier::new(&vs.root(), &ModelSpec::notebook(50, 0, 7)).unwrap();
-        let mut names: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+        let mut names: Vec<(String, Vec<i64>)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect();
         names.sort();
         assert_eq!(
             names,
@@ -848,9 +1182,15 @@ mod tests {
         let len = Tensor::from_slice(&[3i64]);
         let a = model.forward_t(&post, &len, PaddingSide::Post, false);
         let c = model.forward_t(&short, &len, PaddingSide::Post, false);
-        assert!(a.allclose(&c, 1e-6, 1e-6, false), "trailing pads must not change last_valid");
+        assert!(
+            a.allclose(&c, 1e-6, 1e-6, false),
+            "trailing pads must not change last_valid"
+        );
         let b = model.forward_t(&pre, &len, PaddingSide::Pre, false);
-        assert!(a.allclose(&b, 1e-6, 1e-6, false), "a front-aligned model reads pre-padding as post-padding");
+        assert!(
+            a.allclose(&b, 1e-6, 1e-6, false),
+            "a front-aligned model reads pre-padding as post-padding"
+        );
     }
 
     #[test]
@@ -858,18 +1198,37 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         tch::manual_seed(4);
         for architecture in [Architecture::Lstm, Architecture::Gru] {
-            for (pooling, bidirectional, embedding_shortcut) in
-                [(Pooling::MeanMax, false, false), (Pooling::MeanMax, false, true), (Pooling::Mean, true, false), (Pooling::LastValid, true, true)]
-            {
+            for (pooling, bidirectional, embedding_shortcut) in [
+                (Pooling::MeanMax, false, false),
+                (Pooling::MeanMax, false, true),
+                (Pooling::Mean, true, false),
+                (Pooling::LastValid, true, true),
+            ] {
                 let vs = nn::VarStore::new(Device::Cpu);
-                let model = Classifier::new(&vs.root(), &ModelSpec { embedding_shortcut, ..spec(architecture, pooling, bidirectional) }).unwrap();
+                let model = Classifier::new(
+                    &vs.root(),
+                    &ModelSpec {
+                        embedding_shortcut,
+                        ..spec(architecture, pooling, bidirectional)
+                    },
+                )
+                .unwrap();
                 // Rows of 3, 5, 0 and 1 tokens, padded to 5 on either side.
-                let post = Tensor::from_slice(&[3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0]).view([4, 5]);
-                let pre = Tensor::from_slice(&[0i64, 0, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]).view([4, 5]);
+                let post = Tensor::from_slice(&[
+                    3i64, 4, 5, 0, 0, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0,
+                ])
+                .view([4, 5]);
+                let pre = Tensor::from_slice(&[
+                    0i64, 0, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11,
+                ])
+                .view([4, 5]);
                 let lengths = Tensor::from_slice(&[3i64, 5, 0, 1]);
                 let a = model.forward_t(&post, &lengths, PaddingSide::Post, false);
                 let b = model.forward_t(&pre, &lengths, PaddingSide::Pre, false);
-                assert!(a.allclose(&b, 1e-5, 1e-6, false), "{architecture:?} {pooling:?} bidirectional {bidirectional}");
+                assert!(
+                    a.allclose(&b, 1e-5, 1e-6, false),
+                    "{architecture:?} {pooling:?} bidirectional {bidirectional}"
+                );
             }
         }
     }
@@ -879,38 +1238,85 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         tch::manual_seed(6);
         let vs = nn::VarStore::new(Device::Cpu);
-        let with = ModelSpec { embedding_shortcut: true, embedding_dropout: 0.5, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
+        let with = ModelSpec {
+            embedding_shortcut: true,
+            embedding_dropout: 0.5,
+            ..spec(Architecture::Lstm, Pooling::MeanMax, false)
+        };
         let model = Classifier::new(&vs.root(), &with).unwrap();
         let (hidden, embed) = (with.hidden_dim, with.embed_dim);
-        assert_eq!(vs.variables()["fc.weight"].size(), vec![7, 2 * hidden + embed]);
+        assert_eq!(
+            vs.variables()["fc.weight"].size(),
+            vec![7, 2 * hidden + embed]
+        );
         // With the LSTM's weights at zero its outputs are zero for every row,
         // so the logits are the output layer over the mean embedding alone.
-        tch::no_grad(|| vs.variables().iter().filter(|(name, _)| name.starts_with("lstm.")).for_each(|(_, w)| _ = w.shallow_clone().zero_()));
+        tch::no_grad(|| {
+            vs.variables()
+                .iter()
+                .filter(|(name, _)| name.starts_with("lstm."))
+                .for_each(|(_, w)| _ = w.shallow_clone().zero_())
+        });
         let ids = Tensor::from_slice(&[3i64, 4, 5, 0, 6, 0, 0, 0]).view([2, 4]);
         let lengths = Tensor::from_slice(&[3i64, 1]);
         let logits = model.forward_t(&ids, &lengths, PaddingSide::Post, false);
         let table = &vs.variables()["embedding.weight"];
-        let means = Tensor::stack(&[table.narrow(0, 3, 3).mean_dim(0, false, Kind::Float), table.get(6)], 0);
+        let means = Tensor::stack(
+            &[
+                table.narrow(0, 3, 3).mean_dim(0, false, Kind::Float),
+                table.get(6),
+            ],
+            0,
+        );
         let fc = &vs.variables()["fc.weight"];
-        let expected = means.linear(&fc.narrow(1, 2 * hidden, embed), Some(&vs.variables()["fc.bias"]));
-        assert!(logits.allclose(&expected, 1e-5, 1e-6, false), "{logits} vs {expected}");
+        let expected = means.linear(
+            &fc.narrow(1, 2 * hidden, embed),
+            Some(&vs.variables()["fc.bias"]),
+        );
+        assert!(
+            logits.allclose(&expected, 1e-5, 1e-6, false),
+            "{logits} vs {expected}"
+        );
         // A row without tokens averages nothing: finite logits, the bias alone.
-        let empty = model.forward_t(&Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu)), &Tensor::from_slice(&[0i64]), PaddingSide::Post, false);
-        assert!(empty.get(0).allclose(&vs.variables()["fc.bias"], 1e-6, 1e-7, false), "{empty}");
+        let empty = model.forward_t(
+            &Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu)),
+            &Tensor::from_slice(&[0i64]),
+            PaddingSide::Post,
+            false,
+        );
+        assert!(
+            empty
+                .get(0)
+                .allclose(&vs.variables()["fc.bias"], 1e-6, 1e-7, false),
+            "{empty}"
+        );
         // A bag of embeddings is its own shortcut: the flag adds nothing there.
-        let bag = ModelSpec { embedding_shortcut: true, ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false) };
+        let bag = ModelSpec {
+            embedding_shortcut: true,
+            ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false)
+        };
         assert_eq!(bag.features(), bag.embed_dim);
         // Checkpoints saved before the field existed have no shortcut.
         let mut json = serde_json::to_value(&with).unwrap();
         json.as_object_mut().unwrap().remove("embedding_shortcut");
-        assert!(!serde_json::from_value::<ModelSpec>(json).unwrap().embedding_shortcut);
+        assert!(
+            !serde_json::from_value::<ModelSpec>(json)
+                .unwrap()
+                .embedding_shortcut
+        );
     }
 
     #[test]
     fn word_logits_add_each_words_class_weights_over_the_square_root_of_the_length() {
         let _rng = crate::torch_rng_lock();
-        let plain_spec = ModelSpec { dropout: 0.5, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
-        let wide_spec = ModelSpec { word_logits: true, ..plain_spec.clone() };
+        let plain_spec = ModelSpec {
+            dropout: 0.5,
+            ..spec(Architecture::Lstm, Pooling::MeanMax, false)
+        };
+        let wide_spec = ModelSpec {
+            word_logits: true,
+            ..plain_spec.clone()
+        };
         tch::manual_seed(8);
         let plain_vs = nn::VarStore::new(Device::Cpu);
         let plain = Classifier::new(&plain_vs.root(), &plain_spec).unwrap();
@@ -925,61 +1331,119 @@ mod tests {
         // The table starts at zero and draws no random numbers: the other
         // parameters, and so the logits, are those of the model without it.
         let without = plain.forward_t(&post, &lengths, PaddingSide::Post, false);
-        assert!(model.forward_t(&post, &lengths, PaddingSide::Post, false).equal(&without));
-        tch::no_grad(|| table.narrow(0, 1, 49).copy_(&Tensor::randn([49, 7], (Kind::Float, Device::Cpu))));
-        let sums = Tensor::stack(&[table.narrow(0, 3, 3).sum_dim_intlist(0, false, Kind::Float) / 3f64.sqrt(), table.get(6)], 0);
+        assert!(model
+            .forward_t(&post, &lengths, PaddingSide::Post, false)
+            .equal(&without));
+        tch::no_grad(|| {
+            table
+                .narrow(0, 1, 49)
+                .copy_(&Tensor::randn([49, 7], (Kind::Float, Device::Cpu)))
+        });
+        let sums = Tensor::stack(
+            &[
+                table.narrow(0, 3, 3).sum_dim_intlist(0, false, Kind::Float) / 3f64.sqrt(),
+                table.get(6),
+            ],
+            0,
+        );
         for (ids, padding) in [(&post, PaddingSide::Post), (&pre, PaddingSide::Pre)] {
             let logits = model.forward_t(ids, &lengths, padding, false);
-            assert!(logits.allclose(&(&without + &sums), 1e-5, 1e-6, false), "{padding:?}: {logits} vs {}", &without + &sums);
+            assert!(
+                logits.allclose(&(&without + &sums), 1e-5, 1e-6, false),
+                "{padding:?}: {logits} vs {}",
+                &without + &sums
+            );
         }
         // Training drops tokens from the bag (as dropout drops features):
         // with the output layer's weights at zero only the bag varies.
         tch::no_grad(|| _ = vs_wide.variables()["fc.weight"].shallow_clone().zero_());
-        let dropped: Vec<Tensor> = (0..2).map(|_| model.forward_t(&post, &lengths, PaddingSide::Post, true)).collect();
-        assert!(!dropped[0].equal(&dropped[1]), "two training passes drop different tokens");
+        let dropped: Vec<Tensor> = (0..2)
+            .map(|_| model.forward_t(&post, &lengths, PaddingSide::Post, true))
+            .collect();
+        assert!(
+            !dropped[0].equal(&dropped[1]),
+            "two training passes drop different tokens"
+        );
         // Gradients reach the rows of the row's tokens, never the padding row.
-        let no_dropout = ModelSpec { dropout: 0.0, ..wide_spec.clone() };
+        let no_dropout = ModelSpec {
+            dropout: 0.0,
+            ..wide_spec.clone()
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &no_dropout).unwrap();
-        model.forward_t(&post, &lengths, PaddingSide::Post, true).sum(Kind::Float).backward();
+        model
+            .forward_t(&post, &lengths, PaddingSide::Post, true)
+            .sum(Kind::Float)
+            .backward();
         let grad = vs.variables()["word_logits.weight"].grad();
-        let touched: Vec<i64> = (0..50).filter(|&row| grad.get(row).abs().sum(Kind::Float).double_value(&[]) > 0.0).collect();
+        let touched: Vec<i64> = (0..50)
+            .filter(|&row| grad.get(row).abs().sum(Kind::Float).double_value(&[]) > 0.0)
+            .collect();
         assert_eq!(touched, vec![3, 4, 5, 6]);
         // With sparse embeddings the table's gradient is sparse too (lazy Adam).
-        let sparse = ModelSpec { sparse_embedding: true, ..no_dropout };
+        let sparse = ModelSpec {
+            sparse_embedding: true,
+            ..no_dropout
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &sparse).unwrap();
-        model.forward_t(&post, &lengths, PaddingSide::Post, true).sum(Kind::Float).backward();
+        model
+            .forward_t(&post, &lengths, PaddingSide::Post, true)
+            .sum(Kind::Float)
+            .backward();
         assert!(vs.variables()["word_logits.weight"].grad().is_sparse());
         // A bag of embeddings has no table; checkpoints saved before the field have none.
-        let bag = ModelSpec { word_logits: true, ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false) };
+        let bag = ModelSpec {
+            word_logits: true,
+            ..spec(Architecture::BagOfEmbeddings, Pooling::Mean, false)
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         Classifier::new(&vs.root(), &bag).unwrap();
         assert!(!vs.variables().contains_key("word_logits.weight"));
         let mut json = serde_json::to_value(&wide_spec).unwrap();
         json.as_object_mut().unwrap().remove("word_logits");
-        assert!(!serde_json::from_value::<ModelSpec>(json).unwrap().word_logits);
+        assert!(
+            !serde_json::from_value::<ModelSpec>(json)
+                .unwrap()
+                .word_logits
+        );
         // A spec that claims the table beside weights without it (or the
         // reverse) is refused, naming the tensors on each side.
         let plain_weights = crate::Checkpoint::from_var_store(&plain_spec, &plain_vs);
-        let claims_table = crate::Checkpoint { spec: wide_spec.clone(), tensors: plain_weights.tensors };
+        let claims_table = crate::Checkpoint {
+            spec: wide_spec.clone(),
+            tensors: plain_weights.tensors,
+        };
         let err = claims_table.build(Device::Cpu).unwrap_err();
-        assert!(matches!(&err, ModelError::TensorNames { expected, .. } if expected.iter().any(|n| n == "word_logits.weight")), "{err}");
+        assert!(
+            matches!(&err, ModelError::TensorNames { expected, .. } if expected.iter().any(|n| n == "word_logits.weight")),
+            "{err}"
+        );
         let wide_weights = crate::Checkpoint::from_var_store(&wide_spec, &vs_wide);
-        let lacks_table = crate::Checkpoint { spec: plain_spec, tensors: wide_weights.tensors };
+        let lacks_table = crate::Checkpoint {
+            spec: plain_spec,
+            tensors: wide_weights.tensors,
+        };
         let err = lacks_table.build(Device::Cpu).unwrap_err();
-        assert!(matches!(&err, ModelError::TensorNames { found, .. } if found.iter().any(|n| n == "word_logits.weight")), "{err}");
+        assert!(
+            matches!(&err, ModelError::TensorNames { found, .. } if found.iter().any(|n| n == "word_logits.weight")),
+            "{err}"
+        );
     }
 
     #[test]
     fn moving_tokens_to_the_front_keeps_their_order_and_bounds_odd_lengths() {
-        let pre = Tensor::from_slice(&[0i64, 0, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8, 0, 0, 0, 9]).view([4, 4]);
+        let pre =
+            Tensor::from_slice(&[0i64, 0, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8, 0, 0, 0, 9]).view([4, 4]);
         // A length past the width (or below zero) is read as the whole row (or none).
         let lengths = Tensor::from_slice(&[2i64, 0, 9, -1]);
         let front = Vec::<i64>::try_from(&to_front(&pre, &lengths).view([-1])).unwrap();
         assert_eq!(front, vec![3, 4, 0, 0, 0, 0, 0, 0, 5, 6, 7, 8, 0, 0, 0, 9]);
         let empty = Tensor::zeros([2, 0], (Kind::Int64, Device::Cpu));
-        assert_eq!(to_front(&empty, &Tensor::from_slice(&[0i64, 0])).size(), vec![2, 0]);
+        assert_eq!(
+            to_front(&empty, &Tensor::from_slice(&[0i64, 0])).size(),
+            vec![2, 0]
+        );
     }
 
     #[test]
@@ -987,19 +1451,28 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
-        let old = ModelSpec { front_align: false, ..spec(Architecture::Lstm, Pooling::MeanMax, false) };
+        let old = ModelSpec {
+            front_align: false,
+            ..spec(Architecture::Lstm, Pooling::MeanMax, false)
+        };
         let json = serde_json::to_value(&old).unwrap();
         let mut without_field = json.as_object().unwrap().clone();
         without_field.remove("front_align");
         let read: ModelSpec = serde_json::from_value(without_field.into()).unwrap();
-        assert_eq!(read, old, "a spec saved without the field is not front-aligned");
+        assert_eq!(
+            read, old,
+            "a spec saved without the field is not front-aligned"
+        );
         let model = Classifier::new(&vs.root(), &old).unwrap();
         let post = Tensor::from_slice(&[3i64, 4, 0, 0]).view([1, 4]);
         let pre = Tensor::from_slice(&[0i64, 0, 3, 4]).view([1, 4]);
         let len = Tensor::from_slice(&[2i64]);
         let a = model.forward_t(&post, &len, PaddingSide::Post, false);
         let b = model.forward_t(&pre, &len, PaddingSide::Pre, false);
-        assert!(!a.allclose(&b, 1e-6, 1e-6, false), "the LSTM ran over the leading pads");
+        assert!(
+            !a.allclose(&b, 1e-6, 1e-6, false),
+            "the LSTM ran over the leading pads"
+        );
         assert_eq!(old.reads_as(PaddingSide::Pre), PaddingSide::Pre);
     }
 
@@ -1010,7 +1483,10 @@ mod tests {
         let ids = Tensor::randint_low(1, 50, [6, 9], (Kind::Int64, Device::Cpu));
         let lengths = Tensor::from_slice(&[9i64, 3, 5, 9, 1, 7]);
         for (architecture, prefix) in [(Architecture::Lstm, "lstm"), (Architecture::Gru, "gru")] {
-            let full = ModelSpec { hidden_dim: 32, ..spec(architecture, Pooling::MeanMax, true) };
+            let full = ModelSpec {
+                hidden_dim: 32,
+                ..spec(architecture, Pooling::MeanMax, true)
+            };
             let vs = nn::VarStore::new(Device::Cpu);
             let exact = Classifier::new(&vs.root(), &full).unwrap();
             // The same weights, computing in bfloat16.
@@ -1021,13 +1497,22 @@ mod tests {
             let b = mixed.forward_t(&ids, &lengths, PaddingSide::Post, false);
             assert_eq!(b.kind(), Kind::Float);
             let gap = (&a - &b).abs().max().double_value(&[]);
-            assert!(gap > 0.0 && gap < 0.05, "{prefix}: bfloat16 logits should be close to, not equal to, float32's: {gap}");
+            assert!(
+                gap > 0.0 && gap < 0.05,
+                "{prefix}: bfloat16 logits should be close to, not equal to, float32's: {gap}"
+            );
             // Gradients reach the float32 recurrent weights through the casts.
-            let loss = mixed.forward_t(&ids, &lengths, PaddingSide::Post, true).square().sum(Kind::Float);
+            let loss = mixed
+                .forward_t(&ids, &lengths, PaddingSide::Post, true)
+                .square()
+                .sum(Kind::Float);
             let w = &mixed_vs.variables()[&format!("{prefix}.weight_hh_l0")];
             let grad = Tensor::run_backward(&[loss], &[w], false, false).remove(0);
             assert_eq!((w.kind(), grad.kind()), (Kind::Float, Kind::Float));
-            assert!(grad.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{prefix}");
+            assert!(
+                grad.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                "{prefix}"
+            );
         }
     }
 
@@ -1036,7 +1521,11 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = Classifier::new(&vs.root(), &spec(Architecture::BagOfEmbeddings, Pooling::Mean, false)).unwrap();
+        let model = Classifier::new(
+            &vs.root(),
+            &spec(Architecture::BagOfEmbeddings, Pooling::Mean, false),
+        )
+        .unwrap();
         let padded = Tensor::from_slice(&[3i64, 4, 0, 0]).view([1, 4]);
         let tight = Tensor::from_slice(&[3i64, 4]).view([1, 2]);
         let len = Tensor::from_slice(&[2i64]);

@@ -72,7 +72,10 @@ pub struct CpuFacts {
 
 impl CpuFacts {
     pub fn of_this_machine() -> CpuFacts {
-        CpuFacts { avx512_bf16: cpu::has_avx512_bf16(), onednn_max_cpu_isa: cpu::onednn_max_cpu_isa() }
+        CpuFacts {
+            avx512_bf16: cpu::has_avx512_bf16(),
+            onednn_max_cpu_isa: cpu::onednn_max_cpu_isa(),
+        }
     }
 
     /// Whether oneDNN will run bfloat16 natively here: the CPU has it and
@@ -83,14 +86,25 @@ impl CpuFacts {
 
     /// A cap name oneDNN does not know is ignored, as oneDNN ignores it.
     fn isa_cap_allows_bf16(&self) -> bool {
-        self.onednn_max_cpu_isa.as_deref().and_then(IsaCap::parse).is_none_or(|cap| cap.avx512_bf16)
+        self.onednn_max_cpu_isa
+            .as_deref()
+            .and_then(IsaCap::parse)
+            .is_none_or(|cap| cap.avx512_bf16)
     }
 }
 
 /// Resolves `choice` for a model of `architecture` on `device` (`cpu`,
 /// `cuda:N`) given the machine's `facts`.
-pub fn resolve(choice: PrecisionChoice, architecture: Architecture, device: &str, facts: &CpuFacts) -> PrecisionDecision {
-    let decided = |precision, reason: &str| PrecisionDecision { precision, reason: reason.to_string() };
+pub fn resolve(
+    choice: PrecisionChoice,
+    architecture: Architecture,
+    device: &str,
+    facts: &CpuFacts,
+) -> PrecisionDecision {
+    let decided = |precision, reason: &str| PrecisionDecision {
+        precision,
+        reason: reason.to_string(),
+    };
     match choice {
         PrecisionChoice::Float32 => decided(Precision::Float32, "float32 as configured"),
         PrecisionChoice::Bfloat16 => decided(Precision::Bfloat16, "bfloat16 as configured"),
@@ -121,31 +135,62 @@ mod tests {
     use super::*;
 
     fn facts(avx512_bf16: bool, cap: Option<&str>) -> CpuFacts {
-        CpuFacts { avx512_bf16, onednn_max_cpu_isa: cap.map(str::to_string) }
+        CpuFacts {
+            avx512_bf16,
+            onednn_max_cpu_isa: cap.map(str::to_string),
+        }
     }
 
     #[test]
     fn auto_picks_bfloat16_only_where_onednn_runs_it_natively() {
-        let lstm = |f: &CpuFacts, device: &str| resolve(PrecisionChoice::Auto, Architecture::Lstm, device, f).precision;
+        let lstm = |f: &CpuFacts, device: &str| {
+            resolve(PrecisionChoice::Auto, Architecture::Lstm, device, f).precision
+        };
         assert_eq!(lstm(&facts(true, None), "cpu"), Precision::Bfloat16);
         assert_eq!(lstm(&facts(true, Some("all")), "cpu"), Precision::Bfloat16);
-        assert_eq!(lstm(&facts(true, Some("AVX512_CORE_AMX")), "cpu"), Precision::Bfloat16);
+        assert_eq!(
+            lstm(&facts(true, Some("AVX512_CORE_AMX")), "cpu"),
+            Precision::Bfloat16
+        );
         // An AVX2 CPU, or an AVX-512 BF16 CPU capped the way a user reproduces one.
         assert_eq!(lstm(&facts(false, None), "cpu"), Precision::Float32);
         assert_eq!(lstm(&facts(true, Some("AVX2")), "cpu"), Precision::Float32);
-        assert_eq!(lstm(&facts(true, Some("avx512_core")), "cpu"), Precision::Float32);
+        assert_eq!(
+            lstm(&facts(true, Some("avx512_core")), "cpu"),
+            Precision::Float32
+        );
         assert_eq!(lstm(&facts(true, None), "cuda:0"), Precision::Float32);
-        let gru = resolve(PrecisionChoice::Auto, Architecture::Gru, "cpu", &facts(true, None));
+        let gru = resolve(
+            PrecisionChoice::Auto,
+            Architecture::Gru,
+            "cpu",
+            &facts(true, None),
+        );
         assert_eq!(gru.precision, Precision::Float32);
-        let capped = resolve(PrecisionChoice::Auto, Architecture::Lstm, "cpu", &facts(true, Some("AVX2")));
-        assert!(capped.reason.contains("ONEDNN_MAX_CPU_ISA=AVX2"), "{}", capped.reason);
+        let capped = resolve(
+            PrecisionChoice::Auto,
+            Architecture::Lstm,
+            "cpu",
+            &facts(true, Some("AVX2")),
+        );
+        assert!(
+            capped.reason.contains("ONEDNN_MAX_CPU_ISA=AVX2"),
+            "{}",
+            capped.reason
+        );
     }
 
     #[test]
     fn an_explicit_choice_is_kept_on_any_machine() {
         for f in [facts(false, None), facts(true, Some("AVX2"))] {
-            assert_eq!(resolve(PrecisionChoice::Bfloat16, Architecture::Lstm, "cpu", &f).precision, Precision::Bfloat16);
-            assert_eq!(resolve(PrecisionChoice::Float32, Architecture::Lstm, "cpu", &f).precision, Precision::Float32);
+            assert_eq!(
+                resolve(PrecisionChoice::Bfloat16, Architecture::Lstm, "cpu", &f).precision,
+                Precision::Bfloat16
+            );
+            assert_eq!(
+                resolve(PrecisionChoice::Float32, Architecture::Lstm, "cpu", &f).precision,
+                Precision::Float32
+            );
         }
     }
 
@@ -155,9 +200,23 @@ mod tests {
     fn auto_on_this_machine_follows_its_flags() {
         let here = CpuFacts::of_this_machine();
         let decision = resolve(PrecisionChoice::Auto, Architecture::Lstm, "cpu", &here);
-        let expected = if here.native_bfloat16() { Precision::Bfloat16 } else { Precision::Float32 };
-        assert_eq!(decision.precision, expected, "{here:?}: {}", decision.reason);
-        let capped = CpuFacts { onednn_max_cpu_isa: Some("AVX2".into()), ..here };
-        assert_eq!(resolve(PrecisionChoice::Auto, Architecture::Lstm, "cpu", &capped).precision, Precision::Float32);
+        let expected = if here.native_bfloat16() {
+            Precision::Bfloat16
+        } else {
+            Precision::Float32
+        };
+        assert_eq!(
+            decision.precision, expected,
+            "{here:?}: {}",
+            decision.reason
+        );
+        let capped = CpuFacts {
+            onednn_max_cpu_isa: Some("AVX2".into()),
+            ..here
+        };
+        assert_eq!(
+            resolve(PrecisionChoice::Auto, Architecture::Lstm, "cpu", &capped).precision,
+            Precision::Float32
+        );
     }
 }

@@ -19,15 +19,24 @@ fn logits_match_pytorch_for_the_same_weights() {
     // Building a model draws its initial weights from torch's generator.
     let _torch = torch_global_lock();
     let checkpoint = Checkpoint::read(&fixture()).unwrap();
-    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).unwrap()).unwrap();
     let ids: Vec<Vec<i64>> = serde_json::from_value(expected["ids"].clone()).unwrap();
     let lengths: Vec<i64> = serde_json::from_value(expected["lengths"].clone()).unwrap();
     let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
     let flat: Vec<i64> = ids.iter().flatten().copied().collect();
     let ids = Tensor::from_slice(&flat).view([lengths.len() as i64, -1]);
     let (_vs, model) = checkpoint.build(Device::Cpu).unwrap();
-    let got = tch::no_grad(|| model.forward_t(&ids, &Tensor::from_slice(&lengths), PaddingSide::Post, false));
-    let want = Tensor::from_slice(&want.iter().flatten().copied().collect::<Vec<f32>>()).view([lengths.len() as i64, -1]);
+    let got = tch::no_grad(|| {
+        model.forward_t(
+            &ids,
+            &Tensor::from_slice(&lengths),
+            PaddingSide::Post,
+            false,
+        )
+    });
+    let want = Tensor::from_slice(&want.iter().flatten().copied().collect::<Vec<f32>>())
+        .view([lengths.len() as i64, -1]);
     let diff = (&got - &want).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "max |pipe - pytorch| = {diff}");
     assert_eq!(got.kind(), Kind::Float);
@@ -42,7 +51,18 @@ fn checkpoints_round_trip_with_pytorch_names() {
     let back = Checkpoint::load(dir.path()).unwrap();
     assert_eq!(back.spec, checkpoint.spec);
     let names: Vec<&str> = back.tensors.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["embedding.weight", "fc.bias", "fc.weight", "lstm.bias_hh_l0", "lstm.bias_ih_l0", "lstm.weight_hh_l0", "lstm.weight_ih_l0"]);
+    assert_eq!(
+        names,
+        [
+            "embedding.weight",
+            "fc.bias",
+            "fc.weight",
+            "lstm.bias_hh_l0",
+            "lstm.bias_ih_l0",
+            "lstm.weight_hh_l0",
+            "lstm.weight_ih_l0"
+        ]
+    );
     for ((_, a), (_, b)) in back.tensors.iter().zip(&checkpoint.tensors) {
         assert!(a.equal(b));
     }
@@ -60,5 +80,8 @@ fn a_mismatched_checkpoint_is_refused_with_names() {
     let mut checkpoint = Checkpoint::read(&fixture()).unwrap();
     checkpoint.spec.hidden_dim = 32;
     let err = checkpoint.build(Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("has shape [7, 64] in the checkpoint, [7, 32] in the model"), "{err}");
+    assert!(
+        err.contains("has shape [7, 64] in the checkpoint, [7, 32] in the model"),
+        "{err}"
+    );
 }

@@ -23,7 +23,8 @@ const JOBLIB_ALIGNMENT: usize = 16;
 pub fn write_npy(path: &Path, array: &IntArray) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(array.0.len() * 8 + 128);
     let standard = array.0.as_standard_layout();
-    ndarray_npy::WriteNpyExt::write_npy(&standard.view(), &mut bytes).map_err(std::io::Error::other)?;
+    ndarray_npy::WriteNpyExt::write_npy(&standard.view(), &mut bytes)
+        .map_err(std::io::Error::other)?;
     atomic_write(path, &bytes)
 }
 
@@ -65,7 +66,12 @@ pub fn label_encoder_pickle(labels: &LabelSet) -> Vec<u8> {
     match labels {
         LabelSet::Strings(names) => {
             // numpy's `<U{n}` stores n UCS-4 code points per item, zero-filled.
-            let width = names.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
+            let width = names
+                .iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(1);
             let mut data = Vec::with_capacity(names.len() * width * 4);
             for name in names {
                 let mut n = 0;
@@ -75,7 +81,14 @@ pub fn label_encoder_pickle(labels: &LabelSet) -> Vec<u8> {
                 }
                 data.resize(data.len() + (width - n) * 4, 0);
             }
-            p.joblib_array(names.len(), &format!("U{width}"), (width * 4) as i64, 4, 8, &data);
+            p.joblib_array(
+                names.len(),
+                &format!("U{width}"),
+                (width * 4) as i64,
+                4,
+                8,
+                &data,
+            );
         }
         LabelSet::Integers(values) => {
             let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -156,7 +169,15 @@ impl Pickler {
     /// A 1-d array the way joblib stores it: a `NumpyArrayWrapper` whose BUILD
     /// is followed by a padding-length byte, 0xFF padding to a 16-byte
     /// boundary, then the raw little-endian data.
-    fn joblib_array(&mut self, len: usize, dtype: &str, elsize: i64, alignment: i64, flags: i64, data: &[u8]) {
+    fn joblib_array(
+        &mut self,
+        len: usize,
+        dtype: &str,
+        elsize: i64,
+        alignment: i64,
+        flags: i64,
+        data: &[u8],
+    ) {
         self.global("joblib.numpy_pickle", "NumpyArrayWrapper");
         self.op(EMPTY_TUPLE);
         self.op(NEWOBJ);

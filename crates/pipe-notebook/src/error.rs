@@ -13,8 +13,18 @@ pub struct LoadError {
 }
 
 impl LoadError {
-    pub fn new(path: &Path, offset: Option<u64>, problem: impl Into<String>, hint: impl Into<String>) -> Self {
-        LoadError { path: path.to_path_buf(), offset, problem: problem.into(), hint: hint.into() }
+    pub fn new(
+        path: &Path,
+        offset: Option<u64>,
+        problem: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        LoadError {
+            path: path.to_path_buf(),
+            offset,
+            problem: problem.into(),
+            hint: hint.into(),
+        }
     }
 }
 

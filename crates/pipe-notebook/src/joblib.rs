@@ -75,7 +75,9 @@ pub fn sniff(bytes: &[u8]) -> Container {
 /// Reads a joblib (or plain pickle) file into a value, refusing anything not
 /// on the allowlist. `path` is only used in errors.
 pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadError> {
-    let err = |offset: Option<u64>, problem: String, hint: &str| LoadError::new(path, offset, problem, hint);
+    let err = |offset: Option<u64>, problem: String, hint: &str| {
+        LoadError::new(path, offset, problem, hint)
+    };
     let decompressed;
     let data: &[u8] = match sniff(bytes) {
         Container::Pickle => bytes,
@@ -87,13 +89,20 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
                 Box::new(flate2::read::GzDecoder::new(bytes).take(MAX_DECOMPRESSED + 1))
             };
             let mut limited = limited;
-            limited
-                .read_to_end(&mut out)
-                .map_err(|e| err(None, format!("the compressed stream is corrupt or truncated: {e}"), "re-create the file with joblib.dump"))?;
+            limited.read_to_end(&mut out).map_err(|e| {
+                err(
+                    None,
+                    format!("the compressed stream is corrupt or truncated: {e}"),
+                    "re-create the file with joblib.dump",
+                )
+            })?;
             if out.len() as u64 > MAX_DECOMPRESSED {
                 return Err(err(
                     None,
-                    format!("decompresses to more than {} MiB, the limit for a pickle", MAX_DECOMPRESSED >> 20),
+                    format!(
+                        "decompresses to more than {} MiB, the limit for a pickle",
+                        MAX_DECOMPRESSED >> 20
+                    ),
                     "refusing a likely decompression bomb",
                 ));
             }
@@ -115,7 +124,13 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
                 "load it with that joblib and re-save with a current joblib",
             ))
         }
-        Container::Npy => return Err(err(Some(0), "this is a .npy file, not a pickle".into(), "list it among the .npy inputs instead")),
+        Container::Npy => {
+            return Err(err(
+                Some(0),
+                "this is a .npy file, not a pickle".into(),
+                "list it among the .npy inputs instead",
+            ))
+        }
         Container::Zip => {
             return Err(err(
                 Some(0),
@@ -123,21 +138,34 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
                 "save each array with np.save, or the object with joblib.dump",
             ))
         }
-        Container::Empty => return Err(err(Some(0), "the file is empty".into(), "re-create it with joblib.dump")),
+        Container::Empty => {
+            return Err(err(
+                Some(0),
+                "the file is empty".into(),
+                "re-create it with joblib.dump",
+            ))
+        }
         Container::Unknown => {
             return Err(err(
                 Some(0),
-                format!("not a pickle: starts with byte 0x{:02x}, a pickle starts with 0x80", bytes[0]),
+                format!(
+                    "not a pickle: starts with byte 0x{:02x}, a pickle starts with 0x80",
+                    bytes[0]
+                ),
                 "expected a file written by joblib.dump or pickle.dump (protocol 2 or later)",
             ))
         }
     };
     let mut stream = Stream::new(data);
-    let value = pickle::load(&mut stream, allowed, &mut JoblibHooks).map_err(|e| from_pickle(path, e))?;
+    let value =
+        pickle::load(&mut stream, allowed, &mut JoblibHooks).map_err(|e| from_pickle(path, e))?;
     if stream.remaining() > 0 {
         return Err(err(
             Some(stream.pos() as u64),
-            format!("{} trailing bytes after the pickle's STOP", stream.remaining()),
+            format!(
+                "{} trailing bytes after the pickle's STOP",
+                stream.remaining()
+            ),
             "the file holds more than one object or is corrupt",
         ));
     }
@@ -146,10 +174,14 @@ pub fn load_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<Value, LoadErr
 
 pub(crate) fn from_pickle(path: &std::path::Path, e: PickleError) -> LoadError {
     let hint = match e.kind {
-        PickleErrorKind::Truncated { .. } | PickleErrorKind::NoStop | PickleErrorKind::TooLarge { .. } => {
+        PickleErrorKind::Truncated { .. }
+        | PickleErrorKind::NoStop
+        | PickleErrorKind::TooLarge { .. } => {
             "the file is truncated or corrupt; re-create it with joblib.dump"
         }
-        PickleErrorKind::ForbiddenGlobal { .. } => "pipe never runs code from a pickle; save plain data (dict, LabelEncoder, arrays)",
+        PickleErrorKind::ForbiddenGlobal { .. } => {
+            "pipe never runs code from a pickle; save plain data (dict, LabelEncoder, arrays)"
+        }
         _ => "",
     };
     LoadError::new(path, Some(e.offset as u64), e.kind.to_string(), hint)
@@ -159,7 +191,11 @@ pub(crate) fn from_pickle(path: &std::path::Path, e: PickleError) -> LoadError {
 struct JoblibHooks;
 
 impl pickle::Hooks for JoblibHooks {
-    fn after_build(&mut self, object: &Object, stream: &mut Stream<'_>) -> Result<Option<Value>, PickleError> {
+    fn after_build(
+        &mut self,
+        object: &Object,
+        stream: &mut Stream<'_>,
+    ) -> Result<Option<Value>, PickleError> {
         if !object.is("joblib.numpy_pickle", "NumpyArrayWrapper") {
             return Ok(None);
         }
@@ -168,24 +204,46 @@ impl pickle::Hooks for JoblibHooks {
         let Some(Value::Dict(state)) = &object.state else {
             return Err(bad(stream, "NumpyArrayWrapper without a state dict".into()));
         };
-        let field = |name: &str| state.borrow().iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v.clone());
-        let dtype = dtype_from_value(&field("dtype").ok_or_else(|| bad(stream, "NumpyArrayWrapper without dtype".into()))?)
-            .map_err(|e| bad_array(stream, e))?;
+        let field = |name: &str| {
+            state
+                .borrow()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v.clone())
+        };
+        let dtype = dtype_from_value(
+            &field("dtype").ok_or_else(|| bad(stream, "NumpyArrayWrapper without dtype".into()))?,
+        )
+        .map_err(|e| bad_array(stream, e))?;
         let shape: Vec<usize> = field("shape")
             .and_then(|s| s.as_seq())
             .ok_or_else(|| bad(stream, "NumpyArrayWrapper without shape".into()))?
             .iter()
             .map(|d| d.as_int().filter(|&x| x >= 0).map(|x| x as usize))
             .collect::<Option<_>>()
-            .ok_or_else(|| bad(stream, "NumpyArrayWrapper shape is not a tuple of ints".into()))?;
-        let fortran = field("order").and_then(|o| o.as_str().map(|s| s == "F")).unwrap_or(false);
+            .ok_or_else(|| {
+                bad(
+                    stream,
+                    "NumpyArrayWrapper shape is not a tuple of ints".into(),
+                )
+            })?;
+        let fortran = field("order")
+            .and_then(|o| o.as_str().map(|s| s == "F"))
+            .unwrap_or(false);
 
         if dtype == DType::Object {
             // A complete pickle of the array follows, with its own memo and STOP.
             let inner = pickle::load(stream, allowed, &mut pickle::NoHooks)?;
-            let array = crate::numpy::array_from_value(&inner).map_err(|m| bad(stream, format!("nested object array: {m}")))?;
+            let array = crate::numpy::array_from_value(&inner)
+                .map_err(|m| bad(stream, format!("nested object array: {m}")))?;
             if array.shape != shape {
-                return Err(bad(stream, format!("nested array has shape {:?}, the wrapper says {shape:?}", array.shape)));
+                return Err(bad(
+                    stream,
+                    format!(
+                        "nested array has shape {:?}, the wrapper says {shape:?}",
+                        array.shape
+                    ),
+                ));
             }
             return Ok(Some(Value::Ext(Rc::new(array))));
         }
@@ -195,18 +253,26 @@ impl pickle::Hooks for JoblibHooks {
             if !(1..=16).contains(&padding) {
                 return Err(PickleError {
                     offset: start,
-                    kind: PickleErrorKind::Malformed(format!("alignment padding length {padding}, expected 1 to 16")),
+                    kind: PickleErrorKind::Malformed(format!(
+                        "alignment padding length {padding}, expected 1 to 16"
+                    )),
                 });
             }
             let pad = stream.take(padding, "the array's alignment padding")?;
             if pad.iter().any(|&b| b != 0xff) {
-                return Err(PickleError { offset: start + 1, kind: PickleErrorKind::Malformed("alignment padding bytes are not 0xFF".into()) });
+                return Err(PickleError {
+                    offset: start + 1,
+                    kind: PickleErrorKind::Malformed("alignment padding bytes are not 0xFF".into()),
+                });
             }
         }
         let count = element_count(&shape).map_err(|e| bad_array(stream, e))?;
-        let len = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| bad_array(stream, ArrayError::ShapeOverflows(shape.clone())))?;
+        let len = (count as u64)
+            .checked_mul(dtype.itemsize() as u64)
+            .ok_or_else(|| bad_array(stream, ArrayError::ShapeOverflows(shape.clone())))?;
         let raw = stream.sized(len, "the array's raw data")?;
-        let array = NdArray::from_raw(dtype, shape, fortran, raw).map_err(|e| bad_array(stream, e))?;
+        let array =
+            NdArray::from_raw(dtype, shape, fortran, raw).map_err(|e| bad_array(stream, e))?;
         Ok(Some(Value::Ext(Rc::new(array))))
     }
 }

@@ -45,19 +45,35 @@ pub fn read_npy(path: &Path) -> Result<IntArray, LoadError> {
     let bytes = read_file(path)?;
     let array = npy::parse(path, &bytes)?;
     let (shape, values) = npy::int_array(path, array)?;
-    Ok(IntArray(ArrayD::from_shape_vec(IxDyn(&shape), values).expect("length checked against shape")))
+    Ok(IntArray(
+        ArrayD::from_shape_vec(IxDyn(&shape), values).expect("length checked against shape"),
+    ))
 }
 
 /// A `joblib.dump`ed dict of token → id.
 pub fn read_vocabulary(path: &Path) -> Result<Vocabulary, LoadError> {
     let value = joblib::load_bytes(path, &read_file(path)?)?;
-    sklearn::vocabulary(&value).map_err(|e| LoadError::new(path, None, e.to_string(), "expected joblib.dump of a dict mapping each token to its id"))
+    sklearn::vocabulary(&value).map_err(|e| {
+        LoadError::new(
+            path,
+            None,
+            e.to_string(),
+            "expected joblib.dump of a dict mapping each token to its id",
+        )
+    })
 }
 
 /// A `joblib.dump`ed fitted `LabelEncoder`'s classes.
 pub fn read_label_encoder(path: &Path) -> Result<LabelSet, LoadError> {
     let value = joblib::load_bytes(path, &read_file(path)?)?;
-    sklearn::label_encoder(&value).map_err(|e| LoadError::new(path, None, e.to_string(), "expected joblib.dump of a fitted sklearn LabelEncoder"))
+    sklearn::label_encoder(&value).map_err(|e| {
+        LoadError::new(
+            path,
+            None,
+            e.to_string(),
+            "expected joblib.dump of a fitted sklearn LabelEncoder",
+        )
+    })
 }
 
 /// The `id_field` of a JSON array of records, as a one-column table.
@@ -69,19 +85,50 @@ pub fn read_records(path: &Path, id_field: &str) -> Result<Table, LoadError> {
 pub fn read_record_columns(path: &Path, fields: &[&str]) -> Result<Table, LoadError> {
     let bytes = read_file(path)?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        LoadError::new(path, None, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()), "expected a JSON array of records")
+        LoadError::new(
+            path,
+            None,
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+            "expected a JSON array of records",
+        )
     })?;
     let serde_json::Value::Array(records) = value else {
-        return Err(LoadError::new(path, None, "not a JSON array", "expected a JSON array of records, as pandas' to_json(orient='records') writes"));
+        return Err(LoadError::new(
+            path,
+            None,
+            "not a JSON array",
+            "expected a JSON array of records, as pandas' to_json(orient='records') writes",
+        ));
     };
-    let mut columns: Vec<Column> = fields.iter().map(|f| Column { name: f.to_string(), values: Vec::with_capacity(records.len()) }).collect();
+    let mut columns: Vec<Column> = fields
+        .iter()
+        .map(|f| Column {
+            name: f.to_string(),
+            values: Vec::with_capacity(records.len()),
+        })
+        .collect();
     for (i, record) in records.into_iter().enumerate() {
         let serde_json::Value::Object(mut map) = record else {
-            return Err(LoadError::new(path, None, format!("record {i} is not an object"), "expected a JSON array of records"));
+            return Err(LoadError::new(
+                path,
+                None,
+                format!("record {i} is not an object"),
+                "expected a JSON array of records",
+            ));
         };
         for column in &mut columns {
-            let value =
-                map.remove(&column.name).ok_or_else(|| LoadError::new(path, None, format!("record {i} has no `{}` field", column.name), ""))?;
+            let value = map.remove(&column.name).ok_or_else(|| {
+                LoadError::new(
+                    path,
+                    None,
+                    format!("record {i} has no `{}` field", column.name),
+                    "",
+                )
+            })?;
             column.values.push(value);
         }
     }
@@ -115,7 +162,17 @@ impl Default for ArtifactFiles {
 
 impl ArtifactFiles {
     pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
-        [&self.x_train, &self.y_train, &self.x_test, &self.vocab, &self.label_encoder, &self.test_records].iter().map(|f| dir.join(f)).collect()
+        [
+            &self.x_train,
+            &self.y_train,
+            &self.x_test,
+            &self.vocab,
+            &self.label_encoder,
+            &self.test_records,
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect()
     }
 }
 
@@ -131,7 +188,11 @@ pub struct NotebookFiles {
 }
 
 impl NotebookFiles {
-    pub fn load(dir: &Path, files: &ArtifactFiles, id_field: &str) -> Result<NotebookFiles, LoadError> {
+    pub fn load(
+        dir: &Path,
+        files: &ArtifactFiles,
+        id_field: &str,
+    ) -> Result<NotebookFiles, LoadError> {
         let path = |f: &String| dir.join(f);
         let x_train = read_npy(&path(&files.x_train))?;
         let y_train = read_npy(&path(&files.y_train))?;
@@ -143,12 +204,25 @@ impl NotebookFiles {
         let fail = |f: &String, m: String| LoadError::new(&path(f), None, m, "");
         for (f, x) in [(&files.x_train, &x_train), (&files.x_test, &x_test)] {
             if x.shape().len() != 2 {
-                return Err(fail(f, format!("shape {:?}: expected a 2-D matrix [rows, max_len]", x.shape())));
+                return Err(fail(
+                    f,
+                    format!(
+                        "shape {:?}: expected a 2-D matrix [rows, max_len]",
+                        x.shape()
+                    ),
+                ));
             }
             if x.shape()[0] == 0 || x.shape()[1] == 0 {
-                return Err(fail(f, format!("shape {:?}: the matrix is empty", x.shape())));
+                return Err(fail(
+                    f,
+                    format!("shape {:?}: the matrix is empty", x.shape()),
+                ));
             }
-            if let Some((pos, &bad)) = x.0.iter().enumerate().find(|(_, &t)| t < 0 || t as usize >= vocab.len()) {
+            if let Some((pos, &bad)) =
+                x.0.iter()
+                    .enumerate()
+                    .find(|(_, &t)| t < 0 || t as usize >= vocab.len())
+            {
                 let (row, col) = (pos / x.shape()[1], pos % x.shape()[1]);
                 return Err(fail(
                     f,
@@ -157,15 +231,35 @@ impl NotebookFiles {
             }
         }
         if y_train.shape().len() != 1 {
-            return Err(fail(&files.y_train, format!("shape {:?}: expected a 1-D label vector", y_train.shape())));
-        }
-        if y_train.shape()[0] != x_train.shape()[0] {
-            return Err(fail(&files.y_train, format!("{} labels for {} rows of {}", y_train.shape()[0], x_train.shape()[0], files.x_train)));
-        }
-        if let Some((i, &bad)) = y_train.0.iter().enumerate().find(|(_, &y)| y < 0 || y as usize >= labels.len()) {
             return Err(fail(
                 &files.y_train,
-                format!("label {bad} at index {i} is outside classes_ (0..{}, from {})", labels.len(), files.label_encoder),
+                format!("shape {:?}: expected a 1-D label vector", y_train.shape()),
+            ));
+        }
+        if y_train.shape()[0] != x_train.shape()[0] {
+            return Err(fail(
+                &files.y_train,
+                format!(
+                    "{} labels for {} rows of {}",
+                    y_train.shape()[0],
+                    x_train.shape()[0],
+                    files.x_train
+                ),
+            ));
+        }
+        if let Some((i, &bad)) = y_train
+            .0
+            .iter()
+            .enumerate()
+            .find(|(_, &y)| y < 0 || y as usize >= labels.len())
+        {
+            return Err(fail(
+                &files.y_train,
+                format!(
+                    "label {bad} at index {i} is outside classes_ (0..{}, from {})",
+                    labels.len(),
+                    files.label_encoder
+                ),
             ));
         }
         if x_train.shape()[1] != x_test.shape()[1] {
@@ -180,8 +274,23 @@ impl NotebookFiles {
             ));
         }
         if test_ids.rows() != x_test.shape()[0] {
-            return Err(fail(&files.test_records, format!("{} records for {} rows of {}", test_ids.rows(), x_test.shape()[0], files.x_test)));
+            return Err(fail(
+                &files.test_records,
+                format!(
+                    "{} records for {} rows of {}",
+                    test_ids.rows(),
+                    x_test.shape()[0],
+                    files.x_test
+                ),
+            ));
         }
-        Ok(NotebookFiles { x_train, y_train, x_test, vocab, labels, test_ids })
+        Ok(NotebookFiles {
+            x_train,
+            y_train,
+            x_test,
+            vocab,
+            labels,
+            test_ids,
+        })
     }
 }

@@ -13,31 +13,79 @@ use crate::numpy::{DType, Elements, NdArray};
 
 /// Parses a whole `.npy` file.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
-    let err = |offset: u64, problem: String, hint: &str| LoadError::new(path, Some(offset), problem, hint);
+    let err = |offset: u64, problem: String, hint: &str| {
+        LoadError::new(path, Some(offset), problem, hint)
+    };
     match sniff(bytes) {
         Container::Npy => {}
-        Container::Empty => return Err(err(0, "the file is empty".into(), "re-create it with np.save")),
-        Container::Pickle => return Err(err(0, "this is a pickle, not a .npy file".into(), "arrays must be saved with np.save")),
-        Container::Zip => return Err(err(0, "this is a zip archive (an .npz?), not a .npy file".into(), "save each array with np.save")),
-        _ => return Err(err(0, "not a .npy file: the magic string \\x93NUMPY is missing".into(), "save the array with np.save")),
+        Container::Empty => {
+            return Err(err(
+                0,
+                "the file is empty".into(),
+                "re-create it with np.save",
+            ))
+        }
+        Container::Pickle => {
+            return Err(err(
+                0,
+                "this is a pickle, not a .npy file".into(),
+                "arrays must be saved with np.save",
+            ))
+        }
+        Container::Zip => {
+            return Err(err(
+                0,
+                "this is a zip archive (an .npz?), not a .npy file".into(),
+                "save each array with np.save",
+            ))
+        }
+        _ => {
+            return Err(err(
+                0,
+                "not a .npy file: the magic string \\x93NUMPY is missing".into(),
+                "save the array with np.save",
+            ))
+        }
     }
     // ndarray-npy allocates whatever header length the file claims before
     // reading it (a 42-byte file could ask for 4 GB): check it here first.
     let (len_at, len_size) = match bytes.get(6) {
         Some(1) => (8usize, 2usize),
         Some(2 | 3) => (8, 4),
-        Some(v) => return Err(err(6, format!(".npy format version {v} is not supported (1 to 3 are)"), "")),
-        None => return Err(err(bytes.len() as u64, "truncated in the magic string".into(), "re-create it with np.save")),
+        Some(v) => {
+            return Err(err(
+                6,
+                format!(".npy format version {v} is not supported (1 to 3 are)"),
+                "",
+            ))
+        }
+        None => {
+            return Err(err(
+                bytes.len() as u64,
+                "truncated in the magic string".into(),
+                "re-create it with np.save",
+            ))
+        }
     };
     let Some(len_bytes) = bytes.get(len_at..len_at + len_size) else {
-        return Err(err(bytes.len() as u64, "truncated before the header length".into(), "re-create it with np.save"));
+        return Err(err(
+            bytes.len() as u64,
+            "truncated before the header length".into(),
+            "re-create it with np.save",
+        ));
     };
-    let header_len = len_bytes.iter().rev().fold(0u64, |acc, &b| (acc << 8) | b as u64);
+    let header_len = len_bytes
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &b| (acc << 8) | b as u64);
     let header_end = (len_at + len_size) as u64 + header_len;
     if header_end > bytes.len() as u64 {
         return Err(err(
             len_at as u64,
-            format!("the header claims {header_len} bytes but the file has {} in all", bytes.len()),
+            format!(
+                "the header claims {header_len} bytes but the file has {} in all",
+                bytes.len()
+            ),
             "the file is truncated or corrupt",
         ));
     }
@@ -46,41 +94,81 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NdArray, LoadError> {
     // nests four levels at most (dict, structured dtype list, field tuple,
     // subarray shape); refuse anything deeper or unbalanced before it.
     let header_start = len_at + len_size;
-    check_header_nesting(&bytes[header_start..header_end as usize])
-        .map_err(|e| err(header_start as u64, e.to_string(), "the file was not written by numpy"))?;
+    check_header_nesting(&bytes[header_start..header_end as usize]).map_err(|e| {
+        err(
+            header_start as u64,
+            e.to_string(),
+            "the file was not written by numpy",
+        )
+    })?;
     let mut cursor = Cursor::new(bytes);
-    let header = Header::from_reader(&mut cursor)
-        .map_err(|e| err(6, format!("unreadable .npy header: {e}"), "the file is truncated or not written by numpy"))?;
+    let header = Header::from_reader(&mut cursor).map_err(|e| {
+        err(
+            6,
+            format!("unreadable .npy header: {e}"),
+            "the file is truncated or not written by numpy",
+        )
+    })?;
     let data_start = cursor.position();
     let descr = match &header.type_descriptor {
         py_literal::Value::String(s) => s.clone(),
-        other => return Err(err(8, format!("structured dtype {other} is not supported"), "save a plain integer array")),
+        other => {
+            return Err(err(
+                8,
+                format!("structured dtype {other} is not supported"),
+                "save a plain integer array",
+            ))
+        }
     };
     let dtype = DType::parse(&descr).map_err(|e| err(8, e.to_string(), ""))?;
     if dtype == DType::Object {
-        return Err(err(8, "object arrays in .npy files hold pickles; pipe does not load them".into(), "save an integer array"));
+        return Err(err(
+            8,
+            "object arrays in .npy files hold pickles; pipe does not load them".into(),
+            "save an integer array",
+        ));
     }
     // Token ids and labels are integers: refuse any other dtype before its
     // data is decoded (a zero-width `<U0` array of four billion elements
     // has no data to check its size against).
     if !matches!(dtype, DType::Int { .. } | DType::Bool) {
-        return Err(err(8, format!("dtype {} is not an integer array", dtype.describe()), "token ids and labels must be saved as int32 or int64"));
+        return Err(err(
+            8,
+            format!("dtype {} is not an integer array", dtype.describe()),
+            "token ids and labels must be saved as int32 or int64",
+        ));
     }
-    let count = crate::numpy::element_count(&header.shape).map_err(|e| err(8, e.to_string(), ""))?;
-    let need = (count as u64).checked_mul(dtype.itemsize() as u64).ok_or_else(|| err(8, "array size overflows".into(), ""))?;
+    let count =
+        crate::numpy::element_count(&header.shape).map_err(|e| err(8, e.to_string(), ""))?;
+    let need = (count as u64)
+        .checked_mul(dtype.itemsize() as u64)
+        .ok_or_else(|| err(8, "array size overflows".into(), ""))?;
     let have = bytes.len() as u64 - data_start;
     if have < need {
         return Err(err(
             bytes.len() as u64,
-            format!("truncated: shape {:?} of {} needs {need} data bytes, the file has {have}", header.shape, dtype.describe()),
+            format!(
+                "truncated: shape {:?} of {} needs {need} data bytes, the file has {have}",
+                header.shape,
+                dtype.describe()
+            ),
             "re-create it with np.save",
         ));
     }
     if have > need {
-        return Err(err(data_start + need, format!("{} trailing bytes after the array data", have - need), "the file is corrupt"));
+        return Err(err(
+            data_start + need,
+            format!("{} trailing bytes after the array data", have - need),
+            "the file is corrupt",
+        ));
     }
-    NdArray::from_raw(dtype, header.shape.clone(), header.layout.is_fortran(), &bytes[data_start as usize..])
-        .map_err(|e| err(data_start, e.to_string(), ""))
+    NdArray::from_raw(
+        dtype,
+        header.shape.clone(),
+        header.layout.is_fortran(),
+        &bytes[data_start as usize..],
+    )
+    .map_err(|e| err(data_start, e.to_string(), ""))
 }
 
 /// The deepest a `.npy` header's brackets go: the dict, a structured
@@ -148,7 +236,10 @@ pub fn int_array(path: &Path, array: NdArray) -> Result<(Vec<usize>, Vec<i64>), 
         _ => Err(LoadError::new(
             path,
             None,
-            format!("dtype is {}, an integer array was expected", array.dtype.describe()),
+            format!(
+                "dtype is {}, an integer array was expected",
+                array.dtype.describe()
+            ),
             "token ids and labels must be saved as int32 or int64",
         )),
     }
@@ -164,10 +255,26 @@ mod tests {
         assert_eq!(check_header_nesting(plain), Ok(()));
         let structured = b"{'descr': [('a', '<i4', (2, 3)), ('b', '|S3')], 'fortran_order': False, 'shape': (2,), }";
         assert_eq!(check_header_nesting(structured), Ok(()));
-        assert_eq!(check_header_nesting(b"{'descr': '({[', 'shape': (1,)}"), Ok(()), "brackets in strings do not count");
-        assert_eq!(check_header_nesting(b"{'a': ((((1,),),),)}"), Err(HeaderError::TooDeep));
-        assert_eq!(check_header_nesting(b"{'a': (1,]}"), Err(HeaderError::Unmatched(']')));
-        assert_eq!(check_header_nesting(b"{'a': (1,"), Err(HeaderError::Unclosed));
-        assert_eq!(check_header_nesting(b"{'a': 'b}"), Err(HeaderError::Unclosed));
+        assert_eq!(
+            check_header_nesting(b"{'descr': '({[', 'shape': (1,)}"),
+            Ok(()),
+            "brackets in strings do not count"
+        );
+        assert_eq!(
+            check_header_nesting(b"{'a': ((((1,),),),)}"),
+            Err(HeaderError::TooDeep)
+        );
+        assert_eq!(
+            check_header_nesting(b"{'a': (1,]}"),
+            Err(HeaderError::Unmatched(']'))
+        );
+        assert_eq!(
+            check_header_nesting(b"{'a': (1,"),
+            Err(HeaderError::Unclosed)
+        );
+        assert_eq!(
+            check_header_nesting(b"{'a': 'b}"),
+            Err(HeaderError::Unclosed)
+        );
     }
 }

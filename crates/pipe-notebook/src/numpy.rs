@@ -11,9 +11,18 @@ pub enum ArrayError {
     #[error("shape {0:?} overflows")]
     ShapeOverflows(Vec<usize>),
     #[error("shape {shape:?} of the zero-width dtype {dtype} has {elements} elements, more than the {MAX_ZERO_WIDTH_ELEMENTS} allowed without data")]
-    TooManyEmptyElements { shape: Vec<usize>, dtype: String, elements: usize },
+    TooManyEmptyElements {
+        shape: Vec<usize>,
+        dtype: String,
+        elements: usize,
+    },
     #[error("array data is {have} bytes, shape {shape:?} of {dtype} needs {need}")]
-    DataSize { have: usize, shape: Vec<usize>, dtype: String, need: usize },
+    DataSize {
+        have: usize,
+        shape: Vec<usize>,
+        dtype: String,
+        need: usize,
+    },
     #[error("invalid code point {0:#x} in a unicode array")]
     CodePoint(u32),
     #[error("uint64 value {0} does not fit in int64")]
@@ -34,7 +43,10 @@ pub enum ArrayError {
     NotAnInteger(String),
     /// A pickled value of the wrong type where an array's part belongs.
     #[error("expected {expected}, found {found}")]
-    Unexpected { expected: &'static str, found: String },
+    Unexpected {
+        expected: &'static str,
+        found: String,
+    },
     /// A pickled array, dtype or scalar that lacks a part (named in the text).
     #[error("{0}")]
     Incomplete(&'static str),
@@ -69,14 +81,36 @@ impl DType {
             _ => ('=', descr),
         };
         let big_endian = order == '>';
-        let (kind, size) = rest.split_at(rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len()));
-        let size: usize = if size.is_empty() { 0 } else { size.parse().map_err(|_| ArrayError::UnsupportedDtype(descr.to_string()))? };
+        let (kind, size) = rest.split_at(
+            rest.find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len()),
+        );
+        let size: usize = if size.is_empty() {
+            0
+        } else {
+            size.parse()
+                .map_err(|_| ArrayError::UnsupportedDtype(descr.to_string()))?
+        };
         match (kind, size) {
-            ("i", 1 | 2 | 4 | 8) => Ok(DType::Int { bytes: size, signed: true, big_endian }),
-            ("u", 1 | 2 | 4 | 8) => Ok(DType::Int { bytes: size, signed: false, big_endian }),
-            ("f", 2 | 4 | 8) => Ok(DType::Float { bytes: size, big_endian }),
+            ("i", 1 | 2 | 4 | 8) => Ok(DType::Int {
+                bytes: size,
+                signed: true,
+                big_endian,
+            }),
+            ("u", 1 | 2 | 4 | 8) => Ok(DType::Int {
+                bytes: size,
+                signed: false,
+                big_endian,
+            }),
+            ("f", 2 | 4 | 8) => Ok(DType::Float {
+                bytes: size,
+                big_endian,
+            }),
             ("b", 1) | ("?", _) => Ok(DType::Bool),
-            ("U", n) => Ok(DType::Unicode { chars: n, big_endian }),
+            ("U", n) => Ok(DType::Unicode {
+                chars: n,
+                big_endian,
+            }),
             ("O", _) => Ok(DType::Object),
             _ => Err(ArrayError::UnsupportedDtype(descr.to_string())),
         }
@@ -94,7 +128,9 @@ impl DType {
 
     pub fn describe(&self) -> String {
         match *self {
-            DType::Int { bytes, signed, .. } => format!("{}int{}", if signed { "" } else { "u" }, bytes * 8),
+            DType::Int { bytes, signed, .. } => {
+                format!("{}int{}", if signed { "" } else { "u" }, bytes * 8)
+            }
             DType::Float { bytes, .. } => format!("float{}", bytes * 8),
             DType::Bool => "bool".into(),
             DType::Unicode { chars, .. } => format!("<U{chars}"),
@@ -134,19 +170,39 @@ impl NdArray {
     }
 
     /// Decodes `prod(shape) * itemsize` raw bytes.
-    pub fn from_raw(dtype: DType, shape: Vec<usize>, fortran: bool, raw: &[u8]) -> Result<NdArray, ArrayError> {
+    pub fn from_raw(
+        dtype: DType,
+        shape: Vec<usize>,
+        fortran: bool,
+        raw: &[u8],
+    ) -> Result<NdArray, ArrayError> {
         let n = element_count(&shape)?;
         // A zero-width dtype (`<U0`) has no data to bound its element count:
         // four billion empty strings from a 100-byte file would be 96 GB.
         if dtype.itemsize() == 0 && n > MAX_ZERO_WIDTH_ELEMENTS {
-            return Err(ArrayError::TooManyEmptyElements { shape, dtype: dtype.describe(), elements: n });
+            return Err(ArrayError::TooManyEmptyElements {
+                shape,
+                dtype: dtype.describe(),
+                elements: n,
+            });
         }
-        let need = n.checked_mul(dtype.itemsize()).ok_or_else(|| ArrayError::ShapeOverflows(shape.clone()))?;
+        let need = n
+            .checked_mul(dtype.itemsize())
+            .ok_or_else(|| ArrayError::ShapeOverflows(shape.clone()))?;
         if raw.len() != need {
-            return Err(ArrayError::DataSize { have: raw.len(), shape, dtype: dtype.describe(), need });
+            return Err(ArrayError::DataSize {
+                have: raw.len(),
+                shape,
+                dtype: dtype.describe(),
+                need,
+            });
         }
         let elements = match dtype {
-            DType::Int { bytes, signed, big_endian } => {
+            DType::Int {
+                bytes,
+                signed,
+                big_endian,
+            } => {
                 let mut out = Vec::with_capacity(n);
                 for chunk in raw.chunks_exact(bytes) {
                     out.push(read_int(chunk, signed, big_endian)?);
@@ -175,7 +231,11 @@ impl NdArray {
                     let mut s = String::new();
                     for unit in chunk.chunks_exact(4) {
                         let arr: [u8; 4] = unit.try_into().expect("4");
-                        let code = if big_endian { u32::from_be_bytes(arr) } else { u32::from_le_bytes(arr) };
+                        let code = if big_endian {
+                            u32::from_be_bytes(arr)
+                        } else {
+                            u32::from_le_bytes(arr)
+                        };
                         if code == 0 {
                             break; // numpy pads shorter strings with NULs
                         }
@@ -190,7 +250,12 @@ impl NdArray {
             }
             DType::Object => return Err(ArrayError::ObjectWithRawData),
         };
-        let mut array = NdArray { shape, dtype, elements, was_fortran: fortran };
+        let mut array = NdArray {
+            shape,
+            dtype,
+            elements,
+            was_fortran: fortran,
+        };
         if fortran {
             array.fortran_to_c();
         }
@@ -237,7 +302,10 @@ fn fortran_permutation(shape: &[usize]) -> Vec<usize> {
 }
 
 pub fn element_count(shape: &[usize]) -> Result<usize, ArrayError> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| ArrayError::ShapeOverflows(shape.to_vec()))
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| ArrayError::ShapeOverflows(shape.to_vec()))
 }
 
 fn read_int(chunk: &[u8], signed: bool, big_endian: bool) -> Result<i64, ArrayError> {
@@ -265,45 +333,86 @@ fn read_int(chunk: &[u8], signed: bool, big_endian: bool) -> Result<i64, ArrayEr
 /// A dtype from its pickled form: `numpy.dtype('U18', False, True)` with the
 /// byte order in its BUILD state.
 pub fn dtype_from_value(v: &Value) -> Result<DType, ArrayError> {
-    let unexpected = |found: String| ArrayError::Unexpected { expected: "a numpy dtype", found };
-    let obj = v.as_object().ok_or_else(|| unexpected(v.type_name().to_string()))?;
+    let unexpected = |found: String| ArrayError::Unexpected {
+        expected: "a numpy dtype",
+        found,
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| unexpected(v.type_name().to_string()))?;
     if obj.name != "dtype" {
         return Err(unexpected(format!("{}.{}", obj.module, obj.name)));
     }
-    let code = obj.args.first().and_then(Value::as_str).ok_or(ArrayError::Incomplete("numpy dtype without a type code"))?.to_string();
-    let order =
-        obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_string))).unwrap_or_else(|| "|".into());
+    let code = obj
+        .args
+        .first()
+        .and_then(Value::as_str)
+        .ok_or(ArrayError::Incomplete("numpy dtype without a type code"))?
+        .to_string();
+    let order = obj
+        .state
+        .as_ref()
+        .and_then(Value::as_seq)
+        .and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_string)))
+        .unwrap_or_else(|| "|".into());
     let mut dtype = DType::parse(&format!("{order}{code}"))?;
     // Unicode dtypes carry their element size in the state (bytes, 4 per char).
-    if let (DType::Unicode { big_endian, .. }, Some(elsize)) =
-        (dtype, obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(5).and_then(Value::as_int)))
-    {
+    if let (DType::Unicode { big_endian, .. }, Some(elsize)) = (
+        dtype,
+        obj.state
+            .as_ref()
+            .and_then(Value::as_seq)
+            .and_then(|s| s.get(5).and_then(Value::as_int)),
+    ) {
         if elsize >= 0 && code == "U" {
-            dtype = DType::Unicode { chars: elsize as usize / 4, big_endian };
+            dtype = DType::Unicode {
+                chars: elsize as usize / 4,
+                big_endian,
+            };
         }
     }
     Ok(dtype)
 }
 
 fn shape_from_value(v: &Value) -> Result<Vec<usize>, ArrayError> {
-    let items = v.as_seq().ok_or_else(|| ArrayError::Unexpected { expected: "an array shape tuple", found: v.type_name().to_string() })?;
-    items.iter().map(|d| d.as_int().filter(|&x| x >= 0).map(|x| x as usize).ok_or_else(|| ArrayError::Dimension(format!("{d:?}")))).collect()
+    let items = v.as_seq().ok_or_else(|| ArrayError::Unexpected {
+        expected: "an array shape tuple",
+        found: v.type_name().to_string(),
+    })?;
+    items
+        .iter()
+        .map(|d| {
+            d.as_int()
+                .filter(|&x| x >= 0)
+                .map(|x| x as usize)
+                .ok_or_else(|| ArrayError::Dimension(format!("{d:?}")))
+        })
+        .collect()
 }
 
 /// Bytes of a pickled buffer: `bytes`, or protocol 2's `_codecs.encode(str, 'latin1')`.
 pub fn bytes_from_value(v: &Value) -> Result<Vec<u8>, ArrayError> {
-    let unexpected = |found: String| ArrayError::Unexpected { expected: "bytes", found };
+    let unexpected = |found: String| ArrayError::Unexpected {
+        expected: "bytes",
+        found,
+    };
     match v {
         Value::Bytes(b) => Ok(b.to_vec()),
         Value::Object(o) => {
             let o = o.borrow();
             if o.is("_codecs", "encode") {
-                let text = o.args.first().and_then(Value::as_str).ok_or(ArrayError::Incomplete("_codecs.encode without a string"))?;
+                let text = o
+                    .args
+                    .first()
+                    .and_then(Value::as_str)
+                    .ok_or(ArrayError::Incomplete("_codecs.encode without a string"))?;
                 let encoding = o.args.get(1).and_then(Value::as_str).unwrap_or("utf-8");
                 if encoding != "latin1" && encoding != "latin-1" {
                     return Err(ArrayError::Encoding(encoding.to_string()));
                 }
-                text.chars().map(|c| u8::try_from(c as u32).map_err(|_| ArrayError::NonLatin1)).collect()
+                text.chars()
+                    .map(|c| u8::try_from(c as u32).map_err(|_| ArrayError::NonLatin1))
+                    .collect()
             } else {
                 Err(unexpected(format!("{}.{}", o.module, o.name)))
             }
@@ -314,17 +423,37 @@ pub fn bytes_from_value(v: &Value) -> Result<Vec<u8>, ArrayError> {
 
 /// An array from any of its pickled forms.
 pub fn array_from_value(v: &Value) -> Result<NdArray, ArrayError> {
-    let unexpected = |found: String| ArrayError::Unexpected { expected: "a numpy array", found };
+    let unexpected = |found: String| ArrayError::Unexpected {
+        expected: "a numpy array",
+        found,
+    };
     if let Value::Ext(ext) = v {
-        return ext.downcast_ref::<NdArray>().cloned().ok_or_else(|| unexpected("an unknown extension value".into()));
+        return ext
+            .downcast_ref::<NdArray>()
+            .cloned()
+            .ok_or_else(|| unexpected("an unknown extension value".into()));
     }
-    let obj = v.as_object().ok_or_else(|| unexpected(v.type_name().to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| unexpected(v.type_name().to_string()))?;
     if obj.name == "_reconstruct" {
         reconstruct(&obj)
     } else if obj.name == "_frombuffer" {
-        let raw = bytes_from_value(obj.args.first().ok_or(ArrayError::Incomplete("_frombuffer without data"))?)?;
-        let dtype = dtype_from_value(obj.args.get(1).ok_or(ArrayError::Incomplete("_frombuffer without dtype"))?)?;
-        let shape = shape_from_value(obj.args.get(2).ok_or(ArrayError::Incomplete("_frombuffer without shape"))?)?;
+        let raw = bytes_from_value(
+            obj.args
+                .first()
+                .ok_or(ArrayError::Incomplete("_frombuffer without data"))?,
+        )?;
+        let dtype = dtype_from_value(
+            obj.args
+                .get(1)
+                .ok_or(ArrayError::Incomplete("_frombuffer without dtype"))?,
+        )?;
+        let shape = shape_from_value(
+            obj.args
+                .get(2)
+                .ok_or(ArrayError::Incomplete("_frombuffer without shape"))?,
+        )?;
         let fortran = obj.args.get(3).and_then(Value::as_str) == Some("F");
         NdArray::from_raw(dtype, shape, fortran, &raw)
     } else {
@@ -333,7 +462,11 @@ pub fn array_from_value(v: &Value) -> Result<NdArray, ArrayError> {
 }
 
 fn reconstruct(obj: &Object) -> Result<NdArray, ArrayError> {
-    let state = obj.state.as_ref().and_then(Value::as_seq).ok_or(ArrayError::Incomplete("ndarray without state"))?;
+    let state = obj
+        .state
+        .as_ref()
+        .and_then(Value::as_seq)
+        .ok_or(ArrayError::Incomplete("ndarray without state"))?;
     // (version, shape, dtype, is_fortran, data)
     if state.len() != 5 {
         return Err(ArrayError::StateFields(state.len()));
@@ -342,11 +475,21 @@ fn reconstruct(obj: &Object) -> Result<NdArray, ArrayError> {
     let dtype = dtype_from_value(&state[2])?;
     let fortran = matches!(state[3], Value::Bool(true)) || state[3].as_int() == Some(1);
     if dtype == DType::Object {
-        let items = state[4].as_seq().ok_or(ArrayError::Incomplete("object array data is not a list"))?;
+        let items = state[4]
+            .as_seq()
+            .ok_or(ArrayError::Incomplete("object array data is not a list"))?;
         if items.len() != element_count(&shape)? {
-            return Err(ArrayError::ObjectItems { items: items.len(), shape });
+            return Err(ArrayError::ObjectItems {
+                items: items.len(),
+                shape,
+            });
         }
-        let mut array = NdArray { shape, dtype, elements: Elements::Objects(items), was_fortran: fortran };
+        let mut array = NdArray {
+            shape,
+            dtype,
+            elements: Elements::Objects(items),
+            was_fortran: fortran,
+        };
         if fortran {
             array.fortran_to_c();
         }
@@ -363,8 +506,16 @@ pub fn scalar_int(v: &Value) -> Option<Result<i64, ArrayError>> {
         return None;
     }
     Some((|| {
-        let dtype = dtype_from_value(obj.args.first().ok_or(ArrayError::Incomplete("scalar without dtype"))?)?;
-        let raw = bytes_from_value(obj.args.get(1).ok_or(ArrayError::Incomplete("scalar without data"))?)?;
+        let dtype = dtype_from_value(
+            obj.args
+                .first()
+                .ok_or(ArrayError::Incomplete("scalar without dtype"))?,
+        )?;
+        let raw = bytes_from_value(
+            obj.args
+                .get(1)
+                .ok_or(ArrayError::Incomplete("scalar without data"))?,
+        )?;
         match NdArray::from_raw(dtype, vec![], false, &raw)?.elements {
             Elements::Ints(v) => Ok(v[0]),
             _ => Err(ArrayError::NotAnInteger(dtype.describe())),
@@ -378,9 +529,29 @@ mod tests {
 
     #[test]
     fn dtypes_parse() {
-        assert_eq!(DType::parse("<i8").unwrap(), DType::Int { bytes: 8, signed: true, big_endian: false });
-        assert_eq!(DType::parse(">u2").unwrap(), DType::Int { bytes: 2, signed: false, big_endian: true });
-        assert_eq!(DType::parse("<U18").unwrap(), DType::Unicode { chars: 18, big_endian: false });
+        assert_eq!(
+            DType::parse("<i8").unwrap(),
+            DType::Int {
+                bytes: 8,
+                signed: true,
+                big_endian: false
+            }
+        );
+        assert_eq!(
+            DType::parse(">u2").unwrap(),
+            DType::Int {
+                bytes: 2,
+                signed: false,
+                big_endian: true
+            }
+        );
+        assert_eq!(
+            DType::parse("<U18").unwrap(),
+            DType::Unicode {
+                chars: 18,
+                big_endian: false
+            }
+        );
         assert_eq!(DType::parse("|O").unwrap(), DType::Object);
         assert!(DType::parse("<c16").is_err());
     }
@@ -388,7 +559,10 @@ mod tests {
     #[test]
     fn fortran_data_is_reordered_to_c() {
         // [[1, 2, 3], [4, 5, 6]] stored column-major as 1 4 2 5 3 6 (int32)
-        let raw: Vec<u8> = [1i32, 4, 2, 5, 3, 6].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let raw: Vec<u8> = [1i32, 4, 2, 5, 3, 6]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let a = NdArray::from_raw(DType::parse("<i4").unwrap(), vec![2, 3], true, &raw).unwrap();
         assert_eq!(a.elements, Elements::Ints(vec![1, 2, 3, 4, 5, 6]));
     }

@@ -118,7 +118,9 @@ impl fmt::Debug for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::BigInt(b) => write!(f, "int({} bytes)", b.len()),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Str(s) if s.chars().count() > 80 => write!(f, "{:?}…", s.chars().take(80).collect::<String>()),
+            Value::Str(s) if s.chars().count() > 80 => {
+                write!(f, "{:?}…", s.chars().take(80).collect::<String>())
+            }
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Bytes(b) => write!(f, "bytes[{}]", b.len()),
             Value::Tuple(t) => write!(f, "tuple[{}]", t.len()),
@@ -245,7 +247,13 @@ fn depth_within(value: &Value, limit: usize) -> Option<usize> {
         if expanded {
             on_path -= 1;
             let mut d = 0;
-            v.for_each_child(|c| d = d.max(c.node_ptr().and_then(|q| depth.get(&q).copied()).unwrap_or(0)));
+            v.for_each_child(|c| {
+                d = d.max(
+                    c.node_ptr()
+                        .and_then(|q| depth.get(&q).copied())
+                        .unwrap_or(0),
+                )
+            });
             depth.insert(p, d + 1);
             continue;
         }
@@ -263,7 +271,12 @@ fn depth_within(value: &Value, limit: usize) -> Option<usize> {
             }
         });
     }
-    Some(value.node_ptr().and_then(|p| depth.get(&p).copied()).unwrap_or(0))
+    Some(
+        value
+            .node_ptr()
+            .and_then(|p| depth.get(&p).copied())
+            .unwrap_or(0),
+    )
 }
 
 /// Drops `values` without recursion: a uniquely owned container gives its
@@ -305,12 +318,20 @@ fn dismantle(values: impl IntoIterator<Item = Value>) {
 /// Refuses to put `items` into `container` when one of them leads back to it:
 /// a recursive structure would be a reference cycle (leaked memory, and
 /// endless walks for anything that reads it).
-fn check_acyclic<'v>(container: &Value, items: impl IntoIterator<Item = &'v Value>, at: usize) -> Result<(), PickleError> {
-    let Some(target) = container.container_ptr() else { return Ok(()) };
+fn check_acyclic<'v>(
+    container: &Value,
+    items: impl IntoIterator<Item = &'v Value>,
+    at: usize,
+) -> Result<(), PickleError> {
+    let Some(target) = container.container_ptr() else {
+        return Ok(());
+    };
     if reaches(items, target) {
         return Err(PickleError {
             offset: at,
-            kind: PickleErrorKind::Malformed("a container that holds itself (recursive structures are not supported)".into()),
+            kind: PickleErrorKind::Malformed(
+                "a container that holds itself (recursive structures are not supported)".into(),
+            ),
         });
     }
     Ok(())
@@ -326,8 +347,14 @@ pub struct PickleError {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PickleErrorKind {
-    #[error("the file ends inside {what}: {need} more bytes expected, {have} left (truncated file?)")]
-    Truncated { what: String, need: usize, have: usize },
+    #[error(
+        "the file ends inside {what}: {need} more bytes expected, {have} left (truncated file?)"
+    )]
+    Truncated {
+        what: String,
+        need: usize,
+        have: usize,
+    },
     #[error("unknown or unsupported opcode 0x{0:02x} ({1})")]
     UnknownOpcode(u8, &'static str),
     #[error("refusing to load global `{module}.{name}`: only numpy arrays, scikit-learn's LabelEncoder and plain containers are allowed")]
@@ -343,8 +370,14 @@ pub enum PickleErrorKind {
     /// A numpy array inside the stream that does not decode.
     #[error(transparent)]
     Array(#[from] crate::numpy::ArrayError),
-    #[error("{what} claims {len} bytes but only {left} remain in the file (corrupt or hostile size)")]
-    TooLarge { what: &'static str, len: u64, left: usize },
+    #[error(
+        "{what} claims {len} bytes but only {left} remain in the file (corrupt or hostile size)"
+    )]
+    TooLarge {
+        what: &'static str,
+        len: u64,
+        left: usize,
+    },
     #[error("the stream ended without a STOP opcode (truncated file?)")]
     NoStop,
     #[error("unsupported pickle protocol {0} (2 to 5 are supported)")]
@@ -359,14 +392,22 @@ pub enum PickleErrorKind {
 pub trait Hooks {
     /// Called after `BUILD` finished an object. May read bytes that follow
     /// from `stream` and return a replacement for the object on the stack.
-    fn after_build(&mut self, object: &Object, stream: &mut Stream<'_>) -> Result<Option<Value>, PickleError>;
+    fn after_build(
+        &mut self,
+        object: &Object,
+        stream: &mut Stream<'_>,
+    ) -> Result<Option<Value>, PickleError>;
 }
 
 /// No hooks: plain pickle.
 pub struct NoHooks;
 
 impl Hooks for NoHooks {
-    fn after_build(&mut self, _: &Object, _: &mut Stream<'_>) -> Result<Option<Value>, PickleError> {
+    fn after_build(
+        &mut self,
+        _: &Object,
+        _: &mut Stream<'_>,
+    ) -> Result<Option<Value>, PickleError> {
         Ok(None)
     }
 }
@@ -388,11 +429,18 @@ impl<'a> Stream<'a> {
         self.data.len() - self.pos
     }
     pub fn error(&self, kind: PickleErrorKind) -> PickleError {
-        PickleError { offset: self.pos, kind }
+        PickleError {
+            offset: self.pos,
+            kind,
+        }
     }
     pub fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], PickleError> {
         if n > self.remaining() {
-            return Err(self.error(PickleErrorKind::Truncated { what: what.to_string(), need: n, have: self.remaining() }));
+            return Err(self.error(PickleErrorKind::Truncated {
+                what: what.to_string(),
+                need: n,
+                have: self.remaining(),
+            }));
         }
         let bytes = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -405,28 +453,42 @@ impl<'a> Stream<'a> {
         self.data.get(self.pos).copied()
     }
     fn u16(&mut self, what: &str) -> Result<u16, PickleError> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self, what: &str) -> Result<u32, PickleError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self, what: &str) -> Result<u64, PickleError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
     /// Checks a claimed length against the bytes left before allocating for it.
     pub fn sized(&mut self, len: u64, what: &'static str) -> Result<&'a [u8], PickleError> {
         if len > self.remaining() as u64 {
-            return Err(self.error(PickleErrorKind::TooLarge { what, len, left: self.remaining() }));
+            return Err(self.error(PickleErrorKind::TooLarge {
+                what,
+                len,
+                left: self.remaining(),
+            }));
         }
         self.take(len as usize, what)
     }
     fn line(&mut self, what: &str) -> Result<&'a str, PickleError> {
         let rest = &self.data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| self.error(PickleErrorKind::Truncated { what: what.to_string(), need: 1, have: 0 }))?;
-        let text = std::str::from_utf8(&rest[..end]).map_err(|_| self.error(PickleErrorKind::Malformed(format!("{what} is not UTF-8"))))?;
+        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
+            self.error(PickleErrorKind::Truncated {
+                what: what.to_string(),
+                need: 1,
+                have: 0,
+            })
+        })?;
+        let text = std::str::from_utf8(&rest[..end])
+            .map_err(|_| self.error(PickleErrorKind::Malformed(format!("{what} is not UTF-8"))))?;
         self.pos += end + 1;
         Ok(text)
     }
@@ -438,8 +500,17 @@ pub type Allowlist = fn(&str, &str) -> bool;
 /// Runs the VM from the stream's position to its `STOP`; returns the top value.
 /// The stream is left just after `STOP`, so a caller can continue (joblib's
 /// nested pickles) or check for trailing bytes.
-pub fn load(stream: &mut Stream<'_>, allow: Allowlist, hooks: &mut dyn Hooks) -> Result<Value, PickleError> {
-    let mut vm = Vm { stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), created: 0 };
+pub fn load(
+    stream: &mut Stream<'_>,
+    allow: Allowlist,
+    hooks: &mut dyn Hooks,
+) -> Result<Value, PickleError> {
+    let mut vm = Vm {
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        created: 0,
+    };
     loop {
         if stream.remaining() == 0 {
             return Err(stream.error(PickleErrorKind::NoStop));
@@ -450,14 +521,20 @@ pub fn load(stream: &mut Stream<'_>, allow: Allowlist, hooks: &mut dyn Hooks) ->
             let value = vm.pop(stream, "STOP")?;
             if depth_within(&value, MAX_DEPTH).is_none() {
                 dismantle([value]);
-                return Err(PickleError { offset: at, kind: PickleErrorKind::TooDeep });
+                return Err(PickleError {
+                    offset: at,
+                    kind: PickleErrorKind::TooDeep,
+                });
             }
             return Ok(value);
         }
         vm.step(op, at, stream, allow, hooks)?;
         vm.created += 1;
         if vm.created > MAX_VALUES {
-            return Err(PickleError { offset: at, kind: PickleErrorKind::TooManyValues });
+            return Err(PickleError {
+                offset: at,
+                kind: PickleErrorKind::TooManyValues,
+            });
         }
     }
 }
@@ -533,7 +610,9 @@ fn refused_name(op: u8) -> &'static str {
         b'i' => "INST (protocol 0)",
         b'o' => "OBJ (protocol 1)",
         b'P' | b'Q' => "PERSID (persistent ids)",
-        op::NEXT_BUFFER | op::READONLY_BUFFER => "out-of-band buffer (protocol 5 with buffer_callback)",
+        op::NEXT_BUFFER | op::READONLY_BUFFER => {
+            "out-of-band buffer (protocol 5 with buffer_callback)"
+        }
         0x82..=0x84 => "EXT (copyreg extension registry)",
         _ => "not a pickle opcode",
     }
@@ -549,7 +628,11 @@ struct Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        dismantle(std::mem::take(&mut self.stack).into_iter().chain(std::mem::take(&mut self.memo).into_values()));
+        dismantle(
+            std::mem::take(&mut self.stack)
+                .into_iter()
+                .chain(std::mem::take(&mut self.memo).into_values()),
+        );
     }
 }
 
@@ -571,11 +654,19 @@ impl Vm {
     }
 
     fn pop_mark(&mut self, s: &Stream<'_>, op: &'static str) -> Result<Vec<Value>, PickleError> {
-        let mark = self.marks.pop().ok_or_else(|| s.error(PickleErrorKind::NoMark { op }))?;
+        let mark = self
+            .marks
+            .pop()
+            .ok_or_else(|| s.error(PickleErrorKind::NoMark { op }))?;
         Ok(self.stack.split_off(mark))
     }
 
-    fn pop_n(&mut self, s: &Stream<'_>, op: &'static str, n: usize) -> Result<Vec<Value>, PickleError> {
+    fn pop_n(
+        &mut self,
+        s: &Stream<'_>,
+        op: &'static str,
+        n: usize,
+    ) -> Result<Vec<Value>, PickleError> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() < floor + n {
             return Err(s.error(PickleErrorKind::StackUnderflow { op, need: n }));
@@ -584,30 +675,66 @@ impl Vm {
     }
 
     fn get(&self, s: &Stream<'_>, index: u64) -> Result<Value, PickleError> {
-        self.memo.get(&index).cloned().ok_or_else(|| s.error(PickleErrorKind::BadMemo(index)))
+        self.memo
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| s.error(PickleErrorKind::BadMemo(index)))
     }
 
-    fn global(&self, s: &Stream<'_>, at: usize, module: &str, name: &str, allow: Allowlist) -> Result<Value, PickleError> {
+    fn global(
+        &self,
+        s: &Stream<'_>,
+        at: usize,
+        module: &str,
+        name: &str,
+        allow: Allowlist,
+    ) -> Result<Value, PickleError> {
         if !allow(module, name) {
-            return Err(PickleError { offset: at, kind: PickleErrorKind::ForbiddenGlobal { module: module.to_string(), name: name.to_string() } });
+            return Err(PickleError {
+                offset: at,
+                kind: PickleErrorKind::ForbiddenGlobal {
+                    module: module.to_string(),
+                    name: name.to_string(),
+                },
+            });
         }
         let _ = s;
-        Ok(Value::Global(Rc::new((module.to_string(), name.to_string()))))
+        Ok(Value::Global(Rc::new((
+            module.to_string(),
+            name.to_string(),
+        ))))
     }
 
-    fn step(&mut self, op: u8, at: usize, s: &mut Stream<'_>, allow: Allowlist, hooks: &mut dyn Hooks) -> Result<(), PickleError> {
-        let malformed = |msg: String| PickleError { offset: at, kind: PickleErrorKind::Malformed(msg) };
+    fn step(
+        &mut self,
+        op: u8,
+        at: usize,
+        s: &mut Stream<'_>,
+        allow: Allowlist,
+        hooks: &mut dyn Hooks,
+    ) -> Result<(), PickleError> {
+        let malformed = |msg: String| PickleError {
+            offset: at,
+            kind: PickleErrorKind::Malformed(msg),
+        };
         match op {
             op::PROTO => {
                 let version = s.byte("PROTO")?;
                 if !(2..=5).contains(&version) {
-                    return Err(PickleError { offset: at, kind: PickleErrorKind::Protocol(version) });
+                    return Err(PickleError {
+                        offset: at,
+                        kind: PickleErrorKind::Protocol(version),
+                    });
                 }
             }
             op::FRAME => {
                 let len = s.u64("FRAME")?;
                 if len > s.remaining() as u64 {
-                    return Err(s.error(PickleErrorKind::TooLarge { what: "a FRAME", len, left: s.remaining() }));
+                    return Err(s.error(PickleErrorKind::TooLarge {
+                        what: "a FRAME",
+                        len,
+                        left: s.remaining(),
+                    }));
                 }
             }
             op::MARK => self.marks.push(self.stack.len()),
@@ -637,7 +764,11 @@ impl Vm {
                 self.stack.push(Value::Int(v as i64));
             }
             op::LONG1 | op::LONG4 => {
-                let n = if op == op::LONG1 { s.byte("LONG1")? as u64 } else { s.u32("LONG4")? as u64 };
+                let n = if op == op::LONG1 {
+                    s.byte("LONG1")? as u64
+                } else {
+                    s.u32("LONG4")? as u64
+                };
                 let bytes = s.sized(n, "a LONG")?;
                 self.stack.push(long_value(bytes));
             }
@@ -653,10 +784,16 @@ impl Vm {
                 };
                 let bytes = s.sized(n, "a unicode string")?;
                 // Python writes lone surrogates with surrogatepass; keep what is valid.
-                let text = std::str::from_utf8(bytes).map_err(|_| malformed("string is not valid UTF-8".into()))?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| malformed("string is not valid UTF-8".into()))?;
                 self.stack.push(Value::Str(text.into()));
             }
-            op::SHORT_BINBYTES | op::BINBYTES | op::BINBYTES8 | op::BYTEARRAY8 | op::SHORT_BINSTRING | op::BINSTRING => {
+            op::SHORT_BINBYTES
+            | op::BINBYTES
+            | op::BINBYTES8
+            | op::BYTEARRAY8
+            | op::SHORT_BINSTRING
+            | op::BINSTRING => {
                 let n = match op {
                     op::SHORT_BINBYTES | op::SHORT_BINSTRING => s.byte("SHORT_BINBYTES")? as u64,
                     op::BINBYTES | op::BINSTRING => s.u32("BINBYTES")? as u64,
@@ -675,24 +812,34 @@ impl Vm {
                 let items = self.pop_mark(s, "TUPLE")?;
                 self.stack.push(Value::Tuple(Rc::new(items)));
             }
-            op::EMPTY_LIST => self.stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            op::EMPTY_LIST => self
+                .stack
+                .push(Value::List(Rc::new(RefCell::new(Vec::new())))),
             op::LIST => {
                 let items = self.pop_mark(s, "LIST")?;
                 self.stack.push(Value::List(Rc::new(RefCell::new(items))));
             }
-            op::EMPTY_DICT => self.stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+            op::EMPTY_DICT => self
+                .stack
+                .push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
             op::DICT => {
                 let items = self.pop_mark(s, "DICT")?;
                 let pairs = pairs(items).map_err(|kind| PickleError { offset: at, kind })?;
                 self.stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
             }
-            op::EMPTY_SET => self.stack.push(Value::Set(Rc::new(RefCell::new(Vec::new())))),
+            op::EMPTY_SET => self
+                .stack
+                .push(Value::Set(Rc::new(RefCell::new(Vec::new())))),
             op::FROZENSET => {
                 let items = self.pop_mark(s, "FROZENSET")?;
                 self.stack.push(Value::Set(Rc::new(RefCell::new(items))));
             }
             op::APPEND | op::APPENDS => {
-                let items = if op == op::APPEND { vec![self.pop(s, "APPEND")?] } else { self.pop_mark(s, "APPENDS")? };
+                let items = if op == op::APPEND {
+                    vec![self.pop(s, "APPEND")?]
+                } else {
+                    self.pop_mark(s, "APPENDS")?
+                };
                 check_acyclic(self.top(s, "APPEND")?, &items, at)?;
                 match self.top(s, "APPEND")? {
                     Value::List(l) => l.borrow_mut().extend(items),
@@ -709,9 +856,17 @@ impl Vm {
                 }
             }
             op::SETITEM | op::SETITEMS => {
-                let items = if op == op::SETITEM { self.pop_n(s, "SETITEM", 2)? } else { self.pop_mark(s, "SETITEMS")? };
+                let items = if op == op::SETITEM {
+                    self.pop_n(s, "SETITEM", 2)?
+                } else {
+                    self.pop_mark(s, "SETITEMS")?
+                };
                 let new = pairs(items).map_err(|kind| PickleError { offset: at, kind })?;
-                check_acyclic(self.top(s, "SETITEM")?, new.iter().flat_map(|(k, v)| [k, v]), at)?;
+                check_acyclic(
+                    self.top(s, "SETITEM")?,
+                    new.iter().flat_map(|(k, v)| [k, v]),
+                    at,
+                )?;
                 match self.top(s, "SETITEM")? {
                     Value::Dict(d) => d.borrow_mut().extend(new),
                     Value::Object(o) => o.borrow_mut().items.extend(new),
@@ -750,7 +905,9 @@ impl Vm {
             }
             op::STACK_GLOBAL => {
                 let mut both = self.pop_n(s, "STACK_GLOBAL", 2)?;
-                let (Value::Str(name), Value::Str(module)) = (both.pop().expect("2"), both.pop().expect("2")) else {
+                let (Value::Str(name), Value::Str(module)) =
+                    (both.pop().expect("2"), both.pop().expect("2"))
+                else {
                     return Err(malformed("STACK_GLOBAL needs two strings".into()));
                 };
                 let v = self.global(s, at, &module, &name, allow)?;
@@ -770,10 +927,16 @@ impl Vm {
                 let args = items.pop().expect("n >= 2");
                 let callable = items.pop().expect("n >= 2");
                 let Value::Global(g) = callable else {
-                    return Err(malformed(format!("{name} on a {}, not a class", callable.type_name())));
+                    return Err(malformed(format!(
+                        "{name} on a {}, not a class",
+                        callable.type_name()
+                    )));
                 };
                 let Value::Tuple(args) = args else {
-                    return Err(malformed(format!("{name} arguments are a {}, not a tuple", args.type_name())));
+                    return Err(malformed(format!(
+                        "{name} arguments are a {}, not a tuple",
+                        args.type_name()
+                    )));
                 };
                 self.stack.push(Value::Object(Rc::new(RefCell::new(Object {
                     module: g.0.clone(),
@@ -797,7 +960,12 @@ impl Vm {
                     *self.top(s, "BUILD")? = replacement;
                 }
             }
-            other => return Err(PickleError { offset: at, kind: PickleErrorKind::UnknownOpcode(other, refused_name(other)) }),
+            other => {
+                return Err(PickleError {
+                    offset: at,
+                    kind: PickleErrorKind::UnknownOpcode(other, refused_name(other)),
+                })
+            }
         }
         Ok(())
     }
@@ -805,7 +973,9 @@ impl Vm {
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleErrorKind> {
     if !items.len().is_multiple_of(2) {
-        return Err(PickleErrorKind::Malformed("odd number of items for a dict".into()));
+        return Err(PickleErrorKind::Malformed(
+            "odd number of items for a dict".into(),
+        ));
     }
     let mut it = items.into_iter();
     let mut out = Vec::new();
@@ -846,7 +1016,9 @@ mod tests {
     fn dict_of_str_to_int_protocol_4() {
         // pickle.dumps({'<PAD>': 0, 'a': 300, 'b': -2}, protocol=4)
         let bytes = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x05<PAD>\x94K\x00\x8c\x01a\x94M,\x01\x8c\x01b\x94J\xfe\xff\xff\xffu.";
-        let Value::Dict(d) = run(bytes).unwrap() else { panic!("not a dict") };
+        let Value::Dict(d) = run(bytes).unwrap() else {
+            panic!("not a dict")
+        };
         let d = d.borrow();
         assert_eq!(d.len(), 3);
         assert_eq!(d[0].0.as_str(), Some("<PAD>"));
@@ -858,7 +1030,9 @@ mod tests {
     fn protocol_2_with_binput_binget_and_long1() {
         // pickle.dumps([2**40, 'x', 'x', 1.5], protocol=2) with the 'x' shared through the memo
         let bytes = b"\x80\x02]q\x00(\x8a\x06\x00\x00\x00\x00\x00\x01X\x01\x00\x00\x00xq\x01h\x01G?\xf8\x00\x00\x00\x00\x00\x00e.";
-        let Value::List(l) = run(bytes).unwrap() else { panic!("not a list") };
+        let Value::List(l) = run(bytes).unwrap() else {
+            panic!("not a list")
+        };
         let l = l.borrow();
         assert_eq!(l[0].as_int(), Some(1 << 40));
         assert_eq!(l[1].as_str(), Some("x"));
@@ -878,11 +1052,20 @@ mod tests {
     #[test]
     fn truncation_and_size_bombs_are_caught_before_allocating() {
         let err = run(b"\x80\x04\x8c\x05ab").unwrap_err();
-        assert!(matches!(err.kind, PickleErrorKind::TooLarge { .. }), "{err}");
+        assert!(
+            matches!(err.kind, PickleErrorKind::TooLarge { .. }),
+            "{err}"
+        );
         let err = run(b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\x7f").unwrap_err();
-        assert!(matches!(err.kind, PickleErrorKind::TooLarge { len, .. } if len == i64::MAX as u64), "{err}");
+        assert!(
+            matches!(err.kind, PickleErrorKind::TooLarge { len, .. } if len == i64::MAX as u64),
+            "{err}"
+        );
         let err = run(b"\x80\x04K").unwrap_err();
-        assert!(matches!(err.kind, PickleErrorKind::Truncated { .. }), "{err}");
+        assert!(
+            matches!(err.kind, PickleErrorKind::Truncated { .. }),
+            "{err}"
+        );
         let err = run(b"\x80\x04K\x01").unwrap_err();
         assert_eq!(err.kind, PickleErrorKind::NoStop);
     }
@@ -910,7 +1093,14 @@ mod tests {
 
     #[test]
     fn stack_underflow_is_an_error_not_a_panic() {
-        for bytes in [&b"\x80\x04u."[..], b"\x80\x04t.", b"\x80\x04\x85.", b"\x80\x04R.", b"\x80\x04b.", b"\x80\x04h\x05."] {
+        for bytes in [
+            &b"\x80\x04u."[..],
+            b"\x80\x04t.",
+            b"\x80\x04\x85.",
+            b"\x80\x04R.",
+            b"\x80\x04b.",
+            b"\x80\x04h\x05.",
+        ] {
             assert!(run(bytes).is_err(), "{bytes:?}");
         }
     }

@@ -19,10 +19,16 @@ pub enum VocabularyError {
     TooManyBytes,
     #[error("token {token:?}: {problem}")]
     BadId { token: String, problem: IdError },
-    #[error("token {token:?} has id {id}, outside 0..{n}: the embedding has len(vocabulary) = {n} rows")]
+    #[error(
+        "token {token:?} has id {id}, outside 0..{n}: the embedding has len(vocabulary) = {n} rows"
+    )]
     IdOutOfRange { token: String, id: i64, n: usize },
     #[error("id {id} is given to both {first:?} and {second:?}")]
-    IdTwice { id: i64, first: String, second: String },
+    IdTwice {
+        id: i64,
+        first: String,
+        second: String,
+    },
     #[error("token {0:?} is a key twice (a dict holds each key once)")]
     KeyTwice(String),
     #[error("the vocabulary has no {PAD:?} token")]
@@ -90,28 +96,52 @@ pub fn vocabulary(value: &Value) -> Result<Vocabulary, VocabularyError> {
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut total_bytes = 0usize;
     for (key, id) in &pairs {
-        let token = key.as_str().ok_or_else(|| VocabularyError::KeyNotAString { key: format!("{key:?}"), kind: describe(key) })?;
+        let token = key.as_str().ok_or_else(|| VocabularyError::KeyNotAString {
+            key: format!("{key:?}"),
+            kind: describe(key),
+        })?;
         total_bytes += token.len();
         if total_bytes > MAX_VOCABULARY_BYTES {
             return Err(VocabularyError::TooManyBytes);
         }
-        let id = int_value(id).map_err(|problem| VocabularyError::BadId { token: token.to_string(), problem })?;
+        let id = int_value(id).map_err(|problem| VocabularyError::BadId {
+            token: token.to_string(),
+            problem,
+        })?;
         if id < 0 || id as usize >= n {
-            return Err(VocabularyError::IdOutOfRange { token: token.to_string(), id, n });
+            return Err(VocabularyError::IdOutOfRange {
+                token: token.to_string(),
+                id,
+                n,
+            });
         }
         if let Some(other) = &tokens[id as usize] {
-            return Err(VocabularyError::IdTwice { id, first: other.clone(), second: token.to_string() });
+            return Err(VocabularyError::IdTwice {
+                id,
+                first: other.clone(),
+                second: token.to_string(),
+            });
         }
         tokens[id as usize] = Some(token.to_string());
     }
-    let tokens: Vec<String> = tokens.into_iter().map(|t| t.expect("n unique ids in 0..n fill every slot")).collect();
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .map(|t| t.expect("n unique ids in 0..n fill every slot"))
+        .collect();
     let mut distinct = std::collections::HashSet::with_capacity(n);
     if let Some(twice) = tokens.iter().find(|t| !distinct.insert(t.as_str())) {
         return Err(VocabularyError::KeyTwice(twice.clone()));
     }
-    let pad_id = tokens.iter().position(|t| t == PAD).ok_or(VocabularyError::NoPad)? as i64;
+    let pad_id = tokens
+        .iter()
+        .position(|t| t == PAD)
+        .ok_or(VocabularyError::NoPad)? as i64;
     let unk_id = tokens.iter().position(|t| t == UNK).map(|i| i as i64);
-    Ok(Vocabulary { tokens, pad_id, unk_id })
+    Ok(Vocabulary {
+        tokens,
+        pad_id,
+        unk_id,
+    })
 }
 
 fn int_value(v: &Value) -> Result<i64, IdError> {
@@ -136,14 +166,24 @@ fn describe(v: &Value) -> String {
 
 /// The class names of a fitted `LabelEncoder` (`classes_`): strings or integers.
 pub fn label_encoder(value: &Value) -> Result<LabelSet, LabelEncoderError> {
-    let obj = value.as_object().ok_or_else(|| LabelEncoderError::NotALabelEncoder(format!("a {}", describe(value))))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| LabelEncoderError::NotALabelEncoder(format!("a {}", describe(value))))?;
     if obj.name != "LabelEncoder" {
-        return Err(LabelEncoderError::NotALabelEncoder(format!("{}.{}", obj.module, obj.name)));
+        return Err(LabelEncoderError::NotALabelEncoder(format!(
+            "{}.{}",
+            obj.module, obj.name
+        )));
     }
     let Some(Value::Dict(state)) = &obj.state else {
         return Err(LabelEncoderError::NoState);
     };
-    let classes = state.borrow().iter().find(|(k, _)| k.as_str() == Some("classes_")).map(|(_, v)| v.clone()).ok_or(LabelEncoderError::NoClasses)?;
+    let classes = state
+        .borrow()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("classes_"))
+        .map(|(_, v)| v.clone())
+        .ok_or(LabelEncoderError::NoClasses)?;
     let array = array_from_value(&classes).map_err(LabelEncoderError::ClassesArray)?;
     if array.shape.len() != 1 {
         return Err(LabelEncoderError::NotOneDimensional(array.shape));
@@ -152,7 +192,11 @@ pub fn label_encoder(value: &Value) -> Result<LabelSet, LabelEncoderError> {
         Elements::Strings(v) => LabelSet::Strings(v),
         Elements::Ints(v) => LabelSet::Integers(v),
         Elements::Objects(items) => {
-            if let Some(strings) = items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>() {
+            if let Some(strings) = items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+            {
                 LabelSet::Strings(strings)
             } else if let Some(ints) = items.iter().map(Value::as_int).collect::<Option<Vec<_>>>() {
                 LabelSet::Integers(ints)

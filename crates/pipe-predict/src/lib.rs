@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 pub use pipe_data::argmax;
-pub use scores::{check_finite, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreError, ScoreOptions, ScoreRows, ScorerType};
+pub use scores::{
+    check_finite, scoreable_types, scorer, softmax_rows, ClassProbabilities, ScoreError,
+    ScoreOptions, ScoreRows, ScorerType,
+};
 pub use stages::{Predict, MAX_BATCH_SIZE, MAX_TOP_K};
 // For `register_scorer!` in other crates.
 #[doc(hidden)]
@@ -30,7 +33,9 @@ pub use {inventory, pipe_core};
 /// Whether cutting trailing pads leaves the model's output unchanged: true for
 /// rows read as post-padded by a unidirectional model through a masked pooling.
 pub fn trimming_is_exact(spec: &ModelSpec, padding: PaddingSide) -> bool {
-    spec.reads_as(padding) == PaddingSide::Post && !spec.bidirectional && spec.pooling != Pooling::LastStep
+    spec.reads_as(padding) == PaddingSide::Post
+        && !spec.bidirectional
+        && spec.pooling != Pooling::LastStep
 }
 
 /// Predictions in input order.
@@ -61,13 +66,20 @@ pub enum Trim {
 impl Predictor {
     pub fn new(checkpoint: &Checkpoint, device: Device) -> Result<Predictor, ModelError> {
         let (vs, model) = checkpoint.build(device)?;
-        Ok(Predictor { _vs: vs, model, device })
+        Ok(Predictor {
+            _vs: vs,
+            model,
+            device,
+        })
     }
 
     /// Logits for all rows, in input order (for parity checks and tools).
     pub fn logits(&self, data: &TokenTensors, batch_size: usize, trim: Trim) -> Tensor {
         let n = data.rows();
-        let mut out = Tensor::zeros([n, self.model.spec().num_classes], (Kind::Float, Device::Cpu));
+        let mut out = Tensor::zeros(
+            [n, self.model.spec().num_classes],
+            (Kind::Float, Device::Cpu),
+        );
         self.for_batches(data, batch_size, trim, |rows, logits| {
             let _ = out.index_copy_(0, &Tensor::from_slice(rows), &logits.to_device(Device::Cpu));
         });
@@ -75,13 +87,20 @@ impl Predictor {
     }
 
     /// Class ids (and top-k probabilities when `top_k > 0`), in input order.
-    pub fn predict(&self, data: &TokenTensors, batch_size: usize, trim: Trim, top_k: usize) -> Predictions {
+    pub fn predict(
+        &self,
+        data: &TokenTensors,
+        batch_size: usize,
+        trim: Trim,
+        top_k: usize,
+    ) -> Predictions {
         let n = data.rows() as usize;
         let mut class_ids = vec![0i64; n];
         let mut top: Option<Vec<Vec<(i64, f32)>>> = (top_k > 0).then(|| vec![Vec::new(); n]);
         let k = top_k.min(self.model.spec().num_classes as usize) as i64;
         self.for_batches(data, batch_size, trim, |rows, logits| {
-            let best = Vec::<i64>::try_from(&logits.argmax(1, false).to_device(Device::Cpu)).expect("int64");
+            let best = Vec::<i64>::try_from(&logits.argmax(1, false).to_device(Device::Cpu))
+                .expect("int64");
             for (r, c) in rows.iter().zip(best) {
                 class_ids[*r as usize] = c;
             }
@@ -90,15 +109,26 @@ impl Predictor {
                 let p = Vec::<f32>::try_from(&p.to_device(Device::Cpu).view([-1])).expect("f32");
                 let i = Vec::<i64>::try_from(&i.to_device(Device::Cpu).view([-1])).expect("int64");
                 for (j, r) in rows.iter().enumerate() {
-                    top[*r as usize] = (0..k as usize).map(|t| (i[j * k as usize + t], p[j * k as usize + t])).collect();
+                    top[*r as usize] = (0..k as usize)
+                        .map(|t| (i[j * k as usize + t], p[j * k as usize + t]))
+                        .collect();
                 }
             }
         });
-        Predictions { class_ids, top_k: top }
+        Predictions {
+            class_ids,
+            top_k: top,
+        }
     }
 
     /// Runs the model over length-sorted batches; `f` gets each batch's row indices and logits.
-    fn for_batches(&self, data: &TokenTensors, batch_size: usize, trim: Trim, mut f: impl FnMut(&[i64], &Tensor)) {
+    fn for_batches(
+        &self,
+        data: &TokenTensors,
+        batch_size: usize,
+        trim: Trim,
+        mut f: impl FnMut(&[i64], &Tensor),
+    ) {
         let trim = match trim {
             Trim::Auto => trimming_is_exact(self.model.spec(), data.padding),
             Trim::Always => true,
@@ -106,7 +136,12 @@ impl Predictor {
         };
         tch::no_grad(|| {
             for batch in data.length_sorted_batches(None, batch_size, trim) {
-                let logits = self.model.forward_t(&batch.ids.to_device(self.device), &batch.lengths.to_device(self.device), data.padding, false);
+                let logits = self.model.forward_t(
+                    &batch.ids.to_device(self.device),
+                    &batch.lengths.to_device(self.device),
+                    data.padding,
+                    false,
+                );
                 f(&batch.rows, &logits);
             }
         });
@@ -115,10 +150,21 @@ impl Predictor {
 
 impl Predictions {
     /// Class ids (the first best score) and top-k from one model's scores.
-    pub fn from_scores(scores: &[f32], probabilities: &ClassProbabilities, top_k: usize) -> Predictions {
+    pub fn from_scores(
+        scores: &[f32],
+        probabilities: &ClassProbabilities,
+        top_k: usize,
+    ) -> Predictions {
         let classes = probabilities.classes.max(1);
-        let class_ids = scores.chunks(classes).map(|row| argmax(row) as i64).collect();
-        let top_k = (top_k > 0).then(|| (0..probabilities.rows).map(|r| top_classes(probabilities.row(r), top_k)).collect());
+        let class_ids = scores
+            .chunks(classes)
+            .map(|row| argmax(row) as i64)
+            .collect();
+        let top_k = (top_k > 0).then(|| {
+            (0..probabilities.rows)
+                .map(|r| top_classes(probabilities.row(r), top_k))
+                .collect()
+        });
         Predictions { class_ids, top_k }
     }
 }
@@ -127,7 +173,11 @@ impl Predictions {
 fn top_classes(probabilities: &[f32], k: usize) -> Vec<(i64, f32)> {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
     order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
-    order.into_iter().take(k).map(|c| (c as i64, probabilities[c])).collect()
+    order
+        .into_iter()
+        .take(k)
+        .map(|c| (c as i64, probabilities[c]))
+        .collect()
 }
 
 /// Predictions as a table: `class_id`, `label`, and with top-k `probability` and `top_k`.
@@ -139,11 +189,23 @@ pub fn predictions_table(p: &Predictions, labels: &LabelSet) -> Table {
         }
     };
     let mut columns = vec![
-        Column { name: "class_id".into(), values: p.class_ids.iter().map(|&c| c.into()).collect() },
-        Column { name: "label".into(), values: p.class_ids.iter().map(|&c| name(c)).collect() },
+        Column {
+            name: "class_id".into(),
+            values: p.class_ids.iter().map(|&c| c.into()).collect(),
+        },
+        Column {
+            name: "label".into(),
+            values: p.class_ids.iter().map(|&c| name(c)).collect(),
+        },
     ];
     if let Some(top) = &p.top_k {
-        columns.push(Column { name: "probability".into(), values: top.iter().map(|t| serde_json::Value::from(t[0].1 as f64)).collect() });
+        columns.push(Column {
+            name: "probability".into(),
+            values: top
+                .iter()
+                .map(|t| serde_json::Value::from(t[0].1 as f64))
+                .collect(),
+        });
         columns.push(Column {
             name: "top_k".into(),
             values: top
@@ -165,7 +227,9 @@ mod tests {
 
     fn pre_padded_rows() -> TokenTensors {
         // Rows of 2, 4, 1 and 3 tokens in 6 columns, padded in front.
-        let ids = [0i64, 0, 0, 0, 4, 5, 0, 0, 6, 7, 8, 9, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9, 9, 2];
+        let ids = [
+            0i64, 0, 0, 0, 4, 5, 0, 0, 6, 7, 8, 9, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9, 9, 2,
+        ];
         TokenTensors {
             ids: Tensor::from_slice(&ids).view([4, 6]),
             lengths: Tensor::from_slice(&[2i64, 4, 1, 3]),
@@ -178,16 +242,34 @@ mod tests {
     #[test]
     fn pre_padded_rows_are_trimmed_when_the_model_reads_them_front_aligned() {
         let _torch = pipe_runtime::runtime::torch_global_lock();
-        let spec =
-            ModelSpec { architecture: Architecture::Lstm, pooling: Pooling::MeanMax, hidden_dim: 8, embed_dim: 8, ..ModelSpec::notebook(12, 0, 3) };
-        assert!(spec.front_align, "new models read pre-padding front-aligned");
+        let spec = ModelSpec {
+            architecture: Architecture::Lstm,
+            pooling: Pooling::MeanMax,
+            hidden_dim: 8,
+            embed_dim: 8,
+            ..ModelSpec::notebook(12, 0, 3)
+        };
+        assert!(
+            spec.front_align,
+            "new models read pre-padding front-aligned"
+        );
         assert!(trimming_is_exact(&spec, PaddingSide::Pre));
-        assert!(!trimming_is_exact(&ModelSpec { front_align: false, ..spec.clone() }, PaddingSide::Pre));
-        let predictor = Predictor::new(&pipe_model::initialise(&spec, 3).unwrap(), Device::Cpu).unwrap();
+        assert!(!trimming_is_exact(
+            &ModelSpec {
+                front_align: false,
+                ..spec.clone()
+            },
+            PaddingSide::Pre
+        ));
+        let predictor =
+            Predictor::new(&pipe_model::initialise(&spec, 3).unwrap(), Device::Cpu).unwrap();
         let data = pre_padded_rows();
         // Batches of 2 rows: the short pair is cut to 2 columns, the long to 4.
         let trimmed = predictor.logits(&data, 2, Trim::Auto);
         let whole = predictor.logits(&data, 2, Trim::Never);
-        assert!(trimmed.allclose(&whole, 1e-5, 1e-6, false), "{trimmed} vs {whole}");
+        assert!(
+            trimmed.allclose(&whole, 1e-5, 1e-6, false),
+            "{trimmed} vs {whole}"
+        );
     }
 }

@@ -44,7 +44,11 @@ pub struct ScoreOptions {
 
 impl Default for ScoreOptions {
     fn default() -> Self {
-        ScoreOptions { device: Device::Cpu, batch_size: 256, trim: Trim::Auto }
+        ScoreOptions {
+            device: Device::Cpu,
+            batch_size: 256,
+            trim: Trim::Auto,
+        }
     }
 }
 
@@ -79,12 +83,18 @@ macro_rules! register_scorer {
 
 /// The scorer behind a model artifact, if its type registered one.
 pub fn scorer(model: &dyn Artifact) -> Option<&dyn ScoreRows> {
-    inventory::iter::<ScorerType>.into_iter().find(|t| t.type_name == model.type_name()).and_then(|t| (t.as_scorer)(model))
+    inventory::iter::<ScorerType>
+        .into_iter()
+        .find(|t| t.type_name == model.type_name())
+        .and_then(|t| (t.as_scorer)(model))
 }
 
 /// The type names `predict` can score, for error messages.
 pub fn scoreable_types() -> Vec<&'static str> {
-    let mut names: Vec<_> = inventory::iter::<ScorerType>.into_iter().map(|t| t.type_name).collect();
+    let mut names: Vec<_> = inventory::iter::<ScorerType>
+        .into_iter()
+        .map(|t| t.type_name)
+        .collect();
     names.sort();
     names
 }
@@ -110,7 +120,11 @@ impl ScoreRows for LinearModel {
     fn scores(&self, data: &TokenTensors, _options: &ScoreOptions) -> Result<Vec<f32>, ScoreError> {
         let width = data.ids.size().get(1).copied().unwrap_or(0).max(0) as usize;
         let ids = Vec::<i64>::try_from(data.ids.reshape([-1]).to_device(Device::Cpu))?;
-        let rows: Vec<&[i64]> = if width == 0 { vec![&[][..]; data.rows() as usize] } else { ids.chunks(width).collect() };
+        let rows: Vec<&[i64]> = if width == 0 {
+            vec![&[][..]; data.rows() as usize]
+        } else {
+            ids.chunks(width).collect()
+        };
         Ok(self.decision(&rows).into_iter().flatten().collect())
     }
 }
@@ -133,7 +147,10 @@ pub fn softmax_rows(scores: &[f32], classes: usize) -> Vec<f32> {
 /// its row (a model trained into NaN, a tampered file).
 pub fn check_finite(scores: &[f32], classes: usize) -> Result<(), ScoreError> {
     match scores.iter().position(|s| !s.is_finite()) {
-        Some(i) => Err(ScoreError::NotFinite { row: i / classes.max(1), value: scores[i] }),
+        Some(i) => Err(ScoreError::NotFinite {
+            row: i / classes.max(1),
+            value: scores[i],
+        }),
         None => Ok(()),
     }
 }
@@ -162,9 +179,11 @@ impl Artifact for ClassProbabilities {
     }
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         let path = dir.join(PROBABILITIES_FILE);
-        let array = Array2::from_shape_vec((self.rows, self.classes), self.values.clone()).map_err(|e| ArtifactError::invalid(&path, e))?;
+        let array = Array2::from_shape_vec((self.rows, self.classes), self.values.clone())
+            .map_err(|e| ArtifactError::invalid(&path, e))?;
         let file = std::fs::File::create(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        ndarray_npy::WriteNpyExt::write_npy(&array, std::io::BufWriter::new(file)).map_err(|e| ArtifactError::invalid(&path, e))
+        ndarray_npy::WriteNpyExt::write_npy(&array, std::io::BufWriter::new(file))
+            .map_err(|e| ArtifactError::invalid(&path, e))
     }
     fn summary(&self) -> String {
         format!("f32[{}, {}] class probabilities", self.rows, self.classes)
@@ -179,13 +198,21 @@ impl LoadArtifact for ClassProbabilities {
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let path = dir.join(PROBABILITIES_FILE);
         let file = std::fs::File::open(&path).map_err(|e| ArtifactError::io(&path, e))?;
-        let array: Array2<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file)).map_err(|e| ArtifactError::invalid(&path, e))?;
+        let array: Array2<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
+            .map_err(|e| ArtifactError::invalid(&path, e))?;
         let (rows, classes) = array.dim();
         let values = array.as_standard_layout().iter().copied().collect();
-        Ok(ClassProbabilities { rows, classes, values })
+        Ok(ClassProbabilities {
+            rows,
+            classes,
+            values,
+        })
     }
 }
-register_artifact!(ClassProbabilities, "class probabilities per row, float32 [rows, classes] (.npy)");
+register_artifact!(
+    ClassProbabilities,
+    "class probabilities per row, float32 [rows, classes] (.npy)"
+);
 
 #[cfg(test)]
 mod tests {
@@ -202,15 +229,24 @@ mod tests {
     #[test]
     fn non_finite_scores_are_refused_with_their_row() {
         assert!(check_finite(&[0.1, 0.2, 0.3, 0.4], 2).is_ok());
-        let err = check_finite(&[0.1, 0.2, f32::NAN, 0.4], 2).unwrap_err().to_string();
+        let err = check_finite(&[0.1, 0.2, f32::NAN, 0.4], 2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("row 1") && err.contains("NaN"), "{err}");
-        assert!(check_finite(&[f32::INFINITY, 0.0], 2).unwrap_err().to_string().contains("row 0"));
+        assert!(check_finite(&[f32::INFINITY, 0.0], 2)
+            .unwrap_err()
+            .to_string()
+            .contains("row 0"));
     }
 
     #[test]
     fn probabilities_round_trip_through_their_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = ClassProbabilities { rows: 2, classes: 3, values: vec![0.2, 0.3, 0.5, 1.0, 0.0, 0.0] };
+        let p = ClassProbabilities {
+            rows: 2,
+            classes: 3,
+            values: vec![0.2, 0.3, 0.5, 1.0, 0.0, 0.0],
+        };
         p.save(dir.path()).unwrap();
         assert_eq!(ClassProbabilities::load(dir.path()).unwrap(), p);
     }
@@ -218,6 +254,9 @@ mod tests {
     #[test]
     fn checkpoints_and_linear_models_are_scoreable() {
         let names = scoreable_types();
-        assert!(names.contains(&"checkpoint") && names.contains(&"linear_model"), "{names:?}");
+        assert!(
+            names.contains(&"checkpoint") && names.contains(&"linear_model"),
+            "{names:?}"
+        );
     }
 }

@@ -178,11 +178,15 @@ fn invalid(message: impl Into<String>) -> PyErr {
 fn capsule_pointer(capsule: &Bound<'_, PyCapsule>, expected: &str) -> PyResult<*mut c_void> {
     let name = capsule.name()?.map(|n| n.to_string_lossy().into_owned());
     if name.as_deref() != Some(expected) {
-        return Err(invalid(format!("expected an `{expected}` capsule, got {name:?}")));
+        return Err(invalid(format!(
+            "expected an `{expected}` capsule, got {name:?}"
+        )));
     }
     let pointer = capsule.pointer();
     if pointer.is_null() {
-        return Err(invalid(format!("the `{expected}` capsule holds a null pointer")));
+        return Err(invalid(format!(
+            "the `{expected}` capsule holds a null pointer"
+        )));
     }
     Ok(pointer)
 }
@@ -194,7 +198,10 @@ fn count(value: i64, what: &str) -> Result<usize, String> {
 
 /// Takes the batch out of `array` (the capsule is left released, as the
 /// PyCapsule protocol asks of a consumer) and reads its columns from `schema`.
-pub fn import_batch(schema: &Bound<'_, PyCapsule>, array: &Bound<'_, PyCapsule>) -> PyResult<Batch> {
+pub fn import_batch(
+    schema: &Bound<'_, PyCapsule>,
+    array: &Bound<'_, PyCapsule>,
+) -> PyResult<Batch> {
     let schema_ptr = capsule_pointer(schema, SCHEMA_NAME)? as *const RawSchema;
     let array_ptr = capsule_pointer(array, ARRAY_NAME)? as *mut RawArray;
     // SAFETY: a non-null (checked) `arrow_schema` capsule points to an
@@ -206,18 +213,34 @@ pub fn import_batch(schema: &Bound<'_, PyCapsule>, array: &Bound<'_, PyCapsule>)
     let array = unsafe { take_array(array_ptr) }.map_err(invalid)?;
     let header = &array.0;
     if header.n_children != columns.len() as i64 {
-        return Err(invalid(format!("the schema has {} columns but the Arrow array {}", columns.len(), header.n_children)));
+        return Err(invalid(format!(
+            "the schema has {} columns but the Arrow array {}",
+            columns.len(),
+            header.n_children
+        )));
     }
     if header.n_buffers != 1 {
-        return Err(invalid(format!("a record batch (a struct array) has 1 buffer, this one {}", header.n_buffers)));
+        return Err(invalid(format!(
+            "a record batch (a struct array) has 1 buffer, this one {}",
+            header.n_buffers
+        )));
     }
     if header.buffers.is_null() || (header.n_children > 0 && header.children.is_null()) {
-        return Err(invalid("the Arrow array's buffers or children are a null pointer"));
+        return Err(invalid(
+            "the Arrow array's buffers or children are a null pointer",
+        ));
     }
     let rows = count(header.length, "length").map_err(invalid)?;
     let offset = count(header.offset, "offset").map_err(invalid)?;
-    offset.checked_add(rows).ok_or_else(|| invalid("the Arrow array's offset + length overflows"))?;
-    Ok(Batch { columns, array, rows, offset })
+    offset
+        .checked_add(rows)
+        .ok_or_else(|| invalid("the Arrow array's offset + length overflows"))?;
+    Ok(Batch {
+        columns,
+        array,
+        rows,
+        offset,
+    })
 }
 
 /// The columns of a record batch's schema: a struct (`+s`) whose children
@@ -234,9 +257,13 @@ unsafe fn read_schema(schema: &RawSchema) -> Result<Vec<Column>, String> {
     // SAFETY: the caller's contract, passed on.
     let top = unsafe { column(schema) }?;
     if top.format != "+s" {
-        return Err(format!("expected a record batch (a struct array), got {}", top.type_name()));
+        return Err(format!(
+            "expected a record batch (a struct array), got {}",
+            top.type_name()
+        ));
     }
-    let n = usize::try_from(schema.n_children).map_err(|_| format!("the Arrow schema has {} children", schema.n_children))?;
+    let n = usize::try_from(schema.n_children)
+        .map_err(|_| format!("the Arrow schema has {} children", schema.n_children))?;
     if n > 0 && schema.children.is_null() {
         return Err("the Arrow schema's children are a null pointer".into());
     }
@@ -263,14 +290,22 @@ unsafe fn column(schema: &RawSchema) -> Result<Column, String> {
         return Err("an Arrow schema's format is a null pointer".into());
     }
     // SAFETY: non-null (checked) and NUL-terminated (the caller's contract).
-    let format = unsafe { CStr::from_ptr(schema.format) }.to_string_lossy().into_owned();
+    let format = unsafe { CStr::from_ptr(schema.format) }
+        .to_string_lossy()
+        .into_owned();
     let name = if schema.name.is_null() {
         String::new()
     } else {
         // SAFETY: as for `format`. A name that is not UTF-8 is shown lossily.
-        unsafe { CStr::from_ptr(schema.name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(schema.name) }
+            .to_string_lossy()
+            .into_owned()
     };
-    Ok(Column { name, format, dictionary: !schema.dictionary.is_null() })
+    Ok(Column {
+        name,
+        format,
+        dictionary: !schema.dictionary.is_null(),
+    })
 }
 
 /// Moves the ArrowArray out of a capsule's pointer, leaving a released one.
@@ -287,7 +322,9 @@ unsafe fn take_array(pointer: *mut RawArray) -> Result<OwnedArray, String> {
     // lets a consumer move it by copying the struct and marking the source
     // released, which is what `replace` does: the capsule's destructor then
     // sees a null release and does not release it a second time.
-    Ok(OwnedArray(unsafe { std::ptr::replace(pointer, RawArray::released()) }))
+    Ok(OwnedArray(unsafe {
+        std::ptr::replace(pointer, RawArray::released())
+    }))
 }
 
 /// `len` values of `T` in a foreign buffer, read without assuming alignment
@@ -302,7 +339,11 @@ impl<'a, T: Copy> Values<'a, T> {
     /// # Safety
     /// `ptr` must be valid for reads of `len` values of `T` for `'a`.
     unsafe fn new(ptr: *const c_void, len: usize) -> Values<'a, T> {
-        Values { ptr: ptr.cast(), len, _buffer: PhantomData }
+        Values {
+            ptr: ptr.cast(),
+            len,
+            _buffer: PhantomData,
+        }
     }
 
     fn get(&self, i: usize) -> T {
@@ -331,7 +372,8 @@ struct Validity<'a>(Option<&'a [u8]>);
 
 impl Validity<'_> {
     fn is_valid(&self, index: usize) -> bool {
-        self.0.is_none_or(|bits| bits[index / 8] & (1 << (index % 8)) != 0)
+        self.0
+            .is_none_or(|bits| bits[index / 8] & (1 << (index % 8)) != 0)
     }
 }
 
@@ -341,12 +383,19 @@ impl Validity<'_> {
 /// `array.buffers` must be non-null with at least one pointer, and a
 /// non-null first buffer must hold at least `len` bits (the producer's side
 /// of the specification, for `len` ≤ offset + length).
-unsafe fn validity<'a>(array: &'a RawArray, len: usize, what: &str) -> Result<Validity<'a>, String> {
+unsafe fn validity<'a>(
+    array: &'a RawArray,
+    len: usize,
+    what: &str,
+) -> Result<Validity<'a>, String> {
     // SAFETY: the caller's contract: `buffers` holds at least one pointer.
     let bitmap = unsafe { *array.buffers };
     if bitmap.is_null() {
         if array.null_count > 0 {
-            return Err(format!("{what} claims {} nulls but has no validity bitmap", array.null_count));
+            return Err(format!(
+                "{what} claims {} nulls but has no validity bitmap",
+                array.null_count
+            ));
         }
         return Ok(Validity(None));
     }
@@ -367,11 +416,28 @@ unsafe fn buffer(array: &RawArray, i: usize) -> *const c_void {
 /// check the C data interface allows. `first_row` is the batch's first row
 /// in the caller's table: errors name rows as the caller counts them.
 pub fn texts<'a>(batch: &'a Batch, column: &str, first_row: usize) -> Result<Vec<&'a str>, String> {
-    let index = batch.columns.iter().position(|c| c.name == column).ok_or_else(|| {
-        format!("the batch has no column `{column}` (its columns: {})", batch.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "))
-    })?;
+    let index = batch
+        .columns
+        .iter()
+        .position(|c| c.name == column)
+        .ok_or_else(|| {
+            format!(
+                "the batch has no column `{column}` (its columns: {})",
+                batch
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
     let described = &batch.columns[index];
-    let layout = described.text_layout().ok_or_else(|| format!("column `{column}` holds {}, not text", described.type_name()))?;
+    let layout = described.text_layout().ok_or_else(|| {
+        format!(
+            "column `{column}` holds {}, not text",
+            described.type_name()
+        )
+    })?;
     if batch.rows == 0 {
         return Ok(Vec::new());
     }
@@ -383,7 +449,9 @@ pub fn texts<'a>(batch: &'a Batch, column: &str, first_row: usize) -> Result<Vec
     // pointers (checked in `import_batch`); index < columns.len().
     let child = unsafe { *header.children.add(index) };
     if child.is_null() {
-        return Err(format!("column `{column}`: its Arrow array is a null pointer"));
+        return Err(format!(
+            "column `{column}`: its Arrow array is a null pointer"
+        ));
     }
     // SAFETY: a non-null child array, owned by (and alive as long as) the batch.
     let child = unsafe { &*child };
@@ -391,11 +459,20 @@ pub fn texts<'a>(batch: &'a Batch, column: &str, first_row: usize) -> Result<Vec
     (0..batch.rows)
         .map(|row| {
             let at = || format!("row {}: column `{column}`", first_row + row);
-            if !rows_valid.is_valid(batch.offset + row) || !reader.validity.is_valid(reader.first + row) {
+            if !rows_valid.is_valid(batch.offset + row)
+                || !reader.validity.is_valid(reader.first + row)
+            {
                 return Err(format!("{} is null", at()));
             }
             let value = reader.value(row).map_err(|e| format!("{}: {e}", at()))?;
-            std::str::from_utf8(value).map_err(|e| format!("{} is not valid UTF-8 (byte {} of its {} bytes)", at(), e.valid_up_to(), value.len()))
+            std::str::from_utf8(value).map_err(|e| {
+                format!(
+                    "{} is not valid UTF-8 (byte {} of its {} bytes)",
+                    at(),
+                    e.valid_up_to(),
+                    value.len()
+                )
+            })
         })
         .collect()
 }
@@ -411,33 +488,56 @@ struct TextReader<'a> {
 enum Strings<'a> {
     /// Offsets `first..=first + rows`, checked non-negative and growing, and
     /// the values bytes from the first offset to the last.
-    Offsets { offsets: Vec<usize>, values: &'a [u8] },
+    Offsets {
+        offsets: Vec<usize>,
+        values: &'a [u8],
+    },
     /// The views of rows `first..first + rows` and the variadic buffers.
-    Views { views: &'a [u8], buffers: Vec<&'a [u8]> },
+    Views {
+        views: &'a [u8],
+        buffers: Vec<&'a [u8]>,
+    },
 }
 
 const VIEW_BYTES: usize = 16;
 const INLINE_BYTES: usize = 12;
 
 impl<'a> TextReader<'a> {
-    fn new(child: &'a RawArray, layout: TextLayout, batch_offset: usize, rows: usize, column: &str) -> Result<TextReader<'a>, String> {
+    fn new(
+        child: &'a RawArray,
+        layout: TextLayout,
+        batch_offset: usize,
+        rows: usize,
+        column: &str,
+    ) -> Result<TextReader<'a>, String> {
         let problem = |what: String| format!("column `{column}`: {what}");
         let length = count(child.length, "length").map_err(problem)?;
         let offset = count(child.offset, "offset").map_err(problem)?;
         let n_buffers = count(child.n_buffers, "buffer count").map_err(problem)?;
         // The batch's offset applies to its columns, on top of their own.
-        let needed = batch_offset.checked_add(rows).ok_or_else(|| problem("offset + length overflows".into()))?;
+        let needed = batch_offset
+            .checked_add(rows)
+            .ok_or_else(|| problem("offset + length overflows".into()))?;
         if length < needed {
-            return Err(problem(format!("its Arrow array has {length} rows, the batch needs {needed}")));
+            return Err(problem(format!(
+                "its Arrow array has {length} rows, the batch needs {needed}"
+            )));
         }
-        let first = offset.checked_add(batch_offset).ok_or_else(|| problem("offset overflows".into()))?;
-        let end = first.checked_add(rows).ok_or_else(|| problem("offset + length overflows".into()))?;
+        let first = offset
+            .checked_add(batch_offset)
+            .ok_or_else(|| problem("offset overflows".into()))?;
+        let end = first
+            .checked_add(rows)
+            .ok_or_else(|| problem("offset + length overflows".into()))?;
         let expected = match layout {
             TextLayout::Utf8 | TextLayout::LargeUtf8 => n_buffers == 3,
             TextLayout::Utf8View => n_buffers >= 2,
         };
         if !expected || child.buffers.is_null() {
-            return Err(problem(format!("a {layout:?} array with {n_buffers} buffers (pointer {:?})", child.buffers)));
+            return Err(problem(format!(
+                "a {layout:?} array with {n_buffers} buffers (pointer {:?})",
+                child.buffers
+            )));
         }
         // SAFETY: `buffers` is non-null with n_buffers ≥ 2 pointers (checked);
         // the bitmap covers offset + length ≥ end bits (the producer's side).
@@ -448,11 +548,19 @@ impl<'a> TextReader<'a> {
             TextLayout::Utf8View => Self::views(child, n_buffers, first, end),
         }
         .map_err(problem)?;
-        Ok(TextReader { first, validity, strings })
+        Ok(TextReader {
+            first,
+            validity,
+            strings,
+        })
     }
 
     /// Offsets `first..=end` checked non-negative and growing, and the values they cover.
-    fn offsets<O: Copy + TryInto<usize> + std::fmt::Display>(child: &'a RawArray, first: usize, end: usize) -> Result<Strings<'a>, String> {
+    fn offsets<O: Copy + TryInto<usize> + std::fmt::Display>(
+        child: &'a RawArray,
+        first: usize,
+        end: usize,
+    ) -> Result<Strings<'a>, String> {
         // SAFETY: `new` checked buffers non-null with 3 pointers.
         let (offsets_ptr, values_ptr) = unsafe { (buffer(child, 1), buffer(child, 2)) };
         if offsets_ptr.is_null() {
@@ -480,18 +588,28 @@ impl<'a> TextReader<'a> {
             // last offset's bytes (the producer's side), and start ≤ stop.
             unsafe { bytes(values_ptr.cast::<u8>().add(start).cast(), stop - start) }?
         };
-        Ok(Strings::Offsets { offsets: offsets.iter().map(|o| o - start).collect(), values })
+        Ok(Strings::Offsets {
+            offsets: offsets.iter().map(|o| o - start).collect(),
+            values,
+        })
     }
 
     /// The views of rows `first..end` and the variadic buffers, their sizes read
     /// from the last buffer.
-    fn views(child: &'a RawArray, n_buffers: usize, first: usize, end: usize) -> Result<Strings<'a>, String> {
+    fn views(
+        child: &'a RawArray,
+        n_buffers: usize,
+        first: usize,
+        end: usize,
+    ) -> Result<Strings<'a>, String> {
         // SAFETY: `new` checked buffers non-null with n_buffers ≥ 2 pointers.
         let views_ptr = unsafe { buffer(child, 1) };
         if views_ptr.is_null() {
             return Err("its views buffer is a null pointer".into());
         }
-        let view_bytes = end.checked_mul(VIEW_BYTES).ok_or_else(|| format!("{end} views overflow"))?;
+        let view_bytes = end
+            .checked_mul(VIEW_BYTES)
+            .ok_or_else(|| format!("{end} views overflow"))?;
         // SAFETY: non-null (checked); an array of offset + length ≥ end rows
         // has that many views of 16 bytes (the producer's side).
         let all_views = unsafe { bytes(views_ptr, view_bytes) }?;
@@ -520,7 +638,10 @@ impl<'a> TextReader<'a> {
                 });
             }
         }
-        Ok(Strings::Views { views: &all_views[first * VIEW_BYTES..], buffers })
+        Ok(Strings::Views {
+            views: &all_views[first * VIEW_BYTES..],
+            buffers,
+        })
     }
 
     /// The bytes of row `row` (relative to the batch), bounds-checked.
@@ -533,8 +654,10 @@ impl<'a> TextReader<'a> {
             Strings::Views { views, buffers } => {
                 let views: &'a [u8] = views;
                 let view = &views[row * VIEW_BYTES..(row + 1) * VIEW_BYTES];
-                let field = |at: usize| i32::from_ne_bytes(view[at..at + 4].try_into().expect("4 bytes"));
-                let len = usize::try_from(field(0)).map_err(|_| format!("its view has length {}", field(0)))?;
+                let field =
+                    |at: usize| i32::from_ne_bytes(view[at..at + 4].try_into().expect("4 bytes"));
+                let len = usize::try_from(field(0))
+                    .map_err(|_| format!("its view has length {}", field(0)))?;
                 if len <= INLINE_BYTES {
                     return Ok(&view[4..4 + len]);
                 }
@@ -542,10 +665,21 @@ impl<'a> TextReader<'a> {
                 let data: &'a [u8] = usize::try_from(index)
                     .ok()
                     .and_then(|i| buffers.get(i).copied())
-                    .ok_or_else(|| format!("its view points into data buffer {index}, of {}", buffers.len()))?;
-                let start = usize::try_from(offset).map_err(|_| format!("its view has offset {offset}"))?;
-                data.get(start..start + len)
-                    .ok_or_else(|| format!("its view's bytes {start}..{} are past data buffer {index} ({} bytes)", start + len, data.len()))
+                    .ok_or_else(|| {
+                        format!(
+                            "its view points into data buffer {index}, of {}",
+                            buffers.len()
+                        )
+                    })?;
+                let start =
+                    usize::try_from(offset).map_err(|_| format!("its view has offset {offset}"))?;
+                data.get(start..start + len).ok_or_else(|| {
+                    format!(
+                        "its view's bytes {start}..{} are past data buffer {index} ({} bytes)",
+                        start + len,
+                        data.len()
+                    )
+                })
             }
         }
     }
@@ -563,12 +697,23 @@ pub fn score_batch(
 ) -> Result<StructArray, String> {
     let classes = classifier.labels().len();
     if top_k == 0 || top_k > classes {
-        return Err(format!("top_k must be between 1 and the model's {classes} classes, not {top_k}"));
+        return Err(format!(
+            "top_k must be between 1 and the model's {classes} classes, not {top_k}"
+        ));
     }
     let texts = texts(batch, text_column, first_row)?;
-    let names: Vec<String> = (0..classes).map(|c| classifier.label(c).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let names: Vec<String> = (0..classes)
+        .map(|c| classifier.label(c).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
     // Per rank: the class and its probability of each row.
-    let mut ranked: Vec<(Vec<usize>, Vec<f32>)> = (0..top_k).map(|_| (Vec::with_capacity(texts.len()), Vec::with_capacity(texts.len()))).collect();
+    let mut ranked: Vec<(Vec<usize>, Vec<f32>)> = (0..top_k)
+        .map(|_| {
+            (
+                Vec::with_capacity(texts.len()),
+                Vec::with_capacity(texts.len()),
+            )
+        })
+        .collect();
     for chunk in texts.chunks(batch_size) {
         let scores = classifier.scores(chunk).map_err(|e| crate::chain(&e))?;
         let probabilities = pipe::predict::softmax_rows(&scores, classes);
@@ -582,17 +727,35 @@ pub fn score_batch(
     let mut fields = Vec::new();
     let mut columns: Vec<Box<dyn Array>> = Vec::new();
     for (rank, (class_ids, probabilities)) in ranked.into_iter().enumerate() {
-        let suffix = if rank == 0 { String::new() } else { format!("_{}", rank + 1) };
-        fields.push(Field::new(format!("Category{suffix}").into(), ArrowDataType::Utf8, false));
-        columns.push(Box::new(Utf8Array::<i32>::from_iter_values(class_ids.iter().map(|&c| names[c].as_str()))));
-        fields.push(Field::new(format!("Probability{suffix}").into(), ArrowDataType::Float32, false));
+        let suffix = if rank == 0 {
+            String::new()
+        } else {
+            format!("_{}", rank + 1)
+        };
+        fields.push(Field::new(
+            format!("Category{suffix}").into(),
+            ArrowDataType::Utf8,
+            false,
+        ));
+        columns.push(Box::new(Utf8Array::<i32>::from_iter_values(
+            class_ids.iter().map(|&c| names[c].as_str()),
+        )));
+        fields.push(Field::new(
+            format!("Probability{suffix}").into(),
+            ArrowDataType::Float32,
+            false,
+        ));
         columns.push(Box::new(PrimitiveArray::<f32>::from_vec(probabilities)));
     }
-    StructArray::try_new(ArrowDataType::Struct(fields), batch.rows, columns, None).map_err(|e| e.to_string())
+    StructArray::try_new(ArrowDataType::Struct(fields), batch.rows, columns, None)
+        .map_err(|e| e.to_string())
 }
 
 /// The capsules of `batch` for `pyarrow.record_batch` to take.
-pub fn export_batch(py: Python<'_>, batch: StructArray) -> PyResult<(Bound<'_, PyCapsule>, Bound<'_, PyCapsule>)> {
+pub fn export_batch(
+    py: Python<'_>,
+    batch: StructArray,
+) -> PyResult<(Bound<'_, PyCapsule>, Bound<'_, PyCapsule>)> {
     let field = Field::new("".into(), batch.dtype().clone(), false);
     let schema = ffi::export_field_to_c(&field);
     let array = ffi::export_array_to_c(Box::new(batch));

@@ -70,19 +70,30 @@ where
     // `detach` runs closures that are `Send`; a receiver is not `Sync`, so
     // the closures borrow it through a mutex (never contended).
     let result = Mutex::new(result);
-    let wait = |timeout: Duration| result.lock().unwrap_or_else(PoisonError::into_inner).recv_timeout(timeout);
-    let sink = StoppingSink { stop: Arc::clone(&stop) };
+    let wait = |timeout: Duration| {
+        result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(timeout)
+    };
+    let sink = StoppingSink {
+        stop: Arc::clone(&stop),
+    };
     let worker = std::thread::Builder::new()
         .name("pipe-run".into())
         .stack_size(STACK_BYTES)
         .spawn(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&sink))).unwrap_or_else(|payload| {
-                if (*payload).is::<Stopped>() {
-                    Err("the run was interrupted".to_string())
-                } else {
-                    Err(format!("internal error: {}", panic_message(payload.as_ref())))
-                }
-            });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&sink)))
+                .unwrap_or_else(|payload| {
+                    if (*payload).is::<Stopped>() {
+                        Err("the run was interrupted".to_string())
+                    } else {
+                        Err(format!(
+                            "internal error: {}",
+                            panic_message(payload.as_ref())
+                        ))
+                    }
+                });
             // The receiver is gone when the caller was interrupted and stopped waiting.
             let _ = done.send(outcome);
         })
@@ -94,7 +105,9 @@ where
                 return outcome.map_err(pipe_err);
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Err(pipe_err("the run's thread ended without a result")),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(pipe_err("the run's thread ended without a result"))
+            }
         }
         if let Err(raised) = py.check_signals() {
             stop.store(true, Ordering::SeqCst);

@@ -31,7 +31,12 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyCapsule, PyList, PyString};
 
-create_exception!(_pipe, PipeError, PyException, "A pipeline, model or input problem, with the message `pipe` would print.");
+create_exception!(
+    _pipe,
+    PipeError,
+    PyException,
+    "A pipeline, model or input problem, with the message `pipe` would print."
+);
 
 /// Texts encoded and scored at a time when the caller does not say.
 const DEFAULT_BATCH_SIZE: usize = 4096;
@@ -59,8 +64,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Runs the body of the entry point `what`, a panic in it becoming a
 /// `PipeError` that names it.
 fn guarded<T>(what: &str, body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-    std::panic::catch_unwind(AssertUnwindSafe(body))
-        .unwrap_or_else(|payload| Err(PipeError::new_err(format!("{what}: internal error: {}", panic_message(payload.as_ref())))))
+    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        Err(PipeError::new_err(format!(
+            "{what}: internal error: {}",
+            panic_message(payload.as_ref())
+        )))
+    })
 }
 
 fn check_batch_size(batch_size: usize) -> PyResult<usize> {
@@ -71,7 +80,11 @@ fn check_batch_size(batch_size: usize) -> PyResult<usize> {
 }
 
 fn load_pipeline(path: &Path, overrides: &[String]) -> Result<Pipeline, String> {
-    let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let overrides: Vec<Override> = overrides
+        .iter()
+        .map(|o| Override::parse(o))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     Pipeline::load(path, &overrides).map_err(|e| chain(&e))
 }
 
@@ -89,9 +102,16 @@ impl RunRequest {
     /// Runs the pipeline like `pipe run`, reporting events to `events`.
     fn run(self, events: &dyn EventSink) -> Result<(Pipeline, pipe::RunReport), String> {
         let pipeline = load_pipeline(&self.pipeline, &self.overrides)?;
-        let cache = Cache::open(self.cache_dir.unwrap_or_else(|| PathBuf::from(".pipe"))).map_err(|e| chain(&e))?;
-        let device = pipe::runtime::runtime::resolve_device(&pipeline.device).map_err(|e| e.to_string())?;
-        let options = RunOptions { only: self.only, force: self.force, device, ..RunOptions::default() };
+        let cache = Cache::open(self.cache_dir.unwrap_or_else(|| PathBuf::from(".pipe")))
+            .map_err(|e| chain(&e))?;
+        let device =
+            pipe::runtime::runtime::resolve_device(&pipeline.device).map_err(|e| e.to_string())?;
+        let options = RunOptions {
+            only: self.only,
+            force: self.force,
+            device,
+            ..RunOptions::default()
+        };
         let report = pipe::run(&pipeline, &cache, &options, events).map_err(|e| chain(&e))?;
         Ok((pipeline, report))
     }
@@ -100,10 +120,25 @@ impl RunRequest {
 /// run(pipeline, only, overrides, force, cache_dir) -> str (the report as JSON)
 #[pyfunction]
 #[pyo3(signature = (pipeline, only = Vec::new(), overrides = Vec::new(), force = false, cache_dir = None))]
-fn run(py: Python<'_>, pipeline: PathBuf, only: Vec<String>, overrides: Vec<String>, force: bool, cache_dir: Option<PathBuf>) -> PyResult<String> {
+fn run(
+    py: Python<'_>,
+    pipeline: PathBuf,
+    only: Vec<String>,
+    overrides: Vec<String>,
+    force: bool,
+    cache_dir: Option<PathBuf>,
+) -> PyResult<String> {
     guarded("run", || {
-        let request = RunRequest { pipeline, only, overrides, force, cache_dir };
-        let report = interrupt::interruptible(py, move |events| request.run(events).map(|(_, report)| report))?;
+        let request = RunRequest {
+            pipeline,
+            only,
+            overrides,
+            force,
+            cache_dir,
+        };
+        let report = interrupt::interruptible(py, move |events| {
+            request.run(events).map(|(_, report)| report)
+        })?;
         serde_json::to_string(&report).map_err(pipe_err)
     })
 }
@@ -121,7 +156,10 @@ struct NativeClassifier {
 
 impl NativeClassifier {
     /// Runs `f` on the model, one call at a time. Call it without the GIL.
-    fn with<T>(&self, f: impl FnOnce(&pipe_score::ScoringModel) -> Result<T, String>) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&pipe_score::ScoringModel) -> Result<T, String>,
+    ) -> Result<T, String> {
         // Held until the call ends, so that a fork waits for it (fork.rs).
         let _call = fork::enter_call();
         // A panic inside a call poisons the lock, not the model: the next call may go on.
@@ -131,9 +169,17 @@ impl NativeClassifier {
 
     fn new(model: pipe_score::ScoringModel) -> PyResult<NativeClassifier> {
         let classifier = &model.classifier;
-        let classes = (0..classifier.labels().len()).map(|c| classifier.label(c)).collect::<Result<_, _>>().map_err(pipe_err)?;
+        let classes = (0..classifier.labels().len())
+            .map(|c| classifier.label(c))
+            .collect::<Result<_, _>>()
+            .map_err(pipe_err)?;
         let (description, digest) = (model.description.clone(), model.digest.clone());
-        Ok(NativeClassifier { inner: Mutex::new(model), classes, description, digest })
+        Ok(NativeClassifier {
+            inner: Mutex::new(model),
+            classes,
+            description,
+            digest,
+        })
     }
 
     /// `top_k` as a count of classes, or a ValueError that says the range.
@@ -142,13 +188,21 @@ impl NativeClassifier {
         usize::try_from(top_k)
             .ok()
             .filter(|k| (1..=classes).contains(k))
-            .ok_or_else(|| PyValueError::new_err(format!("top_k must be between 1 and the model's {classes} classes, not {top_k}")))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "top_k must be between 1 and the model's {classes} classes, not {top_k}"
+                ))
+            })
     }
 }
 
 /// The predicted class (the argmax of the scores, as the predict stage
 /// takes it) of each text, `batch_size` texts at a time.
-fn predicted_classes(classifier: &pipe::TextClassifier, texts: &[String], batch_size: usize) -> Result<Vec<usize>, String> {
+fn predicted_classes(
+    classifier: &pipe::TextClassifier,
+    texts: &[String],
+    batch_size: usize,
+) -> Result<Vec<usize>, String> {
     let classes = classifier.labels().len();
     let mut predicted = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch_size) {
@@ -159,7 +213,11 @@ fn predicted_classes(classifier: &pipe::TextClassifier, texts: &[String], batch_
 }
 
 /// Class probabilities `[texts × classes]`, row-major, `batch_size` texts at a time.
-fn probabilities(classifier: &pipe::TextClassifier, texts: &[String], batch_size: usize) -> Result<Vec<f32>, String> {
+fn probabilities(
+    classifier: &pipe::TextClassifier,
+    texts: &[String],
+    batch_size: usize,
+) -> Result<Vec<f32>, String> {
     let mut all = Vec::with_capacity(texts.len().saturating_mul(classifier.labels().len()));
     for chunk in texts.chunks(batch_size) {
         all.extend(classifier.probabilities(chunk).map_err(|e| chain(&e))?);
@@ -173,9 +231,20 @@ impl NativeClassifier {
     /// the pipeline (cached stages are reused). Ctrl-C stops the run.
     #[staticmethod]
     #[pyo3(signature = (pipeline, overrides = Vec::new(), cache_dir = None))]
-    fn from_pipeline(py: Python<'_>, pipeline: PathBuf, overrides: Vec<String>, cache_dir: Option<PathBuf>) -> PyResult<NativeClassifier> {
+    fn from_pipeline(
+        py: Python<'_>,
+        pipeline: PathBuf,
+        overrides: Vec<String>,
+        cache_dir: Option<PathBuf>,
+    ) -> PyResult<NativeClassifier> {
         guarded("from_pipeline", || {
-            let request = RunRequest { pipeline, only: Vec::new(), overrides, force: false, cache_dir };
+            let request = RunRequest {
+                pipeline,
+                only: Vec::new(),
+                overrides,
+                force: false,
+                cache_dir,
+            };
             let model = interrupt::interruptible(py, move |events| {
                 let (pipeline, report) = request.run(events)?;
                 pipe_score::classifier_from_run(&pipeline, &report).map_err(|e| chain(&e))
@@ -188,24 +257,42 @@ impl NativeClassifier {
     #[staticmethod]
     fn from_bundle(py: Python<'_>, dir: PathBuf) -> PyResult<NativeClassifier> {
         guarded("from_bundle", || {
-            let model = py.detach(|| pipe_score::ScoringModel::load_bundle(&dir).map_err(|e| chain(&e))).map_err(pipe_err)?;
+            let model = py
+                .detach(|| pipe_score::ScoringModel::load_bundle(&dir).map_err(|e| chain(&e)))
+                .map_err(pipe_err)?;
             NativeClassifier::new(model)
         })
     }
 
     /// Writes the classifier as a self-contained bundle directory.
     fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
-        guarded("save", || py.detach(|| self.with(|model| model.save_bundle(&dir).map_err(|e| chain(&e)))).map_err(pipe_err))
+        guarded("save", || {
+            py.detach(|| self.with(|model| model.save_bundle(&dir).map_err(|e| chain(&e))))
+                .map_err(pipe_err)
+        })
     }
 
     /// The predicted class name of each text.
     #[pyo3(signature = (texts, batch_size = DEFAULT_BATCH_SIZE))]
-    fn predict<'py>(&self, py: Python<'py>, texts: Vec<String>, batch_size: usize) -> PyResult<Bound<'py, PyList>> {
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
         guarded("predict", || {
             let batch_size = check_batch_size(batch_size)?;
-            let predicted = py.detach(|| self.with(|model| predicted_classes(&model.classifier, &texts, batch_size))).map_err(pipe_err)?;
+            let predicted = py
+                .detach(|| {
+                    self.with(|model| predicted_classes(&model.classifier, &texts, batch_size))
+                })
+                .map_err(pipe_err)?;
             // One string object per class, shared by the rows that have it.
-            let names: Vec<Bound<'py, PyString>> = self.classes.iter().map(|name| PyString::new(py, name)).collect();
+            let names: Vec<Bound<'py, PyString>> = self
+                .classes
+                .iter()
+                .map(|name| PyString::new(py, name))
+                .collect();
             PyList::new(py, predicted.into_iter().map(|class| &names[class]))
         })
     }
@@ -213,10 +300,17 @@ impl NativeClassifier {
     /// Class probabilities as native float32 bytes, `[texts × classes]`
     /// row-major, in a bytearray (so numpy's view of it is writable).
     #[pyo3(signature = (texts, batch_size = DEFAULT_BATCH_SIZE))]
-    fn predict_proba_bytes<'py>(&self, py: Python<'py>, texts: Vec<String>, batch_size: usize) -> PyResult<Bound<'py, PyByteArray>> {
+    fn predict_proba_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
         guarded("predict_proba", || {
             let batch_size = check_batch_size(batch_size)?;
-            let p = py.detach(|| self.with(|model| probabilities(&model.classifier, &texts, batch_size))).map_err(pipe_err)?;
+            let p = py
+                .detach(|| self.with(|model| probabilities(&model.classifier, &texts, batch_size)))
+                .map_err(pipe_err)?;
             PyByteArray::new_with(py, p.len() * std::mem::size_of::<f32>(), |bytes| {
                 for (out, v) in bytes.chunks_exact_mut(4).zip(&p) {
                     out.copy_from_slice(&v.to_ne_bytes());
@@ -249,7 +343,18 @@ impl NativeClassifier {
             // end of this function, with the GIL (the producer may need it).
             let batch = arrow::import_batch(schema, array)?;
             let scored = py
-                .detach(|| self.with(|model| arrow::score_batch(&model.classifier, &batch, text_column, top_k, first_row, batch_size)))
+                .detach(|| {
+                    self.with(|model| {
+                        arrow::score_batch(
+                            &model.classifier,
+                            &batch,
+                            text_column,
+                            top_k,
+                            first_row,
+                            batch_size,
+                        )
+                    })
+                })
                 .map_err(pipe_err)?;
             arrow::export_batch(py, scored)
         })

@@ -98,13 +98,34 @@ pub fn discover(input: &str, follow_links: bool) -> Result<Vec<PathBuf>, InputEr
     if path.is_file() {
         found.add(path)?;
     } else if path.is_dir() {
-        walk(path, &Walk { depth: 0, max_depth: MAX_DIRECTORY_DEPTH, follow_links, skip_hidden: true, pattern: None }, &mut found)?;
+        walk(
+            path,
+            &Walk {
+                depth: 0,
+                max_depth: MAX_DIRECTORY_DEPTH,
+                follow_links,
+                skip_hidden: true,
+                pattern: None,
+            },
+            &mut found,
+        )?;
     } else if input.contains(['*', '?', '[']) {
-        let pattern = glob::Pattern::new(input).map_err(|e| input_err(path, format!("not a valid glob: {e}")))?;
+        let pattern = glob::Pattern::new(input)
+            .map_err(|e| input_err(path, format!("not a valid glob: {e}")))?;
         let root = glob_root(input);
         if root.is_dir() {
             let max_depth = glob_depth(input, &root);
-            walk(&root, &Walk { depth: 0, max_depth, follow_links, skip_hidden: false, pattern: Some(&pattern) }, &mut found)?;
+            walk(
+                &root,
+                &Walk {
+                    depth: 0,
+                    max_depth,
+                    follow_links,
+                    skip_hidden: false,
+                    pattern: Some(&pattern),
+                },
+                &mut found,
+            )?;
         }
     } else {
         return Err(input_err(path, "no such file or directory"));
@@ -132,7 +153,10 @@ impl Found {
             self.files.push(path.to_path_buf());
         }
         if self.files.len() > MAX_FILES {
-            return Err(input_err(path, format!("the input names more than {MAX_FILES} files; split it into several jobs")));
+            return Err(input_err(
+                path,
+                format!("the input names more than {MAX_FILES} files; split it into several jobs"),
+            ));
         }
         Ok(())
     }
@@ -151,7 +175,10 @@ struct Walk<'a> {
 
 fn walk(dir: &Path, how: &Walk, found: &mut Found) -> Result<(), InputError> {
     if how.depth > MAX_DIRECTORY_DEPTH {
-        return Err(input_err(dir, format!("lies more than {MAX_DIRECTORY_DEPTH} directories deep in the input")));
+        return Err(input_err(
+            dir,
+            format!("lies more than {MAX_DIRECTORY_DEPTH} directories deep in the input"),
+        ));
     }
     // Entering a directory twice (a followed link to it) would read its files twice or loop.
     let real = std::fs::canonicalize(dir).map_err(|e| input_err(dir, e))?;
@@ -159,22 +186,42 @@ fn walk(dir: &Path, how: &Walk, found: &mut Found) -> Result<(), InputError> {
         return Ok(());
     }
     let io = |e: std::io::Error| input_err(dir, e);
-    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(['.', '_']));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(['.', '_']));
         if hidden && how.skip_hidden {
             continue;
         }
         // The entry's own type: a link is a link here, whatever it points to.
         let own_type = entry.file_type().map_err(io)?;
-        let is_dir = if own_type.is_symlink() { how.follow_links && path.is_dir() } else { own_type.is_dir() };
+        let is_dir = if own_type.is_symlink() {
+            how.follow_links && path.is_dir()
+        } else {
+            own_type.is_dir()
+        };
         if is_dir {
             if how.depth < how.max_depth {
-                walk(&path, &Walk { depth: how.depth + 1, ..*how }, found)?;
+                walk(
+                    &path,
+                    &Walk {
+                        depth: how.depth + 1,
+                        ..*how
+                    },
+                    found,
+                )?;
             }
-        } else if path.is_file() && Format::of(&path).is_some() && how.pattern.is_none_or(|p| matches_glob(p, &path)) {
+        } else if path.is_file()
+            && Format::of(&path).is_some()
+            && how.pattern.is_none_or(|p| matches_glob(p, &path))
+        {
             found.add(&path)?;
         }
     }
@@ -182,10 +229,17 @@ fn walk(dir: &Path, how: &Walk, found: &mut Found) -> Result<(), InputError> {
 }
 
 fn matches_glob(pattern: &glob::Pattern, path: &Path) -> bool {
-    let options = glob::MatchOptions { require_literal_separator: true, ..glob::MatchOptions::new() };
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    };
     // A pattern with no directory part (`*.csv`) is walked from `.`, whose
     // paths read `./a.csv`.
-    let path = if pattern.as_str().starts_with("./") { path } else { path.strip_prefix(".").unwrap_or(path) };
+    let path = if pattern.as_str().starts_with("./") {
+        path
+    } else {
+        path.strip_prefix(".").unwrap_or(path)
+    };
     pattern.matches_path_with(path, options)
 }
 
@@ -195,14 +249,20 @@ fn glob_depth(pattern: &str, root: &Path) -> usize {
     if pattern.contains("**") {
         return MAX_DIRECTORY_DEPTH;
     }
-    let below = Path::new(pattern).components().count().saturating_sub(root.components().count());
+    let below = Path::new(pattern)
+        .components()
+        .count()
+        .saturating_sub(root.components().count());
     below.saturating_sub(1)
 }
 
 /// The directory a glob's matches lie under: its components before the
 /// first one with a wildcard.
 fn glob_root(pattern: &str) -> PathBuf {
-    let fixed: PathBuf = Path::new(pattern).components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
+    let fixed: PathBuf = Path::new(pattern)
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect();
     if fixed.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
@@ -214,16 +274,30 @@ fn glob_root(pattern: &str) -> PathBuf {
 /// row count. Every record is read once here (CSV, JSON lines), so a record
 /// over the size or nesting limit is refused before anything is scored.
 pub fn inspect(path: &Path, columns: &[String]) -> Result<InputFile, InputError> {
-    let format = Format::of(path).ok_or_else(|| input_err(path, "is not .parquet, .csv or .jsonl"))?;
+    let format =
+        Format::of(path).ok_or_else(|| input_err(path, "is not .parquet, .csv or .jsonl"))?;
     let meta = std::fs::metadata(path).map_err(|e| input_err(path, e))?;
-    let modified_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    let modified_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let rows = match format {
         Format::Parquet => {
             parquet_check::check(path, columns).map_err(|e| input_err(path, e))?;
             let (schema, rows) = by_polars(path, || {
                 let mut reader = parquet_reader(path)?;
-                let schema = reader.schema().map_err(|e| input_err(path, format!("not a Parquet file: {e}")))?;
-                Ok((schema, reader.num_rows().map_err(|e| input_err(path, format!("not a Parquet file: {e}")))? as u64))
+                let schema = reader
+                    .schema()
+                    .map_err(|e| input_err(path, format!("not a Parquet file: {e}")))?;
+                Ok((
+                    schema,
+                    reader
+                        .num_rows()
+                        .map_err(|e| input_err(path, format!("not a Parquet file: {e}")))?
+                        as u64,
+                ))
             })?;
             check_columns(path, columns, schema.iter_names().map(|n| n.as_str()))?;
             rows
@@ -250,7 +324,13 @@ pub fn inspect(path: &Path, columns: &[String]) -> Result<InputFile, InputError>
             rows
         }
     };
-    Ok(InputFile { path: path.to_path_buf(), format, rows, bytes: meta.len(), modified_ns })
+    Ok(InputFile {
+        path: path.to_path_buf(),
+        format,
+        rows,
+        bytes: meta.len(),
+        modified_ns,
+    })
 }
 
 impl InputFile {
@@ -258,9 +338,17 @@ impl InputFile {
     /// modification time): checked before a shard's output is committed.
     pub fn unchanged(&self) -> Result<(), InputError> {
         let meta = std::fs::metadata(&self.path).map_err(|e| input_err(&self.path, e))?;
-        let modified_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         if meta.len() != self.bytes || modified_ns != self.modified_ns {
-            return Err(input_err(&self.path, "changed while it was being scored; nothing was committed, run the job again"));
+            return Err(input_err(
+                &self.path,
+                "changed while it was being scored; nothing was committed, run the job again",
+            ));
         }
         Ok(())
     }
@@ -283,13 +371,23 @@ pub fn read_batches(
         each(frame)
     };
     match file.format {
-        Format::Parquet => read_parquet(&file.path, rows.clone(), batch_rows, columns, &mut counted)?,
+        Format::Parquet => {
+            read_parquet(&file.path, rows.clone(), batch_rows, columns, &mut counted)?
+        }
         Format::Csv => read_csv(&file.path, rows.clone(), batch_rows, columns, &mut counted)?,
-        Format::JsonLines => read_json_lines(&file.path, rows.clone(), batch_rows, columns, &mut counted)?,
+        Format::JsonLines => {
+            read_json_lines(&file.path, rows.clone(), batch_rows, columns, &mut counted)?
+        }
     }
     let wanted = rows.end - rows.start;
     if delivered != wanted {
-        return Err(input_err(&file.path, format!("rows {}..{}: read {delivered} rows where {wanted} were counted", rows.start, rows.end)));
+        return Err(input_err(
+            &file.path,
+            format!(
+                "rows {}..{}: read {delivered} rows where {wanted} were counted",
+                rows.start, rows.end
+            ),
+        ));
     }
     Ok(())
 }
@@ -301,7 +399,11 @@ fn read_parquet(
     columns: &[String],
     each: &mut dyn FnMut(DataFrame) -> Result<(), InputError>,
 ) -> Result<(), InputError> {
-    let schema = by_polars(path, || parquet_reader(path)?.schema().map_err(|e| input_err(path, e)))?;
+    let schema = by_polars(path, || {
+        parquet_reader(path)?
+            .schema()
+            .map_err(|e| input_err(path, e))
+    })?;
     check_columns(path, columns, schema.iter_names().map(|n| n.as_str()))?;
     let mut start = rows.start;
     while start < rows.end {
@@ -316,8 +418,12 @@ fn read_parquet(
         // A footer may claim more rows than the file holds: a short batch
         // ends the read here, with an error, instead of empty batches forever.
         if frame.height() as u64 != len {
-            let message =
-                format!("rows {start}..{}: the file holds {} of them, though its footer counts {} rows", start + len, frame.height(), rows.end);
+            let message = format!(
+                "rows {start}..{}: the file holds {} of them, though its footer counts {} rows",
+                start + len,
+                frame.height(),
+                rows.end
+            );
             return Err(input_err(path, message));
         }
         each(frame)?;
@@ -335,7 +441,15 @@ fn read_csv(
 ) -> Result<(), InputError> {
     let mut csv = CsvRecords::open(path)?;
     check_columns(path, columns, csv.header.iter())?;
-    let positions: Vec<usize> = columns.iter().map(|c| csv.header.iter().position(|h| h == c).expect("checked above")).collect();
+    let positions: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            csv.header
+                .iter()
+                .position(|h| h == c)
+                .expect("checked above")
+        })
+        .collect();
     let mut record = csv::StringRecord::new();
     let mut row = 0u64;
     let mut batch: Vec<Vec<String>> = vec![Vec::new(); columns.len()];
@@ -345,7 +459,11 @@ fn read_csv(
                 values.push(record.get(at).unwrap_or_default().to_string());
             }
             if batch[0].len() == batch_rows {
-                each(string_frame(path, columns, std::mem::replace(&mut batch, vec![Vec::new(); columns.len()]))?)?;
+                each(string_frame(
+                    path,
+                    columns,
+                    std::mem::replace(&mut batch, vec![Vec::new(); columns.len()]),
+                )?)?;
             }
         }
         row += 1;
@@ -356,8 +474,16 @@ fn read_csv(
     Ok(())
 }
 
-fn string_frame(path: &Path, columns: &[String], values: Vec<Vec<String>>) -> Result<DataFrame, InputError> {
-    let series: Vec<Column> = columns.iter().zip(values).map(|(name, v)| Series::new(name.as_str().into(), v).into()).collect();
+fn string_frame(
+    path: &Path,
+    columns: &[String],
+    values: Vec<Vec<String>>,
+) -> Result<DataFrame, InputError> {
+    let series: Vec<Column> = columns
+        .iter()
+        .zip(values)
+        .map(|(name, v)| Series::new(name.as_str().into(), v).into())
+        .collect();
     DataFrame::new_infer_height(series).map_err(|e| input_err(path, e))
 }
 
@@ -377,17 +503,33 @@ struct CsvRecords {
 impl CsvRecords {
     fn open(path: &Path) -> Result<CsvRecords, InputError> {
         let file = File::open(path).map_err(|e| input_err(path, e))?;
-        let bounded = BoundedRead { inner: file, consumed: 0, record_start: Cell::new(0) };
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).buffer_capacity(1 << 20).from_reader(bounded);
+        let bounded = BoundedRead {
+            inner: file,
+            consumed: 0,
+            record_start: Cell::new(0),
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .buffer_capacity(1 << 20)
+            .from_reader(bounded);
         let header = reader.headers().map_err(|e| csv_err(path, 0, e))?.clone();
         reader.get_ref().record_start.set(reader.position().byte());
-        Ok(CsvRecords { reader, header, path: path.to_path_buf(), rows: 0, last_record_start: 0 })
+        Ok(CsvRecords {
+            reader,
+            header,
+            path: path.to_path_buf(),
+            rows: 0,
+            last_record_start: 0,
+        })
     }
 
     /// Reads the next record; false at the end of the file.
     fn next(&mut self, record: &mut csv::StringRecord) -> Result<bool, InputError> {
         let start = self.reader.position().byte();
-        let more = self.reader.read_record(record).map_err(|e| csv_err(&self.path, self.rows + 1, e))?;
+        let more = self
+            .reader
+            .read_record(record)
+            .map_err(|e| csv_err(&self.path, self.rows + 1, e))?;
         if more {
             self.rows += 1;
             self.last_record_start = start;
@@ -405,9 +547,12 @@ impl CsvRecords {
     /// a plain character).
     fn check_last_record_closed(&self) -> Result<(), InputError> {
         let mut file = File::open(&self.path).map_err(|e| input_err(&self.path, e))?;
-        file.seek(SeekFrom::Start(self.last_record_start)).map_err(|e| input_err(&self.path, e))?;
+        file.seek(SeekFrom::Start(self.last_record_start))
+            .map_err(|e| input_err(&self.path, e))?;
         let mut tail = Vec::new();
-        file.take(MAX_RECORD_BYTES as u64 + (4 << 20)).read_to_end(&mut tail).map_err(|e| input_err(&self.path, e))?;
+        file.take(MAX_RECORD_BYTES as u64 + (4 << 20))
+            .read_to_end(&mut tail)
+            .map_err(|e| input_err(&self.path, e))?;
         if ends_inside_quotes(&tail) {
             let row = self.rows.max(1);
             return Err(input_err(&self.path, format!("row {row}: a quoted field is never closed (an unclosed `\"` swallows every row after it)")));
@@ -455,7 +600,9 @@ const RECORD_TOO_LONG: &str = "record over the size limit";
 
 impl<R: Read> Read for BoundedRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.consumed.saturating_sub(self.record_start.get()) > (MAX_RECORD_BYTES + (2 << 20)) as u64 {
+        if self.consumed.saturating_sub(self.record_start.get())
+            > (MAX_RECORD_BYTES + (2 << 20)) as u64
+        {
             return Err(std::io::Error::other(RECORD_TOO_LONG));
         }
         let n = self.inner.read(buf)?;
@@ -495,11 +642,20 @@ fn read_json_lines(
                 .with_schema(schema.clone())
                 .finish()
                 .and_then(|f| f.select(columns.iter().map(|c| c.as_str())))
-                .map_err(|e| input_err(path, format!("rows {first}..{}: {e}", first + count as u64)))
+                .map_err(|e| {
+                    input_err(path, format!("rows {first}..{}: {e}", first + count as u64))
+                })
         })?;
         // One row per line, or the rows after it would shift.
         if frame.height() != count {
-            return Err(input_err(path, format!("rows {first}..{}: {count} lines parsed as {} rows", first + count as u64, frame.height())));
+            return Err(input_err(
+                path,
+                format!(
+                    "rows {first}..{}: {count} lines parsed as {} rows",
+                    first + count as u64,
+                    frame.height()
+                ),
+            ));
         }
         each(frame)
     };
@@ -550,33 +706,61 @@ fn json_lines_schema(path: &Path) -> Result<SchemaRef, InputError> {
 /// it does not support (a JSON number past 64 bits infers an `Int128`
 /// column, which this build of polars has no type for): the panic is this
 /// file's error, with polars' message, not the caller's crash.
-fn by_polars<T>(path: &Path, read: impl FnOnce() -> Result<T, InputError>) -> Result<T, InputError> {
+fn by_polars<T>(
+    path: &Path,
+    read: impl FnOnce() -> Result<T, InputError>,
+) -> Result<T, InputError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|payload| {
-        let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-        Err(input_err(path, format!("polars could not read it: {}", message.unwrap_or_else(|| "(no message)".into()))))
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        Err(input_err(
+            path,
+            format!(
+                "polars could not read it: {}",
+                message.unwrap_or_else(|| "(no message)".into())
+            ),
+        ))
     })
 }
 
 /// Calls `each` with every non-blank line (without its end), until it
 /// returns false. A line over [`MAX_RECORD_BYTES`] or nested deeper than
 /// [`MAX_JSON_NESTING`] is an error naming its line number, read no further.
-fn for_each_line(path: &Path, mut each: impl FnMut(&[u8]) -> Result<bool, InputError>) -> Result<(), InputError> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| input_err(path, e))?);
+fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<bool, InputError>,
+) -> Result<(), InputError> {
+    let mut reader =
+        BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| input_err(path, e))?);
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
         line.clear();
         number += 1;
-        let read = (&mut reader).take(MAX_RECORD_BYTES as u64 + 1).read_until(b'\n', &mut line).map_err(|e| input_err(path, e))?;
+        let read = (&mut reader)
+            .take(MAX_RECORD_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| input_err(path, e))?;
         if read == 0 {
             return Ok(());
         }
         if line.len() > MAX_RECORD_BYTES && line.last() != Some(&b'\n') {
-            return Err(input_err(path, format!("line {number}: longer than the {} MiB limit on one record", MAX_RECORD_BYTES >> 20)));
+            return Err(input_err(
+                path,
+                format!(
+                    "line {number}: longer than the {} MiB limit on one record",
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ));
         }
         let trimmed = line.trim_ascii();
         if json_nesting_exceeds(trimmed, MAX_JSON_NESTING) {
-            return Err(input_err(path, format!("line {number}: nested deeper than {MAX_JSON_NESTING} levels")));
+            return Err(input_err(
+                path,
+                format!("line {number}: nested deeper than {MAX_JSON_NESTING} levels"),
+            ));
         }
         if !trimmed.is_empty() && !each(trimmed)? {
             return Ok(());
@@ -614,19 +798,34 @@ fn json_nesting_exceeds(json: &[u8], limit: usize) -> bool {
 }
 
 fn parquet_reader(path: &Path) -> Result<ParquetReader<File>, InputError> {
-    Ok(ParquetReader::new(File::open(path).map_err(|e| input_err(path, e))?))
+    Ok(ParquetReader::new(
+        File::open(path).map_err(|e| input_err(path, e))?,
+    ))
 }
 
-fn check_columns<'a>(path: &Path, wanted: &[String], present: impl Iterator<Item = &'a str>) -> Result<(), InputError> {
+fn check_columns<'a>(
+    path: &Path,
+    wanted: &[String],
+    present: impl Iterator<Item = &'a str>,
+) -> Result<(), InputError> {
     let present: Vec<&str> = present.collect();
     match wanted.iter().find(|w| !present.contains(&w.as_str())) {
-        Some(missing) => Err(input_err(path, format!("has no column `{missing}` (its columns: {})", present.join(", ")))),
+        Some(missing) => Err(input_err(
+            path,
+            format!(
+                "has no column `{missing}` (its columns: {})",
+                present.join(", ")
+            ),
+        )),
         None => Ok(()),
     }
 }
 
 fn input_err(path: &Path, message: impl ToString) -> InputError {
-    InputError { path: path.to_path_buf(), message: message.to_string() }
+    InputError {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -647,7 +846,10 @@ mod tests {
         .unwrap();
         let err = inspect(&path, &["Text".to_string()]).unwrap_err();
         assert_eq!(err.path, path);
-        assert!(err.message.contains("polars could not read it") && err.message.contains("Int128"), "{err}");
+        assert!(
+            err.message.contains("polars could not read it") && err.message.contains("Int128"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -666,12 +868,18 @@ mod tests {
         assert!(!matches_glob(&pattern, Path::new("./d/a.csv")));
         assert_eq!(glob_depth("*.csv", &glob_root("*.csv")), 0);
         assert_eq!(glob_depth("in/*/x/*.csv", &glob_root("in/*/x/*.csv")), 2);
-        assert_eq!(glob_depth("in/**/*.csv", &glob_root("in/**/*.csv")), MAX_DIRECTORY_DEPTH);
+        assert_eq!(
+            glob_depth("in/**/*.csv", &glob_root("in/**/*.csv")),
+            MAX_DIRECTORY_DEPTH
+        );
     }
 
     #[test]
     fn json_nesting_is_measured_outside_strings() {
-        assert!(!json_nesting_exceeds(br#"{"a": "[[[[[[[[", "b": [1, [2]]}"#, 3));
+        assert!(!json_nesting_exceeds(
+            br#"{"a": "[[[[[[[[", "b": [1, [2]]}"#,
+            3
+        ));
         assert!(json_nesting_exceeds(br#"{"a": [[1]]}"#, 2));
         assert!(!json_nesting_exceeds(br#"{"a": "\"[[[", "b": 1}"#, 1));
     }

@@ -35,7 +35,9 @@ impl SimdLevel {
         match self {
             SimdLevel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2Fma => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            SimdLevel::Avx2Fma => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => std::is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
@@ -49,7 +51,10 @@ impl SimdLevel {
 pub fn simd_level() -> SimdLevel {
     static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
     *LEVEL.get_or_init(|| {
-        let widest = [SimdLevel::Avx512, SimdLevel::Avx2Fma].into_iter().find(|l| l.supported()).unwrap_or(SimdLevel::Scalar);
+        let widest = [SimdLevel::Avx512, SimdLevel::Avx2Fma]
+            .into_iter()
+            .find(|l| l.supported())
+            .unwrap_or(SimdLevel::Scalar);
         widest.min(onednn_isa_cap().map_or(SimdLevel::Avx512, |cap| cap.simd))
     })
 }
@@ -70,7 +75,10 @@ pub fn has_avx512_bf16() -> bool {
 
 /// `ONEDNN_MAX_CPU_ISA`, if set and not blank.
 pub fn onednn_max_cpu_isa() -> Option<String> {
-    std::env::var("ONEDNN_MAX_CPU_ISA").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    std::env::var("ONEDNN_MAX_CPU_ISA")
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// `ONEDNN_MAX_CPU_ISA` parsed, if set to a name oneDNN knows.
@@ -117,7 +125,10 @@ impl IsaCap {
             c if c.starts_with("AVX512") || c.starts_with("AVX10") => SimdLevel::Avx512,
             _ => return None,
         };
-        Some(IsaCap { simd, avx512_bf16: ISA_CAPS_WITH_BF16.contains(&cap.as_str()) })
+        Some(IsaCap {
+            simd,
+            avx512_bf16: ISA_CAPS_WITH_BF16.contains(&cap.as_str()),
+        })
     }
 }
 
@@ -134,7 +145,12 @@ pub struct ThreadDecision {
 /// vector units, so a second thread on them only adds contention to the
 /// matrix products.
 pub fn decide_threads(flag: Option<usize>) -> ThreadDecision {
-    let from_env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n > 0);
+    let from_env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
     let decided = |threads, reason: String| ThreadDecision { threads, reason };
     if let Some(n) = from_env("PIPE_THREADS") {
         return decided(n, "PIPE_THREADS".into());
@@ -145,10 +161,18 @@ pub fn decide_threads(flag: Option<usize>) -> ThreadDecision {
     if let Some(n) = from_env("OMP_NUM_THREADS") {
         return decided(n, "OMP_NUM_THREADS".into());
     }
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     match physical_cores() {
-        Some(cores) => decided(cores.min(logical).max(1), format!("one per physical core ({cores} physical, {logical} logical CPUs available)")),
-        None => decided(logical, format!("one per available CPU ({logical}; the core topology is unreadable here)")),
+        Some(cores) => decided(
+            cores.min(logical).max(1),
+            format!("one per physical core ({cores} physical, {logical} logical CPUs available)"),
+        ),
+        None => decided(
+            logical,
+            format!("one per available CPU ({logical}; the core topology is unreadable here)"),
+        ),
     }
 }
 
@@ -156,10 +180,17 @@ pub fn decide_threads(flag: Option<usize>) -> ThreadDecision {
 /// mask), from Linux's sysfs topology. `None` where that is unreadable.
 pub fn physical_cores() -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(parse_cpu_list)??;
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(parse_cpu_list)??;
     count_cores(&allowed, |cpu| {
         let read = |file: &str| -> Option<u32> {
-            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{file}")).ok()?.trim().parse().ok()
+            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{file}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
         };
         Some((read("physical_package_id")?, read("core_id")?))
     })
@@ -168,7 +199,8 @@ pub fn physical_cores() -> Option<usize> {
 /// Distinct (package, core) pairs among `cpus`; `None` if any CPU's
 /// topology is unknown.
 fn count_cores(cpus: &[usize], topology: impl Fn(usize) -> Option<(u32, u32)>) -> Option<usize> {
-    let cores: std::collections::BTreeSet<(u32, u32)> = cpus.iter().map(|&c| topology(c)).collect::<Option<_>>()?;
+    let cores: std::collections::BTreeSet<(u32, u32)> =
+        cpus.iter().map(|&c| topology(c)).collect::<Option<_>>()?;
     (!cores.is_empty()).then_some(cores.len())
 }
 
@@ -193,7 +225,11 @@ fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
 /// The CPU's model name, from `/proc/cpuinfo` (for reports).
 pub fn model_name() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+    info.lines().find_map(|l| {
+        l.strip_prefix("model name")
+            .and_then(|r| r.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -215,7 +251,13 @@ mod tests {
     #[test]
     fn only_caps_at_or_above_avx512_bf16_allow_onednns_bfloat16_kernels() {
         let bf16 = |cap: &str| IsaCap::parse(cap).map(|c| c.avx512_bf16);
-        for cap in ["all", "DEFAULT", "avx512_core_bf16", "AVX512_CORE_AMX", "avx10_1_512"] {
+        for cap in [
+            "all",
+            "DEFAULT",
+            "avx512_core_bf16",
+            "AVX512_CORE_AMX",
+            "avx10_1_512",
+        ] {
             assert_eq!(bf16(cap), Some(true), "{cap}");
         }
         for cap in ["AVX2", "avx512_core", "AVX512_CORE_VNNI", "sse41"] {
@@ -228,16 +270,26 @@ mod tests {
         // 4 logical CPUs: two cores with two hyperthreads each.
         let topology = |cpu: usize| Some((0, (cpu % 2) as u32));
         assert_eq!(count_cores(&[0, 1, 2, 3], topology), Some(2));
-        assert_eq!(count_cores(&[0, 2], topology), Some(1), "siblings of one core");
+        assert_eq!(
+            count_cores(&[0, 2], topology),
+            Some(1),
+            "siblings of one core"
+        );
         // Two sockets with a core 0 each are two cores.
         assert_eq!(count_cores(&[0, 1], |cpu| Some((cpu as u32, 0))), Some(2));
-        assert_eq!(count_cores(&[0, 1], |cpu| (cpu == 0).then_some((0, 0))), None);
+        assert_eq!(
+            count_cores(&[0, 1], |cpu| (cpu == 0).then_some((0, 0))),
+            None
+        );
         assert_eq!(count_cores(&[], topology), None);
     }
 
     #[test]
     fn cpu_lists_parse_as_the_kernel_writes_them() {
-        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
         assert_eq!(parse_cpu_list("5"), Some(vec![5]));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("x"), None);

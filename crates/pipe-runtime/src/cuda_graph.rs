@@ -18,7 +18,12 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use tch::Device;
 
 extern "C" {
-    fn pipe_cuda_graph_new(device: c_int, out: *mut *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn pipe_cuda_graph_new(
+        device: c_int,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
     fn pipe_cuda_graph_enter(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
     fn pipe_cuda_graph_leave(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
     fn pipe_cuda_graph_capture_begin(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
@@ -53,7 +58,13 @@ fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), CudaGraphErro
     // SAFETY: the shim wrote a NUL-terminated string within the buffer.
     let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
     // libtorch's messages end with a C++ backtrace; the first line says it.
-    Err(CudaGraphError::Torch(message.lines().next().unwrap_or("unknown error").to_string()))
+    Err(CudaGraphError::Torch(
+        message
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_string(),
+    ))
 }
 
 /// One recorded graph with the side stream it is recorded on.
@@ -64,11 +75,16 @@ pub struct CudaGraph {
 
 impl CudaGraph {
     pub fn new(device: Device) -> Result<CudaGraph, CudaGraphError> {
-        let Device::Cuda(index) = device else { return Err(CudaGraphError::NotCuda(device)) };
+        let Device::Cuda(index) = device else {
+            return Err(CudaGraphError::NotCuda(device));
+        };
         let mut raw = std::ptr::null_mut();
         // SAFETY: `raw` is written by the shim on success.
         call(|err, len| unsafe { pipe_cuda_graph_new(index as c_int, &mut raw, err, len) })?;
-        Ok(CudaGraph { raw, captured: false })
+        Ok(CudaGraph {
+            raw,
+            captured: false,
+        })
     }
 
     /// Runs `f` eagerly with the graph's stream current: warm-up before a
@@ -92,7 +108,11 @@ impl CudaGraph {
         let raw = self.raw;
         // SAFETY (all shim calls): `raw` came from `pipe_cuda_graph_new`.
         call(|err, len| unsafe { pipe_cuda_graph_enter(raw, err, len) })?;
-        let begun = if record { call(|err, len| unsafe { pipe_cuda_graph_capture_begin(raw, err, len) }) } else { Ok(()) };
+        let begun = if record {
+            call(|err, len| unsafe { pipe_cuda_graph_capture_begin(raw, err, len) })
+        } else {
+            Ok(())
+        };
         // tch panics on torch errors: end the capture and leave the stream first.
         let result = begun.map(|()| catch_unwind(AssertUnwindSafe(f)));
         let ended = match (&result, record) {
@@ -103,8 +123,18 @@ impl CudaGraph {
         let value = match result? {
             Ok(value) => value,
             Err(panic) if record => {
-                let message = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
-                return Err(CudaGraphError::CaptureFailed(message.unwrap_or("a panic while recording").lines().next().unwrap_or_default().into()));
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied());
+                return Err(CudaGraphError::CaptureFailed(
+                    message
+                        .unwrap_or("a panic while recording")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .into(),
+                ));
             }
             Err(panic) => resume_unwind(panic),
         };
@@ -117,7 +147,9 @@ impl CudaGraph {
     /// whatever was queued there before.
     pub fn replay(&self) -> Result<(), CudaGraphError> {
         if !self.captured {
-            return Err(CudaGraphError::Torch("replay before a successful capture".into()));
+            return Err(CudaGraphError::Torch(
+                "replay before a successful capture".into(),
+            ));
         }
         let raw = self.raw;
         // SAFETY: `raw` came from `pipe_cuda_graph_new` and holds a capture.
@@ -138,7 +170,9 @@ mod tests {
 
     #[test]
     fn a_cpu_device_is_refused_with_its_name() {
-        let err = CudaGraph::new(Device::Cpu).err().expect("no graphs on the CPU");
+        let err = CudaGraph::new(Device::Cpu)
+            .err()
+            .expect("no graphs on the CPU");
         assert!(err.to_string().contains("Cpu"), "{err}");
     }
 
@@ -148,7 +182,9 @@ mod tests {
     #[test]
     fn a_replay_reruns_the_recorded_kernels_on_new_input() {
         if !tch::Cuda::is_available() {
-            let err = CudaGraph::new(Device::Cuda(0)).err().expect("no CUDA device here");
+            let err = CudaGraph::new(Device::Cuda(0))
+                .err()
+                .expect("no CUDA device here");
             assert!(!err.to_string().is_empty());
             return;
         }
@@ -164,11 +200,18 @@ mod tests {
                 total += &input * 2.0;
             })
             .unwrap();
-        assert_eq!(total.sum(tch::Kind::Float).double_value(&[]), 0.0, "capture ran nothing");
+        assert_eq!(
+            total.sum(tch::Kind::Float).double_value(&[]),
+            0.0,
+            "capture ran nothing"
+        );
         for value in [1.0, 3.0] {
             let _ = input.shallow_clone().fill_(value);
             graph.replay().unwrap();
         }
-        assert_eq!(Vec::<f32>::try_from(&total.to_device(Device::Cpu)).unwrap(), vec![8.0; 4]);
+        assert_eq!(
+            Vec::<f32>::try_from(&total.to_device(Device::Cpu)).unwrap(),
+            vec![8.0; 4]
+        );
     }
 }

@@ -28,7 +28,10 @@ struct Job<'a, T, F> {
 extern "C" fn run_one<T, F: Fn(T)>(ctx: *mut c_void, i: i64) {
     // SAFETY: `ctx` is the `Job` that `for_each` passed, alive for the call.
     let job = unsafe { &*(ctx as *const Job<T, F>) };
-    let item = job.items[i as usize].lock().unwrap_or_else(|e| e.into_inner()).take();
+    let item = job.items[i as usize]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     if let Some(item) = item {
         // A panic must not unwind through C: keep it and rethrow after.
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (job.f)(item))) {
@@ -46,10 +49,20 @@ pub fn for_each<T: Send, F: Fn(T) + Sync>(items: Vec<T>, f: F) {
         return;
     }
     let items: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-    let job = Job { items: &items, f: &f, panic: Mutex::new(None) };
+    let job = Job {
+        items: &items,
+        f: &f,
+        panic: Mutex::new(None),
+    };
     // SAFETY: `run_one::<T, F>` reads `job` as the `Job<T, F>` it is; each
     // index is taken once, and `pipe_parallel_for` returns after all ran.
-    unsafe { pipe_parallel_for(items.len() as i64, run_one::<T, F>, &job as *const Job<T, F> as *mut c_void) };
+    unsafe {
+        pipe_parallel_for(
+            items.len() as i64,
+            run_one::<T, F>,
+            &job as *const Job<T, F> as *mut c_void,
+        )
+    };
     if let Some(panic) = job.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
         resume_unwind(panic);
     }
@@ -64,7 +77,9 @@ mod tests {
         let _torch = crate::runtime::torch_global_lock();
         tch::set_num_threads(2);
         let seen = Mutex::new(Vec::new());
-        for_each((0..2).collect(), |i: usize| seen.lock().unwrap().push((i, std::thread::current().id())));
+        for_each((0..2).collect(), |i: usize| {
+            seen.lock().unwrap().push((i, std::thread::current().id()))
+        });
         let mut seen = seen.into_inner().unwrap();
         seen.sort_by_key(|s| s.0);
         assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1]);
@@ -72,13 +87,18 @@ mod tests {
             assert_ne!(seen[0].1, seen[1].1, "two items, two of torch's threads");
         }
         let mut out = vec![0u32; 10];
-        for_each(out.chunks_mut(3).enumerate().collect(), |(i, chunk): (usize, &mut [u32])| chunk.fill(i as u32 + 1));
+        for_each(
+            out.chunks_mut(3).enumerate().collect(),
+            |(i, chunk): (usize, &mut [u32])| chunk.fill(i as u32 + 1),
+        );
         assert_eq!(out, [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]);
     }
 
     #[test]
     fn a_panic_comes_back_to_the_caller() {
-        let result = std::panic::catch_unwind(|| for_each(vec![1, 2, 3], |i: i32| assert_ne!(i, 2, "item two")));
+        let result = std::panic::catch_unwind(|| {
+            for_each(vec![1, 2, 3], |i: i32| assert_ne!(i, 2, "item two"))
+        });
         assert!(result.is_err());
     }
 }

@@ -31,14 +31,23 @@ fn no_cuda_hint(count: &usize) -> &'static str {
 /// Resolves a device spec (`auto`, `cpu`, `cuda`, `cuda:N`) to a concrete name.
 pub fn resolve_device(spec: &str) -> Result<String, DeviceError> {
     match spec {
-        "auto" => Ok(if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }),
+        "auto" => Ok(if tch::Cuda::is_available() {
+            "cuda:0".into()
+        } else {
+            "cpu".into()
+        }),
         "cpu" => Ok("cpu".into()),
         "cuda" => resolve_device("cuda:0"),
         s if s.starts_with("cuda:") => {
-            let n: usize = s[5..].parse().map_err(|_| DeviceError::BadIndex(s.to_string()))?;
+            let n: usize = s[5..]
+                .parse()
+                .map_err(|_| DeviceError::BadIndex(s.to_string()))?;
             let count = tch::Cuda::device_count() as usize;
             if n >= count {
-                return Err(DeviceError::NoSuchCuda { name: s.to_string(), count });
+                return Err(DeviceError::NoSuchCuda {
+                    name: s.to_string(),
+                    count,
+                });
             }
             Ok(s.to_string())
         }
@@ -50,7 +59,10 @@ pub fn resolve_device(spec: &str) -> Result<String, DeviceError> {
 pub fn device(name: &str) -> Result<Device, DeviceError> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda:") => s[5..].parse().map(Device::Cuda).map_err(|_| DeviceError::BadIndex(s.to_string())),
+        s if s.starts_with("cuda:") => s[5..]
+            .parse()
+            .map(Device::Cuda)
+            .map_err(|_| DeviceError::BadIndex(s.to_string())),
         other => Err(DeviceError::Unresolved(other.to_string())),
     }
 }

@@ -41,7 +41,11 @@ pub enum ScoreJobError {
     #[error("{}: {message}", .path.display())]
     Output { path: PathBuf, message: String },
     #[error("{}: row {row}: {message}", .path.display())]
-    Row { path: PathBuf, row: u64, message: String },
+    Row {
+        path: PathBuf,
+        row: u64,
+        message: String,
+    },
     #[error("the pipeline's model: {0}")]
     Model(String),
     #[error(transparent)]
@@ -52,7 +56,10 @@ pub enum ScoreJobError {
 
 impl From<input::InputError> for ScoreJobError {
     fn from(e: input::InputError) -> ScoreJobError {
-        ScoreJobError::Input { path: e.path, message: e.message }
+        ScoreJobError::Input {
+            path: e.path,
+            message: e.message,
+        }
     }
 }
 
@@ -86,7 +93,12 @@ pub const MAX_BATCH_IDS: usize = 1 << 27;
 
 impl ScoreJob {
     fn columns(&self) -> Vec<String> {
-        let mut columns: Vec<String> = self.id_column.iter().chain(&self.keep_columns).cloned().collect();
+        let mut columns: Vec<String> = self
+            .id_column
+            .iter()
+            .chain(&self.keep_columns)
+            .cloned()
+            .collect();
         if !columns.contains(&self.text_column) {
             columns.push(self.text_column.clone());
         }
@@ -145,9 +157,18 @@ pub struct ScoreSummary {
 ///
 /// A panic inside (a reader or writer meeting input it did not expect)
 /// becomes [`ScoreJobError::Panic`]; the part being written is removed.
-pub fn score(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreJobError> {
+pub fn score(
+    model: &ScoringModel,
+    job: &ScoreJob,
+    on_event: &mut dyn FnMut(&ScoreEvent),
+) -> Result<ScoreSummary, ScoreJobError> {
     let run = std::panic::AssertUnwindSafe(|| score_shard(model, job, on_event));
-    std::panic::catch_unwind(run).unwrap_or_else(|payload| Err(ScoreJobError::Panic { input: job.input.clone(), message: panic_message(payload) }))
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+        Err(ScoreJobError::Panic {
+            input: job.input.clone(),
+            message: panic_message(payload),
+        })
+    })
 }
 
 /// The stack of the threads that read input files: polars decodes a Parquet
@@ -156,37 +177,76 @@ pub fn score(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&Sco
 const WORKER_STACK_BYTES: usize = 256 << 20;
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
     message.unwrap_or_else(|| "(no message)".into())
 }
 
-fn score_shard(model: &ScoringModel, job: &ScoreJob, on_event: &mut dyn FnMut(&ScoreEvent)) -> Result<ScoreSummary, ScoreJobError> {
+fn score_shard(
+    model: &ScoringModel,
+    job: &ScoreJob,
+    on_event: &mut dyn FnMut(&ScoreEvent),
+) -> Result<ScoreSummary, ScoreJobError> {
     let started = Instant::now();
     reset_peak_rss();
-    check_job(job, model.classifier.labels().len(), model.classifier.vectorizer().options.max_len)?;
+    check_job(
+        job,
+        model.classifier.labels().len(),
+        model.classifier.vectorizer().options.max_len,
+    )?;
     let files: Vec<InputFile> = on_reading_thread(job, || {
         let columns = job.columns();
         let paths = input::discover(&job.input, job.follow_links)?;
-        Ok(paths.iter().map(|p| input::inspect(p, &columns)).collect::<Result<_, _>>()?)
+        Ok(paths
+            .iter()
+            .map(|p| input::inspect(p, &columns))
+            .collect::<Result<_, _>>()?)
     })?;
     let input_digest = input_digest(&files, job);
-    let owner = output::JobRecord { model: model.digest.clone(), input: input_digest.clone(), shards: job.shard.count };
+    let owner = output::JobRecord {
+        model: model.digest.clone(),
+        input: input_digest.clone(),
+        shards: job.shard.count,
+    };
     let shard_lock = output::claim(&job.output, &owner, job.shard)?;
-    let scored = score_claimed(model, job, &files, input_digest, &shard_lock, started, on_event);
+    let scored = score_claimed(
+        model,
+        job,
+        &files,
+        input_digest,
+        &shard_lock,
+        started,
+        on_event,
+    );
     shard_lock.release(scored.is_err());
     scored
 }
 
 /// Runs `read` on a thread with the readers' large stack, a panic in it
 /// an error that keeps its message.
-fn on_reading_thread<T: Send>(job: &ScoreJob, read: impl FnOnce() -> Result<T, ScoreJobError> + Send) -> Result<T, ScoreJobError> {
-    let panicked = |payload| ScoreJobError::Panic { input: job.input.clone(), message: panic_message(payload) };
+fn on_reading_thread<T: Send>(
+    job: &ScoreJob,
+    read: impl FnOnce() -> Result<T, ScoreJobError> + Send,
+) -> Result<T, ScoreJobError> {
+    let panicked = |payload| ScoreJobError::Panic {
+        input: job.input.clone(),
+        message: panic_message(payload),
+    };
     std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new().name("pipe-score-read".into()).stack_size(WORKER_STACK_BYTES);
+        let thread = std::thread::Builder::new()
+            .name("pipe-score-read".into())
+            .stack_size(WORKER_STACK_BYTES);
         let handle = thread
             .spawn_scoped(scope, read)
-            .map_err(|e| ScoreJobError::Output { path: job.output.clone(), message: format!("could not start a thread: {e}") })?;
-        handle.join().unwrap_or_else(|payload| Err(panicked(payload)))
+            .map_err(|e| ScoreJobError::Output {
+                path: job.output.clone(),
+                message: format!("could not start a thread: {e}"),
+            })?;
+        handle
+            .join()
+            .unwrap_or_else(|payload| Err(panicked(payload)))
     })
 }
 
@@ -202,17 +262,35 @@ fn score_claimed(
     on_event: &mut dyn FnMut(&ScoreEvent),
 ) -> Result<ScoreSummary, ScoreJobError> {
     let manifest_path = Manifest::path(&job.output, job.shard);
-    if let Some((_, done)) = output::manifests(&job.output)?.into_iter().find(|(p, _)| *p == manifest_path) {
+    if let Some((_, done)) = output::manifests(&job.output)?
+        .into_iter()
+        .find(|(p, _)| *p == manifest_path)
+    {
         if done.is_complete(&job.output, &model.digest, &input_digest) {
-            on_event(&ScoreEvent::Skipped { shard: job.shard, manifest: manifest_path.clone() });
-            return Ok(summary(job, done.rows, started, done.part.map(|p| job.output.join(p)), manifest_path, true));
+            on_event(&ScoreEvent::Skipped {
+                shard: job.shard,
+                manifest: manifest_path.clone(),
+            });
+            return Ok(summary(
+                job,
+                done.rows,
+                started,
+                done.part.map(|p| job.output.join(p)),
+                manifest_path,
+                true,
+            ));
         }
     }
 
     let file_rows: Vec<u64> = files.iter().map(|f| f.rows).collect();
     let pieces = shard::pieces(&file_rows, job.shard);
     let shard_rows: u64 = pieces.iter().map(|p| p.rows.end - p.rows.start).sum();
-    on_event(&ScoreEvent::Planned { files: files.len(), input_rows: file_rows.iter().sum(), shard: job.shard, shard_rows });
+    on_event(&ScoreEvent::Planned {
+        files: files.len(),
+        input_rows: file_rows.iter().sum(),
+        shard: job.shard,
+        shard_rows,
+    });
 
     let mut part = output::PartWriter::new(&job.output, job.shard, shard_lock)?;
     // Two steps overlap: a reader thread reads and encodes the next batch
@@ -222,30 +300,51 @@ fn score_claimed(
         let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded, ScoreJobError>>(1);
         let vectorizer = model.classifier.vectorizer();
         let pieces = &pieces;
-        let reader = std::thread::Builder::new().name("pipe-score-read".into()).stack_size(WORKER_STACK_BYTES);
+        let reader = std::thread::Builder::new()
+            .name("pipe-score-read".into())
+            .stack_size(WORKER_STACK_BYTES);
         let started = reader.spawn_scoped(scope, move || {
             // A panic here would reach the scorer as "a scoped thread
             // panicked", its message lost: it is sent on as an error instead.
-            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_and_encode(job, files, pieces, vectorizer, &ready)))
-                .unwrap_or_else(|payload| Err(ScoreJobError::Panic { input: job.input.clone(), message: panic_message(payload) }));
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_and_encode(job, files, pieces, vectorizer, &ready)
+            }))
+            .unwrap_or_else(|payload| {
+                Err(ScoreJobError::Panic {
+                    input: job.input.clone(),
+                    message: panic_message(payload),
+                })
+            });
             // A send fails only when the scorer stopped, having its own error.
             if let Err(e) = read {
                 let _ = ready.send(Err(e));
             }
         });
-        started.map_err(|e| ScoreJobError::Output { path: job.output.clone(), message: format!("could not start the reading thread: {e}") })?;
+        started.map_err(|e| ScoreJobError::Output {
+            path: job.output.clone(),
+            message: format!("could not start the reading thread: {e}"),
+        })?;
         for batch in encoded {
             let scored = score_batch(&model.classifier, job, batch?)?;
             part.write(&scored)?;
-            on_event(&ScoreEvent::Batch { rows_done: part.rows(), shard_rows });
+            on_event(&ScoreEvent::Batch {
+                rows_done: part.rows(),
+                shard_rows,
+            });
         }
         Ok::<(), ScoreJobError>(())
     })?;
     let rows = part.rows();
     // Exit 0 means every planned row was scored once, from the files planned.
     if rows != shard_rows {
-        let message = format!("shard {} scored {rows} rows where {shard_rows} were planned; nothing was committed", job.shard);
-        return Err(ScoreJobError::Output { path: job.output.clone(), message });
+        let message = format!(
+            "shard {} scored {rows} rows where {shard_rows} were planned; nothing was committed",
+            job.shard
+        );
+        return Err(ScoreJobError::Output {
+            path: job.output.clone(),
+            message,
+        });
     }
     for file in files {
         file.unchanged()?;
@@ -263,17 +362,34 @@ fn score_claimed(
         pipe_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-    pipe::core::fsutil::atomic_write(&manifest_path, &bytes)
-        .map_err(|e| ScoreJobError::Output { path: manifest_path.clone(), message: e.to_string() })?;
-    let done = summary(job, rows, started, written.map(|(name, _)| job.output.join(name)), manifest_path, false);
+    pipe::core::fsutil::atomic_write(&manifest_path, &bytes).map_err(|e| {
+        ScoreJobError::Output {
+            path: manifest_path.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let done = summary(
+        job,
+        rows,
+        started,
+        written.map(|(name, _)| job.output.join(name)),
+        manifest_path,
+        false,
+    );
     on_event(&ScoreEvent::Finished(done.clone()));
     Ok(done)
 }
 
 fn check_job(job: &ScoreJob, classes: usize, max_len: usize) -> Result<(), ScoreJobError> {
-    let bad = |message: String| ScoreJobError::Input { path: PathBuf::from(&job.input), message };
+    let bad = |message: String| ScoreJobError::Input {
+        path: PathBuf::from(&job.input),
+        message,
+    };
     if job.batch_rows == 0 || job.batch_rows > MAX_BATCH_ROWS {
-        return Err(bad(format!("--batch-rows must be between 1 and {MAX_BATCH_ROWS}, not {}", job.batch_rows)));
+        return Err(bad(format!(
+            "--batch-rows must be between 1 and {MAX_BATCH_ROWS}, not {}",
+            job.batch_rows
+        )));
     }
     if job.batch_rows.saturating_mul(max_len) > MAX_BATCH_IDS {
         let most = MAX_BATCH_IDS / max_len.max(1);
@@ -283,11 +399,16 @@ fn check_job(job: &ScoreJob, classes: usize, max_len: usize) -> Result<(), Score
         )));
     }
     if job.top_k == 0 || job.top_k > classes {
-        return Err(bad(format!("--top-k must be between 1 and the model's {classes} classes, not {}", job.top_k)));
+        return Err(bad(format!(
+            "--top-k must be between 1 and the model's {classes} classes, not {}",
+            job.top_k
+        )));
     }
     let scores = score_columns(job.top_k);
     if let Some(clash) = job.carried().into_iter().find(|c| scores.contains(c)) {
-        return Err(bad(format!("the carried column `{clash}` has the name of a score column; rename it")));
+        return Err(bad(format!(
+            "the carried column `{clash}` has the name of a score column; rename it"
+        )));
     }
     Ok(())
 }
@@ -329,24 +450,38 @@ fn read_and_encode(
         // The reader stops at the first `Err` the callback returns; the
         // callback's own error (or the scorer having stopped) is kept here.
         let mut stopped: Option<Result<(), ScoreJobError>> = None;
-        let read = input::read_batches(file, piece.rows.clone(), job.batch_rows, &columns, &mut |batch| {
-            pipe::core::fault::point("score-read-batch");
-            let ids = match batch_texts(job, &batch, &file.path, next_row) {
-                Ok(texts) => vectorizer.encode(&texts),
-                Err(e) => {
-                    stopped = Some(Err(e));
+        let read = input::read_batches(
+            file,
+            piece.rows.clone(),
+            job.batch_rows,
+            &columns,
+            &mut |batch| {
+                pipe::core::fault::point("score-read-batch");
+                let ids = match batch_texts(job, &batch, &file.path, next_row) {
+                    Ok(texts) => vectorizer.encode(&texts),
+                    Err(e) => {
+                        stopped = Some(Err(e));
+                        return Err(stop_reading(&file.path));
+                    }
+                };
+                let height = batch.height() as u64;
+                if ready
+                    .send(Ok(Encoded {
+                        batch,
+                        ids,
+                        path: file.path.clone(),
+                        first_row: next_row,
+                    }))
+                    .is_err()
+                {
+                    // The scorer stopped, having its own error to report.
+                    stopped = Some(Ok(()));
                     return Err(stop_reading(&file.path));
                 }
-            };
-            let height = batch.height() as u64;
-            if ready.send(Ok(Encoded { batch, ids, path: file.path.clone(), first_row: next_row })).is_err() {
-                // The scorer stopped, having its own error to report.
-                stopped = Some(Ok(()));
-                return Err(stop_reading(&file.path));
-            }
-            next_row += height;
-            Ok(())
-        });
+                next_row += height;
+                Ok(())
+            },
+        );
         if let Some(outcome) = stopped {
             return outcome;
         }
@@ -358,21 +493,50 @@ fn read_and_encode(
 /// What the batch callback returns to stop the reader; the reason is kept
 /// beside it.
 fn stop_reading(path: &Path) -> input::InputError {
-    input::InputError { path: path.to_path_buf(), message: "reading stopped".into() }
+    input::InputError {
+        path: path.to_path_buf(),
+        message: "reading stopped".into(),
+    }
 }
 
 /// The text column of `batch`; a null or a non-text column names its row.
 /// A categorical (dictionary) column is read through its categories, without
 /// a copy per row.
-fn batch_texts<'a>(job: &ScoreJob, batch: &'a DataFrame, path: &Path, first_row: u64) -> Result<Vec<&'a str>, ScoreJobError> {
-    let row_err = |row: usize, message: String| ScoreJobError::Row { path: path.to_path_buf(), row: first_row + row as u64, message };
-    let text = batch.column(&job.text_column).map_err(|e| row_err(0, e.to_string()))?;
+fn batch_texts<'a>(
+    job: &ScoreJob,
+    batch: &'a DataFrame,
+    path: &Path,
+    first_row: u64,
+) -> Result<Vec<&'a str>, ScoreJobError> {
+    let row_err = |row: usize, message: String| ScoreJobError::Row {
+        path: path.to_path_buf(),
+        row: first_row + row as u64,
+        message,
+    };
+    let text = batch
+        .column(&job.text_column)
+        .map_err(|e| row_err(0, e.to_string()))?;
     let values: Vec<Option<&str>> = match text.dtype() {
         DataType::Categorical(..) | DataType::Enum(..) => categorical_texts(text),
         _ => text.str().ok().map(|strings| strings.iter().collect()),
     }
-    .ok_or_else(|| row_err(0, format!("column `{}` holds {}, not text", job.text_column, text.dtype())))?;
-    values.into_iter().enumerate().map(|(row, t)| t.ok_or_else(|| row_err(row, format!("column `{}` is null", job.text_column)))).collect()
+    .ok_or_else(|| {
+        row_err(
+            0,
+            format!(
+                "column `{}` holds {}, not text",
+                job.text_column,
+                text.dtype()
+            ),
+        )
+    })?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(row, t)| {
+            t.ok_or_else(|| row_err(row, format!("column `{}` is null", job.text_column)))
+        })
+        .collect()
 }
 
 /// A categorical column's values as the strings of its categories, whichever
@@ -388,22 +552,50 @@ fn categorical_texts(column: &Column) -> Option<Vec<Option<&str>>> {
 }
 
 /// The carried columns of the batch, then the predicted classes and probabilities.
-fn score_batch(classifier: &TextClassifier, job: &ScoreJob, encoded: Encoded) -> Result<DataFrame, ScoreJobError> {
-    let Encoded { batch, ids, path, first_row } = encoded;
-    let row_err = |row: usize, message: String| ScoreJobError::Row { path: path.clone(), row: first_row + row as u64, message };
+fn score_batch(
+    classifier: &TextClassifier,
+    job: &ScoreJob,
+    encoded: Encoded,
+) -> Result<DataFrame, ScoreJobError> {
+    let Encoded {
+        batch,
+        ids,
+        path,
+        first_row,
+    } = encoded;
+    let row_err = |row: usize, message: String| ScoreJobError::Row {
+        path: path.clone(),
+        row: first_row + row as u64,
+        message,
+    };
     let classes = classifier.labels().len();
     let scores = classifier.scores_of_ids(&ids)?;
     let probabilities = pipe::predict::softmax_rows(&scores, classes);
-    let ranked: Vec<Vec<usize>> = scores.chunks(classes).map(|row| top_classes(row, job.top_k)).collect();
+    let ranked: Vec<Vec<usize>> = scores
+        .chunks(classes)
+        .map(|row| top_classes(row, job.top_k))
+        .collect();
 
     let mut columns: Vec<Column> = Vec::new();
     for name in job.carried() {
-        columns.push(batch.column(&name).map_err(|e| row_err(0, e.to_string()))?.clone());
+        columns.push(
+            batch
+                .column(&name)
+                .map_err(|e| row_err(0, e.to_string()))?
+                .clone(),
+        );
     }
     let names = score_columns(job.top_k);
     for (rank, pair) in names.chunks(2).enumerate() {
-        let labels: Vec<String> = ranked.iter().map(|r| classifier.label(r[rank])).collect::<Result<_, _>>()?;
-        let p: Vec<f32> = ranked.iter().enumerate().map(|(row, r)| probabilities[row * classes + r[rank]]).collect();
+        let labels: Vec<String> = ranked
+            .iter()
+            .map(|r| classifier.label(r[rank]))
+            .collect::<Result<_, _>>()?;
+        let p: Vec<f32> = ranked
+            .iter()
+            .enumerate()
+            .map(|(row, r)| probabilities[row * classes + r[rank]])
+            .collect();
         columns.push(Series::new(pair[0].as_str().into(), labels).into());
         columns.push(Series::new(pair[1].as_str().into(), p).into());
     }
@@ -427,16 +619,29 @@ fn input_digest(files: &[InputFile], job: &ScoreJob) -> String {
         "keep_columns": job.keep_columns,
         "top_k": job.top_k,
     });
-    blake3::hash(options.to_string().as_bytes()).to_hex().to_string()
+    blake3::hash(options.to_string().as_bytes())
+        .to_hex()
+        .to_string()
 }
 
-fn summary(job: &ScoreJob, rows: u64, started: Instant, part: Option<PathBuf>, manifest: PathBuf, skipped: bool) -> ScoreSummary {
+fn summary(
+    job: &ScoreJob,
+    rows: u64,
+    started: Instant,
+    part: Option<PathBuf>,
+    manifest: PathBuf,
+    skipped: bool,
+) -> ScoreSummary {
     let seconds = started.elapsed().as_secs_f64();
     ScoreSummary {
         shard: job.shard,
         rows,
         seconds,
-        rows_per_second: if skipped || seconds <= 0.0 { 0.0 } else { rows as f64 / seconds },
+        rows_per_second: if skipped || seconds <= 0.0 {
+            0.0
+        } else {
+            rows as f64 / seconds
+        },
         peak_rss_bytes: peak_rss_bytes(),
         part,
         manifest,
@@ -473,7 +678,10 @@ mod tests {
     #[test]
     fn score_columns_pair_each_rank() {
         assert_eq!(score_columns(1), ["Category", "Probability"]);
-        assert_eq!(score_columns(2), ["Category", "Probability", "Category_2", "Probability_2"]);
+        assert_eq!(
+            score_columns(2),
+            ["Category", "Probability", "Category_2", "Probability_2"]
+        );
     }
 
     #[test]

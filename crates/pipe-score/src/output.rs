@@ -50,7 +50,9 @@ impl Manifest {
     /// digests, and its part is there at its recorded size.
     pub fn is_complete(&self, dir: &Path, model: &str, input: &str) -> bool {
         let part_there = match &self.part {
-            Some(name) => std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == self.part_bytes),
+            Some(name) => {
+                std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == self.part_bytes)
+            }
             None => true,
         };
         self.model == model && self.input == input && part_there
@@ -59,13 +61,24 @@ impl Manifest {
 
 /// The manifests already in `dir` (of any shard count).
 pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, ScoreJobError> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| ScoreJobError::Output { path: dir.into(), message: e.to_string() })?.path();
+        let path = entry
+            .map_err(|e| ScoreJobError::Output {
+                path: dir.into(),
+                message: e.to_string(),
+            })?
+            .path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("_part-") && name.ends_with(".json") {
-            let manifest = pipe::core::fsutil::load_json(&path).map_err(|e| ScoreJobError::Output { path: path.clone(), message: e.to_string() })?;
+            let manifest =
+                pipe::core::fsutil::load_json(&path).map_err(|e| ScoreJobError::Output {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
             out.push((path, manifest));
         }
     }
@@ -104,8 +117,17 @@ const JOB_LOCK: &str = "_job.lock";
 /// server and holds across machines (a lock on a directory would not).
 fn lock_dir(dir: &Path) -> Result<File, ScoreJobError> {
     let path = dir.join(JOB_LOCK);
-    let err = |e: std::io::Error| ScoreJobError::Output { path: path.clone(), message: e.to_string() };
-    let handle = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(err)?;
+    let err = |e: std::io::Error| ScoreJobError::Output {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(err)?;
     handle.lock().map_err(err)?;
     Ok(handle)
 }
@@ -114,12 +136,16 @@ fn lock_dir(dir: &Path) -> Result<File, ScoreJobError> {
 /// lock. Refused, with nothing written, when the directory belongs to
 /// another job or another process is scoring the same shard.
 pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, ScoreJobError> {
-    let out_err = |path: &Path, message: String| ScoreJobError::Output { path: path.to_path_buf(), message };
+    let out_err = |path: &Path, message: String| ScoreJobError::Output {
+        path: path.to_path_buf(),
+        message,
+    };
     std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e.to_string()))?;
     let _dir_lock = lock_dir(dir)?;
     let record_path = dir.join(JOB_FILE);
     if record_path.exists() {
-        let owner: JobRecord = pipe::core::fsutil::load_json(&record_path).map_err(|e| out_err(&record_path, e.to_string()))?;
+        let owner: JobRecord = pipe::core::fsutil::load_json(&record_path)
+            .map_err(|e| out_err(&record_path, e.to_string()))?;
         if owner != *job {
             let message = format!(
                 "this output directory belongs to another job ({}); write to another directory, or remove it to start over",
@@ -130,7 +156,8 @@ pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, Sco
     } else {
         check_unclaimed(dir, job)?;
         let bytes = serde_json::to_vec_pretty(job).expect("a job record serializes");
-        pipe::core::fsutil::atomic_write(&record_path, &bytes).map_err(|e| out_err(&record_path, e.to_string()))?;
+        pipe::core::fsutil::atomic_write(&record_path, &bytes)
+            .map_err(|e| out_err(&record_path, e.to_string()))?;
     }
     let path = dir.join(format!("_{}.lock", shard.part_name()));
     let file = File::create(&path).map_err(|e| out_err(&path, e.to_string()))?;
@@ -154,7 +181,9 @@ impl ShardLock {
 
     fn release_once(&mut self, failed: bool) {
         let Some(file) = self.file.take() else { return };
-        let Ok(_dir_lock) = lock_dir(&self.dir) else { return };
+        let Ok(_dir_lock) = lock_dir(&self.dir) else {
+            return;
+        };
         drop(file);
         let _ = std::fs::remove_file(&self.path);
         if failed && !holds_results(&self.dir) && remove_idle_shard_locks(&self.dir) {
@@ -173,10 +202,14 @@ impl Drop for ShardLock {
 
 /// Whether `dir` holds a part or a manifest.
 fn holds_results(dir: &Path) -> bool {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        name.starts_with("part-") || (name.starts_with("_part-") && name.ends_with(".json"))
-    })
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("part-") || (name.starts_with("_part-") && name.ends_with(".json"))
+        })
 }
 
 /// Removes shard lock files no process holds (left by killed processes);
@@ -202,7 +235,10 @@ fn remove_idle_shard_locks(dir: &Path) -> bool {
 /// What differs between the directory's job and this one, for the user.
 fn difference(owner: &JobRecord, job: &JobRecord) -> String {
     if owner.shards != job.shards {
-        format!("its input is split in {} shards, this run splits it in {}", owner.shards, job.shards)
+        format!(
+            "its input is split in {} shards, this run splits it in {}",
+            owner.shards, job.shards
+        )
     } else if owner.model != job.model {
         "it was scored with a different model".to_string()
     } else {
@@ -217,20 +253,40 @@ fn check_unclaimed(dir: &Path, job: &JobRecord) -> Result<(), ScoreJobError> {
     let manifests = manifests(dir)?;
     for (path, other) in &manifests {
         if other.shard.count != job.shards || other.model != job.model || other.input != job.input {
-            let owner = JobRecord { model: other.model.clone(), input: other.input.clone(), shards: other.shard.count };
+            let owner = JobRecord {
+                model: other.model.clone(),
+                input: other.input.clone(),
+                shards: other.shard.count,
+            };
             let message = format!(
                 "this output directory holds parts of another job ({}); write to another directory, or remove it to start over",
                 difference(&owner, job)
             );
-            return Err(ScoreJobError::Output { path: path.clone(), message });
+            return Err(ScoreJobError::Output {
+                path: path.clone(),
+                message,
+            });
         }
     }
-    for entry in std::fs::read_dir(dir).map_err(|e| ScoreJobError::Output { path: dir.into(), message: e.to_string() })?.flatten() {
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| ScoreJobError::Output {
+            path: dir.into(),
+            message: e.to_string(),
+        })?
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") && !manifests.iter().any(|(_, m)| m.part.as_deref() == Some(name.as_str())) {
+        if name.starts_with("part-")
+            && !manifests
+                .iter()
+                .any(|(_, m)| m.part.as_deref() == Some(name.as_str()))
+        {
             let message =
                 "a part no manifest accounts for (left by an interrupted run of another job?); remove it, or write to another directory".to_string();
-            return Err(ScoreJobError::Output { path: entry.path(), message });
+            return Err(ScoreJobError::Output {
+                path: entry.path(),
+                message,
+            });
         }
     }
     Ok(())
@@ -253,24 +309,49 @@ impl PartWriter {
     /// Starts `shard`'s part; `_lock` proves this process holds the
     /// shard, so temp files of the shard left by a killed process can go.
     pub fn new(dir: &Path, shard: Shard, _lock: &ShardLock) -> Result<PartWriter, ScoreJobError> {
-        std::fs::create_dir_all(dir).map_err(|e| ScoreJobError::Output { path: dir.into(), message: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(|e| ScoreJobError::Output {
+            path: dir.into(),
+            message: e.to_string(),
+        })?;
         let name = format!("{}.parquet", shard.part_name());
         remove_stale_temps(dir, &name);
-        let scratch = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), pipe::core::fsutil::unique_suffix()));
-        std::fs::create_dir(&scratch).map_err(|e| ScoreJobError::Output { path: scratch.clone(), message: e.to_string() })?;
+        let scratch = dir.join(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            pipe::core::fsutil::unique_suffix()
+        ));
+        std::fs::create_dir(&scratch).map_err(|e| ScoreJobError::Output {
+            path: scratch.clone(),
+            message: e.to_string(),
+        })?;
         let guard = ScratchGuard::new(scratch.clone());
         let tmp = scratch.join(&name);
-        Ok(PartWriter { dir: dir.to_path_buf(), name, scratch, _scratch_guard: guard, tmp, writer: None, rows: 0 })
+        Ok(PartWriter {
+            dir: dir.to_path_buf(),
+            name,
+            scratch,
+            _scratch_guard: guard,
+            tmp,
+            writer: None,
+            rows: 0,
+        })
     }
 
     pub fn write(&mut self, frame: &DataFrame) -> Result<(), ScoreJobError> {
-        let err = |e: polars::error::PolarsError| ScoreJobError::Output { path: self.tmp.clone(), message: e.to_string() };
+        let err = |e: polars::error::PolarsError| ScoreJobError::Output {
+            path: self.tmp.clone(),
+            message: e.to_string(),
+        };
         if self.writer.is_none() {
-            let file = File::create(&self.tmp).map_err(|e| ScoreJobError::Output { path: self.tmp.clone(), message: e.to_string() })?;
+            let file = File::create(&self.tmp).map_err(|e| ScoreJobError::Output {
+                path: self.tmp.clone(),
+                message: e.to_string(),
+            })?;
             // The Arrow schema embedded for readers, with strings as
             // `large_string`: polars would record `string_view`, which
             // pyarrow reads back but cannot sort or take.
-            let arrow_schema = schema_to_metadata_key(&frame.schema().to_arrow(CompatLevel::oldest()));
+            let arrow_schema =
+                schema_to_metadata_key(&frame.schema().to_arrow(CompatLevel::oldest()));
             let metadata = Some(KeyValueMetadata::Static(vec![arrow_schema]));
             let writer = ParquetWriter::new(file).with_key_value_metadata(metadata);
             self.writer = Some(writer.batched(frame.schema()).map_err(err)?);
@@ -279,7 +360,11 @@ impl PartWriter {
         // input can arrive in several (one per row group read).
         let mut frame = frame.clone();
         frame.rechunk_mut();
-        self.writer.as_mut().expect("opened above").write_batch(&frame).map_err(err)?;
+        self.writer
+            .as_mut()
+            .expect("opened above")
+            .write_batch(&frame)
+            .map_err(err)?;
         self.rows += frame.height() as u64;
         Ok(())
     }
@@ -287,12 +372,23 @@ impl PartWriter {
     /// Finishes the file and renames it into place: `(name, bytes)`, or
     /// `None` when no row was written.
     pub fn commit(mut self) -> Result<Option<(String, u64)>, ScoreJobError> {
-        let Some(writer) = self.writer.take() else { return Ok(None) };
-        let out_err = |path: &Path, message: String| ScoreJobError::Output { path: path.to_path_buf(), message };
-        writer.finish().map_err(|e| out_err(&self.tmp, e.to_string()))?;
+        let Some(writer) = self.writer.take() else {
+            return Ok(None);
+        };
+        let out_err = |path: &Path, message: String| ScoreJobError::Output {
+            path: path.to_path_buf(),
+            message,
+        };
+        writer
+            .finish()
+            .map_err(|e| out_err(&self.tmp, e.to_string()))?;
         let file = File::open(&self.tmp).map_err(|e| out_err(&self.tmp, e.to_string()))?;
-        file.sync_all().map_err(|e| out_err(&self.tmp, e.to_string()))?;
-        let bytes = file.metadata().map_err(|e| out_err(&self.tmp, e.to_string()))?.len();
+        file.sync_all()
+            .map_err(|e| out_err(&self.tmp, e.to_string()))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| out_err(&self.tmp, e.to_string()))?
+            .len();
         let target = self.dir.join(&self.name);
         std::fs::rename(&self.tmp, &target).map_err(|e| out_err(&target, e.to_string()))?;
         pipe::core::fsutil::sync_dir(&self.dir).map_err(|e| out_err(&self.dir, e.to_string()))?;
@@ -314,9 +410,17 @@ impl Drop for PartWriter {
 fn remove_stale_temps(dir: &Path, name: &str) {
     let prefix = format!(".{name}.tmp-");
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
             let path = entry.path();
-            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
         }
     }
 }

@@ -48,7 +48,10 @@ impl FromStr for Shard {
     fn from_str(text: &str) -> Result<Shard, NotAShard> {
         let bad = || NotAShard(text.to_string());
         let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -74,7 +77,10 @@ pub fn pieces(file_rows: &[u64], shard: Shard) -> Vec<Piece> {
         let start = wanted.start.max(file_range.start);
         let end = wanted.end.min(file_range.end);
         if start < end {
-            out.push(Piece { file, rows: start - first_row..end - first_row });
+            out.push(Piece {
+                file,
+                rows: start - first_row..end - first_row,
+            });
         }
         first_row += rows;
     }
@@ -93,7 +99,14 @@ mod tests {
             assert_eq!(err, NotAShard(bad.to_string()));
             assert!(err.to_string().contains("i/n"), "{bad}: {err}");
         }
-        assert_eq!(Shard { index: 2, count: 16 }.part_name(), "part-00002-of-00016");
+        assert_eq!(
+            Shard {
+                index: 2,
+                count: 16
+            }
+            .part_name(),
+            "part-00002-of-00016"
+        );
     }
 
     #[test]
@@ -103,11 +116,18 @@ mod tests {
             let mut seen = Vec::new();
             for index in 0..count {
                 for piece in pieces(&files, Shard { index, count }) {
-                    assert!(piece.rows.end <= files[piece.file], "{piece:?} inside its file");
+                    assert!(
+                        piece.rows.end <= files[piece.file],
+                        "{piece:?} inside its file"
+                    );
                     seen.extend(piece.rows.map(|r| (piece.file, r)));
                 }
             }
-            let all: Vec<(usize, u64)> = files.iter().enumerate().flat_map(|(f, &n)| (0..n).map(move |r| (f, r))).collect();
+            let all: Vec<(usize, u64)> = files
+                .iter()
+                .enumerate()
+                .flat_map(|(f, &n)| (0..n).map(move |r| (f, r)))
+                .collect();
             assert_eq!(seen, all, "{count} shards");
         }
     }
@@ -115,15 +135,38 @@ mod tests {
     #[test]
     fn shards_are_balanced_to_one_row() {
         for count in 1..=9 {
-            let sizes: Vec<u64> = (0..count).map(|i| Shard { index: i, count }.rows(100).count() as u64).collect();
-            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+            let sizes: Vec<u64> = (0..count)
+                .map(|i| Shard { index: i, count }.rows(100).count() as u64)
+                .collect();
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
         }
     }
 
     #[test]
     fn a_shard_may_span_files_and_split_one() {
-        assert_eq!(pieces(&[4, 4], Shard { index: 0, count: 3 }), vec![Piece { file: 0, rows: 0..2 }]);
-        assert_eq!(pieces(&[4, 4], Shard { index: 1, count: 3 }), vec![Piece { file: 0, rows: 2..4 }, Piece { file: 1, rows: 0..1 }]);
+        assert_eq!(
+            pieces(&[4, 4], Shard { index: 0, count: 3 }),
+            vec![Piece {
+                file: 0,
+                rows: 0..2
+            }]
+        );
+        assert_eq!(
+            pieces(&[4, 4], Shard { index: 1, count: 3 }),
+            vec![
+                Piece {
+                    file: 0,
+                    rows: 2..4
+                },
+                Piece {
+                    file: 1,
+                    rows: 0..1
+                }
+            ]
+        );
         assert_eq!(pieces(&[0, 0], Shard { index: 0, count: 2 }), vec![]);
     }
 }

@@ -23,7 +23,10 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limit: Option<f64>) -> Budget {
-        Budget { start: Instant::now(), limit }
+        Budget {
+            start: Instant::now(),
+            limit,
+        }
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -43,13 +46,33 @@ impl Budget {
     /// Why a fit that has run `done` of `total` steps in `fit_seconds`, with
     /// `fits_after` more fits of its size to come, would end past the budget
     /// (`None` while it fits, or while too little has run to tell).
-    pub fn overrun(&self, fit_seconds: f64, done: u64, total: u64, fits_after: f64) -> Option<String> {
-        overrun(self.limit?, self.elapsed(), fit_seconds, done, total, fits_after)
+    pub fn overrun(
+        &self,
+        fit_seconds: f64,
+        done: u64,
+        total: u64,
+        fits_after: f64,
+    ) -> Option<String> {
+        overrun(
+            self.limit?,
+            self.elapsed(),
+            fit_seconds,
+            done,
+            total,
+            fits_after,
+        )
     }
 }
 
 /// [`Budget::overrun`] with the clock read: `elapsed` seconds since the budget began.
-pub fn overrun(limit: f64, elapsed: f64, fit_seconds: f64, done: u64, total: u64, fits_after: f64) -> Option<String> {
+pub fn overrun(
+    limit: f64,
+    elapsed: f64,
+    fit_seconds: f64,
+    done: u64,
+    total: u64,
+    fits_after: f64,
+) -> Option<String> {
     if total == 0 || (done as f64) < MIN_SHARE * total as f64 || fit_seconds < MIN_SECONDS {
         return None;
     }
@@ -73,13 +96,24 @@ mod tests {
     fn a_fit_projected_past_the_budget_stops_with_the_numbers() {
         // The same fit with 80 s left: 95 s needed.
         let why = overrun(120.0, 40.0, 5.0, 10, 100, 1.0).unwrap();
-        assert!(why.contains("95s more") && why.contains("50s a fit") && why.contains("80s"), "{why}");
+        assert!(
+            why.contains("95s more") && why.contains("50s a fit") && why.contains("80s"),
+            "{why}"
+        );
     }
 
     #[test]
     fn no_projection_from_too_little_progress() {
-        assert_eq!(overrun(10.0, 9.0, 1.0, 50, 100, 1.0), None, "under the minimum seconds");
-        assert_eq!(overrun(10.0, 9.0, 5.0, 1, 100, 1.0), None, "under the minimum share of steps");
+        assert_eq!(
+            overrun(10.0, 9.0, 1.0, 50, 100, 1.0),
+            None,
+            "under the minimum seconds"
+        );
+        assert_eq!(
+            overrun(10.0, 9.0, 5.0, 1, 100, 1.0),
+            None,
+            "under the minimum share of steps"
+        );
         assert_eq!(overrun(10.0, 9.0, 5.0, 0, 0, 1.0), None, "no steps");
     }
 

@@ -18,20 +18,33 @@ pub fn probabilities(scores: &[f32], classes: usize, temperature: f32) -> Vec<f3
 
 /// Mean negative log-likelihood of the true labels under `probabilities`.
 pub fn log_loss(probabilities: &[f32], classes: usize, truth: &[i64]) -> f64 {
-    let total: f64 = truth.iter().enumerate().map(|(r, &y)| -(probabilities[r * classes + y as usize].max(1e-12) as f64).ln()).sum();
+    let total: f64 = truth
+        .iter()
+        .enumerate()
+        .map(|(r, &y)| -(probabilities[r * classes + y as usize].max(1e-12) as f64).ln())
+        .sum();
     total / truth.len().max(1) as f64
 }
 
 /// Macro-F1 of each row's most probable class, as scikit-learn computes it.
 pub fn macro_f1(probabilities: &[f32], classes: usize, truth: &[i64]) -> f64 {
-    let predicted: Vec<i64> = probabilities.chunks(classes).map(|row| pipe_predict::argmax(row) as i64).collect();
+    let predicted: Vec<i64> = probabilities
+        .chunks(classes)
+        .map(|row| pipe_predict::argmax(row) as i64)
+        .collect();
     Confusion::new(truth, &predicted, classes).macro_f1()
 }
 
 /// The temperature in [0.01, 100] minimising the log-loss of `softmax(scores / T)`
 /// (golden-section search on ln T; the loss is unimodal in T for fixed scores).
 pub fn fit_temperature(scores: &[f32], classes: usize, truth: &[i64]) -> f32 {
-    let loss = |ln_t: f64| log_loss(&probabilities(scores, classes, ln_t.exp() as f32), classes, truth);
+    let loss = |ln_t: f64| {
+        log_loss(
+            &probabilities(scores, classes, ln_t.exp() as f32),
+            classes,
+            truth,
+        )
+    };
     let (mut lo, mut hi) = (0.01f64.ln(), 100f64.ln());
     let ratio = (5f64.sqrt() - 1.0) / 2.0;
     let (mut a, mut b) = (hi - ratio * (hi - lo), lo + ratio * (hi - lo));
@@ -62,7 +75,10 @@ pub struct EnsembleChoice {
 impl EnsembleChoice {
     pub fn weights(&self) -> Vec<f32> {
         let total: usize = self.counts.iter().sum();
-        self.counts.iter().map(|&c| c as f32 / total.max(1) as f32).collect()
+        self.counts
+            .iter()
+            .map(|&c| c as f32 / total.max(1) as f32)
+            .collect()
     }
 
     /// The weighted mean of the models' probabilities.
@@ -86,24 +102,42 @@ pub fn mix(models: &[&[f32]], weights: &[f32]) -> Vec<f32> {
 /// Forward selection with replacement over calibrated validation
 /// probabilities: up to `rounds` picks, stopping when no pick lowers the
 /// log-loss. Ties go to the earlier model.
-pub fn greedy_ensemble(models: &[&[f32]], classes: usize, truth: &[i64], rounds: usize) -> EnsembleChoice {
+pub fn greedy_ensemble(
+    models: &[&[f32]],
+    classes: usize,
+    truth: &[i64],
+    rounds: usize,
+) -> EnsembleChoice {
     let mut counts = vec![0usize; models.len()];
     let mut sum = vec![0f32; models.first().map_or(0, |m| m.len())];
     let mut best_loss = f64::INFINITY;
     for round in 1..=rounds {
         let trial = |m: &[f32]| -> f64 {
-            let mixed: Vec<f32> = sum.iter().zip(m).map(|(s, p)| (s + p) / round as f32).collect();
+            let mixed: Vec<f32> = sum
+                .iter()
+                .zip(m)
+                .map(|(s, p)| (s + p) / round as f32)
+                .collect();
             log_loss(&mixed, classes, truth)
         };
-        let (pick, loss) = models.iter().enumerate().map(|(i, m)| (i, trial(m))).fold((0, f64::INFINITY), |b, c| if c.1 < b.1 { c } else { b });
+        let (pick, loss) = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i, trial(m)))
+            .fold((0, f64::INFINITY), |b, c| if c.1 < b.1 { c } else { b });
         if loss >= best_loss - 1e-9 {
             break;
         }
         best_loss = loss;
         counts[pick] += 1;
-        sum.iter_mut().zip(models[pick].iter()).for_each(|(s, p)| *s += p);
+        sum.iter_mut()
+            .zip(models[pick].iter())
+            .for_each(|(s, p)| *s += p);
     }
-    EnsembleChoice { counts, log_loss: best_loss }
+    EnsembleChoice {
+        counts,
+        log_loss: best_loss,
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +148,11 @@ mod tests {
     fn scores(truth: &[i64], classes: usize, sharpness: f32, wrong_every: usize) -> Vec<f32> {
         let mut s = vec![0f32; truth.len() * classes];
         for (r, &y) in truth.iter().enumerate() {
-            let top = if wrong_every > 0 && r % wrong_every == 0 { (y as usize + 1) % classes } else { y as usize };
+            let top = if wrong_every > 0 && r % wrong_every == 0 {
+                (y as usize + 1) % classes
+            } else {
+                y as usize
+            };
             s[r * classes + top] = sharpness;
         }
         s
@@ -152,7 +190,11 @@ mod tests {
         let truth: Vec<i64> = (0..300).map(|i| i % 3).collect();
         // One is wrong on rows 0, 4, 8…; the other on rows 2, 6, 10…: together right everywhere.
         let a = probabilities(&scores(&truth, 3, 3.0, 4), 3, 1.0);
-        let shifted: Vec<i64> = truth.iter().enumerate().map(|(r, &y)| if r % 4 == 2 { (y + 1) % 3 } else { y }).collect();
+        let shifted: Vec<i64> = truth
+            .iter()
+            .enumerate()
+            .map(|(r, &y)| if r % 4 == 2 { (y + 1) % 3 } else { y })
+            .collect();
         let b = probabilities(&scores(&shifted, 3, 3.0, 0), 3, 1.0);
         let choice = greedy_ensemble(&[&a, &b], 3, &truth, 10);
         assert!(choice.counts.iter().all(|&c| c > 0), "{choice:?}");

@@ -88,7 +88,11 @@ impl<'a> FitData<'a> {
         TokenTensors {
             ids: self.tensors.ids.index_select(0, &index),
             lengths: self.tensors.lengths.index_select(0, &index),
-            labels: self.tensors.labels.as_ref().map(|l| l.index_select(0, &index)),
+            labels: self
+                .tensors
+                .labels
+                .as_ref()
+                .map(|l| l.index_select(0, &index)),
             padding: self.tensors.padding,
             pad_id: self.tensors.pad_id,
         }
@@ -120,9 +124,9 @@ impl Candidate {
     pub fn max_rows(&self) -> Option<usize> {
         match self {
             Candidate::TfidfLinear(_) => None,
-            Candidate::LstmClassifier { max_rows, .. } | Candidate::GruClassifier { max_rows, .. } | Candidate::BagOfNgrams { max_rows, .. } => {
-                *max_rows
-            }
+            Candidate::LstmClassifier { max_rows, .. }
+            | Candidate::GruClassifier { max_rows, .. }
+            | Candidate::BagOfNgrams { max_rows, .. } => *max_rows,
         }
     }
 
@@ -132,51 +136,129 @@ impl Candidate {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let (train, max_rows) = match self {
             Candidate::TfidfLinear(t) => return pipe_core::Stage::validate(t),
-            Candidate::BagOfNgrams { model, char_ngrams, train, max_rows } => {
+            Candidate::BagOfNgrams {
+                model,
+                char_ngrams,
+                train,
+                max_rows,
+            } => {
                 pipe_core::Stage::validate(model).map_err(|e| e.within("model"))?;
                 check_settings(model.buckets, *char_ngrams)?;
                 (train, max_rows)
             }
-            Candidate::LstmClassifier { model, train, max_rows } => {
+            Candidate::LstmClassifier {
+                model,
+                train,
+                max_rows,
+            } => {
                 pipe_core::Stage::validate(model).map_err(|e| e.within("model"))?;
                 (train, max_rows)
             }
-            Candidate::GruClassifier { model, train, max_rows } => {
+            Candidate::GruClassifier {
+                model,
+                train,
+                max_rows,
+            } => {
                 pipe_core::Stage::validate(model).map_err(|e| e.within("model"))?;
                 (train, max_rows)
             }
         };
         if let Some(n) = max_rows.filter(|n| !(1..=MAX_ROWS).contains(n)) {
-            return Err(InvalidSetting::new("max_rows", format!("must be between 1 and {MAX_ROWS}, got {n}")));
+            return Err(InvalidSetting::new(
+                "max_rows",
+                format!("must be between 1 and {MAX_ROWS}, got {n}"),
+            ));
         }
         train.validate().map_err(|e| e.within("train"))
     }
 
     /// Fits the model on the rows `subset` (weight 1, temperature 1).
-    pub fn fit(&self, name: &str, data: &FitData, subset: &[usize], progress: &mut pipe_train::Progress) -> Result<Member, FitError> {
+    pub fn fit(
+        &self,
+        name: &str,
+        data: &FitData,
+        subset: &[usize],
+        progress: &mut pipe_train::Progress,
+    ) -> Result<Member, FitError> {
         let (model, ngrams) = match self {
             Candidate::TfidfLinear(config) => {
                 let rows: Vec<&[i64]> = subset.iter().map(|&r| data.rows[r]).collect();
                 let labels: Vec<i64> = subset.iter().map(|&r| data.labels[r]).collect();
-                let (model, _) = config.fit(&rows, &labels, data.vocab, data.label_set.len(), data.seed, data.threads)?;
+                let (model, _) = config.fit(
+                    &rows,
+                    &labels,
+                    data.vocab,
+                    data.label_set.len(),
+                    data.seed,
+                    data.threads,
+                )?;
                 (MemberModel::Linear(Box::new(model)), None)
             }
-            Candidate::LstmClassifier { model, train, max_rows } => {
+            Candidate::LstmClassifier {
+                model,
+                train,
+                max_rows,
+            } => {
                 let tensors = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
-                (fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &tensors, data, progress)?, None)
+                (
+                    fit_torch(
+                        &model.spec(data.vocab, data.label_set, data.device_name),
+                        train,
+                        &tensors,
+                        data,
+                        progress,
+                    )?,
+                    None,
+                )
             }
-            Candidate::GruClassifier { model, train, max_rows } => {
+            Candidate::GruClassifier {
+                model,
+                train,
+                max_rows,
+            } => {
                 let tensors = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
-                (fit_torch(&model.spec(data.vocab, data.label_set, data.device_name), train, &tensors, data, progress)?, None)
+                (
+                    fit_torch(
+                        &model.spec(data.vocab, data.label_set, data.device_name),
+                        train,
+                        &tensors,
+                        data,
+                        progress,
+                    )?,
+                    None,
+                )
             }
-            Candidate::BagOfNgrams { model, char_ngrams, train, max_rows } => {
+            Candidate::BagOfNgrams {
+                model,
+                char_ngrams,
+                train,
+                max_rows,
+            } => {
                 let rows = data.tensors_of(&capped(subset, *max_rows, data.labels, data.seed));
-                let ngrams = NgramInput::new(model.buckets, char_ngrams.map(|range| (range, data.vocab.clone())));
+                let ngrams = NgramInput::new(
+                    model.buckets,
+                    char_ngrams.map(|range| (range, data.vocab.clone())),
+                );
                 let tensors = ngrams.append(&rows, data.vocab.len() as i64);
-                (fit_torch(&model.spec(data.vocab, data.label_set), train, &tensors, data, progress)?, Some(ngrams))
+                (
+                    fit_torch(
+                        &model.spec(data.vocab, data.label_set),
+                        train,
+                        &tensors,
+                        data,
+                        progress,
+                    )?,
+                    Some(ngrams),
+                )
             }
         };
-        Ok(Member { name: name.to_string(), weight: 1.0, temperature: 1.0, ngrams, model })
+        Ok(Member {
+            name: name.to_string(),
+            weight: 1.0,
+            temperature: 1.0,
+            ngrams,
+            model,
+        })
     }
 }
 
@@ -201,7 +283,15 @@ fn fit_torch(
     progress: &mut pipe_train::Progress,
 ) -> Result<MemberModel, FitError> {
     let initial = pipe_model::initialise(spec, data.seed)?;
-    let trained = pipe_train::train(&initial, tensors, train, data.device, data.seed, progress, &mut |_| {})?;
+    let trained = pipe_train::train(
+        &initial,
+        tensors,
+        train,
+        data.device,
+        data.seed,
+        progress,
+        &mut |_| {},
+    )?;
     Ok(MemberModel::Checkpoint(trained.checkpoint))
 }
 
@@ -224,11 +314,21 @@ mod tests {
   alpha: 0.3
 ";
         let candidates: Vec<Candidate> = serde_saphyr::from_str(yaml).unwrap();
-        assert!(matches!(&candidates[0], Candidate::TfidfLinear(t) if t.c == 0.5 && t.word_ngrams == [1, 2]));
-        assert!(matches!(&candidates[1], Candidate::LstmClassifier { model, train, max_rows: None } if model.hidden_dim == 32 && train.epochs == 3));
-        assert!(matches!(&candidates[2], Candidate::BagOfNgrams { model, .. } if model.buckets == 1 << 16));
-        assert!(matches!(&candidates[3], Candidate::TfidfLinear(t) if t.classifier == pipe_linear::Classifier::ComplementNb && t.alpha == 0.3));
-        assert!(matches!(&candidates[0], Candidate::TfidfLinear(t) if t.classifier == pipe_linear::Classifier::LinearSvc));
+        assert!(
+            matches!(&candidates[0], Candidate::TfidfLinear(t) if t.c == 0.5 && t.word_ngrams == [1, 2])
+        );
+        assert!(
+            matches!(&candidates[1], Candidate::LstmClassifier { model, train, max_rows: None } if model.hidden_dim == 32 && train.epochs == 3)
+        );
+        assert!(
+            matches!(&candidates[2], Candidate::BagOfNgrams { model, .. } if model.buckets == 1 << 16)
+        );
+        assert!(
+            matches!(&candidates[3], Candidate::TfidfLinear(t) if t.classifier == pipe_linear::Classifier::ComplementNb && t.alpha == 0.3)
+        );
+        assert!(
+            matches!(&candidates[0], Candidate::TfidfLinear(t) if t.classifier == pipe_linear::Classifier::LinearSvc)
+        );
     }
 
     #[test]
@@ -238,7 +338,11 @@ mod tests {
         let kept = capped(&subset, Some(100), &labels, 3);
         assert!(kept.len().abs_diff(100) <= 2, "{}", kept.len());
         assert!(kept.iter().all(|r| subset.contains(r)) && kept.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(kept.iter().filter(|&&r| labels[r] == 1).count(), 20, "class 1 keeps its fifth");
+        assert_eq!(
+            kept.iter().filter(|&&r| labels[r] == 1).count(),
+            20,
+            "class 1 keeps its fifth"
+        );
         assert_eq!(capped(&subset, Some(500), &labels, 3), subset);
         assert_eq!(capped(&subset, None, &labels, 3), subset);
     }

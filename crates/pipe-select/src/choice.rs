@@ -34,16 +34,32 @@ impl EnsembleTried {
 impl Choice {
     /// Chooses among `scored` (at least one); `ensemble_rounds` is `None`
     /// when the ensemble is off.
-    pub fn make(scored: &[Scored], ensemble_rounds: Option<usize>, classes: usize, truth: &[i64]) -> Choice {
+    pub fn make(
+        scored: &[Scored],
+        ensemble_rounds: Option<usize>,
+        classes: usize,
+        truth: &[i64],
+    ) -> Choice {
         let macro_f1s: Vec<f64> = scored.iter().map(|s| s.macro_f1).collect();
-        let probabilities: Vec<&[f32]> = scored.iter().map(|s| s.probabilities.as_slice()).collect();
+        let probabilities: Vec<&[f32]> =
+            scored.iter().map(|s| s.probabilities.as_slice()).collect();
         Choice::decide(&macro_f1s, &probabilities, ensemble_rounds, classes, truth)
     }
 
     /// The policy, over each candidate's validation macro-F1 and calibrated
     /// probabilities `[rows × classes]`.
-    pub fn decide(macro_f1s: &[f64], probabilities: &[&[f32]], ensemble_rounds: Option<usize>, classes: usize, truth: &[i64]) -> Choice {
-        let best_single = macro_f1s.iter().enumerate().fold(0, |b, (i, &f1)| if f1 > macro_f1s[b] { i } else { b });
+    pub fn decide(
+        macro_f1s: &[f64],
+        probabilities: &[&[f32]],
+        ensemble_rounds: Option<usize>,
+        classes: usize,
+        truth: &[i64],
+    ) -> Choice {
+        let best_single =
+            macro_f1s
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &f1)| if f1 > macro_f1s[b] { i } else { b });
         let mut weights = vec![0f32; macro_f1s.len()];
         weights[best_single] = 1.0;
         let ensemble = match ensemble_rounds {
@@ -68,7 +84,12 @@ impl Choice {
 
     /// The chosen candidates' names, in scoring order.
     pub fn chosen(&self, scored: &[Scored]) -> Vec<String> {
-        scored.iter().zip(&self.weights).filter(|(_, &w)| w > 0.0).map(|(s, _)| s.name.clone()).collect()
+        scored
+            .iter()
+            .zip(&self.weights)
+            .filter(|(_, &w)| w > 0.0)
+            .map(|(s, _)| s.name.clone())
+            .collect()
     }
 }
 
@@ -95,14 +116,24 @@ mod tests {
         assert_eq!(tried.used, 2);
         assert!(tried.macro_f1 > f1(&a).max(f1(&b)), "{tried:?}");
         assert_eq!(choice.weights, tried.weights);
-        assert!(choice.weights.iter().all(|&w| w > 0.0), "{:?}", choice.weights);
+        assert!(
+            choice.weights.iter().all(|&w| w > 0.0),
+            "{:?}",
+            choice.weights
+        );
     }
 
     #[test]
     fn without_the_ensemble_the_first_best_single_model_is_chosen() {
         let (truth, a, b) = complementary();
         let choice = Choice::decide(&[0.5, 0.5], &[&a, &b], None, 2, &truth);
-        assert_eq!(choice, Choice { weights: vec![1.0, 0.0], ensemble: None });
+        assert_eq!(
+            choice,
+            Choice {
+                weights: vec![1.0, 0.0],
+                ensemble: None
+            }
+        );
         let choice = Choice::decide(&[0.4, 0.6], &[&a, &b], None, 2, &truth);
         assert_eq!(choice.weights, vec![0.0, 1.0]);
     }
@@ -113,9 +144,18 @@ mod tests {
         let right = vec![0.9, 0.1, 0.1, 0.9, 0.9, 0.1, 0.1, 0.9];
         let worse = vec![0.6, 0.4, 0.6, 0.4, 0.6, 0.4, 0.6, 0.4];
         let f1 = |p: &[f32]| calibrate::macro_f1(p, 2, &truth);
-        let choice = Choice::decide(&[f1(&right), f1(&worse)], &[&right, &worse], Some(10), 2, &truth);
+        let choice = Choice::decide(
+            &[f1(&right), f1(&worse)],
+            &[&right, &worse],
+            Some(10),
+            2,
+            &truth,
+        );
         assert_eq!(choice.weights, vec![1.0, 0.0], "{:?}", choice.ensemble);
         // A single candidate: nothing to mix.
-        assert_eq!(Choice::decide(&[f1(&right)], &[&right], Some(10), 2, &truth).ensemble, None);
+        assert_eq!(
+            Choice::decide(&[f1(&right)], &[&right], Some(10), 2, &truth).ensemble,
+            None
+        );
     }
 }

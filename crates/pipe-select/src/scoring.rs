@@ -50,8 +50,17 @@ pub fn score_candidate(
 ) -> Result<Scored, Skipped> {
     let started = Instant::now();
     let classes = data.label_set.len();
-    let fail = |e: FitError| Skipped::Failed(CandidateFailed { name: name.to_string(), source: e });
-    let options = ScoreOptions { device: data.device, batch_size: 512, trim: Trim::Auto };
+    let fail = |e: FitError| {
+        Skipped::Failed(CandidateFailed {
+            name: name.to_string(),
+            source: e,
+        })
+    };
+    let options = ScoreOptions {
+        device: data.device,
+        batch_size: 512,
+        trim: Trim::Auto,
+    };
     let mut scores = Vec::with_capacity(truth.len() * classes);
     let mut last_fit = None;
     for (fold, (train, val)) in plan.iter().enumerate() {
@@ -61,7 +70,11 @@ pub fn score_candidate(
         let fit_start = Instant::now();
         let mut over_budget = None;
         let mut progress = |done: u64, total: u64, message: &str| {
-            ctx.progress(done, total, format!("{name}, fit {}/{}: {message}", fold + 1, plan.len()));
+            ctx.progress(
+                done,
+                total,
+                format!("{name}, fit {}/{}: {message}", fold + 1, plan.len()),
+            );
             match budget.overrun(fit_start.elapsed().as_secs_f64(), done, total, fits_after) {
                 Some(why) => {
                     over_budget = Some(why.clone());
@@ -76,7 +89,9 @@ pub fn score_candidate(
             return Err(Skipped::OverBudget(why));
         }
         let member = fitted.map_err(fail)?;
-        let fold_scores = member.scores(&data.tensors_of(val), &options).map_err(|e| fail(e.into()))?;
+        let fold_scores = member
+            .scores(&data.tensors_of(val), &options)
+            .map_err(|e| fail(e.into()))?;
         pipe_predict::check_finite(&fold_scores, classes).map_err(|e| fail(e.into()))?;
         scores.extend(fold_scores);
         last_fit = Some((member, train.len(), fit_seconds));

@@ -26,15 +26,21 @@ impl Validation {
     pub fn plan(&self, labels: &[i64], seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
         let mut rng = Rng::new(seed ^ 0x5e1ec7);
         match *self {
-            Validation::Auto if labels.len() < Self::AUTO_FOLDS_BELOW => Validation::Folds(3).plan(labels, seed),
+            Validation::Auto if labels.len() < Self::AUTO_FOLDS_BELOW => {
+                Validation::Folds(3).plan(labels, seed)
+            }
             Validation::Auto => Validation::Holdout(0.2).plan(labels, seed),
             Validation::Holdout(fraction) => vec![stratified_split(labels, fraction, &mut rng)],
             Validation::Folds(k) => {
                 let folds = stratified_folds(labels, k, &mut rng);
                 (0..k)
                     .map(|f| {
-                        let mut train: Vec<usize> =
-                            folds.iter().enumerate().filter(|(g, _)| *g != f).flat_map(|(_, rows)| rows.iter().copied()).collect();
+                        let mut train: Vec<usize> = folds
+                            .iter()
+                            .enumerate()
+                            .filter(|(g, _)| *g != f)
+                            .flat_map(|(_, rows)| rows.iter().copied())
+                            .collect();
                         train.sort_unstable();
                         (train, folds[f].clone())
                     })
@@ -64,11 +70,19 @@ mod tests {
         let plan = Validation::Folds(3).plan(&labels, 7);
         let mut seen: Vec<usize> = plan.iter().flat_map(|(_, v)| v.iter().copied()).collect();
         seen.sort_unstable();
-        assert_eq!(seen, (0..90).collect::<Vec<_>>(), "each row is scored exactly once");
+        assert_eq!(
+            seen,
+            (0..90).collect::<Vec<_>>(),
+            "each row is scored exactly once"
+        );
         for (train, val) in &plan {
             assert_eq!(train.len() + val.len(), 90);
             assert!(train.iter().all(|r| !val.contains(r)));
-            assert_eq!(val.iter().filter(|&&r| labels[r] == 1).count(), 10, "a third of class 1 per fold");
+            assert_eq!(
+                val.iter().filter(|&&r| labels[r] == 1).count(),
+                10,
+                "a third of class 1 per fold"
+            );
         }
     }
 
@@ -76,10 +90,16 @@ mod tests {
     fn auto_validation_uses_folds_for_small_data_and_a_holdout_for_large() {
         let small: Vec<i64> = (0..300).map(|i| i % 3).collect();
         assert_eq!(Validation::Auto.plan(&small, 1).len(), 3);
-        let large: Vec<i64> = (0..Validation::AUTO_FOLDS_BELOW as i64).map(|i| i % 3).collect();
+        let large: Vec<i64> = (0..Validation::AUTO_FOLDS_BELOW as i64)
+            .map(|i| i % 3)
+            .collect();
         let plan = Validation::Auto.plan(&large, 1);
         assert_eq!(plan.len(), 1);
         // 20% of each class, rounded per class.
-        assert!(plan[0].1.len().abs_diff(Validation::AUTO_FOLDS_BELOW / 5) <= 3, "{}", plan[0].1.len());
+        assert!(
+            plan[0].1.len().abs_diff(Validation::AUTO_FOLDS_BELOW / 5) <= 3,
+            "{}",
+            plan[0].1.len()
+        );
     }
 }

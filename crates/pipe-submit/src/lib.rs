@@ -25,7 +25,13 @@ fn cell(v: &serde_json::Value) -> String {
 }
 
 /// Renders the submission CSV. `index` adds pandas' leading unnamed index column.
-pub fn submission_csv(ids: &[serde_json::Value], labels: &[serde_json::Value], id_name: &str, label_name: &str, index: bool) -> String {
+pub fn submission_csv(
+    ids: &[serde_json::Value],
+    labels: &[serde_json::Value],
+    id_name: &str,
+    label_name: &str,
+    index: bool,
+) -> String {
     let mut out = String::with_capacity(ids.len() * 24);
     if index {
         out.push(',');

@@ -8,7 +8,8 @@ use pipe_submit::submission_csv;
 #[test]
 fn same_bytes_as_pandas() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pandas");
-    let cases: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
     assert_eq!(cases.len(), 4);
     for (name, case) in cases {
         let ids = case["ids"].as_array().unwrap();

@@ -49,8 +49,14 @@ pub enum TensorError {
     MixedRow { row: usize },
     #[error("rows mix pre-padding (row {pre}) and post-padding (row {post})")]
     MixedSides { pre: usize, post: usize },
-    #[error("row {row} is padded on the {found:?} side, but `padding: {expected:?}` was configured")]
-    WrongSide { row: usize, found: PaddingSide, expected: PaddingSide },
+    #[error(
+        "row {row} is padded on the {found:?} side, but `padding: {expected:?}` was configured"
+    )]
+    WrongSide {
+        row: usize,
+        found: PaddingSide,
+        expected: PaddingSide,
+    },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }
@@ -98,11 +104,19 @@ impl TokenTensors {
         let padding = match side {
             Detected::Both => expected.unwrap_or(PaddingSide::Post),
             Detected::Side(found, row) => match expected {
-                Some(e) if e != found => return Err(TensorError::WrongSide { row, found, expected: e }),
+                Some(e) if e != found => {
+                    return Err(TensorError::WrongSide {
+                        row,
+                        found,
+                        expected: e,
+                    })
+                }
                 _ => found,
             },
         };
-        let ids = Tensor::from_slice(flat).view([rows as i64, width as i64]).to_device(device);
+        let ids = Tensor::from_slice(flat)
+            .view([rows as i64, width as i64])
+            .to_device(device);
         let labels = match y {
             Some(y) => {
                 let y_std = y.0.as_standard_layout();
@@ -114,7 +128,13 @@ impl TokenTensors {
             }
             None => None,
         };
-        Ok(TokenTensors { ids, lengths: Tensor::from_slice(&lengths).to_device(device), labels, padding, pad_id })
+        Ok(TokenTensors {
+            ids,
+            lengths: Tensor::from_slice(&lengths).to_device(device),
+            labels,
+            padding,
+            pad_id,
+        })
     }
 
     pub fn rows(&self) -> i64 {
@@ -148,17 +168,34 @@ impl TokenTensors {
     /// shortest rows first so that little padding is computed, each batch
     /// cut to its longest row when `trim`. Inference goes through here, in
     /// training (validation passes) and in prediction alike.
-    pub fn length_sorted_batches(&self, rows: Option<&[i64]>, batch_size: usize, trim: bool) -> impl Iterator<Item = Batch> + '_ {
-        let lengths = Vec::<i64>::try_from(&self.lengths.to_device(Device::Cpu)).expect("int64 lengths");
-        let mut order: Vec<i64> = rows.map_or_else(|| (0..lengths.len() as i64).collect(), <[i64]>::to_vec);
+    pub fn length_sorted_batches(
+        &self,
+        rows: Option<&[i64]>,
+        batch_size: usize,
+        trim: bool,
+    ) -> impl Iterator<Item = Batch> + '_ {
+        let lengths =
+            Vec::<i64>::try_from(&self.lengths.to_device(Device::Cpu)).expect("int64 lengths");
+        let mut order: Vec<i64> =
+            rows.map_or_else(|| (0..lengths.len() as i64).collect(), <[i64]>::to_vec);
         order.sort_by_key(|&i| lengths[i as usize]);
         let batch_size = batch_size.max(1);
         (0..order.len().div_ceil(batch_size)).map(move |b| {
             let chunk = &order[b * batch_size..((b + 1) * batch_size).min(order.len())];
-            let longest = chunk.iter().map(|&i| lengths[i as usize]).max().unwrap_or(1).max(1);
+            let longest = chunk
+                .iter()
+                .map(|&i| lengths[i as usize])
+                .max()
+                .unwrap_or(1)
+                .max(1);
             let index = Tensor::from_slice(chunk).to_device(self.ids.device());
             let (ids, lengths) = self.select_rows(&index, trim.then_some(longest));
-            Batch { rows: chunk.to_vec(), index, ids, lengths }
+            Batch {
+                rows: chunk.to_vec(),
+                index,
+                ids,
+                lengths,
+            }
         })
     }
 
@@ -182,7 +219,12 @@ enum Detected {
 }
 
 /// Per-row count of non-pad tokens, and the padding side all rows agree on.
-fn scan_padding(flat: &[i64], rows: usize, width: usize, pad: i64) -> Result<(Vec<i64>, Detected), TensorError> {
+fn scan_padding(
+    flat: &[i64],
+    rows: usize,
+    width: usize,
+    pad: i64,
+) -> Result<(Vec<i64>, Detected), TensorError> {
     let mut lengths = Vec::with_capacity(rows);
     let (mut pre_row, mut post_row) = (None, None);
     for r in 0..rows {
@@ -191,7 +233,9 @@ fn scan_padding(flat: &[i64], rows: usize, width: usize, pad: i64) -> Result<(Ve
         let last = row.iter().rposition(|&t| t != pad);
         let n = row.iter().filter(|&&t| t != pad).count();
         lengths.push(n as i64);
-        let (Some(first), Some(last)) = (first, last) else { continue };
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
         if last + 1 - first != n {
             return Err(TensorError::MixedRow { row: r });
         }
@@ -236,10 +280,25 @@ impl Artifact for TokenTensors {
             named.push(("labels", l));
         }
         Tensor::write_safetensors(&named, &path).map_err(|e| ArtifactError::invalid(&path, e))?;
-        pipe_core::fsutil::save_json(&dir.join(META_FILE), &Meta { padding: self.padding, pad_id: self.pad_id })
+        pipe_core::fsutil::save_json(
+            &dir.join(META_FILE),
+            &Meta {
+                padding: self.padding,
+                pad_id: self.pad_id,
+            },
+        )
     }
     fn summary(&self) -> String {
-        format!("ids {:?}, {:?}-padded{}", self.ids.size(), self.padding, if self.labels.is_some() { ", labelled" } else { "" })
+        format!(
+            "ids {:?}, {:?}-padded{}",
+            self.ids.size(),
+            self.padding,
+            if self.labels.is_some() {
+                ", labelled"
+            } else {
+                ""
+            }
+        )
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -251,15 +310,31 @@ impl LoadArtifact for TokenTensors {
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let path = dir.join(TENSORS_FILE);
         let meta: Meta = pipe_core::fsutil::load_json(&dir.join(META_FILE))?;
-        let mut named = Tensor::read_safetensors(&path).map_err(|e| ArtifactError::invalid(&path, e))?;
-        let mut take = |name: &str| named.iter().position(|(n, _)| n == name).map(|i| named.swap_remove(i).1);
+        let mut named =
+            Tensor::read_safetensors(&path).map_err(|e| ArtifactError::invalid(&path, e))?;
+        let mut take = |name: &str| {
+            named
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| named.swap_remove(i).1)
+        };
         let ids = take("ids").ok_or_else(|| ArtifactError::invalid(&path, "no `ids` tensor"))?;
-        let lengths = take("lengths").ok_or_else(|| ArtifactError::invalid(&path, "no `lengths` tensor"))?;
-        Ok(TokenTensors { ids, lengths, labels: take("labels"), padding: meta.padding, pad_id: meta.pad_id })
+        let lengths =
+            take("lengths").ok_or_else(|| ArtifactError::invalid(&path, "no `lengths` tensor"))?;
+        Ok(TokenTensors {
+            ids,
+            lengths,
+            labels: take("labels"),
+            padding: meta.padding,
+            pad_id: meta.pad_id,
+        })
     }
 }
 
-register_artifact!(TokenTensors, "token ids, lengths, optional labels and padding side (safetensors)");
+register_artifact!(
+    TokenTensors,
+    "token ids, lengths, optional labels and padding side (safetensors)"
+);
 
 /// Padding side for the `to_tensors` stage: detected, or asserted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -285,7 +360,14 @@ mod tests {
 
     #[test]
     fn detects_post_padding_and_lengths() {
-        let t = TokenTensors::from_arrays(&matrix(&[&[5, 6, 0, 0], &[7, 0, 0, 0], &[1, 2, 3, 4]]), None, 0, None, Device::Cpu).unwrap();
+        let t = TokenTensors::from_arrays(
+            &matrix(&[&[5, 6, 0, 0], &[7, 0, 0, 0], &[1, 2, 3, 4]]),
+            None,
+            0,
+            None,
+            Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(t.padding, PaddingSide::Post);
         assert_eq!(Vec::<i64>::try_from(&t.lengths).unwrap(), vec![2, 1, 4]);
         assert_eq!(t.ids.size(), vec![3, 4]);
@@ -294,17 +376,46 @@ mod tests {
 
     #[test]
     fn detects_pre_padding() {
-        let t = TokenTensors::from_arrays(&matrix(&[&[0, 0, 5, 6], &[0, 0, 0, 7]]), None, 0, None, Device::Cpu).unwrap();
+        let t = TokenTensors::from_arrays(
+            &matrix(&[&[0, 0, 5, 6], &[0, 0, 0, 7]]),
+            None,
+            0,
+            None,
+            Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(t.padding, PaddingSide::Pre);
     }
 
     #[test]
     fn refuses_mixed_padding() {
-        let e = TokenTensors::from_arrays(&matrix(&[&[0, 0, 5, 6], &[7, 0, 0, 0]]), None, 0, None, Device::Cpu).unwrap_err();
-        assert!(e.to_string().contains("mix pre-padding (row 0) and post-padding (row 1)"), "{e}");
-        let e = TokenTensors::from_arrays(&matrix(&[&[0, 5, 6, 0]]), None, 0, None, Device::Cpu).unwrap_err();
-        assert!(e.to_string().contains("row 0 has padding on both sides"), "{e}");
-        let e = TokenTensors::from_arrays(&matrix(&[&[5, 0]]), None, 0, Some(PaddingSide::Pre), Device::Cpu).unwrap_err();
+        let e = TokenTensors::from_arrays(
+            &matrix(&[&[0, 0, 5, 6], &[7, 0, 0, 0]]),
+            None,
+            0,
+            None,
+            Device::Cpu,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("mix pre-padding (row 0) and post-padding (row 1)"),
+            "{e}"
+        );
+        let e = TokenTensors::from_arrays(&matrix(&[&[0, 5, 6, 0]]), None, 0, None, Device::Cpu)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("row 0 has padding on both sides"),
+            "{e}"
+        );
+        let e = TokenTensors::from_arrays(
+            &matrix(&[&[5, 0]]),
+            None,
+            0,
+            Some(PaddingSide::Pre),
+            Device::Cpu,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("configured"), "{e}");
     }
 

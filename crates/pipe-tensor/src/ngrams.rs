@@ -12,7 +12,8 @@ use crate::{PaddingSide, TokenTensors};
 /// The id of bigram (a, b): `vocab_size + hash(a, b) % buckets`.
 pub fn bigram_id(a: i64, b: i64, vocab_size: i64, buckets: i64) -> i64 {
     // 64-bit mix of the pair (splitmix64 finaliser): cheap and well spread.
-    let mut z = (a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (b as u64).wrapping_add(0x632b_e59b_d9b4_e019);
+    let mut z = (a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (b as u64).wrapping_add(0x632b_e59b_d9b4_e019);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
@@ -22,7 +23,9 @@ pub fn bigram_id(a: i64, b: i64, vocab_size: i64, buckets: i64) -> i64 {
 /// The id of a character n-grams: `vocab_size + fnv1a(ngram) % buckets`
 /// (fastText hashes its subwords with 32-bit FNV-1a too).
 pub fn char_ngram_id(ngram: &str, vocab_size: i64, buckets: i64) -> i64 {
-    let hash = ngram.bytes().fold(2_166_136_261u32, |h, b| (h ^ b as u32).wrapping_mul(16_777_619));
+    let hash = ngram.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(16_777_619)
+    });
     vocab_size + (hash as u64 % buckets as u64) as i64
 }
 
@@ -62,7 +65,11 @@ impl Subwords {
         for (id, token) in vocab.tokens.iter().enumerate() {
             let special = id as i64 == vocab.pad_id || Some(id as i64) == vocab.unk_id;
             if !special {
-                ids.extend(char_ngrams(token, range).iter().map(|g| char_ngram_id(g, vocab_size, buckets)));
+                ids.extend(
+                    char_ngrams(token, range)
+                        .iter()
+                        .map(|g| char_ngram_id(g, vocab_size, buckets)),
+                );
             }
             offsets.push(ids.len());
         }
@@ -92,7 +99,10 @@ pub const MAX_CHAR_NGRAM: usize = 20;
 /// and a stored ensemble member's.
 pub fn check_settings(buckets: i64, char_ngrams: Option<[usize; 2]>) -> Result<(), InvalidSetting> {
     if !(1..=MAX_BUCKETS).contains(&buckets) {
-        return Err(InvalidSetting::new("buckets", format!("must be between 1 and {MAX_BUCKETS}, got {buckets}")));
+        return Err(InvalidSetting::new(
+            "buckets",
+            format!("must be between 1 and {MAX_BUCKETS}, got {buckets}"),
+        ));
     }
     if let Some([min, max]) = char_ngrams {
         if !(1 <= min && min <= max && max <= MAX_CHAR_NGRAM) {
@@ -114,9 +124,15 @@ pub fn append_bigrams(data: &TokenTensors, vocab_size: i64, buckets: i64) -> Tok
 /// Each row's tokens, then the hashed ids of its adjacent pairs, then (with
 /// `subwords`) each token's character n-gram ids; post-padded to `2 × width
 /// − 1` without subwords, to the longest row with them. Labels are kept.
-pub fn append_ngrams(data: &TokenTensors, vocab_size: i64, buckets: i64, subwords: Option<&Subwords>) -> TokenTensors {
+pub fn append_ngrams(
+    data: &TokenTensors,
+    vocab_size: i64,
+    buckets: i64,
+    subwords: Option<&Subwords>,
+) -> TokenTensors {
     let ids = Vec::<i64>::try_from(&data.ids.to_device(Device::Cpu).view([-1])).expect("int64 ids");
-    let lengths = Vec::<i64>::try_from(&data.lengths.to_device(Device::Cpu)).expect("int64 lengths");
+    let lengths =
+        Vec::<i64>::try_from(&data.lengths.to_device(Device::Cpu)).expect("int64 lengths");
     let (rows, width) = (data.rows() as usize, data.width() as usize);
     let tokens_of = |r: usize| {
         let n = lengths[r] as usize;
@@ -130,7 +146,11 @@ pub fn append_ngrams(data: &TokenTensors, vocab_size: i64, buckets: i64, subword
         .map(|r| {
             let tokens = tokens_of(r);
             let mut row = tokens.to_vec();
-            row.extend(tokens.windows(2).map(|pair| bigram_id(pair[0], pair[1], vocab_size, buckets)));
+            row.extend(
+                tokens
+                    .windows(2)
+                    .map(|pair| bigram_id(pair[0], pair[1], vocab_size, buckets)),
+            );
             if let Some(subwords) = subwords {
                 row.extend(tokens.iter().flat_map(|&t| subwords.of(t)));
             }
@@ -147,7 +167,9 @@ pub fn append_ngrams(data: &TokenTensors, vocab_size: i64, buckets: i64, subword
     }
     let out_lengths: Vec<i64> = features.iter().map(|row| row.len() as i64).collect();
     TokenTensors {
-        ids: Tensor::from_slice(&out).view([rows as i64, out_width as i64]).to_device(data.ids.device()),
+        ids: Tensor::from_slice(&out)
+            .view([rows as i64, out_width as i64])
+            .to_device(data.ids.device()),
         lengths: Tensor::from_slice(&out_lengths).to_device(data.ids.device()),
         labels: data.labels.as_ref().map(Tensor::shallow_clone),
         padding: PaddingSide::Post,
@@ -164,15 +186,41 @@ mod tests {
     #[test]
     fn buckets_and_char_ngrams_are_bounded() {
         assert_eq!(check_settings(1 << 16, None), Ok(()));
-        assert_eq!(check_settings(MAX_BUCKETS, Some([1, MAX_CHAR_NGRAM])), Ok(()));
-        for (buckets, got) in [(MAX_BUCKETS + 1, "16777217"), (0, "0"), (-5, "-5"), (i64::MAX, "9223372036854775807")] {
-            assert_eq!(check_settings(buckets, None), Err(InvalidSetting::new("buckets", format!("must be between 1 and {MAX_BUCKETS}, got {got}"))));
+        assert_eq!(
+            check_settings(MAX_BUCKETS, Some([1, MAX_CHAR_NGRAM])),
+            Ok(())
+        );
+        for (buckets, got) in [
+            (MAX_BUCKETS + 1, "16777217"),
+            (0, "0"),
+            (-5, "-5"),
+            (i64::MAX, "9223372036854775807"),
+        ] {
+            assert_eq!(
+                check_settings(buckets, None),
+                Err(InvalidSetting::new(
+                    "buckets",
+                    format!("must be between 1 and {MAX_BUCKETS}, got {got}")
+                ))
+            );
         }
         for range in [[3, MAX_CHAR_NGRAM + 1], [0, 3], [4, 3], [1, usize::MAX]] {
-            assert_eq!(check_settings(64, Some(range)).unwrap_err().setting, "char_ngrams", "{range:?}");
+            assert_eq!(
+                check_settings(64, Some(range)).unwrap_err().setting,
+                "char_ngrams",
+                "{range:?}"
+            );
         }
-        let stage = |buckets: i64| pipe_core::Stage::validate(&crate::Ngrams { buckets, char_ngrams: None });
-        assert_eq!(pipe_core::Stage::validate(&crate::Ngrams::default()), Ok(()));
+        let stage = |buckets: i64| {
+            pipe_core::Stage::validate(&crate::Ngrams {
+                buckets,
+                char_ngrams: None,
+            })
+        };
+        assert_eq!(
+            pipe_core::Stage::validate(&crate::Ngrams::default()),
+            Ok(())
+        );
         assert_eq!(stage(MAX_BUCKETS + 1).unwrap_err().setting, "buckets");
     }
 
@@ -193,17 +241,34 @@ mod tests {
 
     #[test]
     fn char_ngrams_are_fasttexts() {
-        assert_eq!(char_ngrams("cat", [3, 4]), vec!["<ca", "<cat", "cat", "cat>", "at>"]);
-        assert_eq!(char_ngrams("é", [1, 2]), vec!["<é", "é", "é>"], "characters, not bytes; no lone brackets");
+        assert_eq!(
+            char_ngrams("cat", [3, 4]),
+            vec!["<ca", "<cat", "cat", "cat>", "at>"]
+        );
+        assert_eq!(
+            char_ngrams("é", [1, 2]),
+            vec!["<é", "é", "é>"],
+            "characters, not bytes; no lone brackets"
+        );
         assert!(char_ngrams("a", [5, 6]).is_empty());
     }
 
     #[test]
     fn subwords_follow_each_token_after_the_bigrams() {
-        let vocab = Vocabulary { tokens: ["<PAD>", "<UNK>", "cat", "cats"].map(String::from).to_vec(), pad_id: 0, unk_id: Some(1) };
+        let vocab = Vocabulary {
+            tokens: ["<PAD>", "<UNK>", "cat", "cats"].map(String::from).to_vec(),
+            pad_id: 0,
+            unk_id: Some(1),
+        };
         let subwords = Subwords::new(&vocab, [3, 3], 50);
-        assert!(subwords.of(0).is_empty() && subwords.of(1).is_empty(), "no n-grams for the pad and unknown tokens");
-        let cat: Vec<i64> = ["<ca", "cat", "at>"].iter().map(|g| char_ngram_id(g, 4, 50)).collect();
+        assert!(
+            subwords.of(0).is_empty() && subwords.of(1).is_empty(),
+            "no n-grams for the pad and unknown tokens"
+        );
+        let cat: Vec<i64> = ["<ca", "cat", "at>"]
+            .iter()
+            .map(|g| char_ngram_id(g, 4, 50))
+            .collect();
         assert_eq!(subwords.of(2), cat.as_slice());
         assert_eq!(subwords.of(3).len(), 4);
         assert_eq!(&subwords.of(3)[..2], &cat[..2], "shared n-grams share ids");
@@ -213,7 +278,10 @@ mod tests {
         let t = TokenTensors::from_arrays(&x, None, 0, None, Device::Cpu).unwrap();
         assert_eq!(t.padding, PaddingSide::Pre);
         let f = append_ngrams(&t, 4, 50, Some(&subwords));
-        assert_eq!(Vec::<i64>::try_from(&f.lengths).unwrap(), vec![2 + 1 + 3 + 4, 1]);
+        assert_eq!(
+            Vec::<i64>::try_from(&f.lengths).unwrap(),
+            vec![2 + 1 + 3 + 4, 1]
+        );
         assert_eq!(f.width(), 10);
         let ids = Vec::<i64>::try_from(&f.ids.view([-1])).unwrap();
         assert_eq!(&ids[..3], &[2, 3, bigram_id(2, 3, 4, 50)]);

@@ -21,9 +21,16 @@ pub fn lab_bin() -> PathBuf {
 
 fn built_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join(name);
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p {package}` (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p {package}` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -41,12 +48,18 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().expect("temp dir"), bin: pipe_bin() }
+        Scratch {
+            dir: tempfile::tempdir().expect("temp dir"),
+            bin: pipe_bin(),
+        }
     }
 
     /// The same scratch directory, running `pipe-testing` instead of `pipe`.
     pub fn lab(self) -> Scratch {
-        Scratch { bin: lab_bin(), ..self }
+        Scratch {
+            bin: lab_bin(),
+            ..self
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -90,7 +103,11 @@ impl Scratch {
             let entry = entry.expect("entry");
             std::fs::copy(entry.path(), s.path("data").join(entry.file_name())).expect("copy");
         }
-        std::fs::copy(repo_root().join("tests/pipelines/tiny.yaml"), s.path("tiny.yaml")).expect("copy");
+        std::fs::copy(
+            repo_root().join("tests/pipelines/tiny.yaml"),
+            s.path("tiny.yaml"),
+        )
+        .expect("copy");
         s
     }
 
@@ -101,7 +118,12 @@ impl Scratch {
     }
 
     /// [`Scratch::pipe_limited`] with `env` set on top of [`isolated`]'s environment.
-    pub fn pipe_limited_env(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Limited {
+    pub fn pipe_limited_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Limited {
         let mut child = self.spawn_env(args, env, Stdio::piped());
         let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
             std::thread::spawn(move || {
@@ -117,7 +139,10 @@ impl Scratch {
         let mut peak_kb = 0u64;
         let mut timed_out = false;
         let status = loop {
-            if let Some(hwm) = std::fs::read_to_string(&status_path).ok().and_then(|s| vm_hwm_kb(&s)) {
+            if let Some(hwm) = std::fs::read_to_string(&status_path)
+                .ok()
+                .and_then(|s| vm_hwm_kb(&s))
+            {
                 peak_kb = peak_kb.max(hwm);
             }
             if let Some(status) = child.try_wait().expect("wait") {
@@ -150,13 +175,22 @@ impl Scratch {
 
     /// Starts `pipe ARGS` in the scratch directory (one torch thread, no
     /// stdin, stdout piped) with `env` set on top of [`isolated`]'s environment.
-    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> std::process::Child {
+    pub fn spawn_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> std::process::Child {
         let mut cmd = Command::new(&self.bin);
         isolated(cmd.args(args).current_dir(self.dir.path()));
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start pipe")
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start pipe")
     }
 
     /// Runs `pipe ARGS` and kills it with SIGKILL (no handler runs, as when
@@ -176,7 +210,10 @@ impl Scratch {
                 return lines;
             }
         }
-        panic!("pipe ended ({:?}) before the line it was to be killed at; it printed {lines:?}", child.wait());
+        panic!(
+            "pipe ended ({:?}) before the line it was to be killed at; it printed {lines:?}",
+            child.wait()
+        );
     }
 }
 
@@ -185,11 +222,17 @@ impl Scratch {
 /// state with the other tests' `pipe`s (`PIPE_CACHE_DIR`: one cache for
 /// all) or change what it does (`PIPE_FAULT`: crash points; `RUST_LOG`).
 pub fn isolated(cmd: &mut Command) -> &mut Command {
-    cmd.env("PIPE_THREADS", "1").env_remove("PIPE_CACHE_DIR").env_remove("PIPE_FAULT").env_remove("RUST_LOG")
+    cmd.env("PIPE_THREADS", "1")
+        .env_remove("PIPE_CACHE_DIR")
+        .env_remove("PIPE_FAULT")
+        .env_remove("RUST_LOG")
 }
 
 fn vm_hwm_kb(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// A `pipe` run under a time limit, with its peak memory.
@@ -242,7 +285,13 @@ impl Run {
     }
     /// Panics with both streams unless the exit code is 0.
     pub fn ok(self) -> Run {
-        assert_eq!(self.code(), Some(0), "pipe failed\nstdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            Some(0),
+            "pipe failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     /// The status column of the run summary for `stage` (`ran`, `cached`, `restored`).

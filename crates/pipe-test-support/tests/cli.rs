@@ -28,7 +28,8 @@ fn toy() -> Scratch {
 }
 
 fn total(s: &Scratch) -> i64 {
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("out/metrics.json")).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("out/metrics.json")).unwrap()).unwrap();
     doc["total"].as_i64().unwrap()
 }
 
@@ -65,7 +66,11 @@ fn only_from_force() {
     let s = toy();
     let e = s.pipe(&["run", "p.yaml", "--only", "total"]);
     assert_eq!(e.code(), Some(3));
-    assert!(e.stderr().contains("stage `numbers` has no cached outputs"), "{}", e.stderr());
+    assert!(
+        e.stderr().contains("stage `numbers` has no cached outputs"),
+        "{}",
+        e.stderr()
+    );
     s.pipe(&["run", "p.yaml"]).ok();
     let only = s.pipe(&["run", "p.yaml", "--only", "total"]).ok();
     assert_eq!(only.ran(), ["total"]);
@@ -76,20 +81,34 @@ fn only_from_force() {
     assert_eq!(force.ran(), ["numbers", "scaled", "total", "report"]);
     let bad = s.pipe(&["run", "p.yaml", "--only", "totl"]);
     assert_eq!(bad.code(), Some(2));
-    assert!(bad.stderr().contains("did you mean `total`"), "{}", bad.stderr());
+    assert!(
+        bad.stderr().contains("did you mean `total`"),
+        "{}",
+        bad.stderr()
+    );
 }
 
 #[test]
 fn status_reports_fresh_stale_and_why() {
     let s = toy();
     let never = s.pipe(&["status", "p.yaml"]).ok();
-    assert!(never.stdout().contains("numbers          never run"), "{}", never.stdout());
+    assert!(
+        never.stdout().contains("numbers          never run"),
+        "{}",
+        never.stdout()
+    );
     s.pipe(&["run", "p.yaml"]).ok();
     let fresh = s.pipe(&["status", "p.yaml"]).ok().stdout();
     assert_eq!(fresh.matches(" fresh").count(), 4, "{fresh}");
-    let stale = s.pipe(&["status", "p.yaml", "--set", "scaled.factor=5"]).ok().stdout();
+    let stale = s
+        .pipe(&["status", "p.yaml", "--set", "scaled.factor=5"])
+        .ok()
+        .stdout();
     assert!(stale.contains("scaled           stale"), "{stale}");
-    assert!(stale.contains("config `factor` changed from 3 to 5"), "{stale}");
+    assert!(
+        stale.contains("config `factor` changed from 3 to 5"),
+        "{stale}"
+    );
     assert!(stale.contains("upstream `scaled` is not fresh"), "{stale}");
 }
 
@@ -110,7 +129,11 @@ fn external_file_contents_are_part_of_the_key() {
     std::fs::remove_file(s.path("lines.txt")).unwrap();
     let missing = s.pipe(&["run", "p.yaml"]);
     assert_eq!(missing.code(), Some(1));
-    assert!(missing.stderr().contains("lines.txt"), "{}", missing.stderr());
+    assert!(
+        missing.stderr().contains("lines.txt"),
+        "{}",
+        missing.stderr()
+    );
 }
 
 #[test]
@@ -119,11 +142,23 @@ fn a_failing_stage_exits_non_zero_with_its_error_and_leaves_nothing() {
     s.write("p.yaml", "stages:\n  numbers:\n    kind: toy_numbers\n  boom:\n    kind: toy_fail\n    message: the disk is on fire\n    inputs: { values: numbers.values }\n");
     let run = s.pipe(&["run", "p.yaml"]);
     assert_eq!(run.code(), Some(1));
-    assert!(run.stderr().contains("stage `boom` failed"), "{}", run.stderr());
-    assert!(run.stderr().contains("the disk is on fire"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("stage `boom` failed"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("the disk is on fire"),
+        "{}",
+        run.stderr()
+    );
     let entries = std::fs::read_dir(s.path(".pipe/entries")).unwrap().count();
     assert_eq!(entries, 1, "only `numbers` has an entry");
-    assert_eq!(std::fs::read_dir(s.path(".pipe/tmp")).unwrap().count(), 0, "no temp dirs left");
+    assert_eq!(
+        std::fs::read_dir(s.path(".pipe/tmp")).unwrap().count(),
+        0,
+        "no temp dirs left"
+    );
 }
 
 #[test]
@@ -131,14 +166,34 @@ fn a_crash_between_writes_leaves_no_valid_entry() {
     for point in ["after-outputs", "before-entry-rename"] {
         let s = toy();
         let crashed = s.pipe_env(&["run", "p.yaml"], &[("PIPE_FAULT", point)]);
-        assert_ne!(crashed.code(), Some(0), "{point}: the process should have aborted");
-        assert!(crashed.stderr().contains(&format!("PIPE_FAULT={point}")), "{}", crashed.stderr());
+        assert_ne!(
+            crashed.code(),
+            Some(0),
+            "{point}: the process should have aborted"
+        );
+        assert!(
+            crashed.stderr().contains(&format!("PIPE_FAULT={point}")),
+            "{}",
+            crashed.stderr()
+        );
         // The first stage died mid-write: nothing of it may read as a result.
-        assert_eq!(std::fs::read_dir(s.path(".pipe/entries")).unwrap().count(), 0, "{point}");
+        assert_eq!(
+            std::fs::read_dir(s.path(".pipe/entries")).unwrap().count(),
+            0,
+            "{point}"
+        );
         let again = s.pipe(&["run", "p.yaml"]).ok();
-        assert_eq!(again.ran(), ["numbers", "scaled", "total", "report"], "{point}");
+        assert_eq!(
+            again.ran(),
+            ["numbers", "scaled", "total", "report"],
+            "{point}"
+        );
         assert_eq!(total(&s), 135);
-        assert_eq!(std::fs::read_dir(s.path(".pipe/tmp")).unwrap().count(), 0, "{point}: leftovers cleaned");
+        assert_eq!(
+            std::fs::read_dir(s.path(".pipe/tmp")).unwrap().count(),
+            0,
+            "{point}: leftovers cleaned"
+        );
     }
 }
 
@@ -156,7 +211,11 @@ fn a_corrupted_entry_is_reported_and_recomputed() {
     }
     assert_eq!(corrupted, 1);
     let run = s.pipe(&["run", "p.yaml"]).ok();
-    assert!(run.stderr().contains("total: cache entry is corrupt"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("total: cache entry is corrupt"),
+        "{}",
+        run.stderr()
+    );
     assert_eq!(run.ran(), ["total"]);
     assert_eq!(total(&s), 135);
 }
@@ -165,12 +224,23 @@ fn a_corrupted_entry_is_reported_and_recomputed() {
 fn a_second_pipe_waits_for_the_lock_then_gives_up() {
     let s = toy();
     s.pipe(&["run", "p.yaml"]).ok();
-    let lock = std::fs::OpenOptions::new().write(true).open(s.path(".pipe/lock")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.path(".pipe/lock"))
+        .unwrap();
     lock.lock().unwrap();
     let blocked = s.pipe(&["run", "p.yaml", "--lock-timeout", "1"]);
     assert_eq!(blocked.code(), Some(3));
-    assert!(blocked.stderr().contains("waiting for the cache lock"), "{}", blocked.stderr());
-    assert!(blocked.stderr().contains("gave up after 1 s"), "{}", blocked.stderr());
+    assert!(
+        blocked.stderr().contains("waiting for the cache lock"),
+        "{}",
+        blocked.stderr()
+    );
+    assert!(
+        blocked.stderr().contains("gave up after 1 s"),
+        "{}",
+        blocked.stderr()
+    );
     lock.unlock().unwrap();
     s.pipe(&["run", "p.yaml", "--lock-timeout", "1"]).ok();
 }
@@ -184,18 +254,37 @@ fn invalid_pipelines_exit_2_with_a_position() {
     assert!(run.stderr().contains("p.yaml:3:11: stage `numbers`: unknown stage kind `toy_numbrs`; did you mean `toy_numbers`?"), "{}", run.stderr());
     let missing = s.pipe(&["run", "nope.yaml"]);
     assert_eq!(missing.code(), Some(2));
-    assert!(missing.stderr().contains("nope.yaml: cannot read the pipeline"), "{}", missing.stderr());
+    assert!(
+        missing
+            .stderr()
+            .contains("nope.yaml: cannot read the pipeline"),
+        "{}",
+        missing.stderr()
+    );
 }
 
 #[test]
 fn dag_in_three_formats() {
     let s = toy();
     let text = s.pipe(&["dag", "p.yaml"]).ok().stdout();
-    assert!(text.contains("scaled (toy_scale)\n  values <- numbers.values"), "{text}");
-    let mermaid = s.pipe(&["dag", "p.yaml", "--format", "mermaid"]).ok().stdout();
-    assert!(mermaid.starts_with("flowchart LR") && mermaid.contains("numbers -- \"values → values\" --> scaled"), "{mermaid}");
+    assert!(
+        text.contains("scaled (toy_scale)\n  values <- numbers.values"),
+        "{text}"
+    );
+    let mermaid = s
+        .pipe(&["dag", "p.yaml", "--format", "mermaid"])
+        .ok()
+        .stdout();
+    assert!(
+        mermaid.starts_with("flowchart LR")
+            && mermaid.contains("numbers -- \"values → values\" --> scaled"),
+        "{mermaid}"
+    );
     let dot = s.pipe(&["dag", "p.yaml", "--format", "dot"]).ok().stdout();
-    assert!(dot.starts_with("digraph pipeline") && dot.contains("\"scaled\" -> \"total\""), "{dot}");
+    assert!(
+        dot.starts_with("digraph pipeline") && dot.contains("\"scaled\" -> \"total\""),
+        "{dot}"
+    );
 }
 
 #[test]
@@ -225,10 +314,30 @@ fn stages_lists_every_kind_with_defaults() {
     let text = s.pipe(&["stages", "predict"]).ok().stdout();
     assert!(text.contains("batch_size: 256"), "{text}");
     // From a kind to its code in one hop.
-    assert!(text.contains("defined at crates/pipe-predict/src/stages/predict.rs:"), "{text}");
-    let line: usize = text.split("predict.rs:").nth(1).and_then(|r| r.lines().next()).unwrap().trim().parse().unwrap();
-    let source = std::fs::read_to_string(pipe_test_support::repo_root().join("crates/pipe-predict/src/stages/predict.rs")).unwrap();
-    assert!(source.lines().nth(line - 1).unwrap().contains("#[stage(kind = \"predict\""), "line {line}");
+    assert!(
+        text.contains("defined at crates/pipe-predict/src/stages/predict.rs:"),
+        "{text}"
+    );
+    let line: usize = text
+        .split("predict.rs:")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let source = std::fs::read_to_string(
+        pipe_test_support::repo_root().join("crates/pipe-predict/src/stages/predict.rs"),
+    )
+    .unwrap();
+    assert!(
+        source
+            .lines()
+            .nth(line - 1)
+            .unwrap()
+            .contains("#[stage(kind = \"predict\""),
+        "line {line}"
+    );
     assert_eq!(s.pipe(&["stages", "predictt"]).code(), Some(2));
 }
 
@@ -240,9 +349,16 @@ fn the_product_binary_has_no_test_scaffolding() {
     let listing = s.pipe(&["stages", "--json"]).ok().stdout();
     let kinds: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
     assert!(kinds.iter().any(|k| k["kind"] == "train"), "{listing}");
-    assert!(!kinds.iter().any(|k| k["kind"].as_str().unwrap().starts_with("toy_")), "{listing}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k["kind"].as_str().unwrap().starts_with("toy_")),
+        "{listing}"
+    );
     assert_eq!(s.pipe(&["stages", "toy_fail"]).code(), Some(2));
-    let run = s.pipe_env(&["run", "tiny.yaml"], &[("PIPE_FAULT", "after-outputs")]).ok();
+    let run = s
+        .pipe_env(&["run", "tiny.yaml"], &[("PIPE_FAULT", "after-outputs")])
+        .ok();
     assert!(!run.stderr().contains("PIPE_FAULT"), "{}", run.stderr());
     assert!(s.path("out/submission.csv").exists(), "{}", run.stdout());
 }
@@ -262,7 +378,10 @@ fn every_registered_kind_loads_from_yaml() {
         s.write("one.yaml", &format!("stages:\n  x:\n    kind: {name}\n"));
         let run = s.pipe(&["dag", "one.yaml"]);
         let err = run.stderr();
-        assert!(!err.contains("unknown stage kind") && !err.contains("unknown variant"), "{name}: {err}");
+        assert!(
+            !err.contains("unknown stage kind") && !err.contains("unknown variant"),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -278,21 +397,36 @@ fn every_shipped_pipeline_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let dag = s.pipe(&["dag", path.to_str().unwrap()]).ok().stdout();
-            assert!(dag.contains("predict") || dag.contains("toy"), "{}: {dag}", path.display());
+            assert!(
+                dag.contains("predict") || dag.contains("toy"),
+                "{}: {dag}",
+                path.display()
+            );
             checked.push(path.file_name().unwrap().to_string_lossy().to_string());
         }
     }
     checked.sort();
-    assert!(checked.contains(&"auto.yaml".to_string()) && checked.contains(&"lstm.yaml".to_string()), "{checked:?}");
+    assert!(
+        checked.contains(&"auto.yaml".to_string()) && checked.contains(&"lstm.yaml".to_string()),
+        "{checked:?}"
+    );
 }
 
 #[test]
 fn json_events_for_orchestrators() {
     let s = toy();
     let run = s.pipe(&["run", "p.yaml", "--json"]).ok();
-    let events: Vec<serde_json::Value> = run.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(events.iter().any(|e| e["event"] == "stage_started" && e["stage"] == "numbers"));
-    assert!(events.iter().any(|e| e["event"] == "stage_finished" && e["stage"] == "total"));
+    let events: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "stage_started" && e["stage"] == "numbers"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "stage_finished" && e["stage"] == "total"));
     let last = events.last().unwrap();
     assert_eq!(last["event"], "run_finished");
     assert_eq!(last["report"]["stages"].as_array().unwrap().len(), 4);

@@ -8,7 +8,11 @@ use pipe_test_support::{repo_root, Scratch};
 
 fn tiny_select() -> Scratch {
     let s = Scratch::tiny();
-    std::fs::copy(repo_root().join("tests/pipelines/tiny_select.yaml"), s.path("select.yaml")).unwrap();
+    std::fs::copy(
+        repo_root().join("tests/pipelines/tiny_select.yaml"),
+        s.path("select.yaml"),
+    )
+    .unwrap();
     s
 }
 
@@ -20,28 +24,46 @@ fn json(s: &Scratch, rel: &str) -> serde_json::Value {
 fn select_keeps_the_best_validated_model_and_predict_scores_it() {
     let s = tiny_select();
     let run = s.pipe(&["run", "select.yaml"]).ok();
-    assert!(run.ran().contains(&"select".to_string()), "{}", run.stdout());
+    assert!(
+        run.ran().contains(&"select".to_string()),
+        "{}",
+        run.stdout()
+    );
 
     // Every candidate was scored, cheapest kind first; the table has each.
     let metrics = json(&s, "out/selection/metrics.json");
     let candidates = metrics["candidates"].as_array().unwrap();
-    let names: Vec<&str> = candidates.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = candidates
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["chars", "nb", "words", "bag", "lstm"], "{metrics}");
-    assert_eq!(metrics["validation"], "3 stratified folds", "400 rows are scored by folds");
+    assert_eq!(
+        metrics["validation"], "3 stratified folds",
+        "400 rows are scored by folds"
+    );
     assert_eq!(metrics["scored_rows"], 400, "every row is scored once");
     let table = std::fs::read_to_string(s.path("out/selection/selection.csv")).unwrap();
     assert_eq!(table.lines().count(), 1 + names.len(), "{table}");
 
     // The choice is the best validation macro-F1: the ensemble's or a single model's.
-    let best_single = candidates.iter().map(|c| c["macro_f1"].as_f64().unwrap()).fold(0.0, f64::max);
+    let best_single = candidates
+        .iter()
+        .map(|c| c["macro_f1"].as_f64().unwrap())
+        .fold(0.0, f64::max);
     let chosen = metrics["chosen"].as_array().unwrap();
     let weights: f64 = chosen.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
     assert!((weights - 1.0).abs() < 1e-5, "{metrics}");
     if chosen.len() > 1 {
-        assert!(metrics["ensemble"]["macro_f1"].as_f64().unwrap() > best_single, "{metrics}");
+        assert!(
+            metrics["ensemble"]["macro_f1"].as_f64().unwrap() > best_single,
+            "{metrics}"
+        );
     } else {
         let name = chosen[0]["name"].as_str().unwrap();
-        let f1 = candidates.iter().find(|c| c["name"] == name).unwrap()["macro_f1"].as_f64().unwrap();
+        let f1 = candidates.iter().find(|c| c["name"] == name).unwrap()["macro_f1"]
+            .as_f64()
+            .unwrap();
         assert_eq!(f1, best_single, "{metrics}");
     }
     for c in candidates {
@@ -52,9 +74,14 @@ fn select_keeps_the_best_validated_model_and_predict_scores_it() {
     assert_eq!(csv.lines().count(), 61);
 
     // The cached ensemble model loads back and scores the same rows the same way.
-    let again = s.pipe(&["run", "select.yaml", "--only", "predict", "--force"]).ok();
+    let again = s
+        .pipe(&["run", "select.yaml", "--only", "predict", "--force"])
+        .ok();
     assert_eq!(again.ran(), ["predict"], "{}", again.stdout());
-    assert_eq!(std::fs::read_to_string(s.path("out/submission.csv")).unwrap(), csv);
+    assert_eq!(
+        std::fs::read_to_string(s.path("out/submission.csv")).unwrap(),
+        csv
+    );
 }
 
 #[test]
@@ -63,11 +90,18 @@ fn ensemble_weights_decide_whose_probabilities_count() {
     s.pipe(&["run", "select.yaml"]).ok();
     // Weight 0 on the selected model: the ensemble is the TF-IDF model.
     let tfidf = std::fs::read_to_string(s.path("out/submission_tfidf.csv")).unwrap();
-    assert_eq!(std::fs::read_to_string(s.path("out/submission_ensemble.csv")).unwrap(), tfidf);
+    assert_eq!(
+        std::fs::read_to_string(s.path("out/submission_ensemble.csv")).unwrap(),
+        tfidf
+    );
 
     let bad = s.pipe(&["run", "select.yaml", "--set", "ensemble.weights=[1]"]);
     assert_eq!(bad.code(), Some(2), "{}", bad.stderr());
-    assert!(bad.stderr().contains("1 weights for 2 members"), "{}", bad.stderr());
+    assert!(
+        bad.stderr().contains("1 weights for 2 members"),
+        "{}",
+        bad.stderr()
+    );
     let unknown = s.pipe(&["run", "select.yaml", "--set", "select.validation=sometimes"]);
     assert_eq!(unknown.code(), Some(2), "{}", unknown.stderr());
 }
@@ -75,10 +109,25 @@ fn ensemble_weights_decide_whose_probabilities_count() {
 #[test]
 fn a_spent_time_budget_skips_candidates_and_says_so() {
     let s = tiny_select();
-    let run = s.pipe(&["run", "select.yaml", "--set", "select.time_budget_seconds=0.000001"]);
+    let run = s.pipe(&[
+        "run",
+        "select.yaml",
+        "--set",
+        "select.time_budget_seconds=0.000001",
+    ]);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
-    assert!(run.stderr().contains("every candidate was skipped: raise time_budget_seconds"), "{}", run.stderr());
-    assert!(run.stderr().contains("candidate `chars` skipped: the time budget is spent"), "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("every candidate was skipped: raise time_budget_seconds"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr()
+            .contains("candidate `chars` skipped: the time budget is spent"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
@@ -87,16 +136,42 @@ fn a_hold_out_fit_that_filled_its_row_cap_is_kept_not_refit() {
     let lstm = "{ kind: lstm_classifier, model: { embed_dim: 8, hidden_dim: 8 }, train: { epochs: 2, batch_size: 32, lr: 0.01 }";
     let chosen_refit = |max_rows: usize| {
         let candidates = format!("select.candidates={{ lstm: {lstm}, max_rows: {max_rows} }} }}");
-        s.pipe(&["run", "select.yaml", "--set", "select.validation={ holdout: 0.25 }", "--set", &candidates]).ok();
+        s.pipe(&[
+            "run",
+            "select.yaml",
+            "--set",
+            "select.validation={ holdout: 0.25 }",
+            "--set",
+            &candidates,
+        ])
+        .ok();
         let metrics = json(&s, "out/selection/metrics.json");
-        assert_eq!(metrics["validation"], "a stratified 25% hold-out", "{metrics}");
-        assert_eq!(std::fs::read_to_string(s.path("out/submission.csv")).unwrap().lines().count(), 61);
+        assert_eq!(
+            metrics["validation"], "a stratified 25% hold-out",
+            "{metrics}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(s.path("out/submission.csv"))
+                .unwrap()
+                .lines()
+                .count(),
+            61
+        );
         metrics["chosen"][0].clone()
     };
     // 300 training rows of 400: a cap of 100 is filled either way; one of 1000 is not.
     let capped = chosen_refit(100);
     assert_eq!(capped["refit"], false, "{capped}");
-    assert!(capped["kept_because"].as_str().unwrap().contains("max_rows cap of 100 rows"), "{capped}");
+    assert!(
+        capped["kept_because"]
+            .as_str()
+            .unwrap()
+            .contains("max_rows cap of 100 rows"),
+        "{capped}"
+    );
     let uncapped = chosen_refit(1000);
-    assert_eq!(uncapped["refit"], true, "a refit trains on 400 rows instead of 300: {uncapped}");
+    assert_eq!(
+        uncapped["refit"], true,
+        "a refit trains on 400 rows instead of 300: {uncapped}"
+    );
 }

@@ -70,7 +70,10 @@ mod tests {
     fn keeps_the_highest_score_and_the_earlier_of_ties() {
         let mut best = BestEpoch::default();
         let offers = [(0.5, 1), (0.7, 2), (0.7, 3), (0.6, 4)];
-        let improved: Vec<bool> = offers.iter().map(|&(score, epoch)| best.offer(score, epoch, || format!("weights of {epoch}"))).collect();
+        let improved: Vec<bool> = offers
+            .iter()
+            .map(|&(score, epoch)| best.offer(score, epoch, || format!("weights of {epoch}")))
+            .collect();
         assert_eq!(improved, [true, true, false, false]);
         assert_eq!(best.into_best(), Some((2, "weights of 2".to_string())));
     }
@@ -92,9 +95,27 @@ mod tests {
 
     #[test]
     fn a_lower_loss_is_a_better_score() {
-        let v = |loss| Validation { loss, accuracy: 0.5, macro_f1: 0.5 };
+        let v = |loss| Validation {
+            loss,
+            accuracy: 0.5,
+            macro_f1: 0.5,
+        };
         assert!(Monitor::Loss.score(&v(0.1)) > Monitor::Loss.score(&v(0.2)));
-        assert_eq!(Monitor::MacroF1.score(&Validation { loss: 1.0, accuracy: 0.2, macro_f1: 0.9 }), 0.9);
-        assert_eq!(Monitor::Accuracy.score(&Validation { loss: 1.0, accuracy: 0.2, macro_f1: 0.9 }), 0.2);
+        assert_eq!(
+            Monitor::MacroF1.score(&Validation {
+                loss: 1.0,
+                accuracy: 0.2,
+                macro_f1: 0.9
+            }),
+            0.9
+        );
+        assert_eq!(
+            Monitor::Accuracy.score(&Validation {
+                loss: 1.0,
+                accuracy: 0.2,
+                macro_f1: 0.9
+            }),
+            0.2
+        );
     }
 }

@@ -11,7 +11,10 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn new(patience: Option<usize>) -> EarlyStopping {
-        EarlyStopping { patience, since_best: 0 }
+        EarlyStopping {
+            patience,
+            since_best: 0,
+        }
     }
 
     /// Records a validated epoch; returns whether training should stop now.
@@ -40,7 +43,10 @@ mod tests {
     #[test]
     fn an_improvement_resets_the_count() {
         let mut stopping = EarlyStopping::new(Some(2));
-        let stops: Vec<bool> = [true, false, true, false, false].into_iter().map(|i| stopping.should_stop(i)).collect();
+        let stops: Vec<bool> = [true, false, true, false, false]
+            .into_iter()
+            .map(|i| stopping.should_stop(i))
+            .collect();
         assert_eq!(stops, [false, false, false, false, true]);
     }
 

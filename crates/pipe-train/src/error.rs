@@ -21,7 +21,9 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("the model lists {model} trainable parameters, its store {store}")]
     ParameterMismatch { model: usize, store: usize },
-    #[error("sparse embeddings support neither grad_clip nor weight_decay (as torch.optim.SparseAdam)")]
+    #[error(
+        "sparse embeddings support neither grad_clip nor weight_decay (as torch.optim.SparseAdam)"
+    )]
     SparseWithClipOrDecay,
     #[error(transparent)]
     Optimizer(#[from] AdamError),
@@ -31,7 +33,12 @@ pub enum TrainError {
         "epoch {epoch}, batch {batch} of {batches}: the loss is not finite (NaN or infinite), so training stopped; \
          a smaller lr (now {lr}) or grad_clip usually helps"
     )]
-    NonFiniteLoss { epoch: usize, batch: usize, batches: usize, lr: f64 },
+    NonFiniteLoss {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        lr: f64,
+    },
     /// The progress callback asked to stop (a caller's time budget, say).
     #[error("{0}")]
     Stopped(String),

@@ -23,7 +23,13 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -63,8 +69,15 @@ struct DeviceScalars {
 }
 
 enum State {
-    PerTensor { exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor> },
-    Flat { param: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor },
+    PerTensor {
+        exp_avg: Vec<Tensor>,
+        exp_avg_sq: Vec<Tensor>,
+    },
+    Flat {
+        param: Tensor,
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+    },
 }
 
 impl Adam {
@@ -84,9 +97,20 @@ impl Adam {
     /// Chooses the layout explicitly (`flat`: one buffer for all parameters).
     pub fn with_layout(params: Vec<Tensor>, config: AdamConfig, flat: bool) -> Adam {
         let state = if !flat || params.is_empty() {
-            State::PerTensor { exp_avg: params.iter().map(Tensor::zeros_like).collect(), exp_avg_sq: params.iter().map(Tensor::zeros_like).collect() }
+            State::PerTensor {
+                exp_avg: params.iter().map(Tensor::zeros_like).collect(),
+                exp_avg_sq: params.iter().map(Tensor::zeros_like).collect(),
+            }
         } else {
-            let flat = tch::no_grad(|| Tensor::cat(&params.iter().map(|p| p.detach().reshape([-1])).collect::<Vec<_>>(), 0));
+            let flat = tch::no_grad(|| {
+                Tensor::cat(
+                    &params
+                        .iter()
+                        .map(|p| p.detach().reshape([-1]))
+                        .collect::<Vec<_>>(),
+                    0,
+                )
+            });
             let mut offset = 0;
             for p in &params {
                 let n = p.numel() as i64;
@@ -95,10 +119,23 @@ impl Adam {
                 tch::no_grad(|| p.set_data(&view));
                 offset += n;
             }
-            State::Flat { exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like(), param: flat }
+            State::Flat {
+                exp_avg: flat.zeros_like(),
+                exp_avg_sq: flat.zeros_like(),
+                param: flat,
+            }
         };
         let deferred = vec![None; params.len()];
-        Adam { config, params, state, step: 0, deferred, history: Vec::new(), bias: (0.0, 0.0), device_scalars: None }
+        Adam {
+            config,
+            params,
+            state,
+            step: 0,
+            deferred,
+            history: Vec::new(),
+            bias: (0.0, 0.0),
+            device_scalars: None,
+        }
     }
 
     /// Keeps the per-step scalars (learning rate over the first moment's
@@ -111,7 +148,10 @@ impl Adam {
             return Err(AdamError::DeviceScalarsNeedFlatLayout);
         };
         let scalar = || Tensor::zeros([], (param.kind(), param.device()));
-        self.device_scalars = Some(DeviceScalars { neg_step_size: scalar(), inv_bias2_sqrt: scalar() });
+        self.device_scalars = Some(DeviceScalars {
+            neg_step_size: scalar(),
+            inv_bias2_sqrt: scalar(),
+        });
         Ok(())
     }
 
@@ -128,8 +168,12 @@ impl Adam {
     /// Only for 2-D float32 contiguous CPU tables, before the first step, and
     /// without gradient clipping (the norm would need the dense gradient).
     pub fn defer_idle_rows(&mut self, param: usize) -> Result<(), AdamError> {
-        let p = self.params.get(param).ok_or(AdamError::NoParameter(param))?;
-        if !cpu_f32_contiguous(p) || p.dim() != 2 || !matches!(self.state, State::PerTensor { .. }) {
+        let p = self
+            .params
+            .get(param)
+            .ok_or(AdamError::NoParameter(param))?;
+        if !cpu_f32_contiguous(p) || p.dim() != 2 || !matches!(self.state, State::PerTensor { .. })
+        {
             return Err(AdamError::DeferredRowsNeedCpuTable);
         }
         if self.step > 0 {
@@ -142,7 +186,8 @@ impl Adam {
     /// Brings the rows of deferred parameter `param` named in `ids` (any
     /// shape, int64) up to the current step.
     pub fn catch_up_rows(&mut self, param: usize, ids: &Tensor) {
-        let ids: Vec<i64> = Vec::<i64>::try_from(&ids.reshape([-1]).to_device(Device::Cpu)).expect("int64 ids");
+        let ids: Vec<i64> =
+            Vec::<i64>::try_from(&ids.reshape([-1]).to_device(Device::Cpu)).expect("int64 ids");
         self.catch_up_where(param, |done| {
             let mut rows: Vec<usize> = ids.iter().map(|&r| r as usize).collect();
             rows.sort_unstable();
@@ -161,9 +206,21 @@ impl Adam {
 
     fn catch_up_where(&mut self, param: usize, rows: impl FnOnce(&[u64]) -> Vec<usize>) {
         let (step, threads) = (self.step, parallel::threads());
-        let State::PerTensor { exp_avg, exp_avg_sq } = &self.state else { return };
-        let Some(done) = self.deferred[param].as_mut() else { return };
-        let owed: Vec<(usize, usize)> = rows(done).into_iter().filter(|&r| done[r] < step).map(|r| (r, done[r] as usize)).collect();
+        let State::PerTensor {
+            exp_avg,
+            exp_avg_sq,
+        } = &self.state
+        else {
+            return;
+        };
+        let Some(done) = self.deferred[param].as_mut() else {
+            return;
+        };
+        let owed: Vec<(usize, usize)> = rows(done)
+            .into_iter()
+            .filter(|&r| done[r] < step)
+            .map(|r| (r, done[r] as usize))
+            .collect();
         let table = TableSlices::of(&self.params[param], &exp_avg[param], &exp_avg_sq[param]);
         replay_idle_rows(table, &owed, &self.history[..step as usize], threads);
         for &(r, _) in &owed {
@@ -202,10 +259,23 @@ impl Adam {
             return Err(AdamError::ClipWithDeferredRows);
         }
         if grads.len() != self.params.len() {
-            return Err(AdamError::GradientCount { params: self.params.len(), grads: grads.len() });
+            return Err(AdamError::GradientCount {
+                params: self.params.len(),
+                grads: grads.len(),
+            });
         }
-        if let Some((index, (p, g))) = self.params.iter().zip(grads).enumerate().find(|(_, (p, g))| p.size() != g.size()) {
-            return Err(AdamError::GradientShape { index, param: p.size(), grad: g.size() });
+        if let Some((index, (p, g))) = self
+            .params
+            .iter()
+            .zip(grads)
+            .enumerate()
+            .find(|(_, (p, g))| p.size() != g.size())
+        {
+            return Err(AdamError::GradientShape {
+                index,
+                param: p.size(),
+                grad: g.size(),
+            });
         }
         Ok(())
     }
@@ -228,7 +298,10 @@ impl Adam {
             // copy, so no sync.
             tch::no_grad(|| {
                 let _ = scalars.neg_step_size.shallow_clone().fill_(-c.lr / bias1);
-                let _ = scalars.inv_bias2_sqrt.shallow_clone().fill_(1.0 / bias2.sqrt());
+                let _ = scalars
+                    .inv_bias2_sqrt
+                    .shallow_clone()
+                    .fill_(1.0 / bias2.sqrt());
             });
         }
     }
@@ -248,7 +321,10 @@ impl Adam {
         self.check_gradients(&grads, clip)?;
         let (step, threads) = (self.step, parallel::threads());
         tch::no_grad(|| match &self.state {
-            State::PerTensor { exp_avg, exp_avg_sq } => {
+            State::PerTensor {
+                exp_avg,
+                exp_avg_sq,
+            } => {
                 if let Some(max) = clip {
                     clip_norm(&grads, max);
                 }
@@ -258,20 +334,50 @@ impl Adam {
                         let table = TableSlices::of(p, &exp_avg[i], &exp_avg_sq[i]);
                         deferred_step(table, g, done, &self.history[..step as usize], threads);
                     } else if g.is_sparse() {
-                        if [p, &exp_avg[i], &exp_avg_sq[i]].into_iter().all(cpu_f32_contiguous) && g.kind() == Kind::Float && g.sparse_dim() == 1 {
-                            fused_sparse_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
+                        if [p, &exp_avg[i], &exp_avg_sq[i]]
+                            .into_iter()
+                            .all(cpu_f32_contiguous)
+                            && g.kind() == Kind::Float
+                            && g.sparse_dim() == 1
+                        {
+                            fused_sparse_cpu_step(
+                                p,
+                                g,
+                                &exp_avg[i],
+                                &exp_avg_sq[i],
+                                c,
+                                bias1,
+                                bias2,
+                            );
                         } else {
                             sparse_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2);
                         }
-                    } else if [p, g, &exp_avg[i], &exp_avg_sq[i]].into_iter().all(cpu_f32_contiguous) {
+                    } else if [p, g, &exp_avg[i], &exp_avg_sq[i]]
+                        .into_iter()
+                        .all(cpu_f32_contiguous)
+                    {
                         fused_cpu_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, bias1, bias2, threads);
                     } else {
-                        tensor_step(p, g, &exp_avg[i], &exp_avg_sq[i], c, ScalarsFrom::Host { bias1, bias2 });
+                        tensor_step(
+                            p,
+                            g,
+                            &exp_avg[i],
+                            &exp_avg_sq[i],
+                            c,
+                            ScalarsFrom::Host { bias1, bias2 },
+                        );
                     }
                 }
             }
-            State::Flat { param, exp_avg, exp_avg_sq } => {
-                let grad = Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
+            State::Flat {
+                param,
+                exp_avg,
+                exp_avg_sq,
+            } => {
+                let grad = Tensor::cat(
+                    &grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(),
+                    0,
+                );
                 if let Some(max) = clip {
                     clip_norm(std::slice::from_ref(&grad), max);
                 }
@@ -291,12 +397,18 @@ impl Adam {
 pub enum AdamError {
     #[error("apply before begin_step")]
     NotBegun,
-    #[error("gradient clipping needs the dense gradient: it cannot be combined with deferred rows")]
+    #[error(
+        "gradient clipping needs the dense gradient: it cannot be combined with deferred rows"
+    )]
     ClipWithDeferredRows,
     #[error("{grads} gradients for {params} parameters")]
     GradientCount { params: usize, grads: usize },
     #[error("gradient {index} has shape {grad:?}, its parameter {param:?}")]
-    GradientShape { index: usize, param: Vec<i64>, grad: Vec<i64> },
+    GradientShape {
+        index: usize,
+        param: Vec<i64>,
+        grad: Vec<i64>,
+    },
     #[error("step scalars on the device need the flat layout")]
     DeviceScalarsNeedFlatLayout,
     #[error("no parameter {0}")]
@@ -314,7 +426,15 @@ fn cpu_f32_contiguous(t: &Tensor) -> bool {
 
 /// Lazy Adam for a sparse gradient (`torch.optim.SparseAdam`'s update): only
 /// the rows present in the gradient have their moments and values updated.
-fn sparse_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64) {
+fn sparse_step(
+    p: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    c: AdamConfig,
+    bias1: f64,
+    bias2: f64,
+) {
     let grad = grad.coalesce();
     let rows = grad.internal_indices().select(0, 0);
     let values = grad.internal_values();
@@ -334,9 +454,22 @@ fn sparse_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig,
 /// summed, as `coalesce` would, then each used row of the parameter and its
 /// moments is updated in place. About 8 torch ops and their temporaries per
 /// step become one loop.
-fn fused_sparse_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64) {
+fn fused_sparse_cpu_step(
+    p: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    c: AdamConfig,
+    bias1: f64,
+    bias2: f64,
+) {
     let mut table = TableSlices::of(p, m, v);
-    let (one_minus_b1, b2, one_minus_b2, eps) = ((1.0 - c.beta1) as f32, c.beta2 as f32, (1.0 - c.beta2) as f32, c.eps as f32);
+    let (one_minus_b1, b2, one_minus_b2, eps) = (
+        (1.0 - c.beta1) as f32,
+        c.beta2 as f32,
+        (1.0 - c.beta2) as f32,
+        c.eps as f32,
+    );
     let step_size = (-c.lr * bias2.sqrt() / bias1) as f32;
     for_each_gradient_row(grad, table.width, |row, sum| {
         let (p, m, v) = table.row(row);
@@ -352,26 +485,38 @@ fn fused_sparse_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: A
 /// a `width`-wide table names, rows ascending, its repeats (an embedding's
 /// gradient has one row per token) summed in order, as `coalesce` would.
 fn for_each_gradient_row(grad: &Tensor, width: usize, mut f: impl FnMut(usize, &[f32])) {
-    let rows: Vec<i64> = Vec::<i64>::try_from(&grad.internal_indices().reshape([-1])).expect("int64 indices");
+    let rows: Vec<i64> =
+        Vec::<i64>::try_from(&grad.internal_indices().reshape([-1])).expect("int64 indices");
     let values = grad.internal_values().contiguous();
     if rows.is_empty() || width == 0 {
         return;
     }
     assert_eq!(values.kind(), Kind::Float, "float32 gradient values");
-    assert_eq!(values.numel(), rows.len() * width, "one gradient row of the table's width per index");
+    assert_eq!(
+        values.numel(),
+        rows.len() * width,
+        "one gradient row of the table's width per index"
+    );
     // SAFETY: `values` is a contiguous f32 CPU tensor of rows × width
     // elements (checked above) that lives to the end of this function.
-    let gv = unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width) };
+    let gv =
+        unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, rows.len() * width) };
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&e| rows[e]);
     let mut sum = vec![0f32; width];
     let mut start = 0;
     while start < order.len() {
         let row = rows[order[start]];
-        let end = start + order[start..].iter().take_while(|&&e| rows[e] == row).count();
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|&&e| rows[e] == row)
+                .count();
         sum.copy_from_slice(&gv[order[start] * width..][..width]);
         for &e in &order[start + 1..end] {
-            sum.iter_mut().zip(&gv[e * width..][..width]).for_each(|(s, g)| *s += g);
+            sum.iter_mut()
+                .zip(&gv[e * width..][..width])
+                .for_each(|(s, g)| *s += g);
         }
         f(row as usize, &sum);
         start = end;
@@ -391,7 +536,13 @@ impl<'a> TableSlices<'a> {
     /// optimizer alone touches while it runs.
     fn of(p: &'a Tensor, m: &'a Tensor, v: &'a Tensor) -> TableSlices<'a> {
         let n = p.numel();
-        assert!([p, m, v].into_iter().all(|t| cpu_f32_contiguous(t) && t.numel() == n) && p.dim() >= 1, "an f32 CPU table and its moments");
+        assert!(
+            [p, m, v]
+                .into_iter()
+                .all(|t| cpu_f32_contiguous(t) && t.numel() == n)
+                && p.dim() >= 1,
+            "an f32 CPU table and its moments"
+        );
         let rows = p.size()[0] as usize;
         // SAFETY: three contiguous f32 CPU tensors of n elements (checked
         // above), not otherwise accessed during the step; every later access
@@ -409,11 +560,20 @@ impl<'a> TableSlices<'a> {
     /// Row `r` of the table and of each moment.
     fn row(&mut self, r: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
         let at = r * self.width..(r + 1) * self.width;
-        (&mut self.p[at.clone()], &mut self.m[at.clone()], &mut self.v[at])
+        (
+            &mut self.p[at.clone()],
+            &mut self.m[at.clone()],
+            &mut self.v[at],
+        )
     }
 
     fn reborrow(&mut self) -> TableSlices<'_> {
-        TableSlices { p: &mut *self.p, m: &mut *self.m, v: &mut *self.v, width: self.width }
+        TableSlices {
+            p: &mut *self.p,
+            m: &mut *self.m,
+            v: &mut *self.v,
+            width: self.width,
+        }
     }
 
     /// Splits off rows `..r` (returned) from `r..` (kept, renumbered from 0).
@@ -423,7 +583,12 @@ impl<'a> TableSlices<'a> {
         let (m, rest_m) = std::mem::take(&mut self.m).split_at_mut(at);
         let (v, rest_v) = std::mem::take(&mut self.v).split_at_mut(at);
         (self.p, self.m, self.v) = (rest_p, rest_m, rest_v);
-        TableSlices { p, m, v, width: self.width }
+        TableSlices {
+            p,
+            m,
+            v,
+            width: self.width,
+        }
     }
 }
 
@@ -431,15 +596,32 @@ impl<'a> TableSlices<'a> {
 /// repeats summed in order as `coalesce` does) updates the rows it names,
 /// after they replay the steps they were idle for; other rows wait. A dense
 /// gradient updates every row (after all catch up).
-fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], history: &[StepScalars], threads: usize) {
+fn deferred_step(
+    mut table: TableSlices,
+    grad: &Tensor,
+    done: &mut [u64],
+    history: &[StepScalars],
+    threads: usize,
+) {
     let step = history.len() as u64;
     let k = *history.last().expect("the current step's scalars");
     if !grad.is_sparse() {
-        let owed: Vec<(usize, usize)> = (0..done.len()).filter(|&r| done[r] + 1 < step).map(|r| (r, done[r] as usize)).collect();
-        replay_idle_rows(table.reborrow(), &owed, &history[..history.len() - 1], threads);
+        let owed: Vec<(usize, usize)> = (0..done.len())
+            .filter(|&r| done[r] + 1 < step)
+            .map(|r| (r, done[r] as usize))
+            .collect();
+        replay_idle_rows(
+            table.reborrow(),
+            &owed,
+            &history[..history.len() - 1],
+            threads,
+        );
         let dense = grad.contiguous();
         let n = table.p.len();
-        assert!(cpu_f32_contiguous(&dense) && dense.numel() == n, "a dense f32 CPU gradient of the table's shape");
+        assert!(
+            cpu_f32_contiguous(&dense) && dense.numel() == n,
+            "a dense f32 CPU gradient of the table's shape"
+        );
         // SAFETY: n contiguous f32 CPU values (checked above).
         let g = unsafe { std::slice::from_raw_parts(dense.data_ptr() as *const f32, n) };
         adam_chunk(table.p, g, table.m, table.v, k);
@@ -449,7 +631,13 @@ fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], histor
     let zeros = vec![0f32; table.width];
     for_each_gradient_row(grad, table.width, |row, sum| {
         let (p, m, v) = table.row(row);
-        replay_idle(p, m, v, &zeros, &history[done[row] as usize..history.len() - 1]);
+        replay_idle(
+            p,
+            m,
+            v,
+            &zeros,
+            &history[done[row] as usize..history.len() - 1],
+        );
         adam_chunk(p, sum, m, v, k);
         done[row] = step;
     });
@@ -458,10 +646,19 @@ fn deferred_step(mut table: TableSlices, grad: &Tensor, done: &mut [u64], histor
 /// Replays, for each `(row, from)` (rows ascending), the steps `from..` of
 /// `history` with a zero gradient: the updates the row skipped while idle.
 /// Split across threads by rows when there is enough of it.
-fn replay_idle_rows(mut table: TableSlices, owed: &[(usize, usize)], history: &[StepScalars], threads: usize) {
+fn replay_idle_rows(
+    mut table: TableSlices,
+    owed: &[(usize, usize)],
+    history: &[StepScalars],
+    threads: usize,
+) {
     let width = table.width;
     let zeros = vec![0f32; width];
-    let total = owed.iter().map(|&(_, from)| history.len() - from).sum::<usize>() * width;
+    let total = owed
+        .iter()
+        .map(|&(_, from)| history.len() - from)
+        .sum::<usize>()
+        * width;
     const MIN_PER_THREAD: usize = 1 << 16;
     let threads = threads.min(total / MIN_PER_THREAD).max(1);
     if threads == 1 {
@@ -478,7 +675,9 @@ fn replay_idle_rows(mut table: TableSlices, owed: &[(usize, usize)], history: &[
     for (i, &(_, from)) in owed.iter().enumerate() {
         acc += (history.len() - from) * width;
         if acc * threads >= total * (groups.len() + 1) || i + 1 == owed.len() {
-            let next_row = owed.get(i + 1).map_or(table.p.len() / width.max(1) + first_row, |&(r, _)| r);
+            let next_row = owed
+                .get(i + 1)
+                .map_or(table.p.len() / width.max(1) + first_row, |&(r, _)| r);
             let part = table.split_off_front(next_row - first_row);
             groups.push((part, first_row, &owed[begin..=i]));
             begin = i + 1;
@@ -521,14 +720,33 @@ enum ScalarsFrom<'a> {
 }
 
 /// The same update as torch ops (for GPUs and unusual dtypes).
-fn tensor_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, scalars: ScalarsFrom) {
-    let grad = if c.weight_decay != 0.0 { grad + p * c.weight_decay } else { grad.shallow_clone() };
+fn tensor_step(
+    p: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    c: AdamConfig,
+    scalars: ScalarsFrom,
+) {
+    let grad = if c.weight_decay != 0.0 {
+        grad + p * c.weight_decay
+    } else {
+        grad.shallow_clone()
+    };
     let (mut m, mut v, mut p) = (m.shallow_clone(), v.shallow_clone(), p.shallow_clone());
     let _ = m.lerp_(&grad, 1.0 - c.beta1);
-    let _ = v.g_mul_scalar_(c.beta2).addcmul_(&grad, &grad.g_mul_scalar(1.0 - c.beta2));
+    let _ = v
+        .g_mul_scalar_(c.beta2)
+        .addcmul_(&grad, &grad.g_mul_scalar(1.0 - c.beta2));
     let (denom, update) = match scalars {
-        ScalarsFrom::Host { bias1, bias2 } => ((v.sqrt() / bias2.sqrt()) + c.eps, m.g_mul_scalar(-c.lr / bias1)),
-        ScalarsFrom::Device(d) => ((v.sqrt() * &d.inv_bias2_sqrt) + c.eps, &m * &d.neg_step_size),
+        ScalarsFrom::Host { bias1, bias2 } => (
+            (v.sqrt() / bias2.sqrt()) + c.eps,
+            m.g_mul_scalar(-c.lr / bias1),
+        ),
+        ScalarsFrom::Device(d) => (
+            (v.sqrt() * &d.inv_bias2_sqrt) + c.eps,
+            &m * &d.neg_step_size,
+        ),
     };
     let _ = p.addcdiv_(&update, &denom);
 }
@@ -593,7 +811,13 @@ unsafe fn adam_chunk_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn adam_chunk_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
+unsafe fn adam_chunk_avx512(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: StepScalars,
+) {
     adam_chunk_fma(p, g, m, v, k)
 }
 
@@ -605,14 +829,28 @@ fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepSca
 
 /// The kernel compiled for `level`. A level this CPU lacks falls back to
 /// the scalar kernel; the check is what makes the `unsafe` calls sound.
-fn adam_chunk_at(level: SimdLevel, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepScalars) {
-    assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len(), "Adam's slices differ in length");
+fn adam_chunk_at(
+    level: SimdLevel,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: StepScalars,
+) {
+    assert!(
+        g.len() == p.len() && m.len() == p.len() && v.len() == p.len(),
+        "Adam's slices differ in length"
+    );
     #[cfg(target_arch = "x86_64")]
     match level {
         // SAFETY: `supported()` checked at run time that the CPU has the
         // features each function is compiled for.
-        SimdLevel::Avx512 if level.supported() => return unsafe { adam_chunk_avx512(p, g, m, v, k) },
-        SimdLevel::Avx2Fma if level.supported() => return unsafe { adam_chunk_avx2(p, g, m, v, k) },
+        SimdLevel::Avx512 if level.supported() => {
+            return unsafe { adam_chunk_avx512(p, g, m, v, k) }
+        }
+        SimdLevel::Avx2Fma if level.supported() => {
+            return unsafe { adam_chunk_avx2(p, g, m, v, k) }
+        }
         _ => {}
     }
     let _ = level;
@@ -625,12 +863,23 @@ fn adam_chunk_at(level: SimdLevel, p: &mut [f32], g: &[f32], m: &mut [f32], v: &
 }
 
 #[allow(clippy::too_many_arguments)]
-fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConfig, bias1: f64, bias2: f64, threads: usize) {
+fn fused_cpu_step(
+    p: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    c: AdamConfig,
+    bias1: f64,
+    bias2: f64,
+    threads: usize,
+) {
     let n = p.numel();
     // What the slices below rely on; `apply` checked it, this keeps it true
     // for any other caller.
     assert!(
-        [p, grad, m, v].into_iter().all(|t| cpu_f32_contiguous(t) && t.numel() == n),
+        [p, grad, m, v]
+            .into_iter()
+            .all(|t| cpu_f32_contiguous(t) && t.numel() == n),
         "fused Adam needs four contiguous f32 CPU tensors of one length"
     );
     // SAFETY: all four tensors are contiguous f32 CPU tensors of `n` elements
@@ -651,8 +900,14 @@ fn fused_cpu_step(p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, c: AdamConf
         return;
     }
     let chunk = n.div_ceil(threads);
-    let parts = pp.chunks_mut(chunk).zip(gp.chunks(chunk)).zip(mp.chunks_mut(chunk)).zip(vp.chunks_mut(chunk));
-    parallel::for_each(parts.collect(), |(((p, g), m), v)| adam_chunk(p, g, m, v, k));
+    let parts = pp
+        .chunks_mut(chunk)
+        .zip(gp.chunks(chunk))
+        .zip(mp.chunks_mut(chunk))
+        .zip(vp.chunks_mut(chunk));
+    parallel::for_each(parts.collect(), |(((p, g), m), v)| {
+        adam_chunk(p, g, m, v, k)
+    });
 }
 
 #[cfg(test)]
@@ -668,7 +923,11 @@ mod tests {
     fn every_simd_level_matches_torch() {
         let _torch = pipe_runtime::runtime::torch_global_lock();
         tch::manual_seed(7);
-        let c = AdamConfig { lr: 3e-3, weight_decay: 0.01, ..AdamConfig::default() };
+        let c = AdamConfig {
+            lr: 3e-3,
+            weight_decay: 0.01,
+            ..AdamConfig::default()
+        };
         for level in [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512] {
             if !level.supported() {
                 eprintln!("skipped: this CPU has no {}", level.name());
@@ -677,17 +936,45 @@ mod tests {
             for n in [1usize, 7, 16, 37, 1000] {
                 let p0 = Tensor::randn([n as i64], (Kind::Float, Device::Cpu));
                 let (expected, em, ev) = (p0.copy(), p0.zeros_like(), p0.zeros_like());
-                let (mut p, mut m, mut v) = (Vec::<f32>::try_from(&p0).unwrap(), vec![0f32; n], vec![0f32; n]);
+                let (mut p, mut m, mut v) = (
+                    Vec::<f32>::try_from(&p0).unwrap(),
+                    vec![0f32; n],
+                    vec![0f32; n],
+                );
                 for step in 1..=5 {
                     let grad = Tensor::randn([n as i64], (Kind::Float, Device::Cpu));
                     let (bias1, bias2) = (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step));
-                    tch::no_grad(|| tensor_step(&expected, &grad, &em, &ev, c, ScalarsFrom::Host { bias1, bias2 }));
+                    tch::no_grad(|| {
+                        tensor_step(
+                            &expected,
+                            &grad,
+                            &em,
+                            &ev,
+                            c,
+                            ScalarsFrom::Host { bias1, bias2 },
+                        )
+                    });
                     let g = Vec::<f32>::try_from(&grad).unwrap();
-                    adam_chunk_at(level, &mut p, &g, &mut m, &mut v, StepScalars::new(c, bias1, bias2));
+                    adam_chunk_at(
+                        level,
+                        &mut p,
+                        &g,
+                        &mut m,
+                        &mut v,
+                        StepScalars::new(c, bias1, bias2),
+                    );
                 }
                 let got = Tensor::from_slice(&p);
-                assert!(got.allclose(&expected, 1e-5, 1e-6, false), "{} kernel, {n} elements", level.name());
-                assert!(Tensor::from_slice(&v).allclose(&ev, 1e-5, 1e-9, false), "{} kernel's second moment", level.name());
+                assert!(
+                    got.allclose(&expected, 1e-5, 1e-6, false),
+                    "{} kernel, {n} elements",
+                    level.name()
+                );
+                assert!(
+                    Tensor::from_slice(&v).allclose(&ev, 1e-5, 1e-9, false),
+                    "{} kernel's second moment",
+                    level.name()
+                );
             }
         }
     }
@@ -698,14 +985,19 @@ mod tests {
     fn fused_sparse_step_matches_the_tensor_version() {
         let _torch = pipe_runtime::runtime::torch_global_lock();
         tch::manual_seed(4);
-        let c = AdamConfig { lr: 1e-2, ..AdamConfig::default() };
+        let c = AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::default()
+        };
         let table = Tensor::randn([30, 5], (Kind::Float, Device::Cpu));
         let (p1, m1, v1) = (table.copy(), table.zeros_like(), table.zeros_like());
         let (p2, m2, v2) = (table.copy(), table.zeros_like(), table.zeros_like());
         for step in 1..=10 {
             let weight = table.copy().set_requires_grad(true);
             let ids = Tensor::randint(8, [4, 7], (Kind::Int64, Device::Cpu));
-            let loss = (Tensor::embedding(&weight, &ids, 0, false, true) * Tensor::randn([4, 7, 5], (Kind::Float, Device::Cpu))).sum(Kind::Float);
+            let loss = (Tensor::embedding(&weight, &ids, 0, false, true)
+                * Tensor::randn([4, 7, 5], (Kind::Float, Device::Cpu)))
+            .sum(Kind::Float);
             let grad = Tensor::run_backward(&[loss], &[&weight], false, false).remove(0);
             assert!(grad.is_sparse());
             let (bias1, bias2) = (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step));

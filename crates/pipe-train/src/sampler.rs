@@ -6,7 +6,13 @@
 use pipe_data::split::Rng;
 
 /// One epoch's batches: row indices, and the longest real length in each.
-pub fn plan_epoch(rows: &[usize], lengths: &[i64], batch_size: usize, bucketing: bool, rng: &mut Rng) -> Vec<(Vec<i64>, i64)> {
+pub fn plan_epoch(
+    rows: &[usize],
+    lengths: &[i64],
+    batch_size: usize,
+    bucketing: bool,
+    rng: &mut Rng,
+) -> Vec<(Vec<i64>, i64)> {
     let mut order = rows.to_vec();
     rng.shuffle(&mut order);
     let mut batches: Vec<Vec<usize>> = if bucketing {
@@ -46,7 +52,10 @@ mod tests {
             seen.sort();
             assert_eq!(seen, (0..103).collect::<Vec<i64>>());
             for (b, longest) in &plan {
-                assert_eq!(*longest, b.iter().map(|&i| lengths[i as usize]).max().unwrap());
+                assert_eq!(
+                    *longest,
+                    b.iter().map(|&i| lengths[i as usize]).max().unwrap()
+                );
             }
         }
     }
@@ -65,6 +74,11 @@ mod tests {
         };
         let plain = plan_epoch(&rows, &lengths, 32, false, &mut Rng::new(2));
         let bucketed = plan_epoch(&rows, &lengths, 32, true, &mut Rng::new(2));
-        assert!(spread(&bucketed) * 5 < spread(&plain), "{} vs {}", spread(&bucketed), spread(&plain));
+        assert!(
+            spread(&bucketed) * 5 < spread(&plain),
+            "{} vs {}",
+            spread(&bucketed),
+            spread(&plain)
+        );
     }
 }

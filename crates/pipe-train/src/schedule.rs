@@ -28,7 +28,9 @@ impl SmallDataLr {
 
     /// The rate to use for `lr` when an epoch has `steps_per_epoch` steps.
     pub fn scale(&self, lr: f64, steps_per_epoch: usize) -> f64 {
-        let factor = (self.reference_steps as f64 / steps_per_epoch.max(1) as f64).sqrt().clamp(1.0, Self::MAX_FACTOR);
+        let factor = (self.reference_steps as f64 / steps_per_epoch.max(1) as f64)
+            .sqrt()
+            .clamp(1.0, Self::MAX_FACTOR);
         // `lr` itself is at most 1 (`Train::validate`).
         (lr * factor).min(1.0)
     }
@@ -46,7 +48,13 @@ pub struct LrSchedule {
 
 impl LrSchedule {
     /// `schedule` over `epochs` of `steps_per_epoch`, warming up for `warmup_epochs` (rounded to steps).
-    pub fn new(schedule: Schedule, lr: f64, warmup_epochs: f64, steps_per_epoch: usize, epochs: usize) -> LrSchedule {
+    pub fn new(
+        schedule: Schedule,
+        lr: f64,
+        warmup_epochs: f64,
+        steps_per_epoch: usize,
+        epochs: usize,
+    ) -> LrSchedule {
         LrSchedule {
             schedule,
             lr,
@@ -63,7 +71,8 @@ impl LrSchedule {
                 if step < self.warmup_steps {
                     self.lr * (step + 1) as f64 / self.warmup_steps as f64
                 } else {
-                    let progress = (step - self.warmup_steps) as f64 / (self.total_steps - self.warmup_steps).max(1) as f64;
+                    let progress = (step - self.warmup_steps) as f64
+                        / (self.total_steps - self.warmup_steps).max(1) as f64;
                     self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
                 }
             }
@@ -77,12 +86,27 @@ mod tests {
 
     #[test]
     fn small_data_raises_lr_by_the_square_root_of_the_missing_steps() {
-        let rule = SmallDataLr { reference_steps: 240 };
+        let rule = SmallDataLr {
+            reference_steps: 240,
+        };
         assert_eq!(rule.scale(0.006, 240), 0.006, "at the reference");
-        assert_eq!(rule.scale(0.006, 960), 0.006, "more data is never scaled down");
-        assert!((rule.scale(0.006, 60) - 0.012).abs() < 1e-12, "a quarter of the steps: twice the rate");
-        assert!((rule.scale(0.006, 1) - 0.018).abs() < 1e-12, "at most three times");
-        assert!((rule.scale(0.006, 0) - 0.018).abs() < 1e-12, "no steps is the smallest data");
+        assert_eq!(
+            rule.scale(0.006, 960),
+            0.006,
+            "more data is never scaled down"
+        );
+        assert!(
+            (rule.scale(0.006, 60) - 0.012).abs() < 1e-12,
+            "a quarter of the steps: twice the rate"
+        );
+        assert!(
+            (rule.scale(0.006, 1) - 0.018).abs() < 1e-12,
+            "at most three times"
+        );
+        assert!(
+            (rule.scale(0.006, 0) - 0.018).abs() < 1e-12,
+            "no steps is the smallest data"
+        );
         assert_eq!(rule.scale(0.5, 1), 1.0, "never past 1");
     }
 
@@ -98,17 +122,31 @@ mod tests {
         assert_eq!((s.warmup_steps, s.total_steps), (5, 40));
         let rates: Vec<f64> = (0..40).map(|step| s.at(step)).collect();
         for (step, rate) in rates.iter().take(5).enumerate() {
-            assert!((rate - 0.1 * (step + 1) as f64 / 5.0).abs() < 1e-12, "warm-up step {step}: {rate}");
+            assert!(
+                (rate - 0.1 * (step + 1) as f64 / 5.0).abs() < 1e-12,
+                "warm-up step {step}: {rate}"
+            );
         }
         assert_eq!(rates[5], 0.1, "the peak right after warm-up");
-        assert!(rates[5..].windows(2).all(|w| w[1] < w[0]), "strictly decreasing after warm-up");
-        assert!(rates[39] > 0.0 && rates[39] < 0.1 * 0.01, "near zero at the end: {}", rates[39]);
+        assert!(
+            rates[5..].windows(2).all(|w| w[1] < w[0]),
+            "strictly decreasing after warm-up"
+        );
+        assert!(
+            rates[39] > 0.0 && rates[39] < 0.1 * 0.01,
+            "near zero at the end: {}",
+            rates[39]
+        );
     }
 
     #[test]
     fn cosine_without_warm_up_starts_at_the_peak() {
         let s = LrSchedule::new(Schedule::Cosine, 0.2, 0.0, 7, 2);
         assert_eq!(s.at(0), 0.2);
-        assert!((s.at(7) - 0.1).abs() < 0.02, "half-way is about half: {}", s.at(7));
+        assert!(
+            (s.at(7) - 0.1).abs() < 0.02,
+            "half-way is about half: {}",
+            s.at(7)
+        );
     }
 }

@@ -33,16 +33,36 @@ impl Step<'_> {
     /// One step on the rows `index` names, cut to `longest` tokens when
     /// trimming. `recording`: the kernels are being recorded, so the
     /// optimizer's host part (`begin_step`) is left to each replay.
-    pub fn run(&self, optimizer: &mut Adam, index: &Tensor, longest: Option<i64>, recording: bool, timing: &mut Timing) -> Result<(), TrainError> {
+    pub fn run(
+        &self,
+        optimizer: &mut Adam,
+        index: &Tensor,
+        longest: Option<i64>,
+        recording: bool,
+        timing: &mut Timing,
+    ) -> Result<(), TrainError> {
         let (ids, batch_lengths) = self.data.select_rows(index, longest);
-        let targets = self.data.labels.as_ref().ok_or(TrainError::NoLabels)?.index_select(0, index);
+        let targets = self
+            .data
+            .labels
+            .as_ref()
+            .ok_or(TrainError::NoLabels)?
+            .index_select(0, index);
         let t_catch_up = Instant::now();
         if let Some(table) = self.deferred_table {
             optimizer.catch_up_rows(table, &ids);
         }
         let t0 = Instant::now();
-        let logits = self.model.forward_t(&ids, &batch_lengths, self.data.padding, true);
-        let loss = logits.cross_entropy_loss(&targets, Some(self.weights), Reduction::Mean, -100, self.label_smoothing);
+        let logits = self
+            .model
+            .forward_t(&ids, &batch_lengths, self.data.padding, true);
+        let loss = logits.cross_entropy_loss(
+            &targets,
+            Some(self.weights),
+            Reduction::Mean,
+            -100,
+            self.label_smoothing,
+        );
         let t1 = Instant::now();
         let grads = Tensor::run_backward(&[&loss], optimizer.params(), false, false);
         let t2 = Instant::now();
@@ -72,7 +92,12 @@ pub struct EpochTotals {
 impl EpochTotals {
     pub fn new(device: Device) -> EpochTotals {
         let zero = |kind| Tensor::zeros([], (kind, device));
-        EpochTotals { loss_sum: zero(Kind::Float), correct: zero(Kind::Int64), steps: zero(Kind::Int64), first_bad: zero(Kind::Int64) - 1 }
+        EpochTotals {
+            loss_sum: zero(Kind::Float),
+            correct: zero(Kind::Int64),
+            steps: zero(Kind::Int64),
+            first_bad: zero(Kind::Int64) - 1,
+        }
     }
 
     pub fn reset(&self) {
@@ -87,11 +112,20 @@ impl EpochTotals {
     fn add(&self, loss: &Tensor, logits: &Tensor, targets: &Tensor) {
         tch::no_grad(|| {
             let _ = self.loss_sum.shallow_clone().g_add_(&loss.detach());
-            let _ = self.correct.shallow_clone().g_add_(&logits.argmax(1, false).eq_tensor(targets).sum(Kind::Int64));
+            let _ = self
+                .correct
+                .shallow_clone()
+                .g_add_(&logits.argmax(1, false).eq_tensor(targets).sum(Kind::Int64));
             // The epoch's first batch whose loss is not finite, kept on the
             // device: found without a host sync per step.
-            let newly_bad = loss.detach().isfinite().logical_not().logical_and(&self.first_bad.lt(0));
-            self.first_bad.shallow_clone().copy_(&self.steps.where_self(&newly_bad, &self.first_bad));
+            let newly_bad = loss
+                .detach()
+                .isfinite()
+                .logical_not()
+                .logical_and(&self.first_bad.lt(0));
+            self.first_bad
+                .shallow_clone()
+                .copy_(&self.steps.where_self(&newly_bad, &self.first_bad));
             let _ = self.steps.shallow_clone().g_add_scalar_(1);
         });
     }
@@ -134,7 +168,12 @@ pub enum StepRunner {
 
 /// Whether the step may be recorded: a GPU, graphs on, and fixed shapes
 /// (no trimming; sparse embedding gradients change shape every batch).
-pub fn may_record(device: Device, cuda_graphs: bool, trim_padding: bool, sparse_embedding: bool) -> bool {
+pub fn may_record(
+    device: Device,
+    cuda_graphs: bool,
+    trim_padding: bool,
+    sparse_embedding: bool,
+) -> bool {
     device.is_cuda() && cuda_graphs && !trim_padding && !sparse_embedding
 }
 
@@ -145,7 +184,11 @@ impl StepRunner {
         if !record {
             return StepRunner::Eager;
         }
-        match optimizer.read_step_scalars_on_device().map_err(TrainError::from).and_then(|()| Ok(CudaGraph::new(device)?)) {
+        match optimizer
+            .read_step_scalars_on_device()
+            .map_err(TrainError::from)
+            .and_then(|()| Ok(CudaGraph::new(device)?))
+        {
             Ok(graph) => StepRunner::WarmingUp { graph, steps: 0 },
             Err(e) => {
                 tracing::warn!("training without a CUDA graph: {e}");
@@ -166,16 +209,25 @@ impl StepRunner {
         timing: &mut Timing,
     ) -> Result<(), TrainError> {
         *self = match std::mem::replace(self, StepRunner::Eager) {
-            StepRunner::Ready { graph, index: recorded_index } if full_batch => {
+            StepRunner::Ready {
+                graph,
+                index: recorded_index,
+            } if full_batch => {
                 optimizer.begin_step();
                 tch::no_grad(|| recorded_index.shallow_clone().copy_(index));
                 graph.replay()?;
-                StepRunner::Ready { graph, index: recorded_index }
+                StepRunner::Ready {
+                    graph,
+                    index: recorded_index,
+                }
             }
             StepRunner::WarmingUp { graph, steps } if full_batch => {
                 graph.warm_up(|| step.run(optimizer, index, longest, false, timing))??;
                 if steps + 1 < GRAPH_WARM_UP_STEPS {
-                    StepRunner::WarmingUp { graph, steps: steps + 1 }
+                    StepRunner::WarmingUp {
+                        graph,
+                        steps: steps + 1,
+                    }
                 } else {
                     Self::record(graph, step, optimizer, index, longest)?
                 }
@@ -189,13 +241,22 @@ impl StepRunner {
     }
 
     /// Records the step; replays will read their batch's rows from a copy of `index`.
-    fn record(mut graph: CudaGraph, step: &Step, optimizer: &mut Adam, index: &Tensor, longest: Option<i64>) -> Result<StepRunner, TrainError> {
+    fn record(
+        mut graph: CudaGraph,
+        step: &Step,
+        optimizer: &mut Adam,
+        index: &Tensor,
+        longest: Option<i64>,
+    ) -> Result<StepRunner, TrainError> {
         let recorded_index = index.copy();
         match graph.capture(|| step.run(optimizer, &recorded_index, longest, true, &mut [0.0; 3])) {
             Ok(Err(e)) => Err(e),
             Ok(Ok(())) => {
                 tracing::info!("training step recorded as a CUDA graph");
-                Ok(StepRunner::Ready { graph, index: recorded_index })
+                Ok(StepRunner::Ready {
+                    graph,
+                    index: recorded_index,
+                })
             }
             Err(e) => {
                 tracing::warn!("training without a CUDA graph: {e}");
@@ -217,15 +278,35 @@ mod tests {
     #[test]
     fn only_fixed_shapes_on_a_gpu_are_recorded() {
         assert!(may_record(Device::Cuda(0), true, false, false));
-        assert!(!may_record(Device::Cpu, true, false, false), "no graphs on the CPU");
-        assert!(!may_record(Device::Cuda(0), false, false, false), "switched off");
-        assert!(!may_record(Device::Cuda(0), true, true, false), "trimmed batches change shape");
-        assert!(!may_record(Device::Cuda(0), true, false, true), "sparse gradients change shape");
+        assert!(
+            !may_record(Device::Cpu, true, false, false),
+            "no graphs on the CPU"
+        );
+        assert!(
+            !may_record(Device::Cuda(0), false, false, false),
+            "switched off"
+        );
+        assert!(
+            !may_record(Device::Cuda(0), true, true, false),
+            "trimmed batches change shape"
+        );
+        assert!(
+            !may_record(Device::Cuda(0), true, false, true),
+            "sparse gradients change shape"
+        );
     }
 
     #[test]
     fn a_cpu_runner_is_eager() {
-        let mut adam = Adam::new(vec![Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true)], Default::default());
-        assert!(!StepRunner::new(may_record(Device::Cpu, true, false, false), Device::Cpu, &mut adam).replays());
+        let mut adam = Adam::new(
+            vec![Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true)],
+            Default::default(),
+        );
+        assert!(!StepRunner::new(
+            may_record(Device::Cpu, true, false, false),
+            Device::Cpu,
+            &mut adam
+        )
+        .replays());
     }
 }

@@ -30,7 +30,11 @@ impl FrameFormat {
         if self != FrameFormat::Auto {
             return Ok(self);
         }
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match ext.as_str() {
             "json" => Ok(FrameFormat::Json),
             "jsonl" | "ndjson" => Ok(FrameFormat::JsonLines),
@@ -46,18 +50,29 @@ impl FrameFormat {
 
 /// Reads a file of records into a `DataFrame`.
 pub fn read_frame(path: &Path, format: FrameFormat) -> Result<DataFrame, VectorizeError> {
-    let read_err = |message: String| VectorizeError::Read { path: path.to_path_buf(), message };
+    let read_err = |message: String| VectorizeError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
     let format = format.resolve(path)?;
     let open = || File::open(path).map_err(|e| read_err(format!("cannot open: {e}")));
     let result = match format {
         FrameFormat::Json | FrameFormat::JsonLines => {
-            let json_format = if format == FrameFormat::Json { JsonFormat::Json } else { JsonFormat::JsonLines };
+            let json_format = if format == FrameFormat::Json {
+                JsonFormat::Json
+            } else {
+                JsonFormat::JsonLines
+            };
             // Every record decides the schema, so a field that first appears late is still found.
-            JsonReader::new(open()?).with_json_format(json_format).infer_schema_len(None).finish()
+            JsonReader::new(open()?)
+                .with_json_format(json_format)
+                .infer_schema_len(None)
+                .finish()
         }
-        FrameFormat::Csv => {
-            CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(path.to_path_buf())).and_then(|r| r.finish())
-        }
+        FrameFormat::Csv => CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))
+            .and_then(|r| r.finish()),
         FrameFormat::Parquet => ParquetReader::new(open()?).finish(),
         FrameFormat::Auto => unreachable!("resolved above"),
     };
@@ -79,13 +94,27 @@ pub struct TextColumns {
 impl TextColumns {
     /// Pulls `text` (required), `label` and `id` (each used when present) from
     /// `frame`; `path` names the source in errors.
-    pub fn from_frame(frame: &DataFrame, path: &Path, text: &str, label: Option<&str>, id: Option<&str>) -> Result<TextColumns, VectorizeError> {
+    pub fn from_frame(
+        frame: &DataFrame,
+        path: &Path,
+        text: &str,
+        label: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<TextColumns, VectorizeError> {
         let present = |name: &str| frame.schema().contains(name);
         Ok(TextColumns {
             texts: string_column(frame, path, text)?,
-            labels: label.filter(|l| present(l)).map(|l| label_column(frame, path, l)).transpose()?,
-            integer_labels: label.and_then(|l| frame.column(l).ok()).is_some_and(|c| c.dtype().is_integer()),
-            ids: id.filter(|i| present(i)).map(|i| id_column(frame, path, i)).transpose()?,
+            labels: label
+                .filter(|l| present(l))
+                .map(|l| label_column(frame, path, l))
+                .transpose()?,
+            integer_labels: label
+                .and_then(|l| frame.column(l).ok())
+                .is_some_and(|c| c.dtype().is_integer()),
+            ids: id
+                .filter(|i| present(i))
+                .map(|i| id_column(frame, path, i))
+                .transpose()?,
         })
     }
 
@@ -112,7 +141,11 @@ impl TextColumns {
     /// Only the records where `keep[i]` holds.
     pub fn filter(self, keep: &[bool]) -> TextColumns {
         fn pick<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
-            v.into_iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x).collect()
+            v.into_iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| x)
+                .collect()
         }
         TextColumns {
             texts: pick(self.texts, keep),
@@ -124,25 +157,56 @@ impl TextColumns {
 }
 
 fn column<'a>(frame: &'a DataFrame, path: &Path, name: &str) -> Result<&'a Column, VectorizeError> {
-    frame.column(name).map_err(|_| VectorizeError::MissingColumn {
-        path: path.to_path_buf(),
-        column: name.to_string(),
-        available: frame.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
-    })
+    frame
+        .column(name)
+        .map_err(|_| VectorizeError::MissingColumn {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            available: frame
+                .get_column_names()
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 fn type_err(path: &Path, name: &str, dtype: &DataType, expected: &'static str) -> VectorizeError {
-    VectorizeError::ColumnType { path: path.to_path_buf(), column: name.to_string(), dtype: dtype.to_string(), expected }
+    VectorizeError::ColumnType {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        dtype: dtype.to_string(),
+        expected,
+    }
 }
 
-fn no_nulls<T>(values: impl Iterator<Item = Option<T>>, path: &Path, name: &str) -> Result<Vec<T>, VectorizeError> {
-    values.enumerate().map(|(row, v)| v.ok_or_else(|| VectorizeError::Null { path: PathBuf::from(path), column: name.to_string(), row })).collect()
+fn no_nulls<T>(
+    values: impl Iterator<Item = Option<T>>,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<T>, VectorizeError> {
+    values
+        .enumerate()
+        .map(|(row, v)| {
+            v.ok_or_else(|| VectorizeError::Null {
+                path: PathBuf::from(path),
+                column: name.to_string(),
+                row,
+            })
+        })
+        .collect()
 }
 
 /// A text column: strings only, no nulls.
-pub(crate) fn string_column(frame: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>, VectorizeError> {
+pub(crate) fn string_column(
+    frame: &DataFrame,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<String>, VectorizeError> {
     let col = column(frame, path, name)?;
-    let strings = col.str().map_err(|_| type_err(path, name, col.dtype(), "strings"))?;
+    let strings = col
+        .str()
+        .map_err(|_| type_err(path, name, col.dtype(), "strings"))?;
     no_nulls(strings.iter().map(|s| s.map(str::to_string)), path, name)
 }
 
@@ -152,20 +216,36 @@ fn label_column(frame: &DataFrame, path: &Path, name: &str) -> Result<Vec<String
     if !(col.dtype().is_string() || col.dtype().is_integer()) {
         return Err(type_err(path, name, col.dtype(), "strings or integers"));
     }
-    let cast = col.cast(&DataType::String).map_err(|_| type_err(path, name, col.dtype(), "strings or integers"))?;
+    let cast = col
+        .cast(&DataType::String)
+        .map_err(|_| type_err(path, name, col.dtype(), "strings or integers"))?;
     let strings = cast.str().expect("cast to strings");
     no_nulls(strings.iter().map(|s| s.map(str::to_string)), path, name)
 }
 
 /// An id column: integers or strings, kept as JSON numbers or strings.
-fn id_column(frame: &DataFrame, path: &Path, name: &str) -> Result<Vec<serde_json::Value>, VectorizeError> {
+fn id_column(
+    frame: &DataFrame,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<serde_json::Value>, VectorizeError> {
     let col = column(frame, path, name)?;
     if col.dtype().is_integer() {
-        let ints = col.cast(&DataType::Int64).map_err(|_| type_err(path, name, col.dtype(), "integers or strings"))?;
-        let values = ints.i64().expect("cast to int64").iter().map(|v| v.map(serde_json::Value::from));
+        let ints = col
+            .cast(&DataType::Int64)
+            .map_err(|_| type_err(path, name, col.dtype(), "integers or strings"))?;
+        let values = ints
+            .i64()
+            .expect("cast to int64")
+            .iter()
+            .map(|v| v.map(serde_json::Value::from));
         no_nulls(values, path, name)
     } else if col.dtype().is_string() {
-        let values = col.str().expect("string column").iter().map(|v| v.map(serde_json::Value::from));
+        let values = col
+            .str()
+            .expect("string column")
+            .iter()
+            .map(|v| v.map(serde_json::Value::from));
         no_nulls(values, path, name)
     } else {
         Err(type_err(path, name, col.dtype(), "integers or strings"))

@@ -29,7 +29,9 @@ impl LabelEncoder {
     }
 
     pub fn from_classes(classes: LabelSet) -> LabelEncoder {
-        let index = (0..classes.len()).filter_map(|i| Some((classes.name(i)?, i as i64))).collect();
+        let index = (0..classes.len())
+            .filter_map(|i| Some((classes.name(i)?, i as i64)))
+            .collect();
         LabelEncoder { classes, index }
     }
 
@@ -40,6 +42,13 @@ impl LabelEncoder {
 
     /// `transform`: ids for labels; the first unknown label is the error.
     pub fn transform<S: AsRef<str>>(&self, labels: &[S]) -> Result<Vec<i64>, (usize, String)> {
-        labels.iter().enumerate().map(|(row, l)| self.id(l.as_ref()).ok_or_else(|| (row, l.as_ref().to_string()))).collect()
+        labels
+            .iter()
+            .enumerate()
+            .map(|(row, l)| {
+                self.id(l.as_ref())
+                    .ok_or_else(|| (row, l.as_ref().to_string()))
+            })
+            .collect()
     }
 }

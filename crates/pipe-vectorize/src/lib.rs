@@ -25,7 +25,9 @@ mod vectorizer;
 pub use frame::{read_frame, FrameFormat, TextColumns};
 pub use labels::LabelEncoder;
 pub use stages::{python_json_records, UnknownLabels, Vectorize};
-pub use vectorizer::{tokenize, tokenize_truncated, Side, Vectorizer, VectorizerOptions, MAX_LEN_LIMIT};
+pub use vectorizer::{
+    tokenize, tokenize_truncated, Side, Vectorizer, VectorizerOptions, MAX_LEN_LIMIT,
+};
 
 use std::path::PathBuf;
 
@@ -38,11 +40,24 @@ pub enum VectorizeError {
     #[error("{path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("{path}: no column `{column}`; its columns: {available}")]
-    MissingColumn { path: PathBuf, column: String, available: String },
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        available: String,
+    },
     #[error("{path}: column `{column}` is empty (null) in row {row}")]
-    Null { path: PathBuf, column: String, row: usize },
+    Null {
+        path: PathBuf,
+        column: String,
+        row: usize,
+    },
     #[error("{path}: column `{column}` has type {dtype}; expected {expected}")]
-    ColumnType { path: PathBuf, column: String, dtype: String, expected: &'static str },
+    ColumnType {
+        path: PathBuf,
+        column: String,
+        dtype: String,
+        expected: &'static str,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }

@@ -12,7 +12,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Python's `\w+|[^\w\s]`: runs of word characters, or single punctuation marks.
-static TOKEN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\w+|[^\w\s]").expect("valid pattern"));
+static TOKEN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\w+|[^\w\s]").expect("valid pattern"));
 
 pub const PAD: &str = "<PAD>";
 pub const UNK: &str = "<UNK>";
@@ -24,7 +25,10 @@ pub const UNK: &str = "<UNK>";
 /// combining marks (Rust keeps a mark inside its word, Python splits there).
 pub fn tokenize(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
-    TOKEN.find_iter(&lower).map(|m| m.as_str().to_string()).collect()
+    TOKEN
+        .find_iter(&lower)
+        .map(|m| m.as_str().to_string())
+        .collect()
 }
 
 /// The tokens of `text` that survive truncation to `keep` tokens from the
@@ -75,11 +79,16 @@ fn truncate<T>(items: &mut Vec<T>, keep: usize, side: Side) {
 }
 
 fn floor_char_boundary(text: &str, at: usize) -> usize {
-    (0..=at.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+    (0..=at.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 fn ceil_char_boundary(text: &str, at: usize) -> usize {
-    (at..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len())
+    (at..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len())
 }
 
 /// Which end of a row padding (or truncation) applies to.
@@ -117,13 +126,22 @@ impl VectorizerOptions {
     /// vectorizer is read from disk (a bundle's `vectorizer.json`).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.max_len == 0 || self.max_len > MAX_LEN_LIMIT {
-            return Err(InvalidSetting::new("max_len", format!("must be between 1 and {MAX_LEN_LIMIT}, got {}", self.max_len)));
+            return Err(InvalidSetting::new(
+                "max_len",
+                format!(
+                    "must be between 1 and {MAX_LEN_LIMIT}, got {}",
+                    self.max_len
+                ),
+            ));
         }
         if self.min_freq == 0 {
             return Err(InvalidSetting::new("min_freq", "must be at least 1, got 0"));
         }
         if self.max_vocab == Some(0) {
-            return Err(InvalidSetting::new("max_vocab", "must be at least 1 when set, got 0"));
+            return Err(InvalidSetting::new(
+                "max_vocab",
+                "must be at least 1 when set, got 0",
+            ));
         }
         Ok(())
     }
@@ -131,7 +149,13 @@ impl VectorizerOptions {
 
 impl Default for VectorizerOptions {
     fn default() -> Self {
-        VectorizerOptions { min_freq: 2, max_vocab: None, max_len: 64, padding: Side::Post, truncating: Side::Post }
+        VectorizerOptions {
+            min_freq: 2,
+            max_vocab: None,
+            max_len: 64,
+            padding: Side::Post,
+            truncating: Side::Post,
+        }
     }
 }
 
@@ -155,19 +179,40 @@ impl Vectorizer {
                 counts.entry(token).or_insert((0, next)).0 += 1;
             }
         }
-        let mut ranked: Vec<(String, usize, usize)> = counts.into_iter().map(|(t, (c, first))| (t, c, first)).collect();
+        let mut ranked: Vec<(String, usize, usize)> = counts
+            .into_iter()
+            .map(|(t, (c, first))| (t, c, first))
+            .collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
         let mut tokens = vec![PAD.to_string(), UNK.to_string()];
-        let kept =
-            ranked.into_iter().filter(|(t, c, _)| *c >= options.min_freq && t != PAD && t != UNK).take(options.max_vocab.unwrap_or(usize::MAX));
+        let kept = ranked
+            .into_iter()
+            .filter(|(t, c, _)| *c >= options.min_freq && t != PAD && t != UNK)
+            .take(options.max_vocab.unwrap_or(usize::MAX));
         tokens.extend(kept.map(|(t, _, _)| t));
-        Self::from_vocabulary(Vocabulary { tokens, pad_id: 0, unk_id: Some(1) }, options)
+        Self::from_vocabulary(
+            Vocabulary {
+                tokens,
+                pad_id: 0,
+                unk_id: Some(1),
+            },
+            options,
+        )
     }
 
     /// Wraps an existing vocabulary (one loaded from `vocab_stoi.pkl`, say).
     pub fn from_vocabulary(vocab: Vocabulary, options: VectorizerOptions) -> Vectorizer {
-        let index = vocab.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as i64)).collect();
-        Vectorizer { vocab, options, index }
+        let index = vocab
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as i64))
+            .collect();
+        Vectorizer {
+            vocab,
+            options,
+            index,
+        }
     }
 
     /// The ids of one text's tokens, unknown tokens as `<UNK>` (or skipped
@@ -177,7 +222,10 @@ impl Vectorizer {
     }
 
     fn ids_of(&self, tokens: Vec<String>) -> Vec<i64> {
-        tokens.iter().filter_map(|t| self.index.get(t).copied().or(self.vocab.unk_id)).collect()
+        tokens
+            .iter()
+            .filter_map(|t| self.index.get(t).copied().or(self.vocab.unk_id))
+            .collect()
     }
 
     /// The ids that fill one row: at most `max_len`, from the kept end. A
@@ -213,7 +261,9 @@ impl Vectorizer {
                 Side::Pre => row[width - ids.len()..].copy_from_slice(ids),
             }
         }
-        IntArray(ArrayD::from_shape_vec(IxDyn(&[texts.len(), width]), data).expect("rows × max_len"))
+        IntArray(
+            ArrayD::from_shape_vec(IxDyn(&[texts.len(), width]), data).expect("rows × max_len"),
+        )
     }
 }
 
@@ -226,11 +276,16 @@ impl Artifact for Vectorizer {
     }
     fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         let vocab = dir.join(VOCAB_FILE);
-        pipe_notebook::write_vocabulary(&vocab, &self.vocab).map_err(|e| ArtifactError::io(&vocab, e))?;
+        pipe_notebook::write_vocabulary(&vocab, &self.vocab)
+            .map_err(|e| ArtifactError::io(&vocab, e))?;
         pipe_core::fsutil::save_json(&dir.join(OPTIONS_FILE), &self.options)
     }
     fn summary(&self) -> String {
-        format!("{} tokens, max_len {}", self.vocab.len(), self.options.max_len)
+        format!(
+            "{} tokens, max_len {}",
+            self.vocab.len(),
+            self.options.max_len
+        )
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -241,12 +296,18 @@ impl LoadArtifact for Vectorizer {
     const TYPE_NAME: &'static str = "vectorizer";
     fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let vocab_path = dir.join(VOCAB_FILE);
-        let vocab = pipe_notebook::read_vocabulary(&vocab_path).map_err(|e| ArtifactError::invalid(&vocab_path, e))?;
+        let vocab = pipe_notebook::read_vocabulary(&vocab_path)
+            .map_err(|e| ArtifactError::invalid(&vocab_path, e))?;
         let options_path = dir.join(OPTIONS_FILE);
         let options: VectorizerOptions = pipe_core::fsutil::load_json(&options_path)?;
-        options.validate().map_err(|e| ArtifactError::invalid(&options_path, e))?;
+        options
+            .validate()
+            .map_err(|e| ArtifactError::invalid(&options_path, e))?;
         Ok(Vectorizer::from_vocabulary(vocab, options))
     }
 }
 
-register_artifact!(Vectorizer, "a fitted vocabulary with its max_len and padding (vocab_stoi.pkl + vectorizer.json)");
+register_artifact!(
+    Vectorizer,
+    "a fitted vocabulary with its max_len and padding (vocab_stoi.pkl + vectorizer.json)"
+);

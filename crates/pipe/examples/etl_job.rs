@@ -39,7 +39,11 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().map(PathBuf::from).ok_or(format!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or(format!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--pipeline" => args.pipeline = value()?,
             "--records" => args.records = value()?,
@@ -59,7 +63,9 @@ impl EventSink for Log {
     fn emit(&self, event: &Event) {
         match event {
             Event::StageStarted { stage, .. } => eprintln!("[etl] running {stage}"),
-            Event::StageFinished { stage, seconds, .. } => eprintln!("[etl] {stage} done in {seconds:.1}s"),
+            Event::StageFinished { stage, seconds, .. } => {
+                eprintln!("[etl] {stage} done in {seconds:.1}s")
+            }
             Event::StageCached { stage, .. } => eprintln!("[etl] {stage}: cached"),
             Event::StageFailed { stage, error } => eprintln!("[etl] {stage} failed: {error}"),
             _ => {}
@@ -83,9 +89,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     let pipeline = Pipeline::load(&args.pipeline, &[])?;
     let cache = Cache::open(&args.cache)?;
     let report = run(&pipeline, &cache, &RunOptions::default(), &Log)?;
-    eprintln!("[etl] pipeline: {} stages ran, {} from the cache", report.ran().len(), report.stages.len() - report.ran().len());
-    if let Some(metrics) = report.stage("evaluate").and_then(|s| s.metrics.get("metrics")) {
-        eprintln!("[etl] model's test accuracy {} macro-F1 {}", metrics["accuracy"], metrics["macro_f1"]);
+    eprintln!(
+        "[etl] pipeline: {} stages ran, {} from the cache",
+        report.ran().len(),
+        report.stages.len() - report.ran().len()
+    );
+    if let Some(metrics) = report
+        .stage("evaluate")
+        .and_then(|s| s.metrics.get("metrics"))
+    {
+        eprintln!(
+            "[etl] model's test accuracy {} macro-F1 {}",
+            metrics["accuracy"], metrics["macro_f1"]
+        );
     }
     let classifier = TextClassifier::from_report(
         &report,
@@ -96,27 +112,60 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // 2. New records, scored with the trained vocabulary and checkpoint.
     let records = read_frame(&args.records, FrameFormat::Auto)?;
-    let scored = classifier
-        .predict_frame(&records.select(["Id", "Text"])?, &FrameColumns { probability: Some("Probability".into()), ..FrameColumns::default() })?;
+    let scored = classifier.predict_frame(
+        &records.select(["Id", "Text"])?,
+        &FrameColumns {
+            probability: Some("Probability".into()),
+            ..FrameColumns::default()
+        },
+    )?;
 
     // 3. Join the predictions back onto the full records by id.
     let predictions = scored.select(["Id", "Category", "Probability"])?;
-    let mut joined = records.join(&predictions, ["Id"], ["Id"], JoinArgs::new(JoinType::Left), None)?;
+    let mut joined = records.join(
+        &predictions,
+        ["Id"],
+        ["Id"],
+        JoinArgs::new(JoinType::Left),
+        None,
+    )?;
     write_parquet_atomically(&mut joined, &args.out)?;
 
     // 4. Check what was written, as the next job in the chain would read it.
     let back = ParquetReader::new(std::fs::File::open(&args.out)?).finish()?;
-    if back.height() != records.height() || back.column("Id")?.as_materialized_series() != records.column("Id")?.as_materialized_series() {
-        return Err(format!("{}: rows or their order changed on the way", args.out.display()).into());
+    if back.height() != records.height()
+        || back.column("Id")?.as_materialized_series()
+            != records.column("Id")?.as_materialized_series()
+    {
+        return Err(format!(
+            "{}: rows or their order changed on the way",
+            args.out.display()
+        )
+        .into());
     }
-    println!("wrote {} rows with columns {:?} to {}", back.height(), back.get_column_names(), args.out.display());
+    println!(
+        "wrote {} rows with columns {:?} to {}",
+        back.height(),
+        back.get_column_names(),
+        args.out.display()
+    );
     if let Some(labels) = &args.labels {
-        let truth = read_frame(labels, FrameFormat::Auto)?.rename("Category", "Truth".into())?.clone();
+        let truth = read_frame(labels, FrameFormat::Auto)?
+            .rename("Category", "Truth".into())?
+            .clone();
         let checked = back.join(&truth, ["Id"], ["Id"], JoinArgs::new(JoinType::Inner), None)?;
         let predicted = checked.column("Category")?.str()?;
         let expected = checked.column("Truth")?.str()?;
-        let correct = predicted.iter().zip(expected.iter()).filter(|(p, t)| p == t).count();
-        println!("accuracy on the {} labelled records: {:.3}", checked.height(), correct as f64 / checked.height().max(1) as f64);
+        let correct = predicted
+            .iter()
+            .zip(expected.iter())
+            .filter(|(p, t)| p == t)
+            .count();
+        println!(
+            "accuracy on the {} labelled records: {:.3}",
+            checked.height(),
+            correct as f64 / checked.height().max(1) as f64
+        );
     }
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use pipe_core::{load_artifact, Artifact, LoadArtifact, RunReport, StageOutput};
 use pipe_data::{IntArray, LabelSet};
 use pipe_model::Checkpoint;
-use pipe_predict::{argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim};
+use pipe_predict::{
+    argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim,
+};
 use pipe_tensor::{PaddingSide, TokenTensors};
 use pipe_vectorize::{Side, Vectorizer};
 use polars::prelude::{DataFrame, NamedFrom, Series};
@@ -17,7 +19,11 @@ pub enum ClassifyError {
     #[error("the run report has no stage `{0}`")]
     NoStage(String),
     #[error("stage `{stage}` has no output `{port}` (its outputs: {available})")]
-    NoOutput { stage: String, port: String, available: String },
+    NoOutput {
+        stage: String,
+        port: String,
+        available: String,
+    },
     #[error("`{0}` is not of the form `stage.output`")]
     BadReference(String),
     #[error(transparent)]
@@ -55,7 +61,11 @@ pub struct FrameColumns {
 
 impl Default for FrameColumns {
     fn default() -> Self {
-        FrameColumns { text: "Text".into(), label: "Category".into(), probability: None }
+        FrameColumns {
+            text: "Text".into(),
+            label: "Category".into(),
+            probability: None,
+        }
     }
 }
 
@@ -73,10 +83,21 @@ pub struct TextClassifier {
 
 impl TextClassifier {
     /// Checks that the three parts belong together.
-    pub fn new(vectorizer: Vectorizer, model: Box<dyn Artifact>, labels: LabelSet, device: Device) -> Result<Self, ClassifyError> {
-        let scorer = scorer(model.as_ref()).ok_or_else(|| ClassifyError::NotScoreable(model.type_name(), scoreable_types().join(", ")))?;
+    pub fn new(
+        vectorizer: Vectorizer,
+        model: Box<dyn Artifact>,
+        labels: LabelSet,
+        device: Device,
+    ) -> Result<Self, ClassifyError> {
+        let scorer = scorer(model.as_ref()).ok_or_else(|| {
+            ClassifyError::NotScoreable(model.type_name(), scoreable_types().join(", "))
+        })?;
         if scorer.classes() != labels.len() {
-            return Err(ClassifyError::Mismatch(format!("the model has {} classes, the label set {}", scorer.classes(), labels.len())));
+            return Err(ClassifyError::Mismatch(format!(
+                "the model has {} classes, the label set {}",
+                scorer.classes(),
+                labels.len()
+            )));
         }
         if let Some(checkpoint) = model.as_any().downcast_ref::<Checkpoint>() {
             if checkpoint.spec.vocab_size != vectorizer.vocab.len() as i64 {
@@ -87,13 +108,24 @@ impl TextClassifier {
                 )));
             }
         }
-        Ok(TextClassifier { vectorizer, model, labels, device, batch_size: 256 })
+        Ok(TextClassifier {
+            vectorizer,
+            model,
+            labels,
+            device,
+            batch_size: 256,
+        })
     }
 
     /// From the stored artifacts' directories (a run report's output
     /// locations), on the CPU; the model directory may hold any scoreable type.
     pub fn load(vectorizer: &Path, model: &Path, labels: &Path) -> Result<Self, ClassifyError> {
-        Self::new(Vectorizer::load(vectorizer)?, load_model(model)?, LabelSet::load(labels)?, Device::Cpu)
+        Self::new(
+            Vectorizer::load(vectorizer)?,
+            load_model(model)?,
+            LabelSet::load(labels)?,
+            Device::Cpu,
+        )
     }
 
     /// From a pipeline run: each part one stage's output, typed by its port
@@ -106,7 +138,11 @@ impl TextClassifier {
         labels: StageOutput<LabelSet>,
     ) -> Result<Self, ClassifyError> {
         let dir = |stage: &str, port: &str| stage_output_dir(report, stage, port);
-        Self::load(&dir(vectorizer.stage, vectorizer.port)?, &dir(model.stage, model.port)?, &dir(labels.stage, labels.port)?)
+        Self::load(
+            &dir(vectorizer.stage, vectorizer.port)?,
+            &dir(model.stage, model.port)?,
+            &dir(labels.stage, labels.port)?,
+        )
     }
 
     pub fn vectorizer(&self) -> &Vectorizer {
@@ -129,7 +165,10 @@ impl TextClassifier {
     }
 
     /// The predicted class of each text, in order.
-    pub fn classify<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Classification>, ClassifyError> {
+    pub fn classify<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Classification>, ClassifyError> {
         let classes = self.labels.len();
         let scores = self.scores(texts)?;
         let probabilities = softmax_rows(&scores, classes);
@@ -139,14 +178,20 @@ impl TextClassifier {
             .zip(probabilities.chunks(classes))
             .map(|(row, p)| {
                 let class = argmax(row);
-                Ok(Classification { class_id: class as i64, label: self.label(class)?, probability: p[class] })
+                Ok(Classification {
+                    class_id: class as i64,
+                    label: self.label(class)?,
+                    probability: p[class],
+                })
             })
             .collect()
     }
 
     /// The name of class `class`.
     pub fn label(&self, class: usize) -> Result<String, ClassifyError> {
-        self.labels.name(class).ok_or_else(|| ClassifyError::Mismatch(format!("class {class} is outside the label set")))
+        self.labels.name(class).ok_or_else(|| {
+            ClassifyError::Mismatch(format!("class {class} is outside the label set"))
+        })
     }
 
     /// The model's raw scores `[texts × classes]`, row-major: logits,
@@ -169,10 +214,20 @@ impl TextClassifier {
             Side::Post => PaddingSide::Post,
             Side::Pre => PaddingSide::Pre,
         };
-        let tensors = TokenTensors::from_arrays(ids, None, self.vectorizer.vocab.pad_id, Some(padding), Device::Cpu)
-            .map_err(|e| ClassifyError::Mismatch(e.to_string()))?;
+        let tensors = TokenTensors::from_arrays(
+            ids,
+            None,
+            self.vectorizer.vocab.pad_id,
+            Some(padding),
+            Device::Cpu,
+        )
+        .map_err(|e| ClassifyError::Mismatch(e.to_string()))?;
         let scorer = scorer(self.model.as_ref()).expect("checked in new()");
-        let options = ScoreOptions { device: self.device, batch_size: self.batch_size, trim: Trim::Auto };
+        let options = ScoreOptions {
+            device: self.device,
+            batch_size: self.batch_size,
+            trim: Trim::Auto,
+        };
         let scores = scorer.scores(&tensors, &options)?;
         check_finite(&scores, self.labels.len())?;
         Ok(scores)
@@ -180,23 +235,37 @@ impl TextClassifier {
 
     /// `frame` with the predicted class (and optionally its probability)
     /// added as columns, rows in their original order.
-    pub fn predict_frame(&self, frame: &DataFrame, columns: &FrameColumns) -> Result<DataFrame, ClassifyError> {
-        let texts = pipe_vectorize::TextColumns::from_frame(frame, Path::new("<DataFrame>"), &columns.text, None, None)
-            .map_err(|e| ClassifyError::Frame(e.to_string()))?
-            .texts;
+    pub fn predict_frame(
+        &self,
+        frame: &DataFrame,
+        columns: &FrameColumns,
+    ) -> Result<DataFrame, ClassifyError> {
+        let texts = pipe_vectorize::TextColumns::from_frame(
+            frame,
+            Path::new("<DataFrame>"),
+            &columns.text,
+            None,
+            None,
+        )
+        .map_err(|e| ClassifyError::Frame(e.to_string()))?
+        .texts;
         for added in std::iter::once(&columns.label).chain(columns.probability.as_ref()) {
             if frame.schema().contains(added) {
-                return Err(ClassifyError::Frame(format!("the frame already has a column `{added}`")));
+                return Err(ClassifyError::Frame(format!(
+                    "the frame already has a column `{added}`"
+                )));
             }
         }
         let classes = self.classify(&texts)?;
         let mut out = frame.clone();
         let labels: Vec<&str> = classes.iter().map(|c| c.label.as_str()).collect();
         let frame_err = |e: polars::error::PolarsError| ClassifyError::Frame(e.to_string());
-        out.with_column(Series::new(columns.label.as_str().into(), labels).into()).map_err(frame_err)?;
+        out.with_column(Series::new(columns.label.as_str().into(), labels).into())
+            .map_err(frame_err)?;
         if let Some(name) = &columns.probability {
             let p: Vec<f32> = classes.iter().map(|c| c.probability).collect();
-            out.with_column(Series::new(name.as_str().into(), p).into()).map_err(frame_err)?;
+            out.with_column(Series::new(name.as_str().into(), p).into())
+                .map_err(frame_err)?;
         }
         Ok(out)
     }
@@ -204,18 +273,25 @@ impl TextClassifier {
 
 /// The stored directory of `stage.output` in a run report.
 pub fn output_dir(report: &RunReport, reference: &str) -> Result<PathBuf, ClassifyError> {
-    let (stage, port) = reference.split_once('.').ok_or_else(|| ClassifyError::BadReference(reference.to_string()))?;
+    let (stage, port) = reference
+        .split_once('.')
+        .ok_or_else(|| ClassifyError::BadReference(reference.to_string()))?;
     stage_output_dir(report, stage, port)
 }
 
 /// Where the run stored `stage`'s output `port`.
 fn stage_output_dir(report: &RunReport, stage: &str, port: &str) -> Result<PathBuf, ClassifyError> {
-    let s = report.stage(stage).ok_or_else(|| ClassifyError::NoStage(stage.to_string()))?;
-    s.outputs.get(port).cloned().ok_or_else(|| ClassifyError::NoOutput {
-        stage: stage.to_string(),
-        port: port.to_string(),
-        available: s.outputs.keys().cloned().collect::<Vec<_>>().join(", "),
-    })
+    let s = report
+        .stage(stage)
+        .ok_or_else(|| ClassifyError::NoStage(stage.to_string()))?;
+    s.outputs
+        .get(port)
+        .cloned()
+        .ok_or_else(|| ClassifyError::NoOutput {
+            stage: stage.to_string(),
+            port: port.to_string(),
+            available: s.outputs.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
 }
 
 /// Loads whichever scoreable model type `dir` holds: each type's files are
@@ -228,5 +304,8 @@ pub fn load_model(dir: &Path) -> Result<Box<dyn Artifact>, ClassifyError> {
             Err(e) => attempts.push(format!("not a {type_name} ({e})")),
         }
     }
-    Err(ClassifyError::NoModel { dir: dir.to_path_buf(), attempts: attempts.join("; ") })
+    Err(ClassifyError::NoModel {
+        dir: dir.to_path_buf(),
+        attempts: attempts.join("; "),
+    })
 }

@@ -32,9 +32,12 @@
 
 mod classify;
 
-pub use classify::{load_model, output_dir, Classification, ClassifyError, FrameColumns, TextClassifier};
+pub use classify::{
+    load_model, output_dir, Classification, ClassifyError, FrameColumns, TextClassifier,
+};
 pub use pipe_core::{
-    run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions, RunReport, Stage, StageOutcome, StageReport,
+    run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions,
+    RunReport, Stage, StageOutcome, StageReport,
 };
 
 pub use pipe_core as core;

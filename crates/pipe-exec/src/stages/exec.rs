@@ -8,7 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipe_core::{interrupt, stage, Artifacts, Files, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError, ANY_TYPE};
+use pipe_core::{
+    interrupt, stage, Artifacts, Files, InvalidSetting, LoadArtifact, Port, Stage, StageContext,
+    StageError, ANY_TYPE,
+};
 use serde::{Deserialize, Serialize};
 
 /// The command: an argument list run directly, or one string run by `sh -c`.
@@ -77,18 +80,25 @@ pub enum ExecConfigError {
     EmptyCommand,
     #[error("output name `{0}` must be letters, digits, `_` or `-`")]
     OutputName(String),
-    #[error("output `{name}`: file name `{file}` must be a plain name (no `/`, not starting with `.`)")]
+    #[error(
+        "output `{name}`: file name `{file}` must be a plain name (no `/`, not starting with `.`)"
+    )]
     OutputFile { name: String, file: String },
     #[error("`{{{side}.{name}}}`: names must be letters, digits, `_` or `-`")]
     PlaceholderName { side: String, name: String },
     #[error("the command writes `{{out.{name}}}`, but `outputs` does not declare `{name}` (declared: {})", if .declared.is_empty() { "none".to_string() } else { .declared.join(", ") })]
     UndeclaredOutput { name: String, declared: Vec<String> },
-    #[error("output `{0}` is never given to the command: put `{{out.{0}}}` where it should write it")]
+    #[error(
+        "output `{0}` is never given to the command: put `{{out.{0}}}` where it should write it"
+    )]
     UnusedOutput(String),
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The `{in.NAME}` / `{out.NAME}` placeholders in one argument, in order.
@@ -118,26 +128,39 @@ impl Exec {
                 return Err(ExecConfigError::OutputName(name.clone()));
             }
             if file.starts_with('.') || !valid_name(&file.replace('.', "_")) {
-                return Err(ExecConfigError::OutputFile { name: name.clone(), file: file.clone() });
+                return Err(ExecConfigError::OutputFile {
+                    name: name.clone(),
+                    file: file.clone(),
+                });
             }
         }
         let mut inputs = Vec::new();
         let mut used_outputs = Vec::new();
         for (side, name) in parts.iter().flat_map(|p| placeholders(p)) {
             if !valid_name(name) {
-                return Err(ExecConfigError::PlaceholderName { side: side.to_string(), name: name.to_string() });
+                return Err(ExecConfigError::PlaceholderName {
+                    side: side.to_string(),
+                    name: name.to_string(),
+                });
             }
             if side == "in" && !inputs.iter().any(|i| i == name) {
                 inputs.push(name.to_string());
             }
             if side == "out" {
                 if !config.outputs.contains_key(name) {
-                    return Err(ExecConfigError::UndeclaredOutput { name: name.to_string(), declared: config.outputs.keys().cloned().collect() });
+                    return Err(ExecConfigError::UndeclaredOutput {
+                        name: name.to_string(),
+                        declared: config.outputs.keys().cloned().collect(),
+                    });
                 }
                 used_outputs.push(name);
             }
         }
-        if let Some(unused) = config.outputs.keys().find(|o| !used_outputs.contains(&o.as_str())) {
+        if let Some(unused) = config
+            .outputs
+            .keys()
+            .find(|o| !used_outputs.contains(&o.as_str()))
+        {
             return Err(ExecConfigError::UnusedOutput(unused.clone()));
         }
         Ok(Exec { config, inputs })
@@ -150,7 +173,11 @@ impl Exec {
     /// The command line with its placeholders replaced.
     /// The command line with its placeholders replaced; in a shell string each
     /// path is single-quoted, so spaces or `$` in it stay part of the path.
-    fn expand(&self, inputs: &BTreeMap<String, PathBuf>, outputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
+    fn expand(
+        &self,
+        inputs: &BTreeMap<String, PathBuf>,
+        outputs: &BTreeMap<String, PathBuf>,
+    ) -> Vec<String> {
         let shell = matches!(self.config.command, CommandLine::Shell(_));
         let path = |p: &Path| {
             let text = p.display().to_string();
@@ -190,7 +217,11 @@ impl Exec {
                 c
             }
         };
-        command.envs(&self.config.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .envs(&self.config.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Its own process group, so a timeout kills the whole tree (`sh -c` and its children).
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         // SAFETY: the closure runs in the child between fork and exec and
@@ -271,13 +302,29 @@ fn absolute(path: &Path) -> Result<PathBuf, StageError> {
     std::path::absolute(path).map_err(|e| StageError::io(path, e))
 }
 
-#[stage(kind = "exec", summary = "an external command with declared input and output files, cached like any stage")]
+#[stage(
+    kind = "exec",
+    summary = "an external command with declared input and output files, cached like any stage"
+)]
 impl Stage for Exec {
     fn inputs(&self) -> Vec<Port> {
-        self.inputs.iter().map(|name| Port::named(name.clone(), ANY_TYPE, "an upstream output, as a directory of its files")).collect()
+        self.inputs
+            .iter()
+            .map(|name| {
+                Port::named(
+                    name.clone(),
+                    ANY_TYPE,
+                    "an upstream output, as a directory of its files",
+                )
+            })
+            .collect()
     }
     fn outputs(&self) -> Vec<Port> {
-        self.config.outputs.keys().map(|name| Port::named(name.clone(), Files::TYPE_NAME, "the file the command wrote")).collect()
+        self.config
+            .outputs
+            .keys()
+            .map(|name| Port::named(name.clone(), Files::TYPE_NAME, "the file the command wrote"))
+            .collect()
     }
     fn code_version(&self) -> u32 {
         1
@@ -290,16 +337,19 @@ impl Stage for Exec {
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         match self.config.timeout_s {
-            Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => {
-                Err(InvalidSetting::new("timeout_s", format!("must be positive and at most {MAX_TIMEOUT_S} (30 days), got {t}")))
-            }
+            Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => Err(InvalidSetting::new(
+                "timeout_s",
+                format!("must be positive and at most {MAX_TIMEOUT_S} (30 days), got {t}"),
+            )),
             _ => Ok(()),
         }
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let mut input_dirs = BTreeMap::new();
         for name in &self.inputs {
-            let artifact = inputs.get_rc(name).ok_or_else(|| StageError::MissingInput(name.clone()))?;
+            let artifact = inputs
+                .get_rc(name)
+                .ok_or_else(|| StageError::MissingInput(name.clone()))?;
             let dir = absolute(&ctx.scratch.join("in").join(name))?;
             std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
             artifact.save(&dir)?;
@@ -315,21 +365,32 @@ impl Stage for Exec {
         let shown = argv.join(" ");
         ctx.info(format!("running: {shown}"));
 
-        let mut child = self.command(&argv).spawn().map_err(|e| StageError::invalid(format!("cannot start `{shown}`: {e}")))?;
+        let mut child = self
+            .command(&argv)
+            .spawn()
+            .map_err(|e| StageError::invalid(format!("cannot start `{shown}`: {e}")))?;
         // The command leads its own process group: a timeout, an interrupt of
         // `pipe` or the command's end kills the whole tree (`sh -c`, and what
         // it started in the background).
-        let group = i32::try_from(child.id()).map_err(|_| StageError::invalid("process id out of range"))?;
+        let group = i32::try_from(child.id())
+            .map_err(|_| StageError::invalid("process id out of range"))?;
         let _group_guard = interrupt::ProcessGroupGuard::new(group);
         // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         let start = Instant::now();
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| StageError::invalid(format!("waiting for `{shown}`: {e}")))? {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| StageError::invalid(format!("waiting for `{shown}`: {e}")))?
+            {
                 break Some(status);
             }
-            if self.config.timeout_s.is_some_and(|t| start.elapsed().as_secs_f64() > t) {
+            if self
+                .config
+                .timeout_s
+                .is_some_and(|t| start.elapsed().as_secs_f64() > t)
+            {
                 interrupt::kill_process_group(group);
                 let _ = child.kill();
                 let _ = child.wait();
@@ -343,7 +404,10 @@ impl Stage for Exec {
         let deadline = Instant::now() + PIPE_GRACE;
         let stdout = collect(&stdout, deadline);
         let stderr = collect(&stderr, deadline);
-        for line in tail(&stdout, STDERR_LINES).lines().chain(tail(&stderr, STDERR_LINES).lines()) {
+        for line in tail(&stdout, STDERR_LINES)
+            .lines()
+            .chain(tail(&stderr, STDERR_LINES).lines())
+        {
             ctx.info(line.to_string());
         }
         let with_stderr = |what: String| {
@@ -355,9 +419,16 @@ impl Stage for Exec {
             }
         };
         match status {
-            None => return Err(with_stderr(format!("`{shown}` ran past timeout_s = {} and was killed", self.config.timeout_s.unwrap_or(0.0)))),
+            None => {
+                return Err(with_stderr(format!(
+                    "`{shown}` ran past timeout_s = {} and was killed",
+                    self.config.timeout_s.unwrap_or(0.0)
+                )))
+            }
             Some(status) if !status.success() => {
-                let code = status.code().map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
+                let code = status
+                    .code()
+                    .map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
                 return Err(with_stderr(format!("`{shown}` exited with {code}")));
             }
             Some(_) => {}
@@ -366,11 +437,19 @@ impl Stage for Exec {
         let mut out = Artifacts::new();
         for (name, path) in &output_files {
             if !path.is_file() {
-                return Err(with_stderr(format!("`{shown}` succeeded but did not write output `{name}` ({})", path.display())));
+                return Err(with_stderr(format!(
+                    "`{shown}` succeeded but did not write output `{name}` ({})",
+                    path.display()
+                )));
             }
             let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
             let file_name = self.config.outputs[name].clone();
-            out.insert(name.clone(), Files { files: BTreeMap::from([(file_name, bytes)]) });
+            out.insert(
+                name.clone(),
+                Files {
+                    files: BTreeMap::from([(file_name, bytes)]),
+                },
+            );
         }
         Ok(out)
     }

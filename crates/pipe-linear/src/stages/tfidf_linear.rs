@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use pipe_core::{stage, Artifacts, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    stage, Artifacts, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError,
+};
 use pipe_data::{IntArray, LabelSet, Vocabulary};
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +92,12 @@ pub struct FitReport {
 
 impl TfidfLinear {
     fn feature_config(&self) -> TfidfConfig {
-        TfidfConfig { word_ngrams: self.word_ngrams, char_ngrams: self.char_ngrams, sublinear_tf: self.sublinear_tf, min_df: self.min_df }
+        TfidfConfig {
+            word_ngrams: self.word_ngrams,
+            char_ngrams: self.char_ngrams,
+            sublinear_tf: self.sublinear_tf,
+            min_df: self.min_df,
+        }
     }
 
     /// Fits the vectorizer and the classifier on rows of token ids with labels in `0..classes`.
@@ -104,15 +111,26 @@ impl TfidfLinear {
         threads: usize,
     ) -> Result<(LinearModel, FitReport), LinearError> {
         let start = Instant::now();
-        let vectorizer = TfidfVectorizer::fit(self.feature_config(), rows, vocab.pad_id, &vocab.tokens)?;
+        let vectorizer =
+            TfidfVectorizer::fit(self.feature_config(), rows, vocab.pad_id, &vocab.tokens)?;
         let features = vectorizer.transform(rows);
         let vectorize_seconds = start.elapsed().as_secs_f64();
         let (classifier, convergence) = match self.classifier {
             Classifier::LinearSvc => {
-                let config = SvmConfig { c: self.c, class_weight: self.class_weight, tol: self.tol, max_iter: self.max_iter, seed, threads };
+                let config = SvmConfig {
+                    c: self.c,
+                    class_weight: self.class_weight,
+                    tol: self.tol,
+                    max_iter: self.max_iter,
+                    seed,
+                    threads,
+                };
                 svm::fit(&features, vectorizer.features(), y, classes, config)?
             }
-            Classifier::ComplementNb => (naive_bayes::fit(&features, vectorizer.features(), y, classes, self.alpha)?, Vec::new()),
+            Classifier::ComplementNb => (
+                naive_bayes::fit(&features, vectorizer.features(), y, classes, self.alpha)?,
+                Vec::new(),
+            ),
         };
         let report = FitReport {
             rows: rows.len(),
@@ -122,13 +140,23 @@ impl TfidfLinear {
             iterations: convergence.iter().map(|c| c.iterations).collect(),
             unconverged_classes: convergence.iter().filter(|c| !c.converged).count(),
         };
-        Ok((LinearModel { vectorizer, classifier }, report))
+        Ok((
+            LinearModel {
+                vectorizer,
+                classifier,
+            },
+            report,
+        ))
     }
 }
 
 impl TfidfLinear {
-    pub const MODEL: PortOf<LinearModel> = PortOf::new("model", "the fitted vectorizer and classifier weights");
-    pub const METRICS: PortOf<JsonDoc> = PortOf::new("metrics", "features, training time, solver convergence per class");
+    pub const MODEL: PortOf<LinearModel> =
+        PortOf::new("model", "the fitted vectorizer and classifier weights");
+    pub const METRICS: PortOf<JsonDoc> = PortOf::new(
+        "metrics",
+        "features, training time, solver convergence per class",
+    );
 }
 
 #[stage(
@@ -148,16 +176,28 @@ impl Stage for TfidfLinear {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.feature_config().validate()?;
         if !(self.c.is_finite() && self.c > 0.0) {
-            return Err(InvalidSetting::new("c", format!("must be a positive number, got {}", self.c)));
+            return Err(InvalidSetting::new(
+                "c",
+                format!("must be a positive number, got {}", self.c),
+            ));
         }
         if !(self.tol.is_finite() && self.tol > 0.0) {
-            return Err(InvalidSetting::new("tol", format!("must be a positive number, got {}", self.tol)));
+            return Err(InvalidSetting::new(
+                "tol",
+                format!("must be a positive number, got {}", self.tol),
+            ));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(InvalidSetting::new("alpha", format!("must be a positive number, got {}", self.alpha)));
+            return Err(InvalidSetting::new(
+                "alpha",
+                format!("must be a positive number, got {}", self.alpha),
+            ));
         }
         if !(1..=MAX_ITER).contains(&self.max_iter) {
-            return Err(InvalidSetting::new("max_iter", format!("must be between 1 and {MAX_ITER}, got {}", self.max_iter)));
+            return Err(InvalidSetting::new(
+                "max_iter",
+                format!("must be between 1 and {MAX_ITER}, got {}", self.max_iter),
+            ));
         }
         Ok(())
     }
@@ -170,10 +210,22 @@ impl Stage for TfidfLinear {
         let rows = rows_of(x).map_err(fail)?;
         let y: Vec<i64> = y.0.iter().copied().collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (model, fit) = self.fit(&rows, &y, vocab, labels.len(), ctx.seed, threads).map_err(fail)?;
-        ctx.info(format!("{} rows, {} n-gram features ({:.1}s)", rows.len(), model.vectorizer.features(), fit.vectorize_seconds));
+        let (model, fit) = self
+            .fit(&rows, &y, vocab, labels.len(), ctx.seed, threads)
+            .map_err(fail)?;
+        ctx.info(format!(
+            "{} rows, {} n-gram features ({:.1}s)",
+            rows.len(),
+            model.vectorizer.features(),
+            fit.vectorize_seconds
+        ));
         if fit.unconverged_classes > 0 {
-            ctx.warn(format!("{} of {} classes reached max_iter ({}) before tol", fit.unconverged_classes, labels.len(), self.max_iter));
+            ctx.warn(format!(
+                "{} of {} classes reached max_iter ({}) before tol",
+                fit.unconverged_classes,
+                labels.len(),
+                self.max_iter
+            ));
         }
         let what = match self.classifier {
             Classifier::LinearSvc => "linear SVMs",
@@ -183,7 +235,8 @@ impl Stage for TfidfLinear {
         let metrics = serde_json::to_value(&fit).expect("json");
         ctx.metric(metrics.clone());
         let mut out = Artifacts::new();
-        out.put(&Self::MODEL, model).put(&Self::METRICS, JsonDoc(metrics));
+        out.put(&Self::MODEL, model)
+            .put(&Self::METRICS, JsonDoc(metrics));
         Ok(out)
     }
 }
@@ -195,20 +248,34 @@ pub struct TrainingRows;
 impl TrainingRows {
     pub const X: PortOf<IntArray> = PortOf::new("x", "training token ids [rows, max_len]");
     pub const Y: PortOf<IntArray> = PortOf::new("y", "training class ids [rows]");
-    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "token texts by id, and the padding id");
+    pub const VOCAB: PortOf<Vocabulary> =
+        PortOf::new("vocab", "token texts by id, and the padding id");
     pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "the class names");
 
     pub fn ports() -> Vec<Port> {
-        vec![Self::X.port(), Self::Y.port(), Self::VOCAB.port(), Self::LABELS.port()]
+        vec![
+            Self::X.port(),
+            Self::Y.port(),
+            Self::VOCAB.port(),
+            Self::LABELS.port(),
+        ]
     }
 }
 
 /// The rows of a 2-D id array.
 pub fn rows_of(x: &IntArray) -> Result<Vec<&[i64]>, LinearError> {
     let shape = x.0.shape().to_vec();
-    let (Some(&width), 2) = (shape.get(1), shape.len()) else { return Err(LinearError::NotTwoDimensional(shape)) };
-    let flat = x.0.as_slice().ok_or_else(|| LinearError::NotTwoDimensional(shape.clone()))?;
-    Ok(if width == 0 { vec![&[][..]; shape[0]] } else { flat.chunks(width).collect() })
+    let (Some(&width), 2) = (shape.get(1), shape.len()) else {
+        return Err(LinearError::NotTwoDimensional(shape));
+    };
+    let flat =
+        x.0.as_slice()
+            .ok_or_else(|| LinearError::NotTwoDimensional(shape.clone()))?;
+    Ok(if width == 0 {
+        vec![&[][..]; shape[0]]
+    } else {
+        flat.chunks(width).collect()
+    })
 }
 
 #[cfg(test)]
@@ -220,28 +287,54 @@ mod tests {
     #[test]
     fn max_iter_is_bounded_at_load() {
         assert_eq!(Stage::validate(&TfidfLinear::default()), Ok(()));
-        assert_eq!(Stage::validate(&TfidfLinear { max_iter: MAX_ITER, ..TfidfLinear::default() }), Ok(()));
+        assert_eq!(
+            Stage::validate(&TfidfLinear {
+                max_iter: MAX_ITER,
+                ..TfidfLinear::default()
+            }),
+            Ok(())
+        );
         for (max_iter, got) in [(MAX_ITER + 1, MAX_ITER + 1), (0, 0)] {
             assert_eq!(
-                Stage::validate(&TfidfLinear { max_iter, ..TfidfLinear::default() }),
-                Err(InvalidSetting::new("max_iter", format!("must be between 1 and {MAX_ITER}, got {got}")))
+                Stage::validate(&TfidfLinear {
+                    max_iter,
+                    ..TfidfLinear::default()
+                }),
+                Err(InvalidSetting::new(
+                    "max_iter",
+                    format!("must be between 1 and {MAX_ITER}, got {got}")
+                ))
             );
         }
     }
 
     #[test]
     fn a_stored_model_with_out_of_range_ngrams_is_refused_naming_its_file() {
-        let vocab = Vocabulary { tokens: ["<pad>", "<unk>", "red", "blue"].map(String::from).to_vec(), pad_id: 0, unk_id: Some(1) };
+        let vocab = Vocabulary {
+            tokens: ["<pad>", "<unk>", "red", "blue"].map(String::from).to_vec(),
+            pad_id: 0,
+            unk_id: Some(1),
+        };
         let rows: Vec<&[i64]> = vec![&[2, 2, 0], &[3, 3, 0], &[2, 0, 0], &[3, 0, 0]];
-        let (model, _) = TfidfLinear::default().fit(&rows, &[0, 1, 0, 1], &vocab, 2, 0, 1).unwrap();
+        let (model, _) = TfidfLinear::default()
+            .fit(&rows, &[0, 1, 0, 1], &vocab, 2, 0, 1)
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         model.save(dir.path()).unwrap();
         assert_eq!(LinearModel::load(dir.path()).unwrap(), model);
         let path = dir.path().join("linear_model.json");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"word_ngrams\":[1,2]"), "{text}");
-        std::fs::write(&path, text.replacen("\"word_ngrams\":[1,2]", "\"word_ngrams\":[1,1000000000]", 1)).unwrap();
+        std::fs::write(
+            &path,
+            text.replacen("\"word_ngrams\":[1,2]", "\"word_ngrams\":[1,1000000000]", 1),
+        )
+        .unwrap();
         let err = LinearModel::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("linear_model.json") && err.contains("word_ngrams must be [min, max] with 1 <= min <= max <= 9"), "{err}");
+        assert!(
+            err.contains("linear_model.json")
+                && err.contains("word_ngrams must be [min, max] with 1 <= min <= max <= 9"),
+            "{err}"
+        );
     }
 }

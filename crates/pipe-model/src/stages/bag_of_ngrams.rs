@@ -24,7 +24,13 @@ pub struct BagOfNgrams {
 
 impl Default for BagOfNgrams {
     fn default() -> Self {
-        BagOfNgrams { embed_dim: 64, buckets: 1 << 16, dropout: 0.0, embedding_dropout: 0.0, sparse: true }
+        BagOfNgrams {
+            embed_dim: 64,
+            buckets: 1 << 16,
+            dropout: 0.0,
+            embedding_dropout: 0.0,
+            sparse: true,
+        }
     }
 }
 
@@ -65,7 +71,13 @@ impl BagOfNgrams {
     pub fn validate_config(&self) -> Result<(), InvalidSetting> {
         pipe_tensor::ngrams::check_settings(self.buckets, None)?;
         if !(1..=MAX_EMBED_DIM).contains(&self.embed_dim) {
-            return Err(InvalidSetting::new("embed_dim", format!("must be between 1 and {MAX_EMBED_DIM}, got {}", self.embed_dim)));
+            return Err(InvalidSetting::new(
+                "embed_dim",
+                format!(
+                    "must be between 1 and {MAX_EMBED_DIM}, got {}",
+                    self.embed_dim
+                ),
+            ));
         }
         let table = self.buckets as u128 * self.embed_dim as u128;
         if table > MAX_PARAMETERS as u128 {
@@ -77,11 +89,15 @@ impl BagOfNgrams {
                 ),
             ));
         }
-        self.spec_with(super::STAND_IN_VOCAB, 0, super::STAND_IN_CLASSES).validate()
+        self.spec_with(super::STAND_IN_VOCAB, 0, super::STAND_IN_CLASSES)
+            .validate()
     }
 }
 
-#[stage(kind = "bag_of_ngrams", summary = "mean of word and hashed-bigram embeddings → linear (fastText)")]
+#[stage(
+    kind = "bag_of_ngrams",
+    summary = "mean of word and hashed-bigram embeddings → linear (fastText)"
+)]
 impl Stage for BagOfNgrams {
     fn inputs(&self) -> Vec<Port> {
         super::model_inputs()

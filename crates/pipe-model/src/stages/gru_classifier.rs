@@ -19,7 +19,10 @@ impl RecurrentLayer for Gru {
 /// notebook's sizes (see [`super::RecurrentConfig`]).
 pub type GruClassifier = Recurrent<Gru>;
 
-#[stage(kind = "gru_classifier", summary = "Embedding → GRU → pooling → dropout → linear")]
+#[stage(
+    kind = "gru_classifier",
+    summary = "Embedding → GRU → pooling → dropout → linear"
+)]
 impl Stage for GruClassifier {
     fn inputs(&self) -> Vec<Port> {
         super::model_inputs()

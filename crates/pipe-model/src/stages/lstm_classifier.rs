@@ -19,7 +19,10 @@ impl RecurrentLayer for Lstm {
 /// notebook's sizes (see [`super::RecurrentConfig`]).
 pub type LstmClassifier = Recurrent<Lstm>;
 
-#[stage(kind = "lstm_classifier", summary = "Embedding → LSTM → pooling → dropout → linear (the notebook's model by default)")]
+#[stage(
+    kind = "lstm_classifier",
+    summary = "Embedding → LSTM → pooling → dropout → linear (the notebook's model by default)"
+)]
 impl Stage for LstmClassifier {
     fn inputs(&self) -> Vec<Port> {
         super::model_inputs()

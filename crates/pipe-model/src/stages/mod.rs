@@ -35,7 +35,8 @@ const STAND_IN_CLASSES: i64 = 2;
 pub struct ModelPorts;
 
 impl ModelPorts {
-    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "sets the embedding size and padding id");
+    pub const VOCAB: PortOf<Vocabulary> =
+        PortOf::new("vocab", "sets the embedding size and padding id");
     pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "sets the number of classes");
     pub const MODEL: PortOf<Checkpoint> = PortOf::new("model", "the initialised model");
 }
@@ -52,7 +53,11 @@ fn model_outputs() -> Vec<Port> {
 
 /// What every model stage's `run` does: the spec from the vocabulary and
 /// label set, initialised with the pipeline's seed, as the `model` output.
-fn run_model_stage(inputs: &Artifacts, ctx: &StageContext, spec: impl Fn(&Vocabulary, &LabelSet) -> ModelSpec) -> Result<Artifacts, StageError> {
+fn run_model_stage(
+    inputs: &Artifacts,
+    ctx: &StageContext,
+    spec: impl Fn(&Vocabulary, &LabelSet) -> ModelSpec,
+) -> Result<Artifacts, StageError> {
     let vocab = inputs.read(&ModelPorts::VOCAB)?;
     let labels = inputs.read(&ModelPorts::LABELS)?;
     let checkpoint = initialise(&spec(vocab, labels), ctx.seed).map_err(StageError::other)?;
@@ -75,7 +80,10 @@ mod tests {
     use pipe_core::{InvalidSetting, LoadArtifact, Stage};
 
     use super::*;
-    use crate::model::{Architecture, MAX_CLASSES, MAX_EMBED_DIM, MAX_HIDDEN_DIM, MAX_LAYERS, MAX_PARAMETERS, MAX_VOCAB_SIZE};
+    use crate::model::{
+        Architecture, MAX_CLASSES, MAX_EMBED_DIM, MAX_HIDDEN_DIM, MAX_LAYERS, MAX_PARAMETERS,
+        MAX_VOCAB_SIZE,
+    };
     use crate::{BagOfNgrams, GruClassifier, LstmClassifier, RecurrentConfig};
 
     fn refused(result: Result<(), InvalidSetting>) -> InvalidSetting {
@@ -95,61 +103,169 @@ mod tests {
         let lstm = |config: RecurrentConfig| Stage::validate(&LstmClassifier::new(config));
         let gru = |config: RecurrentConfig| Stage::validate(&GruClassifier::new(config));
         let cases = [
-            ("embed_dim", RecurrentConfig { embed_dim: MAX_EMBED_DIM + 1, ..Default::default() }, MAX_EMBED_DIM + 1, MAX_EMBED_DIM),
-            ("embed_dim", RecurrentConfig { embed_dim: 0, ..Default::default() }, 0, MAX_EMBED_DIM),
-            ("hidden_dim", RecurrentConfig { hidden_dim: MAX_HIDDEN_DIM + 1, ..Default::default() }, MAX_HIDDEN_DIM + 1, MAX_HIDDEN_DIM),
-            ("hidden_dim", RecurrentConfig { hidden_dim: 1_000_000_000, ..Default::default() }, 1_000_000_000, MAX_HIDDEN_DIM),
-            ("layers", RecurrentConfig { layers: MAX_LAYERS + 1, ..Default::default() }, MAX_LAYERS + 1, MAX_LAYERS),
-            ("layers", RecurrentConfig { layers: 0, ..Default::default() }, 0, MAX_LAYERS),
+            (
+                "embed_dim",
+                RecurrentConfig {
+                    embed_dim: MAX_EMBED_DIM + 1,
+                    ..Default::default()
+                },
+                MAX_EMBED_DIM + 1,
+                MAX_EMBED_DIM,
+            ),
+            (
+                "embed_dim",
+                RecurrentConfig {
+                    embed_dim: 0,
+                    ..Default::default()
+                },
+                0,
+                MAX_EMBED_DIM,
+            ),
+            (
+                "hidden_dim",
+                RecurrentConfig {
+                    hidden_dim: MAX_HIDDEN_DIM + 1,
+                    ..Default::default()
+                },
+                MAX_HIDDEN_DIM + 1,
+                MAX_HIDDEN_DIM,
+            ),
+            (
+                "hidden_dim",
+                RecurrentConfig {
+                    hidden_dim: 1_000_000_000,
+                    ..Default::default()
+                },
+                1_000_000_000,
+                MAX_HIDDEN_DIM,
+            ),
+            (
+                "layers",
+                RecurrentConfig {
+                    layers: MAX_LAYERS + 1,
+                    ..Default::default()
+                },
+                MAX_LAYERS + 1,
+                MAX_LAYERS,
+            ),
+            (
+                "layers",
+                RecurrentConfig {
+                    layers: 0,
+                    ..Default::default()
+                },
+                0,
+                MAX_LAYERS,
+            ),
         ];
         for (setting, config, got, max) in cases {
-            for check in [&lstm as &dyn Fn(RecurrentConfig) -> Result<(), InvalidSetting>, &gru] {
+            for check in [
+                &lstm as &dyn Fn(RecurrentConfig) -> Result<(), InvalidSetting>,
+                &gru,
+            ] {
                 let e = refused(check(config.clone()));
-                assert_eq!(e, InvalidSetting::new(setting, format!("must be between 1 and {max}, got {got}")));
+                assert_eq!(
+                    e,
+                    InvalidSetting::new(setting, format!("must be between 1 and {max}, got {got}"))
+                );
             }
         }
         // At the bounds, each on its own, the configs pass.
         for config in [
-            RecurrentConfig { embed_dim: MAX_EMBED_DIM, ..Default::default() },
-            RecurrentConfig { hidden_dim: MAX_HIDDEN_DIM, ..Default::default() },
-            RecurrentConfig { layers: MAX_LAYERS, ..Default::default() },
+            RecurrentConfig {
+                embed_dim: MAX_EMBED_DIM,
+                ..Default::default()
+            },
+            RecurrentConfig {
+                hidden_dim: MAX_HIDDEN_DIM,
+                ..Default::default()
+            },
+            RecurrentConfig {
+                layers: MAX_LAYERS,
+                ..Default::default()
+            },
         ] {
             assert_eq!(lstm(config.clone()), Ok(()), "{config:?}");
             assert_eq!(gru(config), Ok(()));
         }
         // Dropouts are checked at load too, not only when the model is built.
-        assert_eq!(refused(lstm(RecurrentConfig { dropout: 1.0, ..Default::default() })).setting, "dropout");
+        assert_eq!(
+            refused(lstm(RecurrentConfig {
+                dropout: 1.0,
+                ..Default::default()
+            }))
+            .setting,
+            "dropout"
+        );
     }
 
     #[test]
     fn the_recurrent_layers_weights_are_bounded_together() {
         // Each size is allowed, but 2 bidirectional layers of the widest
         // LSTM are 6.4 billion parameters.
-        let wide = RecurrentConfig { hidden_dim: MAX_HIDDEN_DIM, layers: 2, bidirectional: true, ..Default::default() };
+        let wide = RecurrentConfig {
+            hidden_dim: MAX_HIDDEN_DIM,
+            layers: 2,
+            bidirectional: true,
+            ..Default::default()
+        };
         let e = refused(Stage::validate(&LstmClassifier::new(wide)));
         assert_eq!(e.setting, "hidden_dim");
-        assert!(e.problem.contains(&format!("more than the {MAX_PARAMETERS} allowed")), "{e}");
+        assert!(
+            e.problem
+                .contains(&format!("more than the {MAX_PARAMETERS} allowed")),
+            "{e}"
+        );
     }
 
     #[test]
     fn the_bag_of_ngrams_buckets_and_width_are_bounded_at_load() {
-        let bag = |buckets: i64, embed_dim: i64| Stage::validate(&BagOfNgrams { buckets, embed_dim, ..Default::default() });
+        let bag = |buckets: i64, embed_dim: i64| {
+            Stage::validate(&BagOfNgrams {
+                buckets,
+                embed_dim,
+                ..Default::default()
+            })
+        };
         let max_buckets = pipe_tensor::ngrams::MAX_BUCKETS;
         assert_eq!(
             refused(bag(max_buckets + 1, 64)),
-            InvalidSetting::new("buckets", format!("must be between 1 and {max_buckets}, got {}", max_buckets + 1))
+            InvalidSetting::new(
+                "buckets",
+                format!(
+                    "must be between 1 and {max_buckets}, got {}",
+                    max_buckets + 1
+                )
+            )
         );
         assert_eq!(refused(bag(0, 64)).setting, "buckets");
         assert_eq!(
             refused(bag(1 << 16, MAX_EMBED_DIM + 1)),
-            InvalidSetting::new("embed_dim", format!("must be between 1 and {MAX_EMBED_DIM}, got {}", MAX_EMBED_DIM + 1))
+            InvalidSetting::new(
+                "embed_dim",
+                format!(
+                    "must be between 1 and {MAX_EMBED_DIM}, got {}",
+                    MAX_EMBED_DIM + 1
+                )
+            )
         );
         // Both within their bounds, but a 2^24 × 256 table is 2^32 floats.
         let e = refused(bag(max_buckets, 256));
         assert_eq!(e.setting, "buckets");
-        assert!(e.problem.contains("makes an embedding table of 4294967296 parameters"), "{e}");
+        assert!(
+            e.problem
+                .contains("makes an embedding table of 4294967296 parameters"),
+            "{e}"
+        );
         assert_eq!(bag(max_buckets, 64), Ok(()));
-        assert_eq!(refused(Stage::validate(&BagOfNgrams { dropout: -0.1, ..Default::default() })).setting, "dropout");
+        assert_eq!(
+            refused(Stage::validate(&BagOfNgrams {
+                dropout: -0.1,
+                ..Default::default()
+            }))
+            .setting,
+            "dropout"
+        );
     }
 
     #[test]
@@ -157,32 +273,84 @@ mod tests {
         let notebook = ModelSpec::notebook(50, 0, 7);
         let refused_spec = |spec: ModelSpec| refused(spec.validate());
         assert_eq!(
-            refused_spec(ModelSpec { vocab_size: MAX_VOCAB_SIZE + 1, ..notebook.clone() }),
-            InvalidSetting::new("vocab_size", format!("must be between 1 and {MAX_VOCAB_SIZE}, got {}", MAX_VOCAB_SIZE + 1))
+            refused_spec(ModelSpec {
+                vocab_size: MAX_VOCAB_SIZE + 1,
+                ..notebook.clone()
+            }),
+            InvalidSetting::new(
+                "vocab_size",
+                format!(
+                    "must be between 1 and {MAX_VOCAB_SIZE}, got {}",
+                    MAX_VOCAB_SIZE + 1
+                )
+            )
         );
         assert_eq!(
-            refused_spec(ModelSpec { num_classes: MAX_CLASSES + 1, ..notebook.clone() }),
-            InvalidSetting::new("num_classes", format!("must be between 1 and {MAX_CLASSES}, got {}", MAX_CLASSES + 1))
+            refused_spec(ModelSpec {
+                num_classes: MAX_CLASSES + 1,
+                ..notebook.clone()
+            }),
+            InvalidSetting::new(
+                "num_classes",
+                format!(
+                    "must be between 1 and {MAX_CLASSES}, got {}",
+                    MAX_CLASSES + 1
+                )
+            )
         );
-        assert_eq!(refused_spec(ModelSpec { hidden_dim: MAX_HIDDEN_DIM + 1, ..notebook.clone() }).setting, "hidden_dim");
+        assert_eq!(
+            refused_spec(ModelSpec {
+                hidden_dim: MAX_HIDDEN_DIM + 1,
+                ..notebook.clone()
+            })
+            .setting,
+            "hidden_dim"
+        );
         // A bag of embeddings has no recurrent layer: its hidden_dim and layers are not read.
-        let bag = ModelSpec { architecture: Architecture::BagOfEmbeddings, hidden_dim: 0, layers: 0, ..notebook.clone() };
+        let bag = ModelSpec {
+            architecture: Architecture::BagOfEmbeddings,
+            hidden_dim: 0,
+            layers: 0,
+            ..notebook.clone()
+        };
         assert_eq!(bag.validate(), Ok(()));
         // Each size allowed, but a 2^20 × 2^12 embedding table is 2^32 floats.
-        let e = refused_spec(ModelSpec { vocab_size: 1 << 20, embed_dim: 1 << 12, ..notebook.clone() });
+        let e = refused_spec(ModelSpec {
+            vocab_size: 1 << 20,
+            embed_dim: 1 << 12,
+            ..notebook.clone()
+        });
         assert_eq!(e.setting, "embed_dim");
-        assert!(e.problem.contains("(4294967296 in the part it sizes)"), "{e}");
+        assert!(
+            e.problem.contains("(4294967296 in the part it sizes)"),
+            "{e}"
+        );
         // And a per-word logits table of 2^22 words × 2^10 classes.
-        let wide = ModelSpec { vocab_size: 1 << 22, embed_dim: 8, num_classes: 1 << 10, word_logits: true, ..notebook.clone() };
+        let wide = ModelSpec {
+            vocab_size: 1 << 22,
+            embed_dim: 8,
+            num_classes: 1 << 10,
+            word_logits: true,
+            ..notebook.clone()
+        };
         assert_eq!(refused_spec(wide.clone()).setting, "word_logits");
-        assert_eq!(ModelSpec { word_logits: false, ..wide }.validate(), Ok(()));
+        assert_eq!(
+            ModelSpec {
+                word_logits: false,
+                ..wide
+            }
+            .validate(),
+            Ok(())
+        );
     }
 
     #[test]
     fn the_parameter_count_is_the_models() {
-        for (architecture, bidirectional, layers) in
-            [(Architecture::Lstm, true, 2), (Architecture::Gru, false, 3), (Architecture::BagOfEmbeddings, false, 1)]
-        {
+        for (architecture, bidirectional, layers) in [
+            (Architecture::Lstm, true, 2),
+            (Architecture::Gru, false, 3),
+            (Architecture::BagOfEmbeddings, false, 1),
+        ] {
             let spec = ModelSpec {
                 architecture,
                 bidirectional,
@@ -212,7 +380,13 @@ mod tests {
         std::fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
         // Refused before the weights are read (there are none here).
         let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("spec.json") && e.contains(&format!("hidden_dim must be between 1 and {MAX_HIDDEN_DIM}, got 1000000000")), "{e}");
+        assert!(
+            e.contains("spec.json")
+                && e.contains(&format!(
+                    "hidden_dim must be between 1 and {MAX_HIDDEN_DIM}, got 1000000000"
+                )),
+            "{e}"
+        );
         spec["hidden_dim"] = serde_json::json!(1e9);
         std::fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
         let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
@@ -221,6 +395,9 @@ mod tests {
         spec["vocab_size"] = serde_json::json!(1_i64 << 40);
         std::fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
         let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("spec.json") && e.contains("vocab_size must be between 1 and"), "{e}");
+        assert!(
+            e.contains("spec.json") && e.contains("vocab_size must be between 1 and"),
+            "{e}"
+        );
     }
 }

@@ -64,12 +64,28 @@ impl Default for RecurrentConfig {
 
 impl RecurrentConfig {
     /// What `precision` means for `architecture` on `device` of this machine, and why.
-    pub fn precision_decision(&self, architecture: Architecture, device: &str) -> PrecisionDecision {
-        precision::resolve(self.precision, architecture, device, &CpuFacts::of_this_machine())
+    pub fn precision_decision(
+        &self,
+        architecture: Architecture,
+        device: &str,
+    ) -> PrecisionDecision {
+        precision::resolve(
+            self.precision,
+            architecture,
+            device,
+            &CpuFacts::of_this_machine(),
+        )
     }
 
     /// The model this config describes for these sizes, in `precision`.
-    pub fn spec_with(&self, architecture: Architecture, vocab_size: i64, pad_id: i64, num_classes: i64, precision: Precision) -> ModelSpec {
+    pub fn spec_with(
+        &self,
+        architecture: Architecture,
+        vocab_size: i64,
+        pad_id: i64,
+        num_classes: i64,
+        precision: Precision,
+    ) -> ModelSpec {
         ModelSpec {
             architecture,
             vocab_size,
@@ -96,13 +112,32 @@ impl RecurrentConfig {
     /// (`STAND_IN_VOCAB`), since the data gives the real ones only
     /// when the stage runs, where the spec is checked again with them.
     pub fn validate(&self, architecture: Architecture) -> Result<(), InvalidSetting> {
-        self.spec_with(architecture, super::STAND_IN_VOCAB, 0, super::STAND_IN_CLASSES, Precision::Float32).validate()
+        self.spec_with(
+            architecture,
+            super::STAND_IN_VOCAB,
+            0,
+            super::STAND_IN_CLASSES,
+            Precision::Float32,
+        )
+        .validate()
     }
 
     /// The model this config describes, its precision resolved for `device`.
-    pub fn spec(&self, architecture: Architecture, vocab: &Vocabulary, labels: &LabelSet, device: &str) -> ModelSpec {
+    pub fn spec(
+        &self,
+        architecture: Architecture,
+        vocab: &Vocabulary,
+        labels: &LabelSet,
+        device: &str,
+    ) -> ModelSpec {
         let precision = self.precision_decision(architecture, device).precision;
-        self.spec_with(architecture, vocab.len() as i64, vocab.pad_id, labels.len() as i64, precision)
+        self.spec_with(
+            architecture,
+            vocab.len() as i64,
+            vocab.pad_id,
+            labels.len() as i64,
+            precision,
+        )
     }
 }
 
@@ -123,7 +158,10 @@ pub struct Recurrent<L> {
 
 impl<L> Default for Recurrent<L> {
     fn default() -> Self {
-        Recurrent { config: RecurrentConfig::default(), layer: PhantomData }
+        Recurrent {
+            config: RecurrentConfig::default(),
+            layer: PhantomData,
+        }
     }
 }
 
@@ -136,7 +174,10 @@ impl<L> std::ops::Deref for Recurrent<L> {
 
 impl<L: RecurrentLayer> Recurrent<L> {
     pub fn new(config: RecurrentConfig) -> Self {
-        Recurrent { config, layer: PhantomData }
+        Recurrent {
+            config,
+            layer: PhantomData,
+        }
     }
 
     /// What `precision` means on `device` of this machine, and why.
@@ -157,13 +198,26 @@ impl<L: RecurrentLayer> Recurrent<L> {
     /// The stage's machine choice: a bfloat16 model is not a float32 model,
     /// so the decision is part of the key.
     pub(super) fn precision_choice(&self, device: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([("precision".to_string(), self.precision_decision(device).precision.name().to_string())])
+        BTreeMap::from([(
+            "precision".to_string(),
+            self.precision_decision(device).precision.name().to_string(),
+        )])
     }
 
     /// The stage's run: logs the precision decision, then initialises the model.
-    pub(super) fn initialise(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+    pub(super) fn initialise(
+        &self,
+        inputs: &Artifacts,
+        ctx: &StageContext,
+    ) -> Result<Artifacts, StageError> {
         let decision = self.precision_decision(ctx.device);
-        ctx.info(format!("recurrent layer in {}: {}", decision.precision.name(), decision.reason));
-        super::run_model_stage(inputs, ctx, |vocab, labels| self.spec(vocab, labels, ctx.device))
+        ctx.info(format!(
+            "recurrent layer in {}: {}",
+            decision.precision.name(),
+            decision.reason
+        ));
+        super::run_model_stage(inputs, ctx, |vocab, labels| {
+            self.spec(vocab, labels, ctx.device)
+        })
     }
 }

@@ -45,8 +45,12 @@ impl NotebookPorts {
     pub const X_TEST: PortOf<IntArray> = PortOf::new("x_test", "token ids [rows, max_len]");
     pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "token → id, with <PAD>");
     pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "classes_ of the LabelEncoder");
-    pub const TEST_IDS: PortOf<Table> = PortOf::new("test_ids", "the id column of the test records");
-    pub const TEST_LABELS: PortOf<Table> = PortOf::optional("test_labels", "id and true label of each test row, when known");
+    pub const TEST_IDS: PortOf<Table> =
+        PortOf::new("test_ids", "the id column of the test records");
+    pub const TEST_LABELS: PortOf<Table> = PortOf::optional(
+        "test_labels",
+        "id and true label of each test row, when known",
+    );
 
     pub fn ports() -> Vec<Port> {
         vec![
@@ -61,7 +65,10 @@ impl NotebookPorts {
     }
 }
 
-#[stage(kind = "load_artifacts", summary = "the notebook's .npy/joblib/JSON artifacts, loaded safely")]
+#[stage(
+    kind = "load_artifacts",
+    summary = "the notebook's .npy/joblib/JSON artifacts, loaded safely"
+)]
 impl Stage for LoadArtifacts {
     fn inputs(&self) -> Vec<Port> {
         vec![]
@@ -83,14 +90,27 @@ impl Stage for LoadArtifacts {
         false
     }
     fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let a = NotebookFiles::load(&self.dir, &self.files, &self.id_field).map_err(StageError::other)?;
-        ctx.info(format!("train {:?}, test {:?}, vocabulary {}, {} classes", a.x_train.shape(), a.x_test.shape(), a.vocab.len(), a.labels.len()));
+        let a = NotebookFiles::load(&self.dir, &self.files, &self.id_field)
+            .map_err(StageError::other)?;
+        ctx.info(format!(
+            "train {:?}, test {:?}, vocabulary {}, {} classes",
+            a.x_train.shape(),
+            a.x_test.shape(),
+            a.vocab.len(),
+            a.labels.len()
+        ));
         let mut out = Artifacts::new();
         if let Some(labels) = &self.test_labels {
             let path = self.dir.join(labels);
-            let table = read_record_columns(&path, &[&self.id_field, &self.label_field]).map_err(StageError::other)?;
+            let table = read_record_columns(&path, &[&self.id_field, &self.label_field])
+                .map_err(StageError::other)?;
             if table.rows() != a.x_test.shape()[0] {
-                return Err(StageError::invalid(format!("{}: {} labels for {} test rows", path.display(), table.rows(), a.x_test.shape()[0])));
+                return Err(StageError::invalid(format!(
+                    "{}: {} labels for {} test rows",
+                    path.display(),
+                    table.rows(),
+                    a.x_test.shape()[0]
+                )));
             }
             out.put(&NotebookPorts::TEST_LABELS, table);
         }

@@ -1,13 +1,18 @@
 //! The `predict` stage: class names and probabilities for token rows, from
 //! any scoreable model.
 
-use pipe_core::{stage, AnyPort, Artifacts, InvalidSetting, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    stage, AnyPort, Artifacts, InvalidSetting, Port, PortOf, Stage, StageContext, StageError,
+};
 use pipe_data::{LabelSet, Table};
 use pipe_runtime::runtime;
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
 
-use crate::{check_finite, predictions_table, scoreable_types, scorer, softmax_rows, ClassProbabilities, Predictions, ScoreOptions, Trim};
+use crate::{
+    check_finite, predictions_table, scoreable_types, scorer, softmax_rows, ClassProbabilities,
+    Predictions, ScoreOptions, Trim,
+};
 
 /// The largest prediction batch: 2^20 rows. A batch's activations are
 /// rows × time × width floats, gigabytes per layer past this.
@@ -31,7 +36,11 @@ pub struct Predict {
 
 impl Default for Predict {
     fn default() -> Self {
-        Predict { batch_size: 256, trim_padding: Trim::Auto, top_k: 0 }
+        Predict {
+            batch_size: 256,
+            trim_padding: Trim::Auto,
+            top_k: 0,
+        }
     }
 }
 
@@ -40,11 +49,20 @@ impl Predict {
         AnyPort::new("model", "the trained model: a `checkpoint` (torch), a `linear_model` (tfidf_linear), an `ensemble_model` (select)");
     pub const ROWS: PortOf<TokenTensors> = PortOf::new("tensors", "rows to classify");
     pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "class names for the ids");
-    pub const PREDICTIONS: PortOf<Table> = PortOf::new("predictions", "class_id, label (and probability, top_k) per row, in input order");
-    pub const PROBABILITIES: PortOf<ClassProbabilities> = PortOf::new("probabilities", "every class's probability per row (for an `ensemble` stage)");
+    pub const PREDICTIONS: PortOf<Table> = PortOf::new(
+        "predictions",
+        "class_id, label (and probability, top_k) per row, in input order",
+    );
+    pub const PROBABILITIES: PortOf<ClassProbabilities> = PortOf::new(
+        "probabilities",
+        "every class's probability per row (for an `ensemble` stage)",
+    );
 }
 
-#[stage(kind = "predict", summary = "classify rows with a trained model, in bounded batches, results in input order")]
+#[stage(
+    kind = "predict",
+    summary = "classify rows with a trained model, in bounded batches, results in input order"
+)]
 impl Stage for Predict {
     fn inputs(&self) -> Vec<Port> {
         vec![Self::MODEL.port(), Self::ROWS.port(), Self::LABELS.port()]
@@ -58,10 +76,19 @@ impl Stage for Predict {
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return Err(InvalidSetting::new("batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}, got {}", self.batch_size)));
+            return Err(InvalidSetting::new(
+                "batch_size",
+                format!(
+                    "must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                    self.batch_size
+                ),
+            ));
         }
         if self.top_k > MAX_TOP_K {
-            return Err(InvalidSetting::new("top_k", format!("must be between 0 and {MAX_TOP_K}, got {}", self.top_k)));
+            return Err(InvalidSetting::new(
+                "top_k",
+                format!("must be between 0 and {MAX_TOP_K}, got {}", self.top_k),
+            ));
         }
         Ok(())
     }
@@ -70,26 +97,45 @@ impl Stage for Predict {
         let data = inputs.read(&Self::ROWS)?;
         let labels = inputs.read(&Self::LABELS)?;
         let scorer = scorer(model.as_ref()).ok_or_else(|| {
-            StageError::invalid(format!("`predict` cannot score a `{}`; it scores: {}", model.type_name(), scoreable_types().join(", ")))
+            StageError::invalid(format!(
+                "`predict` cannot score a `{}`; it scores: {}",
+                model.type_name(),
+                scoreable_types().join(", ")
+            ))
         })?;
         if labels.len() != scorer.classes() {
-            return Err(StageError::invalid(format!("the model has {} classes but the label set {}", scorer.classes(), labels.len())));
+            return Err(StageError::invalid(format!(
+                "the model has {} classes but the label set {}",
+                scorer.classes(),
+                labels.len()
+            )));
         }
-        let options =
-            ScoreOptions { device: runtime::device(ctx.device).map_err(StageError::other)?, batch_size: self.batch_size, trim: self.trim_padding };
+        let options = ScoreOptions {
+            device: runtime::device(ctx.device).map_err(StageError::other)?,
+            batch_size: self.batch_size,
+            trim: self.trim_padding,
+        };
         let start = std::time::Instant::now();
         let scores = scorer.scores(data, &options).map_err(StageError::other)?;
         check_finite(&scores, labels.len()).map_err(StageError::other)?;
         let seconds = start.elapsed().as_secs_f64();
         let rows_per_second = data.rows() as f64 / seconds.max(1e-9);
-        ctx.info(format!("{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)", data.rows()));
+        ctx.info(format!(
+            "{} rows in {seconds:.2}s ({rows_per_second:.0} rows/s)",
+            data.rows()
+        ));
         // The pass alone (no model loading, no output writing): what a
         // benchmark compares with another tool's forward pass.
         ctx.metric(serde_json::json!({ "rows": data.rows(), "seconds": seconds, "rows_per_second": rows_per_second }));
-        let probabilities = ClassProbabilities { rows: data.rows() as usize, classes: labels.len(), values: softmax_rows(&scores, labels.len()) };
+        let probabilities = ClassProbabilities {
+            rows: data.rows() as usize,
+            classes: labels.len(),
+            values: softmax_rows(&scores, labels.len()),
+        };
         let predictions = Predictions::from_scores(&scores, &probabilities, self.top_k);
         let mut out = Artifacts::new();
-        out.put(&Self::PREDICTIONS, predictions_table(&predictions, labels)).put(&Self::PROBABILITIES, probabilities);
+        out.put(&Self::PREDICTIONS, predictions_table(&predictions, labels))
+            .put(&Self::PROBABILITIES, probabilities);
         Ok(out)
     }
 }
@@ -100,15 +146,31 @@ mod tests {
 
     #[test]
     fn batch_size_and_top_k_are_bounded_at_load() {
-        let predict = |batch_size: usize, top_k: usize| Predict { batch_size, top_k, ..Predict::default() }.validate();
+        let predict = |batch_size: usize, top_k: usize| {
+            Predict {
+                batch_size,
+                top_k,
+                ..Predict::default()
+            }
+            .validate()
+        };
         assert_eq!(Predict::default().validate(), Ok(()));
         assert_eq!(predict(MAX_BATCH_SIZE, MAX_TOP_K), Ok(()));
         for (batch_size, got) in [(MAX_BATCH_SIZE + 1, MAX_BATCH_SIZE + 1), (0, 0)] {
-            assert_eq!(predict(batch_size, 0), Err(InvalidSetting::new("batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}, got {got}"))));
+            assert_eq!(
+                predict(batch_size, 0),
+                Err(InvalidSetting::new(
+                    "batch_size",
+                    format!("must be between 1 and {MAX_BATCH_SIZE}, got {got}")
+                ))
+            );
         }
         assert_eq!(
             predict(256, MAX_TOP_K + 1),
-            Err(InvalidSetting::new("top_k", format!("must be between 0 and {MAX_TOP_K}, got {}", MAX_TOP_K + 1)))
+            Err(InvalidSetting::new(
+                "top_k",
+                format!("must be between 0 and {MAX_TOP_K}, got {}", MAX_TOP_K + 1)
+            ))
         );
     }
 }

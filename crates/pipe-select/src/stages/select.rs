@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use pipe_core::{stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError,
+};
 use pipe_data::{IntArray, LabelSet};
 use pipe_linear::TrainingRows;
 use pipe_runtime::runtime;
@@ -61,24 +63,48 @@ pub struct Select {
 impl Default for Select {
     fn default() -> Self {
         let mut candidates = BTreeMap::new();
-        candidates.insert("tfidf".to_string(), Candidate::TfidfLinear(Default::default()));
-        Select { candidates, validation: Validation::Auto, ensemble: true, ensemble_rounds: 10, refit: true, time_budget_seconds: None }
+        candidates.insert(
+            "tfidf".to_string(),
+            Candidate::TfidfLinear(Default::default()),
+        );
+        Select {
+            candidates,
+            validation: Validation::Auto,
+            ensemble: true,
+            ensemble_rounds: 10,
+            refit: true,
+            time_budget_seconds: None,
+        }
     }
 }
 
 impl Select {
-    pub const MODEL: PortOf<EnsembleModel> = PortOf::new("model", "the chosen model or ensemble, calibrated (for `predict`)");
-    pub const METRICS: PortOf<JsonDoc> = PortOf::new("metrics", "each candidate's validation macro-F1, log-loss, temperature and time; the choice");
-    pub const REPORT: PortOf<Files> = PortOf::new("report", "selection.csv: the table of candidates");
+    pub const MODEL: PortOf<EnsembleModel> = PortOf::new(
+        "model",
+        "the chosen model or ensemble, calibrated (for `predict`)",
+    );
+    pub const METRICS: PortOf<JsonDoc> = PortOf::new(
+        "metrics",
+        "each candidate's validation macro-F1, log-loss, temperature and time; the choice",
+    );
+    pub const REPORT: PortOf<Files> =
+        PortOf::new("report", "selection.csv: the table of candidates");
 }
 
-#[stage(kind = "select", summary = "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit")]
+#[stage(
+    kind = "select",
+    summary = "model selection by validation: fit candidates on folds or a hold-out, calibrate, ensemble, keep the best, refit"
+)]
 impl Stage for Select {
     fn inputs(&self) -> Vec<Port> {
         TrainingRows::ports()
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Self::MODEL.port(), Self::METRICS.port(), Self::REPORT.port()]
+        vec![
+            Self::MODEL.port(),
+            Self::METRICS.port(),
+            Self::REPORT.port(),
+        ]
     }
     fn code_version(&self) -> u32 {
         2
@@ -92,33 +118,57 @@ impl Stage for Select {
                 Candidate::GruClassifier { model, .. } => model.precision_decision(device),
                 _ => continue,
             };
-            choices.insert(format!("{name}.precision"), format!("{:?}", decision.precision).to_lowercase());
+            choices.insert(
+                format!("{name}.precision"),
+                format!("{:?}", decision.precision).to_lowercase(),
+            );
         }
         choices
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         if self.candidates.is_empty() {
-            return Err(InvalidSetting::new("candidates", "must list at least one candidate"));
+            return Err(InvalidSetting::new(
+                "candidates",
+                "must list at least one candidate",
+            ));
         }
         for (name, c) in &self.candidates {
-            c.validate().map_err(|e| e.within(&format!("candidates.{name}")))?;
+            c.validate()
+                .map_err(|e| e.within(&format!("candidates.{name}")))?;
         }
         match self.validation {
             Validation::Holdout(f) if !(f > 0.0 && f < 1.0) => {
-                return Err(InvalidSetting::new("validation.holdout", format!("must be in (0, 1), got {f}")))
+                return Err(InvalidSetting::new(
+                    "validation.holdout",
+                    format!("must be in (0, 1), got {f}"),
+                ))
             }
             Validation::Folds(k) if !(2..=MAX_FOLDS).contains(&k) => {
-                return Err(InvalidSetting::new("validation.folds", format!("must be between 2 and {MAX_FOLDS}, got {k}")))
+                return Err(InvalidSetting::new(
+                    "validation.folds",
+                    format!("must be between 2 and {MAX_FOLDS}, got {k}"),
+                ))
             }
             _ => {}
         }
         if !(1..=MAX_ENSEMBLE_ROUNDS).contains(&self.ensemble_rounds) {
-            return Err(InvalidSetting::new("ensemble_rounds", format!("must be between 1 and {MAX_ENSEMBLE_ROUNDS}, got {}", self.ensemble_rounds)));
+            return Err(InvalidSetting::new(
+                "ensemble_rounds",
+                format!(
+                    "must be between 1 and {MAX_ENSEMBLE_ROUNDS}, got {}",
+                    self.ensemble_rounds
+                ),
+            ));
         }
-        if let Some(t) = self.time_budget_seconds.filter(|t| !(*t > 0.0 && *t <= MAX_TIME_BUDGET_SECONDS)) {
+        if let Some(t) = self
+            .time_budget_seconds
+            .filter(|t| !(*t > 0.0 && *t <= MAX_TIME_BUDGET_SECONDS))
+        {
             return Err(InvalidSetting::new(
                 "time_budget_seconds",
-                format!("must be positive and at most {MAX_TIME_BUDGET_SECONDS} (30 days), got {t}"),
+                format!(
+                    "must be positive and at most {MAX_TIME_BUDGET_SECONDS} (30 days), got {t}"
+                ),
             ));
         }
         Ok(())
@@ -127,35 +177,72 @@ impl Stage for Select {
         let budget = Budget::new(self.time_budget_seconds);
 
         // 1. The rows, in the forms candidates read.
-        let (x, y) = (inputs.read(&TrainingRows::X)?, inputs.read(&TrainingRows::Y)?);
+        let (x, y) = (
+            inputs.read(&TrainingRows::X)?,
+            inputs.read(&TrainingRows::Y)?,
+        );
         let vocab = inputs.read(&TrainingRows::VOCAB)?;
         let label_set = inputs.read(&TrainingRows::LABELS)?;
         let rows = pipe_linear::rows_of(x).map_err(StageError::invalid)?;
         let labels = checked_labels(y, label_set)?;
-        let tensors = TokenTensors::from_arrays(x, Some(y), vocab.pad_id, None, Device::Cpu).map_err(StageError::invalid)?;
+        let tensors = TokenTensors::from_arrays(x, Some(y), vocab.pad_id, None, Device::Cpu)
+            .map_err(StageError::invalid)?;
         let device = runtime::device(ctx.device).map_err(StageError::other)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let data = FitData { rows, labels: &labels, tensors: &tensors, vocab, label_set, device, device_name: ctx.device, seed: ctx.seed, threads };
+        let data = FitData {
+            rows,
+            labels: &labels,
+            tensors: &tensors,
+            vocab,
+            label_set,
+            device,
+            device_name: ctx.device,
+            seed: ctx.seed,
+            threads,
+        };
 
         // 2. The validation plan: which rows each fit trains on and scores.
         let plan = self.validation.plan(&labels, ctx.seed);
-        let truth: Vec<i64> = plan.iter().flat_map(|(_, val)| val.iter().map(|&r| labels[r])).collect();
-        ctx.info(format!("{} candidates on {} rows, scored by {}", self.candidates.len(), labels.len(), self.validation.describe(labels.len())));
+        let truth: Vec<i64> = plan
+            .iter()
+            .flat_map(|(_, val)| val.iter().map(|&r| labels[r]))
+            .collect();
+        ctx.info(format!(
+            "{} candidates on {} rows, scored by {}",
+            self.candidates.len(),
+            labels.len(),
+            self.validation.describe(labels.len())
+        ));
 
         // 3. Each candidate scored out of sample and calibrated.
         let (mut scored, skipped) = self.score_candidates(&data, &plan, &truth, &budget, ctx)?;
 
         // 4. The ensemble, and the choice: whichever scores best.
-        let choice = Choice::make(&scored, self.ensemble.then_some(self.ensemble_rounds), label_set.len(), &truth);
+        let choice = Choice::make(
+            &scored,
+            self.ensemble.then_some(self.ensemble_rounds),
+            label_set.len(),
+            &truth,
+        );
         if let Some(tried) = &choice.ensemble {
-            ctx.info(format!("ensemble of {}: validation macro-F1 {:.4}, log-loss {:.4}", tried.used, tried.macro_f1, tried.log_loss));
+            ctx.info(format!(
+                "ensemble of {}: validation macro-F1 {:.4}, log-loss {:.4}",
+                tried.used, tried.macro_f1, tried.log_loss
+            ));
         }
         ctx.info(format!("chosen: {}", choice.chosen(&scored).join(" + ")));
 
         // 5. The chosen models, heaviest first: refit on all rows, or kept
         // as validation fitted them (see `FinalFit::decide`).
         let refit_start = Instant::now();
-        let (members, final_fits) = self.final_models(&mut scored, &choice.weights, &data, plan.len() > 1, &budget, ctx)?;
+        let (members, final_fits) = self.final_models(
+            &mut scored,
+            &choice.weights,
+            &data,
+            plan.len() > 1,
+            &budget,
+            ctx,
+        )?;
         let refit_seconds = refit_start.elapsed().as_secs_f64();
 
         // 6. The report.
@@ -173,8 +260,15 @@ impl Stage for Select {
         });
         ctx.metric(metrics.clone());
         let mut out = Artifacts::new();
-        let report = Files { files: BTreeMap::from([("selection.csv".to_string(), selection_csv(&scored, &choice.weights).into_bytes())]) };
-        out.put(&Self::MODEL, EnsembleModel { members }).put(&Self::METRICS, JsonDoc(metrics)).put(&Self::REPORT, report);
+        let report = Files {
+            files: BTreeMap::from([(
+                "selection.csv".to_string(),
+                selection_csv(&scored, &choice.weights).into_bytes(),
+            )]),
+        };
+        out.put(&Self::MODEL, EnsembleModel { members })
+            .put(&Self::METRICS, JsonDoc(metrics))
+            .put(&Self::REPORT, report);
         Ok(out)
     }
 }
@@ -201,8 +295,11 @@ impl Select {
         let mut skipped = Vec::new();
         for (name, candidate) in self.in_trial_order() {
             if budget.spent() {
-                ctx.warn(format!("candidate `{name}` skipped: the time budget is spent"));
-                skipped.push(serde_json::json!({ "name": name, "why": "the time budget is spent" }));
+                ctx.warn(format!(
+                    "candidate `{name}` skipped: the time budget is spent"
+                ));
+                skipped
+                    .push(serde_json::json!({ "name": name, "why": "the time budget is spent" }));
                 continue;
             }
             let result = match score_candidate(name, candidate, data, plan, truth, budget, ctx) {
@@ -221,7 +318,9 @@ impl Select {
             scored.push(result);
         }
         if scored.is_empty() {
-            return Err(StageError::invalid("every candidate was skipped: raise time_budget_seconds"));
+            return Err(StageError::invalid(
+                "every candidate was skipped: raise time_budget_seconds",
+            ));
         }
         Ok((scored, skipped))
     }
@@ -248,14 +347,22 @@ impl Select {
             let candidate = &self.candidates[&s.name];
             let last_fit = s.last_fit.take();
             let decision = match &last_fit {
-                Some((_, rows, seconds)) => {
-                    FinalFit::decide(self.refit, folds, data.labels.len(), (*rows, *seconds), candidate.max_rows(), budget.left())
-                }
+                Some((_, rows, seconds)) => FinalFit::decide(
+                    self.refit,
+                    folds,
+                    data.labels.len(),
+                    (*rows, *seconds),
+                    candidate.max_rows(),
+                    budget.left(),
+                ),
                 None => FinalFit::Refit,
             };
             let mut member = match (&decision, last_fit) {
                 (FinalFit::Kept(why), Some((kept, _, _))) => {
-                    ctx.info(format!("{}: not refit ({why}); kept as validation fitted it", s.name));
+                    ctx.info(format!(
+                        "{}: not refit ({why}); kept as validation fitted it",
+                        s.name
+                    ));
                     kept
                 }
                 _ => {
@@ -265,7 +372,12 @@ impl Select {
                     };
                     candidate
                         .fit(&s.name, data, &all, &mut progress)
-                        .map_err(|e| StageError::other(CandidateFailed { name: s.name.clone(), source: e }))?
+                        .map_err(|e| {
+                            StageError::other(CandidateFailed {
+                                name: s.name.clone(),
+                                source: e,
+                            })
+                        })?
                 }
             };
             member.weight = weights[i];
@@ -283,15 +395,24 @@ impl Select {
 /// The training labels as class ids, each one of the label set's classes.
 fn checked_labels(y: &IntArray, label_set: &LabelSet) -> Result<Vec<i64>, StageError> {
     let labels: Vec<i64> = y.0.iter().copied().collect();
-    if let Some((row, &bad)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= label_set.len()) {
-        return Err(StageError::invalid(format!("label {bad} at row {row} is outside the {} classes", label_set.len())));
+    if let Some((row, &bad)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l as usize >= label_set.len())
+    {
+        return Err(StageError::invalid(format!(
+            "label {bad} at row {row} is outside the {} classes",
+            label_set.len()
+        )));
     }
     Ok(labels)
 }
 
 /// `selection.csv`: one line per scored candidate with its weight.
 fn selection_csv(scored: &[Scored], weights: &[f32]) -> String {
-    let mut csv = String::from("candidate,kind,validation_macro_f1,validation_log_loss,temperature,weight,seconds\n");
+    let mut csv = String::from(
+        "candidate,kind,validation_macro_f1,validation_log_loss,temperature,weight,seconds\n",
+    );
     for (s, w) in scored.iter().zip(weights) {
         csv.push_str(&format!(
             "{},{},{:.6},{:.6},{:.4},{:.3},{:.2}\n",
@@ -313,62 +434,169 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_refused_at_load() {
-        let bad = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap()).unwrap_err();
+        let bad = |yaml: &str| {
+            pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap())
+                .unwrap_err()
+        };
         assert_eq!(bad("candidates: {}").setting, "candidates");
-        assert_eq!(bad("validation: { folds: 1 }"), InvalidSetting::new("validation.folds", format!("must be between 2 and {MAX_FOLDS}, got 1")));
-        assert_eq!(bad("validation: { holdout: 1.5 }").setting, "validation.holdout");
-        assert_eq!(bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").setting, "candidates.t.c");
-        assert_eq!(bad("candidates: { t: { kind: tfidf_linear, classifier: complement_nb, alpha: 0 } }").setting, "candidates.t.alpha");
+        assert_eq!(
+            bad("validation: { folds: 1 }"),
+            InvalidSetting::new(
+                "validation.folds",
+                format!("must be between 2 and {MAX_FOLDS}, got 1")
+            )
+        );
+        assert_eq!(
+            bad("validation: { holdout: 1.5 }").setting,
+            "validation.holdout"
+        );
+        assert_eq!(
+            bad("candidates: { t: { kind: tfidf_linear, c: -1 } }").setting,
+            "candidates.t.c"
+        );
+        assert_eq!(
+            bad("candidates: { t: { kind: tfidf_linear, classifier: complement_nb, alpha: 0 } }")
+                .setting,
+            "candidates.t.alpha"
+        );
         let e = bad("candidates: { l: { kind: lstm_classifier, train: { lr: 2 } } }");
-        assert_eq!(e.to_string(), "candidates.l.train.lr must be in (0, 1], got 2");
+        assert_eq!(
+            e.to_string(),
+            "candidates.l.train.lr must be in (0, 1], got 2"
+        );
     }
 
     #[test]
     fn every_count_and_the_time_budget_are_bounded_at_load() {
-        let check = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap());
+        let check = |yaml: &str| {
+            pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap())
+        };
         let bad = |yaml: &str| check(yaml).unwrap_err();
         assert_eq!(pipe_core::Stage::validate(&Select::default()), Ok(()));
         assert_eq!(
             bad(&format!("validation: {{ folds: {} }}", MAX_FOLDS + 1)),
-            InvalidSetting::new("validation.folds", format!("must be between 2 and {MAX_FOLDS}, got {}", MAX_FOLDS + 1))
+            InvalidSetting::new(
+                "validation.folds",
+                format!("must be between 2 and {MAX_FOLDS}, got {}", MAX_FOLDS + 1)
+            )
         );
-        assert_eq!(bad("validation: { folds: 1000000000000 }").setting, "validation.folds");
-        assert_eq!(check(&format!("validation: {{ folds: {MAX_FOLDS} }}")), Ok(()));
+        assert_eq!(
+            bad("validation: { folds: 1000000000000 }").setting,
+            "validation.folds"
+        );
+        assert_eq!(
+            check(&format!("validation: {{ folds: {MAX_FOLDS} }}")),
+            Ok(())
+        );
         assert_eq!(
             bad(&format!("ensemble_rounds: {}", MAX_ENSEMBLE_ROUNDS + 1)),
-            InvalidSetting::new("ensemble_rounds", format!("must be between 1 and {MAX_ENSEMBLE_ROUNDS}, got {}", MAX_ENSEMBLE_ROUNDS + 1))
+            InvalidSetting::new(
+                "ensemble_rounds",
+                format!(
+                    "must be between 1 and {MAX_ENSEMBLE_ROUNDS}, got {}",
+                    MAX_ENSEMBLE_ROUNDS + 1
+                )
+            )
         );
         assert_eq!(bad("ensemble_rounds: 0").setting, "ensemble_rounds");
-        for budget in ["0", "-5", ".nan", ".inf", "1e300", &(MAX_TIME_BUDGET_SECONDS + 1.0).to_string()] {
+        for budget in [
+            "0",
+            "-5",
+            ".nan",
+            ".inf",
+            "1e300",
+            &(MAX_TIME_BUDGET_SECONDS + 1.0).to_string(),
+        ] {
             let e = bad(&format!("time_budget_seconds: {budget}"));
             assert_eq!(e.setting, "time_budget_seconds", "{budget}");
-            assert!(e.problem.starts_with(&format!("must be positive and at most {MAX_TIME_BUDGET_SECONDS}")), "{e}");
+            assert!(
+                e.problem.starts_with(&format!(
+                    "must be positive and at most {MAX_TIME_BUDGET_SECONDS}"
+                )),
+                "{e}"
+            );
         }
-        assert_eq!(check(&format!("time_budget_seconds: {MAX_TIME_BUDGET_SECONDS}")), Ok(()));
+        assert_eq!(
+            check(&format!("time_budget_seconds: {MAX_TIME_BUDGET_SECONDS}")),
+            Ok(())
+        );
     }
 
     #[test]
     fn each_candidates_nested_settings_are_bounded_and_named_from_the_candidate() {
-        let bad = |yaml: &str| pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap()).unwrap_err();
+        let bad = |yaml: &str| {
+            pipe_core::Stage::validate(&serde_saphyr::from_str::<Select>(yaml).unwrap())
+                .unwrap_err()
+        };
         let cases = [
-            ("candidates: { l: { kind: lstm_classifier, train: { epochs: 100000000000 } } }", "candidates.l.train.epochs"),
-            ("candidates: { l: { kind: lstm_classifier, train: { batch_size: 2000000 } } }", "candidates.l.train.batch_size"),
-            ("candidates: { l: { kind: lstm_classifier, model: { hidden_dim: 1000000000 } } }", "candidates.l.model.hidden_dim"),
-            ("candidates: { g: { kind: gru_classifier, model: { layers: 1000 } } }", "candidates.g.model.layers"),
-            ("candidates: { g: { kind: gru_classifier, model: { embed_dim: 0 } } }", "candidates.g.model.embed_dim"),
-            ("candidates: { b: { kind: bag_of_ngrams, model: { buckets: 100000000 } } }", "candidates.b.model.buckets"),
-            ("candidates: { b: { kind: bag_of_ngrams, model: { embed_dim: 100000 } } }", "candidates.b.model.embed_dim"),
-            ("candidates: { b: { kind: bag_of_ngrams, char_ngrams: [3, 1000] } }", "candidates.b.char_ngrams"),
-            ("candidates: { b: { kind: bag_of_ngrams, max_rows: 0 } }", "candidates.b.max_rows"),
-            ("candidates: { l: { kind: lstm_classifier, max_rows: 100000000000000 } }", "candidates.l.max_rows"),
-            ("candidates: { t: { kind: tfidf_linear, max_iter: 1000000000 } }", "candidates.t.max_iter"),
+            (
+                "candidates: { l: { kind: lstm_classifier, train: { epochs: 100000000000 } } }",
+                "candidates.l.train.epochs",
+            ),
+            (
+                "candidates: { l: { kind: lstm_classifier, train: { batch_size: 2000000 } } }",
+                "candidates.l.train.batch_size",
+            ),
+            (
+                "candidates: { l: { kind: lstm_classifier, model: { hidden_dim: 1000000000 } } }",
+                "candidates.l.model.hidden_dim",
+            ),
+            (
+                "candidates: { g: { kind: gru_classifier, model: { layers: 1000 } } }",
+                "candidates.g.model.layers",
+            ),
+            (
+                "candidates: { g: { kind: gru_classifier, model: { embed_dim: 0 } } }",
+                "candidates.g.model.embed_dim",
+            ),
+            (
+                "candidates: { b: { kind: bag_of_ngrams, model: { buckets: 100000000 } } }",
+                "candidates.b.model.buckets",
+            ),
+            (
+                "candidates: { b: { kind: bag_of_ngrams, model: { embed_dim: 100000 } } }",
+                "candidates.b.model.embed_dim",
+            ),
+            (
+                "candidates: { b: { kind: bag_of_ngrams, char_ngrams: [3, 1000] } }",
+                "candidates.b.char_ngrams",
+            ),
+            (
+                "candidates: { b: { kind: bag_of_ngrams, max_rows: 0 } }",
+                "candidates.b.max_rows",
+            ),
+            (
+                "candidates: { l: { kind: lstm_classifier, max_rows: 100000000000000 } }",
+                "candidates.l.max_rows",
+            ),
+            (
+                "candidates: { t: { kind: tfidf_linear, max_iter: 1000000000 } }",
+                "candidates.t.max_iter",
+            ),
         ];
         for (yaml, setting) in cases {
             assert_eq!(bad(yaml).setting, setting, "{yaml}");
         }
-        let e = bad("candidates: { l: { kind: lstm_classifier, train: { epochs: 100000000000 } } }");
-        assert_eq!(e.to_string(), format!("candidates.l.train.epochs must be between 1 and {}, got 100000000000", pipe_train::MAX_EPOCHS));
-        let e = bad(&format!("candidates: {{ g: {{ kind: gru_classifier, max_rows: {} }} }}", crate::MAX_ROWS + 1));
-        assert_eq!(e.to_string(), format!("candidates.g.max_rows must be between 1 and {}, got {}", crate::MAX_ROWS, crate::MAX_ROWS + 1));
+        let e =
+            bad("candidates: { l: { kind: lstm_classifier, train: { epochs: 100000000000 } } }");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "candidates.l.train.epochs must be between 1 and {}, got 100000000000",
+                pipe_train::MAX_EPOCHS
+            )
+        );
+        let e = bad(&format!(
+            "candidates: {{ g: {{ kind: gru_classifier, max_rows: {} }} }}",
+            crate::MAX_ROWS + 1
+        ));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "candidates.g.max_rows must be between 1 and {}, got {}",
+                crate::MAX_ROWS,
+                crate::MAX_ROWS + 1
+            )
+        );
     }
 }

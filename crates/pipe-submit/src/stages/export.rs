@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pipe_core::{fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext,
+    StageError,
+};
 use serde::{Deserialize, Serialize};
 
 /// Copies files and JSON documents out of the cache into a directory people
@@ -19,17 +22,24 @@ pub struct Export {
 
 impl Default for Export {
     fn default() -> Self {
-        Export { dir: PathBuf::from("out"), json_name: "metrics.json".into() }
+        Export {
+            dir: PathBuf::from("out"),
+            json_name: "metrics.json".into(),
+        }
     }
 }
 
 impl Export {
     pub const FILES: PortOf<Files> = PortOf::optional("files", "files to copy as they are");
-    pub const JSON: PortOf<JsonDoc> = PortOf::optional("json", "a JSON document, written as `json_name`");
+    pub const JSON: PortOf<JsonDoc> =
+        PortOf::optional("json", "a JSON document, written as `json_name`");
     pub const EXPORTED: PortOf<Files> = PortOf::new("exported", "what was exported");
 }
 
-#[stage(kind = "export", summary = "copy reports and metrics out of the cache into a directory, atomically")]
+#[stage(
+    kind = "export",
+    summary = "copy reports and metrics out of the cache into a directory, atomically"
+)]
 impl Stage for Export {
     fn inputs(&self) -> Vec<Port> {
         vec![Self::FILES.port(), Self::JSON.port()]
@@ -38,7 +48,8 @@ impl Stage for Export {
         vec![Self::EXPORTED.port()]
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
-        fsutil::check_file_name(&self.json_name).map_err(|e| InvalidSetting::new("json_name", format!("must be one file name: {e}")))
+        fsutil::check_file_name(&self.json_name)
+            .map_err(|e| InvalidSetting::new("json_name", format!("must be one file name: {e}")))
     }
     fn code_version(&self) -> u32 {
         1
@@ -51,15 +62,25 @@ impl Stage for Export {
         false
     }
     fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let mut files = inputs.read_optional(&Self::FILES)?.map(|f| f.files.clone()).unwrap_or_default();
+        let mut files = inputs
+            .read_optional(&Self::FILES)?
+            .map(|f| f.files.clone())
+            .unwrap_or_default();
         if let Some(doc) = inputs.read_optional(&Self::JSON)? {
-            files.insert(self.json_name.clone(), serde_json::to_vec_pretty(&doc.0).expect("json"));
+            files.insert(
+                self.json_name.clone(),
+                serde_json::to_vec_pretty(&doc.0).expect("json"),
+            );
         }
         let mut out = Artifacts::new();
         out.put(&Self::EXPORTED, Files { files });
         Ok(out)
     }
-    fn publish(&self, outputs: &BTreeMap<String, PathBuf>, ctx: &StageContext) -> Result<(), StageError> {
+    fn publish(
+        &self,
+        outputs: &BTreeMap<String, PathBuf>,
+        ctx: &StageContext,
+    ) -> Result<(), StageError> {
         let stored = &outputs["exported"];
         let entries = std::fs::read_dir(stored).map_err(|e| StageError::io(stored, e))?;
         let mut names = Vec::new();

@@ -25,17 +25,25 @@ pub struct Ngrams {
 
 impl Default for Ngrams {
     fn default() -> Self {
-        Ngrams { buckets: 1 << 16, char_ngrams: None }
+        Ngrams {
+            buckets: 1 << 16,
+            char_ngrams: None,
+        }
     }
 }
 
 impl Ngrams {
     pub const TOKENS: PortOf<TokenTensors> = PortOf::new("tensors", "token ids");
-    pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "n-gram ids start after it; its tokens' letters");
-    pub const WITH_NGRAMS: PortOf<TokenTensors> = PortOf::new("tensors", "token ids followed by hashed n-gram ids");
+    pub const VOCAB: PortOf<Vocabulary> =
+        PortOf::new("vocab", "n-gram ids start after it; its tokens' letters");
+    pub const WITH_NGRAMS: PortOf<TokenTensors> =
+        PortOf::new("tensors", "token ids followed by hashed n-gram ids");
 }
 
-#[stage(kind = "ngrams", summary = "append hashed word-bigram (and character n-gram) ids to each row (for bag_of_ngrams)")]
+#[stage(
+    kind = "ngrams",
+    summary = "append hashed word-bigram (and character n-gram) ids to each row (for bag_of_ngrams)"
+)]
 impl Stage for Ngrams {
     fn inputs(&self) -> Vec<Port> {
         vec![Self::TOKENS.port(), Self::VOCAB.port()]
@@ -55,9 +63,15 @@ impl Stage for Ngrams {
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let data = inputs.read(&Self::TOKENS)?;
         let vocab = inputs.read(&Self::VOCAB)?;
-        let subwords = self.char_ngrams.map(|range| Subwords::new(vocab, range, self.buckets));
+        let subwords = self
+            .char_ngrams
+            .map(|range| Subwords::new(vocab, range, self.buckets));
         let tensors = append_ngrams(data, vocab.len() as i64, self.buckets, subwords.as_ref());
-        ctx.info(format!("{} rows of up to {} ids", tensors.rows(), tensors.width()));
+        ctx.info(format!(
+            "{} rows of up to {} ids",
+            tensors.rows(),
+            tensors.width()
+        ));
         let mut out = Artifacts::new();
         out.put(&Self::WITH_NGRAMS, tensors);
         Ok(out)

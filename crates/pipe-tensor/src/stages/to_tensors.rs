@@ -19,10 +19,14 @@ impl ToTensors {
     pub const X: PortOf<IntArray> = PortOf::new("x", "token ids [rows, max_len]");
     pub const Y: PortOf<IntArray> = PortOf::optional("y", "label ids [rows]");
     pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "for the <PAD> id");
-    pub const TENSORS: PortOf<TokenTensors> = PortOf::new("tensors", "ids, lengths, labels, padding side");
+    pub const TENSORS: PortOf<TokenTensors> =
+        PortOf::new("tensors", "ids, lengths, labels, padding side");
 }
 
-#[stage(kind = "to_tensors", summary = "token-id matrix → int64 tensors with lengths and padding side")]
+#[stage(
+    kind = "to_tensors",
+    summary = "token-id matrix → int64 tensors with lengths and padding side"
+)]
 impl Stage for ToTensors {
     fn inputs(&self) -> Vec<Port> {
         vec![Self::X.port(), Self::Y.port(), Self::VOCAB.port()]
@@ -46,9 +50,19 @@ impl Stage for ToTensors {
             PaddingConfig::Post => Some(PaddingSide::Post),
         };
         let device = runtime::device(ctx.device).map_err(StageError::other)?;
-        let tensors = TokenTensors::from_arrays(x, y, vocab.pad_id, expected, device).map_err(StageError::other)?;
-        let mean_len = tensors.lengths.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
-        ctx.info(format!("{} rows × {}, {:?}-padded, mean length {mean_len:.1}", tensors.rows(), tensors.width(), tensors.padding));
+        let tensors = TokenTensors::from_arrays(x, y, vocab.pad_id, expected, device)
+            .map_err(StageError::other)?;
+        let mean_len = tensors
+            .lengths
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        ctx.info(format!(
+            "{} rows × {}, {:?}-padded, mean length {mean_len:.1}",
+            tensors.rows(),
+            tensors.width(),
+            tensors.padding
+        ));
         let mut out = Artifacts::new();
         out.put(&Self::TENSORS, tensors);
         Ok(out)

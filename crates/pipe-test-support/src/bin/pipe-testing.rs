@@ -13,7 +13,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn abort_at_fault_point(point: &str) {
-    let Some(fault) = std::env::var_os("PIPE_FAULT") else { return };
+    let Some(fault) = std::env::var_os("PIPE_FAULT") else {
+        return;
+    };
     if fault == point {
         eprintln!("pipe: PIPE_FAULT={point}: aborting here on purpose");
         std::process::abort();

@@ -25,19 +25,37 @@ fn tiny_with(file: &str, bytes: &[u8]) -> Scratch {
 /// loaded: several hundred MB): memory bounds are measured above it.
 fn baseline_mb() -> f64 {
     static BASELINE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *BASELINE.get_or_init(|| Scratch::new().lab().pipe_limited(&["--version"], QUICK).peak_mb)
+    *BASELINE.get_or_init(|| {
+        Scratch::new()
+            .lab()
+            .pipe_limited(&["--version"], QUICK)
+            .peak_mb
+    })
 }
 
 fn assert_extra_memory_below(run: &Limited, mb: f64) {
     let extra = run.peak_mb - baseline_mb();
-    assert!(extra < mb, "peak memory {:.0} MB, {extra:.0} MB above the binary's {:.0} MB (limit {mb} MB)", run.peak_mb, baseline_mb());
+    assert!(
+        extra < mb,
+        "peak memory {:.0} MB, {extra:.0} MB above the binary's {:.0} MB (limit {mb} MB)",
+        run.peak_mb,
+        baseline_mb()
+    );
 }
 
 fn assert_fails_naming(run: &Limited, code: i32, needles: &[&str]) {
-    assert!(!run.timed_out, "still running after {:.0} s\nstderr:\n{}", run.seconds, run.stderr);
+    assert!(
+        !run.timed_out,
+        "still running after {:.0} s\nstderr:\n{}",
+        run.seconds, run.stderr
+    );
     assert_eq!(run.code, Some(code), "stderr:\n{}", run.stderr);
     for needle in needles {
-        assert!(run.stderr.contains(needle), "`{needle}` missing from stderr:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "`{needle}` missing from stderr:\n{}",
+            run.stderr
+        );
     }
 }
 
@@ -82,7 +100,11 @@ fn a_deeply_nested_pickle_is_refused_by_depth() {
     pickle.extend(std::iter::repeat_n(0x85u8, 1_000_000));
     pickle.push(b'.');
     let run = tiny_with("vocab_stoi.pkl", &pickle).pipe_limited(&["run", "tiny.yaml"], QUICK);
-    assert_fails_naming(&run, 1, &["vocab_stoi.pkl", "nests deeper than 1000 levels"]);
+    assert_fails_naming(
+        &run,
+        1,
+        &["vocab_stoi.pkl", "nests deeper than 1000 levels"],
+    );
 }
 
 /// One 1 MiB string, named 300 times through the memo (2 bytes each): the VM
@@ -121,7 +143,11 @@ fn a_zlib_bomb_stops_at_the_limit_while_inflating() {
     let bomb = encoder.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     let run = tiny_with("vocab_stoi.pkl", &bomb).pipe_limited(&["run", "tiny.yaml"], QUICK);
-    assert_fails_naming(&run, 1, &["vocab_stoi.pkl", "decompresses to more than 64 MiB"]);
+    assert_fails_naming(
+        &run,
+        1,
+        &["vocab_stoi.pkl", "decompresses to more than 64 MiB"],
+    );
     // The 64 MiB limit, and the buffer's growth to reach it.
     assert_extra_memory_below(&run, 250.0);
 }
@@ -132,9 +158,16 @@ fn a_zlib_bomb_stops_at_the_limit_while_inflating() {
 /// against, so the dtype must be refused before anything is decoded.
 #[test]
 fn a_zero_width_npy_of_four_billion_elements_is_refused() {
-    let npy = npy_file("{'descr': '<U0', 'fortran_order': False, 'shape': (4000000000,), }", b"");
+    let npy = npy_file(
+        "{'descr': '<U0', 'fortran_order': False, 'shape': (4000000000,), }",
+        b"",
+    );
     let run = tiny_with("X_train_seq.npy", &npy).pipe_limited(&["run", "tiny.yaml"], QUICK);
-    assert_fails_naming(&run, 1, &["X_train_seq.npy", "dtype <U0 is not an integer array"]);
+    assert_fails_naming(
+        &run,
+        1,
+        &["X_train_seq.npy", "dtype <U0 is not an integer array"],
+    );
 }
 
 // ---- settings ----
@@ -150,7 +183,14 @@ fn out_of_range_training_settings_are_an_invalid_pipeline() {
         let run = s.pipe_limited(&["run", "tiny.yaml", "--set", set], QUICK);
         assert_fails_naming(&run, 2, &["tiny.yaml", needle]);
     }
-    assert!(!s.path(".pipe/entries").exists() || std::fs::read_dir(s.path(".pipe/entries")).unwrap().next().is_none(), "nothing ran");
+    assert!(
+        !s.path(".pipe/entries").exists()
+            || std::fs::read_dir(s.path(".pipe/entries"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing ran"
+    );
 }
 
 #[test]
@@ -170,11 +210,20 @@ fn output_names_that_leave_their_directory_are_refused_at_load() {
 #[test]
 fn a_panicking_stage_is_reported_as_a_stage_failure() {
     let s = Scratch::new().lab();
-    s.write("p.yaml", "stages:\n  boom:\n    kind: toy_fail\n    panic: true\n    message: kaboom\n");
+    s.write(
+        "p.yaml",
+        "stages:\n  boom:\n    kind: toy_fail\n    panic: true\n    message: kaboom\n",
+    );
     let run = s.pipe_limited(&["run", "p.yaml", "--json"], QUICK);
     assert_fails_naming(&run, 1, &["the stage panicked: kaboom"]);
     assert!(run.stdout.contains("\"stage_failed\""), "{}", run.stdout);
-    assert!(std::fs::read_dir(s.path(".pipe/entries")).unwrap().next().is_none(), "nothing cached");
+    assert!(
+        std::fs::read_dir(s.path(".pipe/entries"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing cached"
+    );
 }
 
 // ---- exec ----
@@ -206,7 +255,10 @@ fn alive(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid, 0) == 0 };
-    exists && !status.lines().any(|l| l.starts_with("State:") && l.contains("Z"))
+    exists
+        && !status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("Z"))
 }
 
 /// Ctrl-C or SIGTERM while an exec stage runs `sleep`: `pipe` exits 130 or
@@ -224,15 +276,26 @@ fn an_interrupted_exec_stage_leaves_nothing_running_and_nothing_cached() {
             .spawn()
             .unwrap();
         wait_for(&s.path("sleeper"));
-        let shell: i32 = std::fs::read_to_string(s.path("started")).unwrap().trim().parse().unwrap();
-        let sleeper: i32 = std::fs::read_to_string(s.path("sleeper")).unwrap().trim().parse().unwrap();
+        let shell: i32 = std::fs::read_to_string(s.path("started"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let sleeper: i32 = std::fs::read_to_string(s.path("sleeper"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         unsafe { libc::kill(child.id() as i32, signal) };
         let start = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(start.elapsed() < QUICK, "pipe did not exit after signal {signal}");
+            assert!(
+                start.elapsed() < QUICK,
+                "pipe did not exit after signal {signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(status.code(), Some(code));
@@ -240,14 +303,24 @@ fn an_interrupted_exec_stage_leaves_nothing_running_and_nothing_cached() {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         assert!(stderr.contains("interrupted"), "{stderr}");
         std::thread::sleep(Duration::from_millis(200));
-        assert!(!alive(shell) && !alive(sleeper), "sh ({shell}) or sleep ({sleeper}) outlived pipe");
+        assert!(
+            !alive(shell) && !alive(sleeper),
+            "sh ({shell}) or sleep ({sleeper}) outlived pipe"
+        );
         let tmp: Vec<_> = std::fs::read_dir(s.path(".pipe/tmp")).unwrap().collect();
         assert!(tmp.is_empty(), "scratch left behind: {tmp:?}");
         // The lock is free and nothing was cached: a quick command reruns the stage.
         s.write("p.yaml", &EXEC.replace("CMD", "true"));
         let rerun = s.pipe_limited(&["run", "p.yaml", "--lock-timeout", "1"], QUICK);
         assert_eq!(rerun.code, Some(0), "{}", rerun.stderr);
-        assert!(rerun.stdout.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["slow", "ran"]), "{}", rerun.stdout);
+        assert!(
+            rerun
+                .stdout
+                .lines()
+                .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["slow", "ran"]),
+            "{}",
+            rerun.stdout
+        );
     }
 }
 
@@ -265,7 +338,12 @@ fn background_processes_do_not_hold_an_exec_stage_open() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.seconds < 10.0, "took {:.1} s", run.seconds);
     let s = Scratch::new().lab();
-    s.write("p.yaml", &EXEC.replace("CMD", "sleep 300").replace("outputs:", "timeout_s: 1\n    outputs:"));
+    s.write(
+        "p.yaml",
+        &EXEC
+            .replace("CMD", "sleep 300")
+            .replace("outputs:", "timeout_s: 1\n    outputs:"),
+    );
     let run = s.pipe_limited(&["run", "p.yaml"], QUICK);
     assert_fails_naming(&run, 1, &["ran past timeout_s = 1"]);
 }
@@ -275,7 +353,12 @@ fn background_processes_do_not_hold_an_exec_stage_open() {
 fn a_chatty_command_costs_bounded_memory() {
     let s = exec_pipeline("head -c 200000000 /dev/zero | tr '\\\\0' x; head -c 200000000 /dev/zero | tr '\\\\0' y >&2");
     let run = s.pipe_limited(&["run", "p.yaml"], Duration::from_secs(60));
-    assert_eq!(run.code, Some(0), "{}", &run.stderr[..run.stderr.len().min(2000)]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{}",
+        &run.stderr[..run.stderr.len().min(2000)]
+    );
     assert_extra_memory_below(&run, 50.0);
 }
 
@@ -291,7 +374,13 @@ fn an_external_file_changed_during_its_stage_is_not_cached() {
     );
     let run = s.pipe_limited(&["run", "p.yaml"], QUICK);
     assert_fails_naming(&run, 1, &["input.txt changed while the stage ran"]);
-    assert!(std::fs::read_dir(s.path(".pipe/entries")).unwrap().next().is_none(), "nothing cached");
+    assert!(
+        std::fs::read_dir(s.path(".pipe/entries"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing cached"
+    );
 }
 
 // ---- the cache ----
@@ -319,15 +408,31 @@ fn gc_from_a_subfolder_keeps_the_entries_of_existing_pipelines() {
         .current_dir(s.path("sub"))
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&gc.stdout).contains("would remove 0 cache entries"), "{gc:?}");
-    let gc =
-        std::process::Command::new(pipe_test_support::lab_bin()).args(["--cache-dir", "../.pipe", "gc"]).current_dir(s.path("sub")).output().unwrap();
-    assert!(String::from_utf8_lossy(&gc.stdout).contains("removed 0 cache entries"), "{gc:?}");
-    assert!(s.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty(), "gc removed live entries");
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains("would remove 0 cache entries"),
+        "{gc:?}"
+    );
+    let gc = std::process::Command::new(pipe_test_support::lab_bin())
+        .args(["--cache-dir", "../.pipe", "gc"])
+        .current_dir(s.path("sub"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains("removed 0 cache entries"),
+        "{gc:?}"
+    );
+    assert!(
+        s.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty(),
+        "gc removed live entries"
+    );
     // Once the pipeline is gone, so are its entries.
     std::fs::remove_file(s.path("pipelines/p.yaml")).unwrap();
     let gc = s.pipe(&["gc"]).ok();
-    assert!(gc.stdout().contains("removed 2 cache entries"), "{}", gc.stdout());
+    assert!(
+        gc.stdout().contains("removed 2 cache entries"),
+        "{}",
+        gc.stdout()
+    );
 }
 
 /// `status` and `gc` say at once that they wait for the lock, and give up
@@ -337,11 +442,21 @@ fn status_and_gc_say_they_wait_and_honour_the_lock_timeout() {
     let s = Scratch::new().lab();
     s.write("p.yaml", TOY);
     s.pipe(&["run", "p.yaml"]).ok();
-    let lock = std::fs::OpenOptions::new().write(true).open(s.path(".pipe/lock")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.path(".pipe/lock"))
+        .unwrap();
     lock.lock().unwrap();
-    for args in [&["--lock-timeout", "1", "status", "p.yaml"][..], &["--lock-timeout", "1", "gc"]] {
+    for args in [
+        &["--lock-timeout", "1", "status", "p.yaml"][..],
+        &["--lock-timeout", "1", "gc"],
+    ] {
         let run = s.pipe_limited(args, QUICK);
-        assert_fails_naming(&run, 3, &["waiting for the cache lock", "gave up after 1 s"]);
+        assert_fails_naming(
+            &run,
+            3,
+            &["waiting for the cache lock", "gave up after 1 s"],
+        );
     }
     lock.unlock().unwrap();
     s.pipe(&["--lock-timeout", "1", "status", "p.yaml"]).ok();
@@ -363,10 +478,23 @@ fn two_concurrent_runs_both_succeed() {
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success() && b.status.success(), "{a:?}\n{b:?}");
-    let stderr = format!("{}{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
-    assert!(stderr.contains("waiting for the cache lock"), "neither waited: {stderr}");
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        stderr.contains("waiting for the cache lock"),
+        "neither waited: {stderr}"
+    );
     let ran_slow = |o: &std::process::Output| {
-        String::from_utf8_lossy(&o.stdout).lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["slow", "ran"])
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["slow", "ran"])
     };
-    assert_eq!([&a, &b].into_iter().filter(|o| ran_slow(o)).count(), 1, "the second reused the first's entry");
+    assert_eq!(
+        [&a, &b].into_iter().filter(|o| ran_slow(o)).count(),
+        1,
+        "the second reused the first's entry"
+    );
 }

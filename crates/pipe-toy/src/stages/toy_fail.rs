@@ -16,7 +16,10 @@ pub struct ToyFail {
 
 impl Default for ToyFail {
     fn default() -> Self {
-        ToyFail { message: "failing on purpose".into(), panic: false }
+        ToyFail {
+            message: "failing on purpose".into(),
+            panic: false,
+        }
     }
 }
 

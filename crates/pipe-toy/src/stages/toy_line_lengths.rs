@@ -18,7 +18,10 @@ impl ToyLineLengths {
     pub const LENGTHS: PortOf<IntArray> = PortOf::new("values", "length of each line");
 }
 
-#[stage(kind = "toy_line_lengths", summary = "length of each line of a text file")]
+#[stage(
+    kind = "toy_line_lengths",
+    summary = "length of each line of a text file"
+)]
 impl Stage for ToyLineLengths {
     fn inputs(&self) -> Vec<Port> {
         vec![]
@@ -36,10 +39,14 @@ impl Stage for ToyLineLengths {
         false
     }
     fn run(&self, _inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|e| StageError::io(&self.path, e))?;
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|e| StageError::io(&self.path, e))?;
         let lengths: Vec<i64> = text.lines().map(|l| l.chars().count() as i64).collect();
         let mut out = Artifacts::new();
-        out.put(&Self::LENGTHS, IntArray(ArrayD::from_shape_vec(IxDyn(&[lengths.len()]), lengths).expect("1-D")));
+        out.put(
+            &Self::LENGTHS,
+            IntArray(ArrayD::from_shape_vec(IxDyn(&[lengths.len()]), lengths).expect("1-D")),
+        );
         Ok(out)
     }
 }

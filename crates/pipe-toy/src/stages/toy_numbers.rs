@@ -20,7 +20,11 @@ pub struct ToyNumbers {
 
 impl Default for ToyNumbers {
     fn default() -> Self {
-        ToyNumbers { count: 5, start: 0, rate: 0.001 }
+        ToyNumbers {
+            count: 5,
+            start: 0,
+            rate: 0.001,
+        }
     }
 }
 
@@ -44,18 +48,32 @@ impl Stage for ToyNumbers {
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         if self.count > MAX_COUNT {
-            return Err(InvalidSetting::new("count", format!("must be between 0 and {MAX_COUNT}, got {}", self.count)));
+            return Err(InvalidSetting::new(
+                "count",
+                format!("must be between 0 and {MAX_COUNT}, got {}", self.count),
+            ));
         }
         // The last number, start + count - 1, must be an i64.
         if self.start.checked_add(self.count as i64).is_none() {
-            return Err(InvalidSetting::new("start", format!("must leave room for {} numbers below {}, got {}", self.count, i64::MAX, self.start)));
+            return Err(InvalidSetting::new(
+                "start",
+                format!(
+                    "must leave room for {} numbers below {}, got {}",
+                    self.count,
+                    i64::MAX,
+                    self.start
+                ),
+            ));
         }
         Ok(())
     }
     fn run(&self, _inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
         let values: Vec<i64> = (0..self.count as i64).map(|i| self.start + i).collect();
         let mut out = Artifacts::new();
-        out.put(&Self::VALUES, IntArray(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-D")));
+        out.put(
+            &Self::VALUES,
+            IntArray(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-D")),
+        );
         Ok(out)
     }
 }
@@ -66,10 +84,23 @@ mod tests {
 
     #[test]
     fn count_and_start_are_bounded_at_load() {
-        let numbers = |count: usize, start: i64| ToyNumbers { count, start, rate: 0.0 }.validate();
+        let numbers = |count: usize, start: i64| {
+            ToyNumbers {
+                count,
+                start,
+                rate: 0.0,
+            }
+            .validate()
+        };
         assert_eq!(ToyNumbers::default().validate(), Ok(()));
         assert_eq!(numbers(MAX_COUNT, 0), Ok(()));
-        assert_eq!(numbers(MAX_COUNT + 1, 0), Err(InvalidSetting::new("count", format!("must be between 0 and {MAX_COUNT}, got {}", MAX_COUNT + 1))));
+        assert_eq!(
+            numbers(MAX_COUNT + 1, 0),
+            Err(InvalidSetting::new(
+                "count",
+                format!("must be between 0 and {MAX_COUNT}, got {}", MAX_COUNT + 1)
+            ))
+        );
         assert_eq!(numbers(10, i64::MAX - 5).unwrap_err().setting, "start");
         assert_eq!(numbers(5, i64::MAX - 5), Ok(()));
     }

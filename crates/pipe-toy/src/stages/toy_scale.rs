@@ -39,7 +39,11 @@ impl Stage for ToyScale {
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let values = inputs.read(&Self::VALUES)?;
-        ctx.info(format!("scaling {} values by {}", values.0.len(), self.factor));
+        ctx.info(format!(
+            "scaling {} values by {}",
+            values.0.len(),
+            self.factor
+        ));
         let mut out = Artifacts::new();
         out.put(&Self::SCALED, IntArray(values.0.mapv(|v| v * self.factor)));
         Ok(out)

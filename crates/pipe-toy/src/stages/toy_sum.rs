@@ -31,7 +31,10 @@ impl Stage for ToySum {
     fn run(&self, inputs: &Artifacts, _ctx: &StageContext) -> Result<Artifacts, StageError> {
         let values = inputs.read(&Self::VALUES)?;
         let mut out = Artifacts::new();
-        out.put(&Self::TOTAL, JsonDoc(serde_json::json!({ "total": values.0.sum() })));
+        out.put(
+            &Self::TOTAL,
+            JsonDoc(serde_json::json!({ "total": values.0.sum() })),
+        );
         Ok(out)
     }
 }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use pipe_core::{stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError,
+};
 use pipe_model::Checkpoint;
 use pipe_runtime::runtime;
 use pipe_tensor::{PaddingSide, TokenTensors};
@@ -104,7 +106,9 @@ impl Train {
     /// The peak learning rate for epochs of `steps_per_epoch` steps.
     pub fn lr_for(&self, steps_per_epoch: usize) -> f64 {
         match self.lr_reference_steps {
-            Some(reference_steps) => SmallDataLr { reference_steps }.scale(self.lr, steps_per_epoch),
+            Some(reference_steps) => {
+                SmallDataLr { reference_steps }.scale(self.lr, steps_per_epoch)
+            }
             None => self.lr,
         }
     }
@@ -117,8 +121,16 @@ impl Train {
         let counts = [
             ("epochs", Some(self.epochs), MAX_EPOCHS),
             ("batch_size", Some(self.batch_size), MAX_BATCH_SIZE),
-            ("eval_batch_size", Some(self.eval_batch_size), MAX_BATCH_SIZE),
-            ("lr_reference_steps", self.lr_reference_steps, MAX_REFERENCE_STEPS),
+            (
+                "eval_batch_size",
+                Some(self.eval_batch_size),
+                MAX_BATCH_SIZE,
+            ),
+            (
+                "lr_reference_steps",
+                self.lr_reference_steps,
+                MAX_REFERENCE_STEPS,
+            ),
             ("patience", self.patience, MAX_EPOCHS),
         ];
         for (name, n, max) in counts {
@@ -132,50 +144,93 @@ impl Train {
             return bad("lr", format!("must be in (0, 1], got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
-            return bad("betas", format!("must each be in [0, 1), got ({}, {})", self.betas.0, self.betas.1));
+            return bad(
+                "betas",
+                format!(
+                    "must each be in [0, 1), got ({}, {})",
+                    self.betas.0, self.betas.1
+                ),
+            );
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return bad("eps", format!("must be positive and finite, got {}", self.eps));
+            return bad(
+                "eps",
+                format!("must be positive and finite, got {}", self.eps),
+            );
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad("weight_decay", format!("must be zero or positive, got {}", self.weight_decay));
+            return bad(
+                "weight_decay",
+                format!("must be zero or positive, got {}", self.weight_decay),
+            );
         }
         if let Some(clip) = self.grad_clip {
             if !(clip > 0.0 && clip.is_finite()) {
-                return bad("grad_clip", format!("must be positive and finite, got {clip}"));
+                return bad(
+                    "grad_clip",
+                    format!("must be positive and finite, got {clip}"),
+                );
             }
         }
         if !(0.0..=MAX_EPOCHS as f64).contains(&self.warmup_epochs) {
-            return bad("warmup_epochs", format!("must be between 0 and {MAX_EPOCHS}, got {}", self.warmup_epochs));
+            return bad(
+                "warmup_epochs",
+                format!(
+                    "must be between 0 and {MAX_EPOCHS}, got {}",
+                    self.warmup_epochs
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
-            return bad("validation_fraction", format!("must be in [0, 1), got {}", self.validation_fraction));
+            return bad(
+                "validation_fraction",
+                format!("must be in [0, 1), got {}", self.validation_fraction),
+            );
         }
         if self.patience.is_some() && self.validation_fraction == 0.0 {
-            return bad("patience", "needs a validation split: set validation_fraction".into());
+            return bad(
+                "patience",
+                "needs a validation split: set validation_fraction".into(),
+            );
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return bad("label_smoothing", format!("must be in [0, 1), got {}", self.label_smoothing));
+            return bad(
+                "label_smoothing",
+                format!("must be in [0, 1), got {}", self.label_smoothing),
+            );
         }
         Ok(())
     }
 }
 
 impl Train {
-    pub const INITIAL: PortOf<Checkpoint> = PortOf::new("model", "the initialised (or pre-trained) model");
+    pub const INITIAL: PortOf<Checkpoint> =
+        PortOf::new("model", "the initialised (or pre-trained) model");
     pub const ROWS: PortOf<TokenTensors> = PortOf::new("train", "labelled training rows");
-    pub const TRAINED: PortOf<Checkpoint> = PortOf::new("model", "the trained model (best validation epoch when there is one)");
-    pub const METRICS: PortOf<JsonDoc> = PortOf::new("metrics", "per-epoch loss, accuracy and validation metrics");
-    pub const REPORT: PortOf<Files> = PortOf::new("report", "metrics.json and the training curve (curve.svg)");
+    pub const TRAINED: PortOf<Checkpoint> = PortOf::new(
+        "model",
+        "the trained model (best validation epoch when there is one)",
+    );
+    pub const METRICS: PortOf<JsonDoc> =
+        PortOf::new("metrics", "per-epoch loss, accuracy and validation metrics");
+    pub const REPORT: PortOf<Files> =
+        PortOf::new("report", "metrics.json and the training curve (curve.svg)");
 }
 
-#[stage(kind = "train", summary = "train a model: class-weighted cross-entropy + Adam (the notebook's loop by default)")]
+#[stage(
+    kind = "train",
+    summary = "train a model: class-weighted cross-entropy + Adam (the notebook's loop by default)"
+)]
 impl Stage for Train {
     fn inputs(&self) -> Vec<Port> {
         vec![Self::INITIAL.port(), Self::ROWS.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Self::TRAINED.port(), Self::METRICS.port(), Self::REPORT.port()]
+        vec![
+            Self::TRAINED.port(),
+            Self::METRICS.port(),
+            Self::REPORT.port(),
+        ]
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
         Train::validate(self)
@@ -209,7 +264,16 @@ impl Stage for Train {
             ctx.info(epoch_line(m, self.epochs));
             ctx.metric(serde_json::to_value(m).unwrap_or_default());
         };
-        let trained = train(initial, data, self, device, ctx.seed, &mut progress, &mut on_epoch).map_err(StageError::other)?;
+        let trained = train(
+            initial,
+            data,
+            self,
+            device,
+            ctx.seed,
+            &mut progress,
+            &mut on_epoch,
+        )
+        .map_err(StageError::other)?;
         if trained.lr != self.lr {
             ctx.info(format!(
                 "lr {} was raised to {:.4} for small data: {} steps an epoch against lr_reference_steps {}",
@@ -221,17 +285,30 @@ impl Stage for Train {
         }
         let metrics = report(&trained, initial, ctx.device);
         let files = BTreeMap::from([
-            ("metrics.json".to_string(), serde_json::to_vec_pretty(&metrics).expect("json").to_vec()),
-            ("curve.svg".to_string(), curve_svg(&trained.history).into_bytes()),
+            (
+                "metrics.json".to_string(),
+                serde_json::to_vec_pretty(&metrics).expect("json").to_vec(),
+            ),
+            (
+                "curve.svg".to_string(),
+                curve_svg(&trained.history).into_bytes(),
+            ),
         ]);
         let mut out = Artifacts::new();
-        out.put(&Self::TRAINED, trained.checkpoint).put(&Self::METRICS, JsonDoc(metrics)).put(&Self::REPORT, Files { files });
+        out.put(&Self::TRAINED, trained.checkpoint)
+            .put(&Self::METRICS, JsonDoc(metrics))
+            .put(&Self::REPORT, Files { files });
         Ok(out)
     }
 }
 
 /// Settings that work but are probably not what the user wants here.
-fn warn_about_settings(initial: &Checkpoint, data: &TokenTensors, device: tch::Device, ctx: &StageContext) {
+fn warn_about_settings(
+    initial: &Checkpoint,
+    data: &TokenTensors,
+    device: tch::Device,
+    ctx: &StageContext,
+) {
     if data.padding == PaddingSide::Post && initial.spec.pooling == pipe_model::Pooling::LastStep {
         ctx.warn(
             "pooling `last_step` on post-padded rows reads the LSTM state after all the pads \
@@ -256,7 +333,10 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
         (Some(a), Some(f)) => format!(" — val acc {a:.4} — val macro-F1 {f:.4}"),
         _ => String::new(),
     };
-    format!("Epoch {}/{epochs} — loss: {:.4} — acc: {:.4}{val} ({:.1}s)", m.epoch, m.loss, m.accuracy, m.seconds)
+    format!(
+        "Epoch {}/{epochs} — loss: {:.4} — acc: {:.4}{val} ({:.1}s)",
+        m.epoch, m.loss, m.accuracy, m.seconds
+    )
 }
 
 /// `metrics.json`: the history, the best epoch and the machine it ran on.
@@ -290,7 +370,9 @@ fn cpu_report() -> serde_json::Value {
 }
 
 fn curve_svg(history: &[EpochMetrics]) -> String {
-    let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<f64> { history.iter().map(|m| f(m).unwrap_or(f64::NAN)).collect() };
+    let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<f64> {
+        history.iter().map(|m| f(m).unwrap_or(f64::NAN)).collect()
+    };
     let mut loss = vec![("train loss", series(&|m| Some(m.loss)))];
     let mut quality = vec![("train accuracy", series(&|m| Some(m.accuracy)))];
     if history.iter().any(|m| m.val_loss.is_some()) {
@@ -298,7 +380,10 @@ fn curve_svg(history: &[EpochMetrics]) -> String {
         quality.push(("validation accuracy", series(&|m| m.val_accuracy)));
         quality.push(("validation macro-F1", series(&|m| m.val_macro_f1)));
     }
-    pipe_eval::plot::line_chart("training", &[("loss", loss), ("accuracy / macro-F1", quality)])
+    pipe_eval::plot::line_chart(
+        "training",
+        &[("loss", loss), ("accuracy / macro-F1", quality)],
+    )
 }
 
 #[cfg(test)]
@@ -306,27 +391,94 @@ mod tests {
     use super::*;
 
     fn refused(config: Train) -> InvalidSetting {
-        config.validate().expect_err("the setting passed validation")
+        config
+            .validate()
+            .expect_err("the setting passed validation")
     }
 
     #[test]
     fn every_count_is_bounded_at_load() {
         assert_eq!(Train::default().validate(), Ok(()));
-        let between = |setting: &str, max: usize, got: usize| InvalidSetting::new(setting, format!("must be between 1 and {max}, got {got}"));
+        let between = |setting: &str, max: usize, got: usize| {
+            InvalidSetting::new(setting, format!("must be between 1 and {max}, got {got}"))
+        };
         let cases = [
-            (Train { epochs: MAX_EPOCHS + 1, ..Train::default() }, between("epochs", MAX_EPOCHS, MAX_EPOCHS + 1)),
-            (Train { epochs: 100_000_000_000, ..Train::default() }, between("epochs", MAX_EPOCHS, 100_000_000_000)),
-            (Train { epochs: 0, ..Train::default() }, between("epochs", MAX_EPOCHS, 0)),
-            (Train { batch_size: MAX_BATCH_SIZE + 1, ..Train::default() }, between("batch_size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1)),
-            (Train { batch_size: 0, ..Train::default() }, between("batch_size", MAX_BATCH_SIZE, 0)),
-            (Train { eval_batch_size: MAX_BATCH_SIZE + 1, ..Train::default() }, between("eval_batch_size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1)),
             (
-                Train { lr_reference_steps: Some(MAX_REFERENCE_STEPS + 1), ..Train::default() },
-                between("lr_reference_steps", MAX_REFERENCE_STEPS, MAX_REFERENCE_STEPS + 1),
+                Train {
+                    epochs: MAX_EPOCHS + 1,
+                    ..Train::default()
+                },
+                between("epochs", MAX_EPOCHS, MAX_EPOCHS + 1),
             ),
-            (Train { lr_reference_steps: Some(0), ..Train::default() }, between("lr_reference_steps", MAX_REFERENCE_STEPS, 0)),
-            (Train { patience: Some(MAX_EPOCHS + 1), validation_fraction: 0.2, ..Train::default() }, between("patience", MAX_EPOCHS, MAX_EPOCHS + 1)),
-            (Train { patience: Some(0), validation_fraction: 0.2, ..Train::default() }, between("patience", MAX_EPOCHS, 0)),
+            (
+                Train {
+                    epochs: 100_000_000_000,
+                    ..Train::default()
+                },
+                between("epochs", MAX_EPOCHS, 100_000_000_000),
+            ),
+            (
+                Train {
+                    epochs: 0,
+                    ..Train::default()
+                },
+                between("epochs", MAX_EPOCHS, 0),
+            ),
+            (
+                Train {
+                    batch_size: MAX_BATCH_SIZE + 1,
+                    ..Train::default()
+                },
+                between("batch_size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1),
+            ),
+            (
+                Train {
+                    batch_size: 0,
+                    ..Train::default()
+                },
+                between("batch_size", MAX_BATCH_SIZE, 0),
+            ),
+            (
+                Train {
+                    eval_batch_size: MAX_BATCH_SIZE + 1,
+                    ..Train::default()
+                },
+                between("eval_batch_size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1),
+            ),
+            (
+                Train {
+                    lr_reference_steps: Some(MAX_REFERENCE_STEPS + 1),
+                    ..Train::default()
+                },
+                between(
+                    "lr_reference_steps",
+                    MAX_REFERENCE_STEPS,
+                    MAX_REFERENCE_STEPS + 1,
+                ),
+            ),
+            (
+                Train {
+                    lr_reference_steps: Some(0),
+                    ..Train::default()
+                },
+                between("lr_reference_steps", MAX_REFERENCE_STEPS, 0),
+            ),
+            (
+                Train {
+                    patience: Some(MAX_EPOCHS + 1),
+                    validation_fraction: 0.2,
+                    ..Train::default()
+                },
+                between("patience", MAX_EPOCHS, MAX_EPOCHS + 1),
+            ),
+            (
+                Train {
+                    patience: Some(0),
+                    validation_fraction: 0.2,
+                    ..Train::default()
+                },
+                between("patience", MAX_EPOCHS, 0),
+            ),
         ];
         for (config, expected) in cases {
             assert_eq!(refused(config), expected);
@@ -346,9 +498,24 @@ mod tests {
 
     #[test]
     fn warmup_epochs_are_bounded_like_epochs() {
-        for bad in [MAX_EPOCHS as f64 + 1.0, 1e300, f64::INFINITY, f64::NAN, -1.0] {
-            let e = refused(Train { warmup_epochs: bad, ..Train::default() });
-            assert_eq!(e, InvalidSetting::new("warmup_epochs", format!("must be between 0 and {MAX_EPOCHS}, got {bad}")));
+        for bad in [
+            MAX_EPOCHS as f64 + 1.0,
+            1e300,
+            f64::INFINITY,
+            f64::NAN,
+            -1.0,
+        ] {
+            let e = refused(Train {
+                warmup_epochs: bad,
+                ..Train::default()
+            });
+            assert_eq!(
+                e,
+                InvalidSetting::new(
+                    "warmup_epochs",
+                    format!("must be between 0 and {MAX_EPOCHS}, got {bad}")
+                )
+            );
         }
     }
 }

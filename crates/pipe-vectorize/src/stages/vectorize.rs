@@ -4,13 +4,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipe_core::fsutil::atomic_write;
-use pipe_core::{stage, Artifacts, InvalidSetting, LoadArtifact, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    stage, Artifacts, InvalidSetting, LoadArtifact, Port, PortOf, Stage, StageContext, StageError,
+};
 use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use pipe_notebook::NotebookPorts;
 
-use crate::{read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions};
+use crate::{
+    read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions,
+};
 
 /// What to do with test records whose label the training set never had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -84,16 +88,32 @@ impl Vectorize {
         }
     }
 
-    fn read(&self, path: &Path, rows: Option<usize>, require_labels: bool) -> Result<TextColumns, StageError> {
+    fn read(
+        &self,
+        path: &Path,
+        rows: Option<usize>,
+        require_labels: bool,
+    ) -> Result<TextColumns, StageError> {
         let frame = read_frame(path, self.format).map_err(StageError::other)?;
-        let columns =
-            TextColumns::from_frame(&frame, path, &self.text_field, Some(&self.label_field), Some(&self.id_field)).map_err(StageError::other)?;
+        let columns = TextColumns::from_frame(
+            &frame,
+            path,
+            &self.text_field,
+            Some(&self.label_field),
+            Some(&self.id_field),
+        )
+        .map_err(StageError::other)?;
         if require_labels && columns.labels.is_none() {
             return Err(StageError::invalid(format!(
                 "{}: no label column `{}`; its columns: {}",
                 path.display(),
                 self.label_field,
-                frame.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                frame
+                    .get_column_names()
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let columns = match rows {
@@ -101,7 +121,10 @@ impl Vectorize {
             None => columns,
         };
         if columns.is_empty() {
-            return Err(StageError::invalid(format!("{}: no records", path.display())));
+            return Err(StageError::invalid(format!(
+                "{}: no records",
+                path.display()
+            )));
         }
         Ok(columns)
     }
@@ -115,18 +138,26 @@ impl Vectorize {
         let vectorizer = Vectorizer::fit(&train.texts, self.options());
         let train_labels = train.labels.as_deref().expect("required above");
         let encoder = if train.integer_labels {
-            let ints: Vec<i64> = train_labels.iter().map(|l| l.parse().expect("an integer column")).collect();
+            let ints: Vec<i64> = train_labels
+                .iter()
+                .map(|l| l.parse().expect("an integer column"))
+                .collect();
             LabelEncoder::fit_integers(&ints)
         } else {
             LabelEncoder::fit(train_labels)
         };
-        let y_train = encoder.transform(train_labels).expect("fitted on these labels");
+        let y_train = encoder
+            .transform(train_labels)
+            .expect("fitted on these labels");
 
         if let Some(labels) = &test.labels {
             let keep: Vec<bool> = labels.iter().map(|l| encoder.id(l).is_some()).collect();
             let unknown = keep.iter().filter(|k| !**k).count();
             if unknown > 0 {
-                let first = labels.iter().find(|l| encoder.id(l).is_none()).expect("counted");
+                let first = labels
+                    .iter()
+                    .find(|l| encoder.id(l).is_none())
+                    .expect("counted");
                 let message = format!("{}: {unknown} test records have labels the training records lack (first: `{first}`)", self.test.display());
                 match self.unknown_test_labels {
                     UnknownLabels::Error => return Err(StageError::invalid(message)),
@@ -141,7 +172,11 @@ impl Vectorize {
         }
         let ids = test.ids.clone().unwrap_or_else(|| {
             if let Some(ctx) = ctx {
-                ctx.warn(format!("{}: no `{}` column; test ids are row numbers", self.test.display(), self.id_field));
+                ctx.warn(format!(
+                    "{}: no `{}` column; test ids are row numbers",
+                    self.test.display(),
+                    self.id_field
+                ));
             }
             (0..test.len()).map(serde_json::Value::from).collect()
         });
@@ -157,7 +192,10 @@ impl Vectorize {
                 encoder.classes.len()
             ));
         }
-        let id_column = |values: Vec<serde_json::Value>| Column { name: self.id_field.clone(), values };
+        let id_column = |values: Vec<serde_json::Value>| Column {
+            name: self.id_field.clone(),
+            values,
+        };
         let mut out = Artifacts::new();
         if let Some(labels) = &test.labels {
             // Integer classes stay numbers, as in the records (and Python's test_labels.json).
@@ -170,28 +208,68 @@ impl Vectorize {
                 .collect();
             out.put(
                 &NotebookPorts::TEST_LABELS,
-                Table { columns: vec![id_column(ids.clone()), Column { name: self.label_field.clone(), values: truth }] },
+                Table {
+                    columns: vec![
+                        id_column(ids.clone()),
+                        Column {
+                            name: self.label_field.clone(),
+                            values: truth,
+                        },
+                    ],
+                },
             );
         }
-        let texts = test.texts.iter().map(|t| serde_json::Value::from(t.as_str())).collect();
+        let texts = test
+            .texts
+            .iter()
+            .map(|t| serde_json::Value::from(t.as_str()))
+            .collect();
         out.put(&NotebookPorts::X_TRAIN, x_train)
-            .put(&NotebookPorts::Y_TRAIN, IntArray(ndarray::Array1::from(y_train).into_dyn()))
+            .put(
+                &NotebookPorts::Y_TRAIN,
+                IntArray(ndarray::Array1::from(y_train).into_dyn()),
+            )
             .put(&NotebookPorts::X_TEST, x_test)
             .put(&NotebookPorts::VOCAB, vectorizer.vocab.clone())
             .put(&NotebookPorts::LABELS, encoder.classes.clone())
-            .put(&NotebookPorts::TEST_IDS, Table { columns: vec![id_column(ids.clone())] })
-            .put(&Self::TEST_RECORDS, Table { columns: vec![id_column(ids), Column { name: self.text_field.clone(), values: texts }] })
+            .put(
+                &NotebookPorts::TEST_IDS,
+                Table {
+                    columns: vec![id_column(ids.clone())],
+                },
+            )
+            .put(
+                &Self::TEST_RECORDS,
+                Table {
+                    columns: vec![
+                        id_column(ids),
+                        Column {
+                            name: self.text_field.clone(),
+                            values: texts,
+                        },
+                    ],
+                },
+            )
             .put(&Self::VECTORIZER, vectorizer);
         Ok(out)
     }
 }
 
 impl Vectorize {
-    pub const TEST_RECORDS: PortOf<Table> = PortOf::new("test_records", "id and text of each test record (test_mini.json)");
-    pub const VECTORIZER: PortOf<Vectorizer> = PortOf::new("vectorizer", "the fitted vocabulary and settings, to encode new texts");
+    pub const TEST_RECORDS: PortOf<Table> = PortOf::new(
+        "test_records",
+        "id and text of each test record (test_mini.json)",
+    );
+    pub const VECTORIZER: PortOf<Vectorizer> = PortOf::new(
+        "vectorizer",
+        "the fitted vocabulary and settings, to encode new texts",
+    );
 }
 
-#[stage(kind = "vectorize", summary = "raw text records (JSON/CSV/Parquet) → the notebook's token-id artifacts")]
+#[stage(
+    kind = "vectorize",
+    summary = "raw text records (JSON/CSV/Parquet) → the notebook's token-id artifacts"
+)]
 impl Stage for Vectorize {
     fn inputs(&self) -> Vec<Port> {
         vec![]
@@ -217,35 +295,58 @@ impl Stage for Vectorize {
     fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         self.vectorize(Some(ctx))
     }
-    fn publish(&self, outputs: &BTreeMap<String, PathBuf>, ctx: &StageContext) -> Result<(), StageError> {
-        let Some(dir) = &self.export else { return Ok(()) };
+    fn publish(
+        &self,
+        outputs: &BTreeMap<String, PathBuf>,
+        ctx: &StageContext,
+    ) -> Result<(), StageError> {
+        let Some(dir) = &self.export else {
+            return Ok(());
+        };
         export_notebook_files(dir, outputs)?;
-        ctx.info(format!("wrote the notebook's artifacts to {}", dir.display()));
+        ctx.info(format!(
+            "wrote the notebook's artifacts to {}",
+            dir.display()
+        ));
         Ok(())
     }
 }
 
 /// Writes the notebook's files from the stage's stored outputs, each atomically.
-fn export_notebook_files(dir: &Path, outputs: &BTreeMap<String, PathBuf>) -> Result<(), StageError> {
+fn export_notebook_files(
+    dir: &Path,
+    outputs: &BTreeMap<String, PathBuf>,
+) -> Result<(), StageError> {
     std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir, e))?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |e: std::io::Error| StageError::io(path, e)
     };
-    for (port, file) in [("x_train", "X_train_seq.npy"), ("y_train", "y_train.npy"), ("x_test", "X_test_seq.npy")] {
+    for (port, file) in [
+        ("x_train", "X_train_seq.npy"),
+        ("y_train", "y_train.npy"),
+        ("x_test", "X_test_seq.npy"),
+    ] {
         let array = IntArray::load(&outputs[port])?;
         let path = dir.join(file);
         pipe_notebook::write_npy(&path, &array).map_err(io(&path))?;
     }
     let path = dir.join("vocab_stoi.pkl");
-    pipe_notebook::write_vocabulary(&path, &Vocabulary::load(&outputs["vocab"])?).map_err(io(&path))?;
+    pipe_notebook::write_vocabulary(&path, &Vocabulary::load(&outputs["vocab"])?)
+        .map_err(io(&path))?;
     let path = dir.join("label_encoder.pkl");
-    pipe_notebook::write_label_encoder(&path, &LabelSet::load(&outputs["labels"])?).map_err(io(&path))?;
+    pipe_notebook::write_label_encoder(&path, &LabelSet::load(&outputs["labels"])?)
+        .map_err(io(&path))?;
     let path = dir.join("test_mini.json");
-    atomic_write(&path, python_json_records(&Table::load(&outputs["test_records"])?).as_bytes()).map_err(io(&path))?;
+    atomic_write(
+        &path,
+        python_json_records(&Table::load(&outputs["test_records"])?).as_bytes(),
+    )
+    .map_err(io(&path))?;
     if let Some(labels) = outputs.get("test_labels") {
         let path = dir.join("test_labels.json");
-        atomic_write(&path, python_json_records(&Table::load(labels)?).as_bytes()).map_err(io(&path))?;
+        atomic_write(&path, python_json_records(&Table::load(labels)?).as_bytes())
+            .map_err(io(&path))?;
     }
     Ok(())
 }
