@@ -111,6 +111,23 @@ impl Scratch {
         s
     }
 
+    /// A scratch directory holding `data/raw/` (a copy of tests/data/raw,
+    /// raw JSON records) and `tiny_raw.yaml`, a tiny pipeline from raw text.
+    pub fn tiny_raw() -> Scratch {
+        let s = Scratch::new();
+        std::fs::create_dir_all(s.path("data/raw")).expect("mkdir");
+        for file in ["train.json", "test.json"] {
+            let from = repo_root().join("tests/data/raw").join(file);
+            std::fs::copy(from, s.path("data/raw").join(file)).expect("copy");
+        }
+        std::fs::copy(
+            repo_root().join("tests/pipelines/tiny_raw.yaml"),
+            s.path("tiny_raw.yaml"),
+        )
+        .expect("copy");
+        s
+    }
+
     /// Runs `pipe ARGS` killed after `limit`, sampling its peak resident
     /// memory (VmHWM) while it runs.
     pub fn pipe_limited(&self, args: &[&str], limit: Duration) -> Limited {

@@ -14,24 +14,6 @@ use pipe::{
 };
 use pipe_test_support::{pipe_bin, repo_root, Scratch};
 
-fn raw_scratch() -> Scratch {
-    let s = Scratch::new();
-    std::fs::create_dir_all(s.path("data/raw")).unwrap();
-    for file in ["train.json", "test.json"] {
-        std::fs::copy(
-            repo_root().join("tests/data/raw").join(file),
-            s.path("data/raw").join(file),
-        )
-        .unwrap();
-    }
-    std::fs::copy(
-        repo_root().join("tests/pipelines/tiny_raw.yaml"),
-        s.path("tiny_raw.yaml"),
-    )
-    .unwrap();
-    s
-}
-
 fn test_records() -> Vec<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(repo_root().join("tests/data/raw/test.json")).unwrap())
         .unwrap()
@@ -53,7 +35,7 @@ fn run_in(dir: &Path, events: &RecordingSink) -> pipe::RunReport {
 fn library_api_reports_metrics_and_events_and_classifies_new_texts() {
     // The run in this process seeds and draws from torch's generator.
     let _torch = pipe::runtime::runtime::torch_global_lock();
-    let s = raw_scratch();
+    let s = Scratch::tiny_raw();
     let events = RecordingSink::default();
     let report = run_in(s.dir.path(), &events);
     assert!(report
@@ -214,7 +196,7 @@ fn example_bin() -> PathBuf {
 
 #[test]
 fn from_raw_exports_the_notebook_files_and_the_etl_example_scores_new_records() {
-    let s = raw_scratch();
+    let s = Scratch::tiny_raw();
     let run = s.pipe(&["run", "tiny_raw.yaml", "--json"]).ok();
     // Orchestrators read one JSON event per line; the last one carries the report.
     let events: Vec<serde_json::Value> = run

@@ -12,20 +12,7 @@ use pipe_test_support::{repo_root, Scratch};
 
 /// tiny_raw.yaml and its raw records, trained once.
 fn trained() -> Scratch {
-    let s = Scratch::new();
-    std::fs::create_dir_all(s.path("data/raw")).unwrap();
-    for file in ["train.json", "test.json"] {
-        std::fs::copy(
-            repo_root().join("tests/data/raw").join(file),
-            s.path("data/raw").join(file),
-        )
-        .unwrap();
-    }
-    std::fs::copy(
-        repo_root().join("tests/pipelines/tiny_raw.yaml"),
-        s.path("tiny_raw.yaml"),
-    )
-    .unwrap();
+    let s = Scratch::tiny_raw();
     s.pipe(&["run", "tiny_raw.yaml", "-q"]).ok();
     s
 }

@@ -26,20 +26,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn trained() -> &'static Scratch {
     static TRAINED: OnceLock<Scratch> = OnceLock::new();
     TRAINED.get_or_init(|| {
-        let s = Scratch::new();
-        std::fs::create_dir_all(s.path("data/raw")).unwrap();
-        for file in ["train.json", "test.json"] {
-            std::fs::copy(
-                repo_root().join("tests/data/raw").join(file),
-                s.path("data/raw").join(file),
-            )
-            .unwrap();
-        }
-        std::fs::copy(
-            repo_root().join("tests/pipelines/tiny_raw.yaml"),
-            s.path("tiny_raw.yaml"),
-        )
-        .unwrap();
+        let s = Scratch::tiny_raw();
         s.pipe(&["bundle", "tiny_raw.yaml", "bundle", "-q"]).ok();
         s.pipe(&["bundle", "tiny_raw.yaml", "bundle2", "--seed", "6", "-q"])
             .ok();
