@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use pipe::core::{Cache, Override, Pipeline, RunOptions, RunReport};
+use pipe::eval::Evaluate;
+use pipe::predict::Predict;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -65,12 +67,12 @@ fn measure(report: &RunReport) -> Measured {
         .stages
         .iter()
         .find(|s| s.kind == "evaluate")
-        .and_then(|s| read_json(&s.outputs["metrics"], "doc.json"));
+        .and_then(|s| read_json(&s.outputs[Evaluate::METRICS.name], "doc.json"));
     let rows = report
         .stages
         .iter()
         .find(|s| s.kind == "predict")
-        .and_then(|s| read_json(&s.outputs["predictions"], "table.json"))
+        .and_then(|s| read_json(&s.outputs[Predict::PREDICTIONS.name], "table.json"))
         .and_then(|t| t["columns"][0]["values"].as_array().map(Vec::len));
     let predict_seconds = recorded_seconds(report, &["predict"]);
     Measured {

@@ -24,7 +24,7 @@ use pipe_core::{register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 
 pub use features::{SparseRows, TfidfConfig, TfidfVectorizer};
-pub use stages::{rows_of, Classifier, FitReport, TfidfLinear, TrainingRows, MAX_ITER};
+pub use stages::{rows_of, Classifier, FitReport, TfidfLinear, TrainingRowsPorts, MAX_ITER};
 pub use svm::{ClassWeight, SvmConfig};
 
 /// Errors of fitting and scoring.

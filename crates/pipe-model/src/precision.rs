@@ -160,6 +160,15 @@ mod tests {
             Precision::Float32
         );
         assert_eq!(lstm(&facts(true, None), "cuda:0"), Precision::Float32);
+        // A name oneDNN does not know is ignored, by oneDNN and by `auto`.
+        assert_eq!(
+            lstm(&facts(true, Some("bogus")), "cpu"),
+            Precision::Bfloat16
+        );
+        assert_eq!(
+            lstm(&facts(false, Some("bogus")), "cpu"),
+            Precision::Float32
+        );
         let gru = resolve(
             PrecisionChoice::Auto,
             Architecture::Gru,

@@ -138,7 +138,7 @@ pub fn read_record_columns(path: &Path, fields: &[&str]) -> Result<Table, LoadEr
 /// File names inside the artifact directory, defaulting to the notebook's.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ArtifactFiles {
+pub struct NotebookFileNames {
     pub x_train: String,
     pub y_train: String,
     pub x_test: String,
@@ -147,9 +147,9 @@ pub struct ArtifactFiles {
     pub test_records: String,
 }
 
-impl Default for ArtifactFiles {
+impl Default for NotebookFileNames {
     fn default() -> Self {
-        ArtifactFiles {
+        NotebookFileNames {
             x_train: "X_train_seq.npy".into(),
             y_train: "y_train.npy".into(),
             x_test: "X_test_seq.npy".into(),
@@ -160,7 +160,7 @@ impl Default for ArtifactFiles {
     }
 }
 
-impl ArtifactFiles {
+impl NotebookFileNames {
     pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
         [
             &self.x_train,
@@ -190,7 +190,7 @@ pub struct NotebookFiles {
 impl NotebookFiles {
     pub fn load(
         dir: &Path,
-        files: &ArtifactFiles,
+        files: &NotebookFileNames,
         id_field: &str,
     ) -> Result<NotebookFiles, LoadError> {
         let path = |f: &String| dir.join(f);

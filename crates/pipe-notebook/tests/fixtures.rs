@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pipe_data::LabelSet;
 use pipe_notebook::{
-    read_label_encoder, read_npy, read_records, read_vocabulary, ArtifactFiles, NotebookFiles,
+    read_label_encoder, read_npy, read_records, read_vocabulary, NotebookFileNames, NotebookFiles,
 };
 use serde_json::Value;
 
@@ -325,7 +325,7 @@ fn artifacts_with(replace: &str, by: &Path) -> String {
         };
         std::fs::copy(&src, dir.path().join(name)).unwrap();
     }
-    match NotebookFiles::load(dir.path(), &ArtifactFiles::default(), "Id") {
+    match NotebookFiles::load(dir.path(), &NotebookFileNames::default(), "Id") {
         Ok(_) => "ok".into(),
         Err(e) => e.to_string(),
     }

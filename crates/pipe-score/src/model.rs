@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use pipe::core::{Artifact, LoadArtifact, Pipeline, RunReport};
 use pipe::data::{LabelSet, Vocabulary};
-use pipe::tensor::{PaddingSide, TokenTensors};
+use pipe::predict::Predict;
+use pipe::tensor::{PaddingSide, ToTensors, TokenTensors};
 use pipe::vectorize::{Side, Vectorizer, VectorizerOptions};
 use pipe::TextClassifier;
 use serde::{Deserialize, Serialize};
@@ -425,9 +426,9 @@ pub fn classifier_from_run(
             stored(report, &pipeline.stages[*upstream].name, output)?,
         ))
     };
-    let (_, model_dir) = input_dir("model")?;
-    let (_, labels_dir) = input_dir("labels")?;
-    let (tensors_stage, tensors_dir) = input_dir("tensors")?;
+    let (_, model_dir) = input_dir(Predict::MODEL.name)?;
+    let (_, labels_dir) = input_dir(Predict::LABELS.name)?;
+    let (tensors_stage, tensors_dir) = input_dir(Predict::TENSORS.name)?;
 
     let (vectorizer, vectorizer_from) = match vectorizer_output(pipeline) {
         Some((stage, port)) => (
@@ -436,12 +437,15 @@ pub fn classifier_from_run(
         ),
         None => {
             let tensors_stage = &pipeline.stages[tensors_stage];
-            let (vocab_stage, vocab_port) = tensors_stage.inputs.get("vocab").ok_or_else(|| {
-                ScoreJobError::Model(format!(
-                    "stage `{}` has no `vocab` input",
-                    tensors_stage.name
-                ))
-            })?;
+            let (vocab_stage, vocab_port) = tensors_stage
+                .inputs
+                .get(ToTensors::VOCAB.name)
+                .ok_or_else(|| {
+                    ScoreJobError::Model(format!(
+                        "stage `{}` has no `vocab` input",
+                        tensors_stage.name
+                    ))
+                })?;
             let vocab = Vocabulary::load(&stored(
                 report,
                 &pipeline.stages[*vocab_stage].name,

@@ -32,9 +32,9 @@ impl EnsembleTried {
 }
 
 impl Choice {
-    /// Chooses among `scored` (at least one); `ensemble_rounds` is `None`
-    /// when the ensemble is off.
-    pub fn make(
+    /// The choice among `scored` (at least one), made by
+    /// [`Choice::decide`]; `ensemble_rounds` is `None` when the ensemble is off.
+    pub fn of_scored(
         scored: &[Scored],
         ensemble_rounds: Option<usize>,
         classes: usize,

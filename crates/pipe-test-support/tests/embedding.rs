@@ -91,7 +91,7 @@ fn library_api_reports_metrics_and_events_and_classifies_new_texts() {
     let classifier = TextClassifier::from_report(
         &again,
         Vectorize::VECTORIZER.of_stage("vectorize"),
-        Train::TRAINED.of_stage("train"),
+        Train::MODEL_OUT.of_stage("train"),
         NotebookPorts::LABELS.of_stage("vectorize"),
     )
     .unwrap();

@@ -106,7 +106,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let classifier = TextClassifier::from_report(
         &report,
         Vectorize::VECTORIZER.of_stage("vectorize"),
-        Train::TRAINED.of_stage("train"),
+        Train::MODEL_OUT.of_stage("train"),
         NotebookPorts::LABELS.of_stage("vectorize"),
     )?;
 

@@ -7,7 +7,7 @@ use pipe_core::{load_artifact, Artifact, LoadArtifact, RunReport, StageOutput};
 use pipe_data::{IntArray, LabelSet};
 use pipe_model::Checkpoint;
 use pipe_predict::{
-    argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, Trim,
+    argmax, check_finite, scoreable_types, scorer, softmax_rows, ScoreOptions, ScoreRows, Trim,
 };
 use pipe_tensor::{PaddingSide, TokenTensors};
 use pipe_vectorize::{Side, Vectorizer};
@@ -130,8 +130,8 @@ impl TextClassifier {
 
     /// From a pipeline run: each part one stage's output, typed by its port
     /// (the model may be any scoreable type):
-    /// `from_report(&report, Vectorize::VECTORIZER.of_stage("vectorize"), Train::TRAINED.of_stage("train"), NotebookPorts::LABELS.of_stage("vectorize"))`.
-    pub fn from_report<M>(
+    /// `from_report(&report, Vectorize::VECTORIZER.of_stage("vectorize"), Train::MODEL_OUT.of_stage("train"), NotebookPorts::LABELS.of_stage("vectorize"))`.
+    pub fn from_report<M: ScoreRows>(
         report: &RunReport,
         vectorizer: StageOutput<Vectorizer>,
         model: StageOutput<M>,

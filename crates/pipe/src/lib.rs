@@ -17,7 +17,7 @@
 //! let classifier = TextClassifier::from_report(
 //!     &report,
 //!     Vectorize::VECTORIZER.of_stage("vectorize"),
-//!     Train::TRAINED.of_stage("train"),
+//!     Train::MODEL_OUT.of_stage("train"),
 //!     NotebookPorts::LABELS.of_stage("vectorize"),
 //! )?;
 //! for c in classifier.classify(&["a small songbird of the finch family"])? {

@@ -2,4 +2,4 @@
 
 mod tfidf_linear;
 
-pub use tfidf_linear::{rows_of, Classifier, FitReport, TfidfLinear, TrainingRows, MAX_ITER};
+pub use tfidf_linear::{rows_of, Classifier, FitReport, TfidfLinear, TrainingRowsPorts, MAX_ITER};

@@ -165,7 +165,7 @@ impl TfidfLinear {
 )]
 impl Stage for TfidfLinear {
     fn inputs(&self) -> Vec<Port> {
-        TrainingRows::ports()
+        TrainingRowsPorts::ports()
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Self::MODEL.port(), Self::METRICS.port()]
@@ -202,10 +202,10 @@ impl Stage for TfidfLinear {
         Ok(())
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let x = inputs.read(&TrainingRows::X)?;
-        let y = inputs.read(&TrainingRows::Y)?;
-        let vocab = inputs.read(&TrainingRows::VOCAB)?;
-        let labels = inputs.read(&TrainingRows::LABELS)?;
+        let x = inputs.read(&TrainingRowsPorts::X)?;
+        let y = inputs.read(&TrainingRowsPorts::Y)?;
+        let vocab = inputs.read(&TrainingRowsPorts::VOCAB)?;
+        let labels = inputs.read(&TrainingRowsPorts::LABELS)?;
         let fail = |e: LinearError| StageError::invalid(e);
         let rows = rows_of(x).map_err(fail)?;
         let y: Vec<i64> = y.0.iter().copied().collect();
@@ -243,9 +243,9 @@ impl Stage for TfidfLinear {
 
 /// The inputs of a stage that fits a model on the notebook's arrays
 /// (`tfidf_linear`, `select`): token ids, labels, vocabulary, class names.
-pub struct TrainingRows;
+pub struct TrainingRowsPorts;
 
-impl TrainingRows {
+impl TrainingRowsPorts {
     pub const X: PortOf<IntArray> = PortOf::new("x", "training token ids [rows, max_len]");
     pub const Y: PortOf<IntArray> = PortOf::new("y", "training class ids [rows]");
     pub const VOCAB: PortOf<Vocabulary> =

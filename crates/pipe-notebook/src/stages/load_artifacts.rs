@@ -6,7 +6,7 @@ use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError}
 use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
-use crate::{read_record_columns, ArtifactFiles, NotebookFiles};
+use crate::{read_record_columns, NotebookFileNames, NotebookFiles};
 
 /// Loads `X_train_seq.npy`, `y_train.npy`, `X_test_seq.npy`, `vocab_stoi.pkl`,
 /// `label_encoder.pkl` and `test_mini.json` from `dir` (names configurable),
@@ -15,7 +15,7 @@ use crate::{read_record_columns, ArtifactFiles, NotebookFiles};
 #[serde(deny_unknown_fields, default)]
 pub struct LoadArtifacts {
     pub dir: PathBuf,
-    pub files: ArtifactFiles,
+    pub files: NotebookFileNames,
     /// The record field that identifies a test row.
     pub id_field: String,
     /// A JSON array of records with the true label of each test row (`Id`, `Category`).
@@ -27,7 +27,7 @@ impl Default for LoadArtifacts {
     fn default() -> Self {
         LoadArtifacts {
             dir: PathBuf::from("data"),
-            files: ArtifactFiles::default(),
+            files: NotebookFileNames::default(),
             id_field: "Id".into(),
             test_labels: None,
             label_field: "Category".into(),

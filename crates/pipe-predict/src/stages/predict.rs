@@ -47,7 +47,7 @@ impl Default for Predict {
 impl Predict {
     pub const MODEL: AnyPort =
         AnyPort::new("model", "the trained model: a `checkpoint` (torch), a `linear_model` (tfidf_linear), an `ensemble_model` (select)");
-    pub const ROWS: PortOf<TokenTensors> = PortOf::new("tensors", "rows to classify");
+    pub const TENSORS: PortOf<TokenTensors> = PortOf::new("tensors", "rows to classify");
     pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "class names for the ids");
     pub const PREDICTIONS: PortOf<Table> = PortOf::new(
         "predictions",
@@ -65,7 +65,11 @@ impl Predict {
 )]
 impl Stage for Predict {
     fn inputs(&self) -> Vec<Port> {
-        vec![Self::MODEL.port(), Self::ROWS.port(), Self::LABELS.port()]
+        vec![
+            Self::MODEL.port(),
+            Self::TENSORS.port(),
+            Self::LABELS.port(),
+        ]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Self::PREDICTIONS.port(), Self::PROBABILITIES.port()]
@@ -94,7 +98,7 @@ impl Stage for Predict {
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let model = inputs.read_any(&Self::MODEL)?;
-        let data = inputs.read(&Self::ROWS)?;
+        let data = inputs.read(&Self::TENSORS)?;
         let labels = inputs.read(&Self::LABELS)?;
         let scorer = scorer(model.as_ref()).ok_or_else(|| {
             StageError::invalid(format!(

@@ -10,7 +10,7 @@ use pipe_core::{
     stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext, StageError,
 };
 use pipe_data::{IntArray, LabelSet};
-use pipe_linear::TrainingRows;
+use pipe_linear::TrainingRowsPorts;
 use pipe_runtime::runtime;
 use pipe_tensor::TokenTensors;
 use serde::{Deserialize, Serialize};
@@ -97,7 +97,7 @@ impl Select {
 )]
 impl Stage for Select {
     fn inputs(&self) -> Vec<Port> {
-        TrainingRows::ports()
+        TrainingRowsPorts::ports()
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
@@ -178,11 +178,11 @@ impl Stage for Select {
 
         // 1. The rows, in the forms candidates read.
         let (x, y) = (
-            inputs.read(&TrainingRows::X)?,
-            inputs.read(&TrainingRows::Y)?,
+            inputs.read(&TrainingRowsPorts::X)?,
+            inputs.read(&TrainingRowsPorts::Y)?,
         );
-        let vocab = inputs.read(&TrainingRows::VOCAB)?;
-        let label_set = inputs.read(&TrainingRows::LABELS)?;
+        let vocab = inputs.read(&TrainingRowsPorts::VOCAB)?;
+        let label_set = inputs.read(&TrainingRowsPorts::LABELS)?;
         let rows = pipe_linear::rows_of(x).map_err(StageError::invalid)?;
         let labels = checked_labels(y, label_set)?;
         let tensors = TokenTensors::from_arrays(x, Some(y), vocab.pad_id, None, Device::Cpu)
@@ -218,7 +218,7 @@ impl Stage for Select {
         let (mut scored, skipped) = self.score_candidates(&data, &plan, &truth, &budget, ctx)?;
 
         // 4. The ensemble, and the choice: whichever scores best.
-        let choice = Choice::make(
+        let choice = Choice::of_scored(
             &scored,
             self.ensemble.then_some(self.ensemble_rounds),
             label_set.len(),

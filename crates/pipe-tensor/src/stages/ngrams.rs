@@ -33,10 +33,10 @@ impl Default for Ngrams {
 }
 
 impl Ngrams {
-    pub const TOKENS: PortOf<TokenTensors> = PortOf::new("tensors", "token ids");
+    pub const TENSORS: PortOf<TokenTensors> = PortOf::new("tensors", "token ids");
     pub const VOCAB: PortOf<Vocabulary> =
         PortOf::new("vocab", "n-gram ids start after it; its tokens' letters");
-    pub const WITH_NGRAMS: PortOf<TokenTensors> =
+    pub const TENSORS_OUT: PortOf<TokenTensors> =
         PortOf::new("tensors", "token ids followed by hashed n-gram ids");
 }
 
@@ -46,10 +46,10 @@ impl Ngrams {
 )]
 impl Stage for Ngrams {
     fn inputs(&self) -> Vec<Port> {
-        vec![Self::TOKENS.port(), Self::VOCAB.port()]
+        vec![Self::TENSORS.port(), Self::VOCAB.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Self::WITH_NGRAMS.port()]
+        vec![Self::TENSORS_OUT.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -61,7 +61,7 @@ impl Stage for Ngrams {
         check_settings(self.buckets, self.char_ngrams)
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let data = inputs.read(&Self::TOKENS)?;
+        let data = inputs.read(&Self::TENSORS)?;
         let vocab = inputs.read(&Self::VOCAB)?;
         let subwords = self
             .char_ngrams
@@ -73,7 +73,7 @@ impl Stage for Ngrams {
             tensors.width()
         ));
         let mut out = Artifacts::new();
-        out.put(&Self::WITH_NGRAMS, tensors);
+        out.put(&Self::TENSORS_OUT, tensors);
         Ok(out)
     }
 }

@@ -25,7 +25,7 @@ impl Default for ToyFail {
 
 impl ToyFail {
     pub const VALUES: PortOf<IntArray> = PortOf::optional("values", "ignored");
-    pub const NOTHING: PortOf<IntArray> = PortOf::new("values", "never produced");
+    pub const VALUES_OUT: PortOf<IntArray> = PortOf::new("values", "never produced");
 }
 
 #[stage(kind = "toy_fail", summary = "always fails (for tests)")]
@@ -34,7 +34,7 @@ impl Stage for ToyFail {
         vec![Self::VALUES.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Self::NOTHING.port()]
+        vec![Self::VALUES_OUT.port()]
     }
     fn code_version(&self) -> u32 {
         1

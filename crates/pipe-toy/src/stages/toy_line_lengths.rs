@@ -15,7 +15,7 @@ pub struct ToyLineLengths {
 }
 
 impl ToyLineLengths {
-    pub const LENGTHS: PortOf<IntArray> = PortOf::new("values", "length of each line");
+    pub const VALUES: PortOf<IntArray> = PortOf::new("values", "length of each line");
 }
 
 #[stage(
@@ -27,7 +27,7 @@ impl Stage for ToyLineLengths {
         vec![]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Self::LENGTHS.port()]
+        vec![Self::VALUES.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -44,7 +44,7 @@ impl Stage for ToyLineLengths {
         let lengths: Vec<i64> = text.lines().map(|l| l.chars().count() as i64).collect();
         let mut out = Artifacts::new();
         out.put(
-            &Self::LENGTHS,
+            &Self::VALUES,
             IntArray(ArrayD::from_shape_vec(IxDyn(&[lengths.len()]), lengths).expect("1-D")),
         );
         Ok(out)

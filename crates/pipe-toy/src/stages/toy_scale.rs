@@ -20,7 +20,7 @@ impl Default for ToyScale {
 
 impl ToyScale {
     pub const VALUES: PortOf<IntArray> = PortOf::new("values", "numbers to scale");
-    pub const SCALED: PortOf<IntArray> = PortOf::new("values", "the scaled numbers");
+    pub const VALUES_OUT: PortOf<IntArray> = PortOf::new("values", "the scaled numbers");
 }
 
 #[stage(kind = "toy_scale", summary = "multiply an array by a factor")]
@@ -29,7 +29,7 @@ impl Stage for ToyScale {
         vec![Self::VALUES.port()]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![Self::SCALED.port()]
+        vec![Self::VALUES_OUT.port()]
     }
     fn code_version(&self) -> u32 {
         1
@@ -45,7 +45,10 @@ impl Stage for ToyScale {
             self.factor
         ));
         let mut out = Artifacts::new();
-        out.put(&Self::SCALED, IntArray(values.0.mapv(|v| v * self.factor)));
+        out.put(
+            &Self::VALUES_OUT,
+            IntArray(values.0.mapv(|v| v * self.factor)),
+        );
         Ok(out)
     }
 }

@@ -204,10 +204,10 @@ impl Train {
 }
 
 impl Train {
-    pub const INITIAL: PortOf<Checkpoint> =
+    pub const MODEL: PortOf<Checkpoint> =
         PortOf::new("model", "the initialised (or pre-trained) model");
-    pub const ROWS: PortOf<TokenTensors> = PortOf::new("train", "labelled training rows");
-    pub const TRAINED: PortOf<Checkpoint> = PortOf::new(
+    pub const TRAIN: PortOf<TokenTensors> = PortOf::new("train", "labelled training rows");
+    pub const MODEL_OUT: PortOf<Checkpoint> = PortOf::new(
         "model",
         "the trained model (best validation epoch when there is one)",
     );
@@ -223,11 +223,11 @@ impl Train {
 )]
 impl Stage for Train {
     fn inputs(&self) -> Vec<Port> {
-        vec![Self::INITIAL.port(), Self::ROWS.port()]
+        vec![Self::MODEL.port(), Self::TRAIN.port()]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
-            Self::TRAINED.port(),
+            Self::MODEL_OUT.port(),
             Self::METRICS.port(),
             Self::REPORT.port(),
         ]
@@ -242,8 +242,8 @@ impl Stage for Train {
         3
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        let initial = inputs.read(&Self::INITIAL)?;
-        let data = inputs.read(&Self::ROWS)?;
+        let initial = inputs.read(&Self::MODEL)?;
+        let data = inputs.read(&Self::TRAIN)?;
         let device = runtime::device(ctx.device).map_err(StageError::other)?;
         warn_about_settings(initial, data, device, ctx);
         ctx.info(format!(
@@ -295,7 +295,7 @@ impl Stage for Train {
             ),
         ]);
         let mut out = Artifacts::new();
-        out.put(&Self::TRAINED, trained.checkpoint)
+        out.put(&Self::MODEL_OUT, trained.checkpoint)
             .put(&Self::METRICS, JsonDoc(metrics))
             .put(&Self::REPORT, Files { files });
         Ok(out)

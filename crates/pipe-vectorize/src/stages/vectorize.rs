@@ -323,27 +323,33 @@ fn export_notebook_files(
         move |e: std::io::Error| StageError::io(path, e)
     };
     for (port, file) in [
-        ("x_train", "X_train_seq.npy"),
-        ("y_train", "y_train.npy"),
-        ("x_test", "X_test_seq.npy"),
+        (NotebookPorts::X_TRAIN.name, "X_train_seq.npy"),
+        (NotebookPorts::Y_TRAIN.name, "y_train.npy"),
+        (NotebookPorts::X_TEST.name, "X_test_seq.npy"),
     ] {
         let array = IntArray::load(&outputs[port])?;
         let path = dir.join(file);
         pipe_notebook::write_npy(&path, &array).map_err(io(&path))?;
     }
     let path = dir.join("vocab_stoi.pkl");
-    pipe_notebook::write_vocabulary(&path, &Vocabulary::load(&outputs["vocab"])?)
-        .map_err(io(&path))?;
+    pipe_notebook::write_vocabulary(
+        &path,
+        &Vocabulary::load(&outputs[NotebookPorts::VOCAB.name])?,
+    )
+    .map_err(io(&path))?;
     let path = dir.join("label_encoder.pkl");
-    pipe_notebook::write_label_encoder(&path, &LabelSet::load(&outputs["labels"])?)
-        .map_err(io(&path))?;
+    pipe_notebook::write_label_encoder(
+        &path,
+        &LabelSet::load(&outputs[NotebookPorts::LABELS.name])?,
+    )
+    .map_err(io(&path))?;
     let path = dir.join("test_mini.json");
     atomic_write(
         &path,
-        python_json_records(&Table::load(&outputs["test_records"])?).as_bytes(),
+        python_json_records(&Table::load(&outputs[Vectorize::TEST_RECORDS.name])?).as_bytes(),
     )
     .map_err(io(&path))?;
-    if let Some(labels) = outputs.get("test_labels") {
+    if let Some(labels) = outputs.get(NotebookPorts::TEST_LABELS.name) {
         let path = dir.join("test_labels.json");
         atomic_write(&path, python_json_records(&Table::load(labels)?).as_bytes())
             .map_err(io(&path))?;
