@@ -3,6 +3,10 @@
 //! libtorch has it. torch-sys passes its link arguments to its own crate only:
 //! without `--no-as-needed`, the linker drops `libtorch_cuda.so` (no symbol of
 //! it is referenced directly) and CUDA silently disappears.
+//!
+//! For the facade crate (`links = "pipe"`) the same arguments also go to the
+//! crates that depend on it, as `DEP_PIPE_LINK_ARGS` (`;`-separated): a
+//! plugin's build.rs passes them on, and its binary starts as `pipe` does.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,11 +36,20 @@ fn main() {
         println!("cargo:warning=could not locate libtorch's lib directory; `pipe` will need LD_LIBRARY_PATH");
         return;
     };
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    let mut args = vec![format!("-Wl,-rpath,{}", lib.display())];
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        args.extend([
+            format!("-L{}", lib.display()),
+            "-Wl,--no-as-needed".into(),
+            "-ltorch_cuda".into(),
+            "-Wl,--as-needed".into(),
+        ]);
+    }
+    for arg in &args {
+        println!("cargo:rustc-link-arg={arg}");
+    }
+    if std::env::var("CARGO_MANIFEST_LINKS").as_deref() == Ok("pipe") {
+        println!("cargo:link_args={}", args.join(";"));
     }
 }

@@ -10,8 +10,10 @@
 //!   shards already complete for the same model and input ([`output`]).
 //!
 //! The model comes from a pipeline's run ([`model`]): the model, labels and
-//! vectorizer its `predict` stage uses.
+//! vectorizer its `predict` stage uses. [`TextClassifier`] is that model for
+//! a few texts or one DataFrame at a time, in process.
 
+mod classify;
 pub mod model;
 pub mod output;
 pub mod shard;
@@ -20,12 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
-use pipe::data::IntArray;
-use pipe::vectorize::Vectorizer;
-use pipe::TextClassifier;
+use pipe_data::IntArray;
+use pipe_vectorize::Vectorizer;
 use polars::prelude::{Column, DataFrame, DataType, NamedFrom, Series};
 use serde::Serialize;
 
+pub use classify::{
+    load_model, output_dir, Classification, ClassifyError, FrameColumns, TextClassifier,
+};
 pub use model::{classifier_from_run, is_bundle, ScoringModel};
 pub use output::Manifest;
 pub use pipe_records::{self as input, Format, InputFile};
@@ -49,7 +53,7 @@ pub enum ScoreJobError {
     #[error("the pipeline's model: {0}")]
     Model(String),
     #[error(transparent)]
-    Classify(#[from] pipe::ClassifyError),
+    Classify(#[from] crate::ClassifyError),
     #[error("scoring {input} failed inside: {message}")]
     Panic { input: String, message: String },
 }
@@ -350,7 +354,7 @@ fn score_claimed(
         file.unchanged()?;
     }
     let written = part.commit()?;
-    pipe::core::fault::point("score-before-manifest");
+    pipe_core::fault::point("score-before-manifest");
     let manifest = Manifest {
         shard: job.shard,
         rows,
@@ -362,11 +366,9 @@ fn score_claimed(
         pipe_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-    pipe::core::fsutil::atomic_write(&manifest_path, &bytes).map_err(|e| {
-        ScoreJobError::Output {
-            path: manifest_path.clone(),
-            message: e.to_string(),
-        }
+    pipe_core::fsutil::atomic_write(&manifest_path, &bytes).map_err(|e| ScoreJobError::Output {
+        path: manifest_path.clone(),
+        message: e.to_string(),
     })?;
     let done = summary(
         job,
@@ -456,7 +458,7 @@ fn read_and_encode(
             job.batch_rows,
             &columns,
             &mut |batch| {
-                pipe::core::fault::point("score-read-batch");
+                pipe_core::fault::point("score-read-batch");
                 let ids = match batch_texts(job, &batch, &file.path, next_row) {
                     Ok(texts) => vectorizer.encode(&texts),
                     Err(e) => {
@@ -570,7 +572,7 @@ fn score_batch(
     };
     let classes = classifier.labels().len();
     let scores = classifier.scores_of_ids(&ids)?;
-    let probabilities = pipe::predict::softmax_rows(&scores, classes);
+    let probabilities = pipe_predict::softmax_rows(&scores, classes);
     let ranked: Vec<Vec<usize>> = scores
         .chunks(classes)
         .map(|row| top_classes(row, job.top_k))

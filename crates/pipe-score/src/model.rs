@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pipe::core::{Artifact, LoadArtifact, Pipeline, RunReport};
-use pipe::data::{LabelSet, Vocabulary};
-use pipe::predict::Predict;
-use pipe::tensor::{PaddingSide, ToTensors, TokenTensors};
-use pipe::vectorize::{Side, Vectorizer, VectorizerOptions};
-use pipe::TextClassifier;
+use crate::TextClassifier;
+use pipe_core::{Artifact, LoadArtifact, Pipeline, RunReport};
+use pipe_data::{LabelSet, Vocabulary};
+use pipe_predict::Predict;
+use pipe_tensor::{PaddingSide, ToTensors, TokenTensors};
+use pipe_vectorize::{Side, Vectorizer, VectorizerOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::ScoreJobError;
@@ -94,9 +94,9 @@ impl ScoringModel {
         let tmp = parent.join(format!(
             ".{name}.tmp-{}-{}",
             std::process::id(),
-            pipe::core::fsutil::unique_suffix()
+            pipe_core::fsutil::unique_suffix()
         ));
-        let _scratch = pipe::core::interrupt::ScratchGuard::new(tmp.clone());
+        let _scratch = pipe_core::interrupt::ScratchGuard::new(tmp.clone());
         if let Err(e) = self.write_bundle(&tmp) {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
@@ -104,7 +104,7 @@ impl ScoringModel {
         let replaced = replace_dir(dir, &tmp, parent, &name);
         let _ = std::fs::remove_dir_all(&tmp);
         replaced?;
-        pipe::core::fsutil::sync_dir(parent).map_err(|e| out_err(parent, &e))
+        pipe_core::fsutil::sync_dir(parent).map_err(|e| out_err(parent, &e))
     }
 
     /// `dir` may be written: not inside the files this model was loaded
@@ -183,9 +183,9 @@ impl ScoringModel {
             pipe_version: env!("CARGO_PKG_VERSION").to_string(),
             files,
         };
-        pipe::core::fsutil::save_json(&tmp.join(BUNDLE_FILE), &record)
+        pipe_core::fsutil::save_json(&tmp.join(BUNDLE_FILE), &record)
             .map_err(|e| out_err(tmp, &e))?;
-        pipe::core::fsutil::sync_tree(tmp).map_err(|e| out_err(tmp, &e))
+        pipe_core::fsutil::sync_tree(tmp).map_err(|e| out_err(tmp, &e))
     }
 
     /// Loads a bundle written by [`Self::save_bundle`].
@@ -194,9 +194,9 @@ impl ScoringModel {
             ScoreJobError::Model(format!("{}: not a bundle: {why}", dir.display()))
         })?;
         let record: BundleRecord =
-            pipe::core::fsutil::load_json(&dir.join(BUNDLE_FILE)).map_err(model_err)?;
+            pipe_core::fsutil::load_json(&dir.join(BUNDLE_FILE)).map_err(model_err)?;
         let vectorizer = Vectorizer::load(&dir.join("vectorizer")).map_err(model_err)?;
-        let model = pipe::load_model(&dir.join("model"))?;
+        let model = crate::load_model(&dir.join("model"))?;
         let labels = LabelSet::load(&dir.join("labels")).map_err(model_err)?;
         let classifier = TextClassifier::new(vectorizer, model, labels, tch::Device::Cpu)?;
         let description = format!("{} (bundle {})", record.description, dir.display());
@@ -323,7 +323,7 @@ fn replace_dir(dir: &Path, tmp: &Path, parent: &Path, name: &str) -> Result<(), 
     // bundle beside `dir`, not remove it.
     let old = parent.join(format!(
         ".{name}.old-{}",
-        pipe::core::fsutil::unique_suffix()
+        pipe_core::fsutil::unique_suffix()
     ));
     std::fs::rename(dir, &old).map_err(|e| out_err(dir, &e))?;
     // What was moved aside is what gets removed: it must still be empty or
@@ -464,7 +464,7 @@ pub fn classifier_from_run(
             (Vectorizer::from_vocabulary(vocab, options), from)
         }
     };
-    let model = pipe::load_model(&model_dir)?;
+    let model = crate::load_model(&model_dir)?;
     let labels = LabelSet::load(&labels_dir).map_err(model_err)?;
     let classifier = TextClassifier::new(vectorizer, model, labels, tch::Device::Cpu)?;
     let description = format!(
@@ -475,7 +475,7 @@ pub fn classifier_from_run(
     ScoringModel::new(classifier, description, model_dir, labels_dir)
 }
 
-fn predict_stage(pipeline: &Pipeline) -> Result<&pipe::core::PipelineStage, ScoreJobError> {
+fn predict_stage(pipeline: &Pipeline) -> Result<&pipe_core::PipelineStage, ScoreJobError> {
     let predicts: Vec<_> = pipeline
         .stages
         .iter()
@@ -526,7 +526,7 @@ fn notebook_encoding(tensors: &TokenTensors) -> VectorizerOptions {
 }
 
 fn stored(report: &RunReport, stage: &str, port: &str) -> Result<PathBuf, ScoreJobError> {
-    pipe::output_dir(report, &format!("{stage}.{port}")).map_err(ScoreJobError::from)
+    crate::output_dir(report, &format!("{stage}.{port}")).map_err(ScoreJobError::from)
 }
 
 fn model_err(e: impl std::fmt::Display) -> ScoreJobError {

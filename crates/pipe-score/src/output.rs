@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use pipe::core::interrupt::ScratchGuard;
+use pipe_core::interrupt::ScratchGuard;
 use polars::prelude::{CompatLevel, DataFrame, KeyValueMetadata, ParquetWriter, SchemaExt as _};
 use polars_parquet::write::schema_to_metadata_key;
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,7 @@ pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, ScoreJobError> 
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("_part-") && name.ends_with(".json") {
             let manifest =
-                pipe::core::fsutil::load_json(&path).map_err(|e| ScoreJobError::Output {
+                pipe_core::fsutil::load_json(&path).map_err(|e| ScoreJobError::Output {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
@@ -144,7 +144,7 @@ pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, Sco
     let _dir_lock = lock_dir(dir)?;
     let record_path = dir.join(JOB_FILE);
     if record_path.exists() {
-        let owner: JobRecord = pipe::core::fsutil::load_json(&record_path)
+        let owner: JobRecord = pipe_core::fsutil::load_json(&record_path)
             .map_err(|e| out_err(&record_path, e.to_string()))?;
         if owner != *job {
             let message = format!(
@@ -156,7 +156,7 @@ pub fn claim(dir: &Path, job: &JobRecord, shard: Shard) -> Result<ShardLock, Sco
     } else {
         check_unclaimed(dir, job)?;
         let bytes = serde_json::to_vec_pretty(job).expect("a job record serializes");
-        pipe::core::fsutil::atomic_write(&record_path, &bytes)
+        pipe_core::fsutil::atomic_write(&record_path, &bytes)
             .map_err(|e| out_err(&record_path, e.to_string()))?;
     }
     let path = dir.join(format!("_{}.lock", shard.part_name()));
@@ -318,7 +318,7 @@ impl PartWriter {
         let scratch = dir.join(format!(
             ".{name}.tmp-{}-{}",
             std::process::id(),
-            pipe::core::fsutil::unique_suffix()
+            pipe_core::fsutil::unique_suffix()
         ));
         std::fs::create_dir(&scratch).map_err(|e| ScoreJobError::Output {
             path: scratch.clone(),
@@ -391,7 +391,7 @@ impl PartWriter {
             .len();
         let target = self.dir.join(&self.name);
         std::fs::rename(&self.tmp, &target).map_err(|e| out_err(&target, e.to_string()))?;
-        pipe::core::fsutil::sync_dir(&self.dir).map_err(|e| out_err(&self.dir, e.to_string()))?;
+        pipe_core::fsutil::sync_dir(&self.dir).map_err(|e| out_err(&self.dir, e.to_string()))?;
         Ok(Some((self.name.clone(), bytes)))
     }
 

@@ -28,16 +28,20 @@
 //!
 //! The stage crates are re-exported by concern: [`core`], [`data`], [`notebook`],
 //! [`vectorize`], [`tensor`], [`runtime`], [`model`], [`train`], [`linear`], [`select`], [`predict`], [`submit`],
-//! [`eval`], [`exec`]; [`polars`] is the version the DataFrame functions take.
+//! [`eval`], [`exec`], [`score`]; [`polars`] is the version the DataFrame functions take.
+//!
+//! [`cli::main`] is the `pipe` command itself: a crate of your own that
+//! depends on this one and defines stages with `#[stage]` gets `pipe` with
+//! its kinds added from a two-line `main.rs` (docs/plugins.md).
 
-mod classify;
+pub mod cli;
 
-pub use classify::{
-    load_model, output_dir, Classification, ClassifyError, FrameColumns, TextClassifier,
-};
 pub use pipe_core::{
     run, status, Cache, Event, EventSink, NullSink, Pipeline, RecordingSink, RunError, RunOptions,
     RunReport, Stage, StageOutcome, StageReport,
+};
+pub use pipe_score::{
+    load_model, output_dir, Classification, ClassifyError, FrameColumns, TextClassifier,
 };
 
 pub use pipe_core as core;
@@ -49,9 +53,18 @@ pub use pipe_model as model;
 pub use pipe_notebook as notebook;
 pub use pipe_predict as predict;
 pub use pipe_runtime as runtime;
+pub use pipe_score as score;
 pub use pipe_select as select;
 pub use pipe_submit as submit;
 pub use pipe_tensor as tensor;
 pub use pipe_train as train;
 pub use pipe_vectorize as vectorize;
 pub use polars;
+
+// What a stage of your own (a plugin crate, docs/plugins.md) needs besides
+// this crate: `#[stage]`, the `Stage` trait and port types, and the crates
+// their expansions and types name, at the versions `pipe` was built with.
+pub use pipe_core::{inventory, stage, typetag};
+pub use pipe_data::ndarray;
+pub use serde;
+pub use serde_json;

@@ -9,7 +9,7 @@ use pipe_toy as _;
 
 fn main() -> std::process::ExitCode {
     pipe::core::fault::set_hook(abort_at_fault_point);
-    pipe_cli::main()
+    pipe::cli::main()
 }
 
 fn abort_at_fault_point(point: &str) {

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pipe::core::{Cache, Override, Pipeline, RunOptions, RunReport};
-use pipe::eval::Evaluate;
-use pipe::predict::Predict;
+use crate::core::{Cache, Override, Pipeline, RunOptions, RunReport};
+use crate::eval::Evaluate;
+use crate::predict::Predict;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -144,7 +144,7 @@ pub fn compare(
     seeds: &[u64],
     cache: &Cache,
     options: &RunOptions,
-    events: &dyn pipe::core::EventSink,
+    events: &dyn crate::core::EventSink,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for path in pipelines {
@@ -157,7 +157,7 @@ pub fn compare(
         let mut runs = Vec::new();
         for &seed in &seeds {
             pipeline.seed = seed;
-            runs.push(measure(&pipe::core::run(
+            runs.push(measure(&crate::core::run(
                 &pipeline, cache, options, events,
             )?));
         }

@@ -4,10 +4,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 
-use indicatif::{ProgressBar, ProgressStyle};
-use pipe::core::{
+use crate::core::{
     default_config, registered_stages, Event, EventSink, Level, RunReport, StageOutcome,
 };
+use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Renderer {
     json: bool,
@@ -154,14 +154,14 @@ pub fn print_stages(kind: Option<&str>, json: bool) -> anyhow::Result<()> {
         anyhow::bail!(
             "no stage kind `{}`{}; known kinds: {}",
             kind.unwrap_or_default(),
-            pipe::core::did_you_mean(kind.unwrap_or_default(), known.iter().copied()),
+            crate::core::did_you_mean(kind.unwrap_or_default(), known.iter().copied()),
             known.join(", ")
         );
     }
     let mut rows = Vec::new();
     for info in stages {
         let stage = (info.default)();
-        let ports = |ports: Vec<pipe::core::Port>| -> Vec<serde_json::Value> {
+        let ports = |ports: Vec<crate::core::Port>| -> Vec<serde_json::Value> {
             ports.iter().map(|p| serde_json::json!({ "name": p.name, "type": p.type_name, "required": p.required, "doc": p.doc })).collect()
         };
         rows.push(serde_json::json!({

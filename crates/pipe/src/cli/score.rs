@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::core::{Event, EventSink, RunOptions};
 use anyhow::Context as _;
-use pipe::core::{Event, EventSink, RunOptions};
 use pipe_score::{ScoreEvent, ScoreJob, ScoringModel};
 
-use crate::{open_cache, render, Settings};
+use super::{open_cache, render, Settings};
 
 /// The classifier to score with: a bundle directory as written by `pipe
 /// bundle`, or a pipeline, run first (cached stages are reused).
@@ -35,7 +35,7 @@ pub fn load_model(
         lock_timeout,
         ..RunOptions::default()
     };
-    let report = pipe::core::run(&pipeline, &cache, &options, renderer);
+    let report = crate::core::run(&pipeline, &cache, &options, renderer);
     let report = report.with_context(|| format!("running {}", pipeline.source))?;
     Ok(pipe_score::classifier_from_run(&pipeline, &report)?)
 }

@@ -20,10 +20,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 // The facade links every stage crate, so every kind is registered.
-use pipe::core::{
+use crate::core::{
     Cache, DagFormat, Freshness, Override, Pipeline, PipelineError, RunError, RunOptions,
 };
-use pipe::runtime::runtime;
+use crate::runtime::runtime;
 
 #[derive(Parser)]
 #[command(
@@ -238,7 +238,7 @@ fn exit_cleanly_on_interrupt() {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            pipe::core::interrupt::clean_up();
+            crate::core::interrupt::clean_up();
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
@@ -258,7 +258,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<PipelineError>().is_some() {
             return 2;
         }
-        if cause.downcast_ref::<pipe::core::CacheError>().is_some() {
+        if cause.downcast_ref::<crate::core::CacheError>().is_some() {
             return 3;
         }
         if cause.downcast_ref::<pipe_score::ScoreJobError>().is_some() {
@@ -336,7 +336,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 lock_timeout: Duration::from_secs(cli.lock_timeout),
             };
             let renderer = render::Renderer::new(json, cli.quiet);
-            let report = pipe::core::run(&pipeline, &cache, &options, &renderer);
+            let report = crate::core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
             let report = report.with_context(|| format!("running {}", pipeline.source))?;
             if json {
@@ -356,7 +356,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let (pipeline, device) = settings.load(&pipeline)?;
             let cache = open_cache(&cli.cache_dir)?;
             let waiting = render::Renderer::new(false, cli.quiet);
-            let states = pipe::core::status(
+            let states = crate::core::status(
                 &pipeline,
                 &cache,
                 &device,
