@@ -1,9 +1,9 @@
 //! Fingerprints the workspace's sources for `BUILD_ID`: every source file
-//! compiled into `pipe` under `crates/` (Rust, manifests, the C++/CUDA shims)
-//! and the lock file, hashed in path order (FNV-1a, 64 bits: a change
-//! detector, not a defence). Cargo reruns this when any of them changes.
-//! Other files there (the Python package's sources, its built module) are
-//! not part of a build's identity.
+//! compiled into `pipe` under `crates/` (Rust, manifests, the C++/CUDA shims,
+//! Python a crate's `src/` embeds) and the lock file, hashed in path order
+//! (FNV-1a, 64 bits: a change detector, not a defence). Cargo reruns this
+//! when any of them changes. Other files there (the Python package's
+//! sources, its built module) are not part of a build's identity.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ fn main() {
     let crates = workspace.join("crates");
     let lock = workspace.join("Cargo.lock");
     let mut files = Vec::new();
-    collect(&crates, &mut files);
+    collect(&crates, &crates, &mut files);
     files.push(lock.clone());
     files.sort();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -48,21 +48,27 @@ fn main() {
     );
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+fn collect(crates: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            collect(&path, out);
-        } else if is_source(&path) {
+            collect(crates, &path, out);
+        } else if is_source(path.strip_prefix(crates).unwrap_or(&path)) {
             out.push(path);
         }
     }
 }
 
+/// `path` is relative to `crates/`: `pipe-exec/src/stages/python_worker.py`.
 fn is_source(path: &Path) -> bool {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let in_src = path
+        .components()
+        .nth(1)
+        .is_some_and(|c| c.as_os_str() == "src");
     matches!(ext, "rs" | "toml" | "c" | "cc" | "cpp" | "cu" | "h" | "hpp")
+        || (ext == "py" && in_src)
 }

@@ -632,7 +632,7 @@ fn stage_key_without_inputs(pipeline: &Pipeline, i: usize, device: &str) -> Stag
         build: if stage.stage.build_independent() {
             String::new()
         } else {
-            crate::BUILD_ID.to_string()
+            crate::stage::build_of_kind(&stage.kind)
         },
         config: stage.config.clone(),
         inputs: BTreeMap::new(),

@@ -325,6 +325,19 @@ pub struct StageInfo {
     pub default: fn() -> Box<dyn Stage>,
     /// `file:line` of the registration, beside the stage's code.
     pub defined_at: &'static str,
+    /// For a kind defined outside this workspace (a plugin crate): that
+    /// crate and a hash of its sources, which [`crate::BUILD_ID`] does not
+    /// cover. It joins the kind's cache keys, so an edit to the plugin reruns
+    /// its stages without a `code_version` bump.
+    pub plugin: Option<PluginCode>,
+}
+
+/// A plugin crate's identity in cache keys: its name and a hash of its
+/// sources when it was compiled (`#[stage]` computes it).
+#[derive(Debug, Clone, Copy)]
+pub struct PluginCode {
+    pub crate_name: &'static str,
+    pub source_hash: &'static str,
 }
 
 inventory::collect!(StageInfo);
@@ -334,15 +347,32 @@ inventory::collect!(StageInfo);
 #[macro_export]
 macro_rules! register_stage {
     ($ty:ty, $kind:expr, $summary:expr) => {
+        $crate::register_stage!($ty, $kind, $summary, ::core::option::Option::None);
+    };
+    ($ty:ty, $kind:expr, $summary:expr, $plugin:expr) => {
         $crate::inventory::submit! {
             $crate::StageInfo {
                 kind: $kind,
                 summary: $summary,
                 default: || Box::new(<$ty as Default>::default()),
                 defined_at: concat!(file!(), ":", line!()),
+                plugin: $plugin,
             }
         }
     };
+}
+
+/// The build a stage kind's results come from, for its cache keys:
+/// [`crate::BUILD_ID`], and for a plugin's kind also its crate's source hash.
+pub fn build_of_kind(kind: &str) -> String {
+    let plugin = inventory::iter::<StageInfo>
+        .into_iter()
+        .find(|s| s.kind == kind)
+        .and_then(|s| s.plugin);
+    match plugin {
+        Some(p) => format!("{} {}+{}", crate::BUILD_ID, p.crate_name, p.source_hash),
+        None => crate::BUILD_ID.to_string(),
+    }
 }
 
 /// All registered stage kinds, sorted by kind.

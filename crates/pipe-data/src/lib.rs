@@ -11,6 +11,9 @@ use std::fs;
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
+
+/// The ndarray version [`IntArray`] holds.
+pub use ndarray;
 use pipe_core::{json_artifact, register_artifact, Artifact, ArtifactError, LoadArtifact};
 use serde::{Deserialize, Serialize};
 

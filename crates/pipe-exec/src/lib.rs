@@ -1,6 +1,9 @@
-//! The `exec` stage: runs an external command as a pipeline stage, so a
-//! script in any language can sit between `pipe`'s own stages and still be
-//! cached, rerun only when something it depends on changed, and fail loudly.
+//! Code outside `pipe` as pipeline stages: `exec` runs an external command
+//! on files, `python` calls a Python function on Arrow tables, numpy arrays
+//! and dicts. Either is cached like any stage, reruns only when something it
+//! depends on changed (its script or module included), and fails loudly.
+//! Both run a child process in its own process group ([`process`](crate)),
+//! so a timeout or an interrupt of `pipe` ends everything it started.
 //!
 //! ```yaml
 //! dedupe:
@@ -24,7 +27,26 @@
 //!   command's stderr; nothing is cached and no output is left behind.
 //!
 //! The stage lives in `src/stages/exec.rs`.
+//!
+//! ```yaml
+//! clean:
+//!   kind: python
+//!   function: cleaning:clean_texts        # pipelines/python/cleaning.py
+//!   python_path: [pipelines/python]
+//!   input_types: { records: frame }
+//!   outputs: { records: frame }
+//!   args: { lowercase: true }
+//!   inputs: { records: load.records }
+//! ```
+//!
+//! The function is called as `clean_texts(records=<pyarrow.Table>,
+//! lowercase=True)` in a worker process (`src/stages/python_worker.py`); it
+//! returns the one output, or a dict of outputs. Its module's source and
+//! `files:` join the key; an exception fails the stage with its traceback.
+//! docs/plugins.md says more; the stage lives in `src/stages/python.rs`.
 
+mod process;
 mod stages;
 
-pub use stages::{CommandLine, Exec, ExecConfig, ExecConfigError, MAX_TIMEOUT_S};
+pub use process::MAX_TIMEOUT_S;
+pub use stages::{CommandLine, Exec, ExecConfig, ExecConfigError, PythonStage, PYTHON_TYPES};

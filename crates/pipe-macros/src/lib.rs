@@ -9,6 +9,12 @@
 //! `kind: token_counts` deserializes a `TokenCounts`), the kind's entry in
 //! `pipe stages` (`pipe_core::StageInfo`, with the file and line it is
 //! defined at), and `TokenCounts::KIND`. The kind string is written once.
+//!
+//! In a crate outside this workspace (a plugin, docs/plugins.md) the
+//! expansion names everything through the `pipe` crate, the one dependency
+//! such a crate has, and records a hash of the crate's sources: the
+//! workspace's build fingerprint does not cover them, and the kind's cache
+//! keys must change when they do.
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -67,15 +73,93 @@ fn expand(
         ));
     }
     let ty = &item.self_ty;
+    let (core, plugin) = match plugin_crate() {
+        None => (quote!(::pipe_core), quote!(::core::option::Option::None)),
+        Some((name, hash)) => (
+            quote!(::pipe::core),
+            quote!(::core::option::Option::Some(::pipe::core::PluginCode {
+                crate_name: #name,
+                source_hash: #hash,
+            })),
+        ),
+    };
     Ok(quote! {
-        #[::typetag::serde(name = #kind)]
-        #item
+        // typetag's expansion names `typetag::…`: this scope provides it, so
+        // the crate needs no dependency of its own on typetag.
+        const _: () = {
+            use #core::typetag;
+            #[typetag::serde(name = #kind)]
+            #item
+        };
 
         impl #ty {
             /// The YAML `kind:` that selects this stage.
             pub const KIND: &'static str = #kind;
         }
 
-        ::pipe_core::register_stage!(#ty, #kind, #summary);
+        #core::register_stage!(#ty, #kind, #summary, #plugin);
     })
+}
+
+/// For a crate outside this workspace: its name and a hash of its sources
+/// (everything under `src/`, its manifest, build script and lock file).
+/// The compiler expands this macro again whenever the crate is rebuilt,
+/// which any change to those files causes, so the hash is never stale.
+fn plugin_crate() -> Option<(String, String)> {
+    let manifest_dir = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
+    let workspace_crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    if canonical(&manifest_dir).starts_with(canonical(workspace_crates)) {
+        return None;
+    }
+    let mut files = Vec::new();
+    collect_files(&manifest_dir.join("src"), &mut files);
+    for name in ["Cargo.toml", "Cargo.lock", "build.rs"] {
+        files.push(manifest_dir.join(name));
+    }
+    files.sort();
+    let mut hasher = Fnv::default();
+    for file in &files {
+        if let Ok(bytes) = std::fs::read(file) {
+            let relative = file.strip_prefix(&manifest_dir).unwrap_or(file);
+            hasher.feed(relative.to_string_lossy().as_bytes());
+            hasher.feed(&(bytes.len() as u64).to_le_bytes());
+            hasher.feed(&bytes);
+        }
+    }
+    let name = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
+    Some((name, format!("{:016x}", hasher.0)))
+}
+
+fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// FNV-1a, 64 bits, as `pipe-core`'s build fingerprint: a change detector,
+/// not a defence.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }

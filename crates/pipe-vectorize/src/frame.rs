@@ -251,3 +251,48 @@ fn id_column(
         Err(type_err(path, name, col.dtype(), "integers or strings"))
     }
 }
+
+/// A table of records between stages: a polars `DataFrame`, stored as one
+/// Parquet file, so a Python stage gets it as an Arrow table (and pandas or
+/// polars take it without a copy per row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame(pub DataFrame);
+
+const FRAME_FILE: &str = "frame.parquet";
+
+impl pipe_core::Artifact for Frame {
+    fn type_name(&self) -> &'static str {
+        <Self as pipe_core::LoadArtifact>::TYPE_NAME
+    }
+    fn save(&self, dir: &Path) -> Result<(), pipe_core::ArtifactError> {
+        let path = dir.join(FRAME_FILE);
+        let file = File::create(&path).map_err(|e| pipe_core::ArtifactError::io(&path, e))?;
+        let mut frame = self.0.clone();
+        ParquetWriter::new(std::io::BufWriter::new(file))
+            .finish(&mut frame)
+            .map_err(|e| pipe_core::ArtifactError::invalid(&path, e))?;
+        Ok(())
+    }
+    fn summary(&self) -> String {
+        format!("{} rows × {} columns", self.0.height(), self.0.width())
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl pipe_core::LoadArtifact for Frame {
+    const TYPE_NAME: &'static str = "frame";
+    fn load(dir: &Path) -> Result<Self, pipe_core::ArtifactError> {
+        let path = dir.join(FRAME_FILE);
+        let file = File::open(&path).map_err(|e| pipe_core::ArtifactError::io(&path, e))?;
+        ParquetReader::new(file).finish().map(Frame).map_err(|e| {
+            pipe_core::ArtifactError::invalid(&path, format!("not a readable frame: {e}"))
+        })
+    }
+}
+
+pipe_core::register_artifact!(
+    Frame,
+    "a table of records (one Parquet file; Arrow in Python)"
+);

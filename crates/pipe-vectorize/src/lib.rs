@@ -15,16 +15,18 @@
 //! - [`read_frame`] reads JSON records, JSON lines, CSV or Parquet with polars;
 //!   [`TextColumns`] pulls the id, text and label columns out of a frame.
 //! - The `vectorize` stage does all of it for a pipeline and can export the
-//!   notebook's six files.
+//!   notebook's six files; it reads its records from files or from
+//!   [`Frame`]s another stage produced (`read_records`, then a Python
+//!   function that cleans them, say).
 
 mod frame;
 mod labels;
 mod stages;
 mod vectorizer;
 
-pub use frame::{read_frame, FrameFormat, TextColumns};
+pub use frame::{read_frame, Frame, FrameFormat, TextColumns};
 pub use labels::LabelEncoder;
-pub use stages::{python_json_records, UnknownLabels, Vectorize};
+pub use stages::{python_json_records, ReadRecords, UnknownLabels, Vectorize};
 pub use vectorizer::{
     tokenize, tokenize_truncated, Side, Vectorizer, VectorizerOptions, MAX_LEN_LIMIT,
 };

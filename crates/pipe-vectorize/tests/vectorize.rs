@@ -16,7 +16,9 @@ fn repo() -> PathBuf {
 }
 
 fn outputs(stage: &Vectorize) -> pipe_core::Artifacts {
-    stage.vectorize(None).expect("vectorize")
+    stage
+        .vectorize(&pipe_core::Artifacts::new(), None)
+        .expect("vectorize")
 }
 
 /// `data/wordnet` was written by scripts/fixtures/make_artifacts.py (numpy, joblib,
@@ -25,8 +27,8 @@ fn outputs(stage: &Vectorize) -> pipe_core::Artifacts {
 #[test]
 fn matches_the_python_upstream_exactly() {
     let stage = Vectorize {
-        train: repo().join("data/corpus/train.json"),
-        test: repo().join("data/corpus/test.json"),
+        train: Some(repo().join("data/corpus/train.json")),
+        test: Some(repo().join("data/corpus/test.json")),
         train_rows: Some(30_000),
         test_rows: Some(7_500),
         ..Vectorize::default()
@@ -79,8 +81,8 @@ const TEST: &str = r#"[{"Id": 10, "Text": "a cat, a dog!", "Category": "a"},
 
 fn small(dir: &Path) -> Vectorize {
     Vectorize {
-        train: write(dir, "train.json", TRAIN),
-        test: write(dir, "test.json", TEST),
+        train: Some(write(dir, "train.json", TRAIN)),
+        test: Some(write(dir, "test.json", TEST)),
         min_freq: 1,
         max_len: 4,
         ..Vectorize::default()
@@ -301,7 +303,10 @@ fn stage_outputs_agree_with_each_other() {
         unknown_test_labels: UnknownLabels::Error,
         ..small(dir.path())
     };
-    let err = strict.vectorize(None).unwrap_err().to_string();
+    let err = strict
+        .vectorize(&pipe_core::Artifacts::new(), None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("test.json") && err.contains("1 test records") && err.contains("`c`"),
         "{err}"
@@ -363,8 +368,8 @@ fn python_joblib_reads_the_exported_artifacts() {
         "vectorize-export",
         &format!(
             "stages:\n  v:\n    kind: vectorize\n    train: {}\n    test: {}\n    min_freq: 1\n    max_len: 4\n    export: {}\n",
-            stage.train.display(),
-            stage.test.display(),
+            stage.train.as_ref().unwrap().display(),
+            stage.test.as_ref().unwrap().display(),
             export.display()
         ),
         &[],
@@ -442,7 +447,7 @@ fn every_input_format_gives_the_same_artifacts() {
     let dir = tempfile::tempdir().unwrap();
     let base = small(dir.path());
     let reference = outputs(&base);
-    let frame = read_frame(&base.train, FrameFormat::Auto).unwrap();
+    let frame = read_frame(base.train.as_deref().unwrap(), FrameFormat::Auto).unwrap();
     let jsonl = write(
         dir.path(),
         "train.jsonl",
@@ -461,7 +466,7 @@ fn every_input_format_gives_the_same_artifacts() {
         .unwrap();
     for train in [jsonl, csv, parquet] {
         let out = outputs(&Vectorize {
-            train: train.clone(),
+            train: Some(train.clone()),
             ..base.clone()
         });
         for port in ["x_train", "y_train", "x_test"] {
@@ -490,8 +495,8 @@ fn integer_labels_are_integer_classes() {
     );
     let test = write(dir.path(), "test.csv", "Id,Text,Category\n7,a c,2\n8,b,3\n");
     let out = outputs(&Vectorize {
-        train,
-        test,
+        train: Some(train),
+        test: Some(test),
         min_freq: 1,
         max_len: 3,
         ..Vectorize::default()
@@ -520,7 +525,12 @@ fn integer_labels_are_integer_classes() {
 fn bad_input_names_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let base = small(dir.path());
-    let err = |stage: Vectorize| stage.vectorize(None).unwrap_err().to_string();
+    let err = |stage: Vectorize| {
+        stage
+            .vectorize(&pipe_core::Artifacts::new(), None)
+            .unwrap_err()
+            .to_string()
+    };
 
     let no_text = write(
         dir.path(),
@@ -528,7 +538,7 @@ fn bad_input_names_the_file_and_the_problem() {
         r#"[{"Id": 1, "Body": "x", "Category": "a"}]"#,
     );
     let e = err(Vectorize {
-        train: no_text,
+        train: Some(no_text),
         ..base.clone()
     });
     assert!(
@@ -542,7 +552,7 @@ fn bad_input_names_the_file_and_the_problem() {
         r#"[{"Id": 1, "Text": "x", "Category": "a"}, {"Id": 2, "Text": null, "Category": "a"}]"#,
     );
     let e = err(Vectorize {
-        train: null_text,
+        train: Some(null_text),
         ..base.clone()
     });
     assert!(e.contains("null.json") && e.contains("row 1"), "{e}");
@@ -553,7 +563,7 @@ fn bad_input_names_the_file_and_the_problem() {
         r#"[{"Id": 1, "Text": 5, "Category": "a"}]"#,
     );
     let e = err(Vectorize {
-        train: numbers,
+        train: Some(numbers),
         ..base.clone()
     });
     assert!(
@@ -563,7 +573,7 @@ fn bad_input_names_the_file_and_the_problem() {
 
     let no_labels = write(dir.path(), "unlabelled.json", r#"[{"Id": 1, "Text": "x"}]"#);
     let e = err(Vectorize {
-        train: no_labels,
+        train: Some(no_labels),
         ..base.clone()
     });
     assert!(
@@ -573,19 +583,19 @@ fn bad_input_names_the_file_and_the_problem() {
 
     let broken = write(dir.path(), "broken.json", r#"[{"Id": 1, "Text": "x""#);
     let e = err(Vectorize {
-        train: broken,
+        train: Some(broken),
         ..base.clone()
     });
     assert!(e.contains("broken.json") && e.contains("not valid"), "{e}");
 
     let e = err(Vectorize {
-        train: write(dir.path(), "train.txt", "x"),
+        train: Some(write(dir.path(), "train.txt", "x")),
         ..base.clone()
     });
     assert!(e.contains("train.txt") && e.contains("format:"), "{e}");
 
     let e = err(Vectorize {
-        train: dir.path().join("missing.json"),
+        train: Some(dir.path().join("missing.json")),
         ..base.clone()
     });
     assert!(
@@ -594,7 +604,7 @@ fn bad_input_names_the_file_and_the_problem() {
     );
 
     let e = err(Vectorize {
-        train: write(dir.path(), "empty.json", "[]"),
+        train: Some(write(dir.path(), "empty.json", "[]")),
         ..base.clone()
     });
     assert!(e.contains("empty.json"), "{e}");

@@ -2,17 +2,16 @@
 //! files, cached like any stage (see the crate's documentation).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use pipe_core::{
-    interrupt, stage, Artifacts, Files, InvalidSetting, LoadArtifact, Port, Stage, StageContext,
-    StageError, ANY_TYPE,
+    stage, Artifacts, Files, InvalidSetting, LoadArtifact, Port, Stage, StageContext, StageError,
+    ANY_TYPE,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::process::{self, MAX_TIMEOUT_S};
 
 /// The command: an argument list run directly, or one string run by `sh -c`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,85 +216,10 @@ impl Exec {
                 c
             }
         };
-        command
-            .envs(&self.config.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Its own process group, so a timeout kills the whole tree (`sh -c` and its children).
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // calls only prctl(2), which is async-signal-safe.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                // If `pipe` dies (even by SIGKILL), so does the command.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        command.envs(&self.config.env);
+        process::prepare(&mut command);
         command
     }
-}
-
-/// The longest `timeout_s`: 30 days, in seconds. A timeout is there to
-/// bound a run; a longer one is a typo (or a unit mistake) and bounds nothing.
-pub const MAX_TIMEOUT_S: f64 = 30.0 * 24.0 * 3600.0;
-
-const STDERR_LINES: usize = 40;
-
-/// The most bytes of each of stdout and stderr kept (the end of each): a
-/// command that prints gigabytes costs no more memory than this.
-const OUTPUT_TAIL_BYTES: usize = 64 << 10;
-
-/// How long the output pipes may stay open once the command has ended and its
-/// process group is gone: a process that left the group (`setsid`) and kept
-/// the pipe open does not hold `pipe` past this.
-const PIPE_GRACE: Duration = Duration::from_secs(2);
-
-/// The last `OUTPUT_TAIL_BYTES` bytes a pipe carried, filled by a thread.
-#[derive(Default)]
-struct Tail {
-    bytes: std::collections::VecDeque<u8>,
-    closed: bool,
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> Arc<Mutex<Tail>> {
-    let tail = Arc::new(Mutex::new(Tail::default()));
-    let writer = Arc::clone(&tail);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        if let Some(mut pipe) = pipe {
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut tail = writer.lock().unwrap_or_else(|e| e.into_inner());
-                tail.bytes.extend(&buf[..n]);
-                let excess = tail.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES);
-                tail.bytes.drain(..excess);
-            }
-        }
-        writer.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-    });
-    tail
-}
-
-/// What a pipe carried, once it closed or `deadline` passed.
-fn collect(tail: &Mutex<Tail>, deadline: Instant) -> String {
-    loop {
-        let t = tail.lock().unwrap_or_else(|e| e.into_inner());
-        if t.closed || Instant::now() >= deadline {
-            let (a, b) = t.bytes.as_slices();
-            return String::from_utf8_lossy(&[a, b].concat()).into_owned();
-        }
-        drop(t);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, StageError> {
@@ -365,71 +289,22 @@ impl Stage for Exec {
         let shown = argv.join(" ");
         ctx.info(format!("running: {shown}"));
 
-        let mut child = self
-            .command(&argv)
-            .spawn()
-            .map_err(|e| StageError::invalid(format!("cannot start `{shown}`: {e}")))?;
-        // The command leads its own process group: a timeout, an interrupt of
-        // `pipe` or the command's end kills the whole tree (`sh -c`, and what
-        // it started in the background).
-        let group = i32::try_from(child.id())
-            .map_err(|_| StageError::invalid("process id out of range"))?;
-        let _group_guard = interrupt::ProcessGroupGuard::new(group);
-        // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
-        let stdout = drain(child.stdout.take());
-        let stderr = drain(child.stderr.take());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child
-                .try_wait()
-                .map_err(|e| StageError::invalid(format!("waiting for `{shown}`: {e}")))?
-            {
-                break Some(status);
-            }
-            if self
-                .config
-                .timeout_s
-                .is_some_and(|t| start.elapsed().as_secs_f64() > t)
-            {
-                interrupt::kill_process_group(group);
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        // Background processes the command left behind would hold its pipes
-        // (and outlive the stage): they go with it.
-        interrupt::kill_process_group(group);
-        let deadline = Instant::now() + PIPE_GRACE;
-        let stdout = collect(&stdout, deadline);
-        let stderr = collect(&stderr, deadline);
-        for line in tail(&stdout, STDERR_LINES)
-            .lines()
-            .chain(tail(&stderr, STDERR_LINES).lines())
-        {
-            ctx.info(line.to_string());
+        let finished =
+            process::run_to_end(&mut self.command(&argv), &shown, self.config.timeout_s)?;
+        for line in finished.log_lines() {
+            ctx.info(line);
         }
-        let with_stderr = |what: String| {
-            let shown_stderr = tail(&stderr, STDERR_LINES);
-            if shown_stderr.trim().is_empty() {
-                StageError::invalid(format!("{what} (no stderr)"))
-            } else {
-                StageError::invalid(format!("{what}; its stderr ends with:\n{shown_stderr}"))
-            }
-        };
-        match status {
+        match finished.status {
             None => {
-                return Err(with_stderr(format!(
+                return Err(finished.error(format!(
                     "`{shown}` ran past timeout_s = {} and was killed",
                     self.config.timeout_s.unwrap_or(0.0)
                 )))
             }
             Some(status) if !status.success() => {
-                let code = status
-                    .code()
-                    .map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
-                return Err(with_stderr(format!("`{shown}` exited with {code}")));
+                return Err(
+                    finished.error(format!("`{shown}` {}", process::exit_description(status)))
+                );
             }
             Some(_) => {}
         }
@@ -437,7 +312,7 @@ impl Stage for Exec {
         let mut out = Artifacts::new();
         for (name, path) in &output_files {
             if !path.is_file() {
-                return Err(with_stderr(format!(
+                return Err(finished.error(format!(
                     "`{shown}` succeeded but did not write output `{name}` ({})",
                     path.display()
                 )));

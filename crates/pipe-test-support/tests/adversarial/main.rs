@@ -268,60 +268,99 @@ fn alive(pid: i32) -> bool {
 fn an_interrupted_exec_stage_leaves_nothing_running_and_nothing_cached() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let s = exec_pipeline("sleep 300 & echo $! > sleeper; wait");
-        let mut child = std::process::Command::new(pipe_test_support::lab_bin())
-            .args(["run", "p.yaml"])
-            .current_dir(s.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_for(&s.path("sleeper"));
-        let shell: i32 = std::fs::read_to_string(s.path("started"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let sleeper: i32 = std::fs::read_to_string(s.path("sleeper"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < QUICK,
-                "pipe did not exit after signal {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(status.code(), Some(code));
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        assert!(stderr.contains("interrupted"), "{stderr}");
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            !alive(shell) && !alive(sleeper),
-            "sh ({shell}) or sleep ({sleeper}) outlived pipe"
-        );
-        let tmp: Vec<_> = std::fs::read_dir(s.path(".pipe/tmp")).unwrap().collect();
-        assert!(tmp.is_empty(), "scratch left behind: {tmp:?}");
+        interrupt_when_started(&s, signal, code, &["started", "sleeper"]);
         // The lock is free and nothing was cached: a quick command reruns the stage.
         s.write("p.yaml", &EXEC.replace("CMD", "true"));
-        let rerun = s.pipe_limited(&["run", "p.yaml", "--lock-timeout", "1"], QUICK);
-        assert_eq!(rerun.code, Some(0), "{}", rerun.stderr);
-        assert!(
-            rerun
-                .stdout
-                .lines()
-                .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["slow", "ran"]),
-            "{}",
-            rerun.stdout
-        );
+        assert_reruns(&s);
     }
+}
+
+/// The same for a Python stage whose function started a subprocess: the
+/// worker and its child die with `pipe`, and nothing is cached.
+#[test]
+fn an_interrupted_python_stage_leaves_nothing_running_and_nothing_cached() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let s = Scratch::new().lab();
+        s.write(
+            "p.yaml",
+            "stages:\n  slow:\n    kind: python\n    function: slow:wait\n    outputs: { result: json }\n",
+        );
+        s.write(
+            "slow.py",
+            "import os, subprocess, time\n\
+             def wait():\n    \
+                 child = subprocess.Popen(['sleep', '300'])\n    \
+                 open('started', 'w').write(str(os.getpid()))\n    \
+                 open('sleeper.tmp', 'w').write(str(child.pid))\n    \
+                 os.rename('sleeper.tmp', 'sleeper')\n    \
+                 time.sleep(300)\n",
+        );
+        interrupt_when_started(&s, signal, code, &["started", "sleeper"]);
+        s.write("slow.py", "def wait():\n    return {'ok': 1}\n");
+        assert_reruns(&s);
+    }
+}
+
+/// Runs `p.yaml` with `pipe-testing`, waits until the last of `pid_files`
+/// exists (each holds a pid the stage started), sends `signal`, and checks
+/// that `pipe` exits with `code` saying so, that every one of those
+/// processes is gone, and that no scratch is left.
+fn interrupt_when_started(s: &Scratch, signal: i32, code: i32, pid_files: &[&str]) {
+    let mut child = std::process::Command::new(pipe_test_support::lab_bin())
+        .args(["run", "p.yaml"])
+        .current_dir(s.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&s.path(pid_files.last().expect("a pid file")));
+    let pids: Vec<i32> = pid_files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(s.path(f))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    // SAFETY: kill(2) on the child we spawned; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < QUICK,
+            "pipe did not exit after signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(code));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    for (file, pid) in pid_files.iter().zip(&pids) {
+        assert!(!alive(*pid), "{file} ({pid}) outlived pipe");
+    }
+    let tmp: Vec<_> = std::fs::read_dir(s.path(".pipe/tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "scratch left behind: {tmp:?}");
+}
+
+/// The lock is free and nothing was cached: the next run runs `slow` again.
+fn assert_reruns(s: &Scratch) {
+    let rerun = s.pipe_limited(&["run", "p.yaml", "--lock-timeout", "1"], QUICK);
+    assert_eq!(rerun.code, Some(0), "{}", rerun.stderr);
+    assert!(
+        rerun
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["slow", "ran"]),
+        "{}",
+        rerun.stdout
+    );
 }
 
 /// A command that leaves a background process holding its stdout ends when

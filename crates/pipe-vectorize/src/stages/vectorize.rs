@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use pipe_notebook::NotebookPorts;
 
+use crate::polars::prelude::DataFrame;
 use crate::{
-    read_frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions,
+    read_frame, Frame, FrameFormat, LabelEncoder, Side, TextColumns, Vectorizer, VectorizerOptions,
 };
 
 /// What to do with test records whose label the training set never had.
@@ -26,14 +27,17 @@ pub enum UnknownLabels {
     Error,
 }
 
-/// Reads raw train and test records (JSON, JSON lines, CSV or Parquet),
-/// fits the vocabulary and label encoder on the training records, and
-/// encodes both sets; `export` also writes the notebook's six files.
+/// Reads raw train and test records (JSON, JSON lines, CSV or Parquet
+/// files, or frames from upstream stages), fits the vocabulary and label
+/// encoder on the training records, and encodes both sets; `export` also
+/// writes the notebook's six files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Vectorize {
-    pub train: PathBuf,
-    pub test: PathBuf,
+    /// The training records' file; or wire `inputs: { train_frame: STAGE.PORT }`.
+    pub train: Option<PathBuf>,
+    /// The test records' file; or wire `inputs: { test_frame: STAGE.PORT }`.
+    pub test: Option<PathBuf>,
     pub format: FrameFormat,
     pub text_field: String,
     pub label_field: String,
@@ -58,8 +62,8 @@ impl Default for Vectorize {
     fn default() -> Self {
         let options = VectorizerOptions::default();
         Vectorize {
-            train: PathBuf::from("data/corpus/train.json"),
-            test: PathBuf::from("data/corpus/test.json"),
+            train: None,
+            test: None,
             format: FrameFormat::Auto,
             text_field: "Text".into(),
             label_field: "Category".into(),
@@ -88,13 +92,45 @@ impl Vectorize {
         }
     }
 
+    /// One side's records: the frame wired to `port`, else the configured
+    /// file; the returned path names the source in messages.
+    fn source(
+        &self,
+        inputs: &Artifacts,
+        port: &PortOf<Frame>,
+        file: Option<&Path>,
+    ) -> Result<(DataFrame, PathBuf), StageError> {
+        match (inputs.read_optional(port)?, file) {
+            (Some(_), Some(file)) => Err(StageError::invalid(format!(
+                "both `{}: {}` and the input `{}` are given; keep one",
+                port.name.trim_end_matches("_frame"),
+                file.display(),
+                port.name
+            ))),
+            (Some(frame), None) => Ok((
+                frame.0.clone(),
+                PathBuf::from(format!("input `{}`", port.name)),
+            )),
+            (None, Some(file)) => Ok((
+                read_frame(file, self.format).map_err(StageError::other)?,
+                file.to_path_buf(),
+            )),
+            (None, None) => Err(StageError::invalid(format!(
+                "no {} records: set `{}: FILE` or wire `inputs: {{ {}: STAGE.OUTPUT }}`",
+                port.name.trim_end_matches("_frame"),
+                port.name.trim_end_matches("_frame"),
+                port.name
+            ))),
+        }
+    }
+
     fn read(
         &self,
-        path: &Path,
+        (frame, path): (DataFrame, PathBuf),
         rows: Option<usize>,
         require_labels: bool,
     ) -> Result<TextColumns, StageError> {
-        let frame = read_frame(path, self.format).map_err(StageError::other)?;
+        let path = path.as_path();
         let columns = TextColumns::from_frame(
             &frame,
             path,
@@ -130,10 +166,17 @@ impl Vectorize {
     }
 
     /// Fits on the training records and encodes both sets.
-    pub fn vectorize(&self, ctx: Option<&StageContext>) -> Result<Artifacts, StageError> {
+    pub fn vectorize(
+        &self,
+        inputs: &Artifacts,
+        ctx: Option<&StageContext>,
+    ) -> Result<Artifacts, StageError> {
         self.options().validate().map_err(StageError::invalid)?;
-        let train = self.read(&self.train, self.train_rows, true)?;
-        let mut test = self.read(&self.test, self.test_rows, false)?;
+        let train_source = self.source(inputs, &Self::TRAIN_FRAME, self.train.as_deref())?;
+        let test_source = self.source(inputs, &Self::TEST_FRAME, self.test.as_deref())?;
+        let test_path = test_source.1.clone();
+        let train = self.read(train_source, self.train_rows, true)?;
+        let mut test = self.read(test_source, self.test_rows, false)?;
 
         let vectorizer = Vectorizer::fit(&train.texts, self.options());
         let train_labels = train.labels.as_deref().expect("required above");
@@ -158,7 +201,7 @@ impl Vectorize {
                     .iter()
                     .find(|l| encoder.id(l).is_none())
                     .expect("counted");
-                let message = format!("{}: {unknown} test records have labels the training records lack (first: `{first}`)", self.test.display());
+                let message = format!("{}: {unknown} test records have labels the training records lack (first: `{first}`)", test_path.display());
                 match self.unknown_test_labels {
                     UnknownLabels::Error => return Err(StageError::invalid(message)),
                     UnknownLabels::Drop => {
@@ -174,7 +217,7 @@ impl Vectorize {
             if let Some(ctx) = ctx {
                 ctx.warn(format!(
                     "{}: no `{}` column; test ids are row numbers",
-                    self.test.display(),
+                    test_path.display(),
                     self.id_field
                 ));
             }
@@ -256,6 +299,12 @@ impl Vectorize {
 }
 
 impl Vectorize {
+    pub const TRAIN_FRAME: PortOf<Frame> = PortOf::optional(
+        "train_frame",
+        "the training records, instead of the `train` file",
+    );
+    pub const TEST_FRAME: PortOf<Frame> =
+        PortOf::optional("test_frame", "the test records, instead of the `test` file");
     pub const TEST_RECORDS: PortOf<Table> = PortOf::new(
         "test_records",
         "id and text of each test record (test_mini.json)",
@@ -272,7 +321,7 @@ impl Vectorize {
 )]
 impl Stage for Vectorize {
     fn inputs(&self) -> Vec<Port> {
-        vec![]
+        vec![Self::TRAIN_FRAME.port(), Self::TEST_FRAME.port()]
     }
     fn outputs(&self) -> Vec<Port> {
         let mut ports = NotebookPorts::ports();
@@ -284,7 +333,7 @@ impl Stage for Vectorize {
         1
     }
     fn external_files(&self) -> Vec<PathBuf> {
-        vec![self.train.clone(), self.test.clone()]
+        self.train.iter().chain(&self.test).cloned().collect()
     }
     fn depends_on_env(&self) -> bool {
         false
@@ -292,8 +341,8 @@ impl Stage for Vectorize {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.options().validate()
     }
-    fn run(&self, _inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
-        self.vectorize(Some(ctx))
+    fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
+        self.vectorize(inputs, Some(ctx))
     }
     fn publish(
         &self,
