@@ -49,4 +49,7 @@ mod process;
 mod stages;
 
 pub use process::MAX_TIMEOUT_S;
-pub use stages::{CommandLine, Exec, ExecConfig, ExecConfigError, PythonStage, PYTHON_TYPES};
+pub use stages::{
+    use_interpreter_by_default, CommandLine, Exec, ExecConfig, ExecConfigError, PythonStage,
+    PYTHON_TYPES,
+};

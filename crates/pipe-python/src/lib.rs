@@ -371,5 +371,12 @@ fn _pipe(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fork::_before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(fork::_after_fork, m)?)?;
     m.add_class::<NativeClassifier>()?;
+    // A pipeline's `kind: python` stages run in this interpreter (unless
+    // their `python:` or $PIPE_PYTHON says otherwise): the one with this
+    // package, and whatever the user's functions import, installed.
+    let executable: Option<PathBuf> = m.py().import("sys")?.getattr("executable")?.extract()?;
+    if let Some(executable) = executable.filter(|e| !e.as_os_str().is_empty()) {
+        pipe::exec::use_interpreter_by_default(executable);
+    }
     Ok(())
 }

@@ -214,3 +214,20 @@ def test_another_torch_version_is_refused_at_import_with_a_reason(tmp_path):
     run = subprocess.run([sys.executable, "-c", "import pipe"], capture_output=True, text=True, env=env)
     assert run.returncode != 0
     assert "pipe was built against torch 2.11.0, but this environment has torch 2.0.1+cpu" in run.stderr, run.stderr
+
+
+def test_run_calls_a_python_stage_with_this_interpreter(tmp_path, monkeypatch):
+    """tests/pipelines/tiny_python.yaml from the package: its Python stage
+    (the example's cleaning function) runs in a worker of this interpreter."""
+    shutil.copytree(ROOT / "tests/data/raw", tmp_path / "data/raw")
+    (tmp_path / "python").mkdir()
+    shutil.copy(ROOT / "pipelines/python/cleaning.py", tmp_path / "python/cleaning.py")
+    shutil.copy(ROOT / "tests/pipelines/tiny_python.yaml", tmp_path / "tiny_python.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPE_PYTHON", raising=False)
+    report = pipe.run("tiny_python.yaml", only=["train_records", "test_records", "clean"])
+    stages = {s["name"]: s for s in report["stages"]}
+    assert stages["clean"]["outcome"] == "ran"
+    cleaned = pq.read_table(Path(stages["clean"]["outputs"]["train"]) / "frame.parquet")
+    texts = cleaned.column("Text").to_pylist()
+    assert texts and all(t == t.lower() and "  " not in t for t in texts)

@@ -128,6 +128,25 @@ impl Scratch {
         s
     }
 
+    /// [`Scratch::tiny_raw`]'s records with `tiny_python.yaml`, which cleans
+    /// them with a Python stage (`python/cleaning.py`, a copy of the
+    /// example pipeline's module) before it trains on them.
+    pub fn tiny_python() -> Scratch {
+        let s = Scratch::tiny_raw();
+        std::fs::create_dir_all(s.path("python")).expect("mkdir");
+        std::fs::copy(
+            repo_root().join("pipelines/python/cleaning.py"),
+            s.path("python/cleaning.py"),
+        )
+        .expect("copy");
+        std::fs::copy(
+            repo_root().join("tests/pipelines/tiny_python.yaml"),
+            s.path("tiny_python.yaml"),
+        )
+        .expect("copy");
+        s
+    }
+
     /// Runs `pipe ARGS` killed after `limit`, sampling its peak resident
     /// memory (VmHWM) while it runs.
     pub fn pipe_limited(&self, args: &[&str], limit: Duration) -> Limited {

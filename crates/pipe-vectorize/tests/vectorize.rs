@@ -609,3 +609,47 @@ fn bad_input_names_the_file_and_the_problem() {
     });
     assert!(e.contains("empty.json"), "{e}");
 }
+
+/// Frames from an upstream stage give what the files they were read from
+/// give; a side with both, or neither, is refused by name.
+#[test]
+fn frames_wired_in_stand_for_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_files = small(dir.path());
+    let reference = outputs(&from_files);
+    let frame = |file: &Option<std::path::PathBuf>| {
+        pipe_vectorize::Frame(read_frame(file.as_deref().unwrap(), FrameFormat::Auto).unwrap())
+    };
+    let mut inputs = pipe_core::Artifacts::new();
+    inputs
+        .insert(Vectorize::TRAIN_FRAME.name, frame(&from_files.train))
+        .insert(Vectorize::TEST_FRAME.name, frame(&from_files.test));
+    let from_frames = Vectorize {
+        train: None,
+        test: None,
+        ..from_files.clone()
+    };
+    let out = from_frames.vectorize(&inputs, None).unwrap();
+    for port in ["x_train", "y_train", "x_test"] {
+        assert_eq!(
+            out.get::<IntArray>(port).unwrap(),
+            reference.get::<IntArray>(port).unwrap(),
+            "{port}"
+        );
+    }
+    let both = from_files.vectorize(&inputs, None).unwrap_err().to_string();
+    assert!(
+        both.contains("both `train: ") && both.contains("and the input `train_frame`"),
+        "{both}"
+    );
+    let neither = from_frames
+        .vectorize(&pipe_core::Artifacts::new(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        neither.contains(
+            "no train records: set `train: FILE` or wire `inputs: { train_frame: STAGE.OUTPUT }`"
+        ),
+        "{neither}"
+    );
+}

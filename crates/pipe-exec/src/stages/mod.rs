@@ -4,4 +4,4 @@ mod exec;
 mod python;
 
 pub use exec::{CommandLine, Exec, ExecConfig, ExecConfigError};
-pub use python::{PythonStage, PYTHON_TYPES};
+pub use python::{use_interpreter_by_default, PythonStage, PYTHON_TYPES};

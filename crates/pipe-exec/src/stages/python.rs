@@ -32,6 +32,17 @@ pub const PYTHON_TYPES: &[&str] = &[
     "files",
 ];
 
+/// The interpreter a program embedding `pipe` runs Python stages with when
+/// neither the stage's `python:` nor `$PIPE_PYTHON` names one.
+static DEFAULT_INTERPRETER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `python` the interpreter for Python stages that name none (and
+/// with no `$PIPE_PYTHON`): the `pipe` Python package sets its own
+/// `sys.executable` when it is imported. Only the first call counts.
+pub fn use_interpreter_by_default(python: PathBuf) {
+    let _ = DEFAULT_INTERPRETER.set(python);
+}
+
 /// Calls `function` with the stage's inputs as keyword arguments (plus
 /// `args`) and stores what it returns as the declared outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +64,8 @@ pub struct PythonStage {
     /// Files the function reads besides its inputs and its module (helper
     /// modules, lookup tables): their contents join the cache key.
     pub files: Vec<PathBuf>,
-    /// The interpreter; by default `$PIPE_PYTHON`, else `python3` on `PATH`.
+    /// The interpreter; by default `$PIPE_PYTHON`, else (from the `pipe`
+    /// Python package) the importing interpreter, else `python3` on `PATH`.
     pub python: Option<PathBuf>,
     pub timeout_s: Option<f64>,
 }
@@ -196,6 +208,7 @@ impl PythonStage {
         self.python
             .clone()
             .or_else(|| std::env::var_os("PIPE_PYTHON").map(PathBuf::from))
+            .or_else(|| DEFAULT_INTERPRETER.get().cloned())
             .unwrap_or_else(|| PathBuf::from("python3"))
     }
 

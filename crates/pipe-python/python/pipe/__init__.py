@@ -148,8 +148,12 @@ def run(
     "outcome", "seconds", "outputs", "metrics"}, ...]}``. Raises
     :class:`PipeError` with ``pipe``'s message when a stage fails.
 
+    A ``kind: python`` stage's function runs in a worker process of this
+    interpreter (``sys.executable``) unless the stage's ``python:`` or
+    ``$PIPE_PYTHON`` names another.
+
     Ctrl-C raises ``KeyboardInterrupt`` within about a second: the
-    running ``exec`` commands are killed, scratch removed, and nothing of the
+    running ``exec`` commands and Python stage workers are killed, scratch removed, and nothing of the
     interrupted stage is cached. SIGTERM, during a run in the main thread,
     does the same clean-up before it ends the process (or calls the handler
     that was set). torch's global random state is left as it was.
