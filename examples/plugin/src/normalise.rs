@@ -28,7 +28,8 @@ impl Default for NormaliseText {
 
 impl NormaliseText {
     const RECORDS: PortOf<Frame> = PortOf::new("records", "records with a text column");
-    const RECORDS_OUT: PortOf<Frame> = PortOf::new("records", "the same records, that column normalised");
+    const RECORDS_OUT: PortOf<Frame> =
+        PortOf::new("records", "the same records, that column normalised");
 
     fn normalise(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
@@ -84,10 +85,8 @@ impl Stage for NormaliseText {
             .column(&self.column)
             .and_then(|c| c.str())
             .map_err(|e| StageError::invalid(format!("column `{}`: {e}", self.column)))?;
-        let normalised: StringChunked = texts
-            .iter()
-            .map(|t| t.map(|t| self.normalise(t)))
-            .collect();
+        let normalised: StringChunked =
+            texts.iter().map(|t| t.map(|t| self.normalise(t))).collect();
         let changed = texts
             .iter()
             .zip(normalised.iter())
@@ -95,7 +94,11 @@ impl Stage for NormaliseText {
             .count();
         let mut frame = frame.clone();
         frame
-            .with_column(normalised.with_name(self.column.as_str().into()).into_column())
+            .with_column(
+                normalised
+                    .with_name(self.column.as_str().into())
+                    .into_column(),
+            )
             .map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.info(format!("{changed} of {} texts changed", frame.height()));
         let mut out = Artifacts::new();
