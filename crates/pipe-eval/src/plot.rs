@@ -14,12 +14,88 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Axis ticks at round values (1, 2 or 5 times a power of ten apart) that
+/// cover a range, and the decimals that print them exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ticks {
+    pub values: Vec<f64>,
+    pub decimals: usize,
+}
+
+impl Ticks {
+    /// About `target` round ticks from at or below `lo` to at or above
+    /// `hi` (Heckbert's "nice numbers"). A flat or empty range gets one
+    /// step around its value; non-finite bounds give `0..1`.
+    pub fn covering(lo: f64, hi: f64, target: usize) -> Ticks {
+        let (mut lo, mut hi) = if lo.is_finite() && hi.is_finite() {
+            (lo.min(hi), lo.max(hi))
+        } else {
+            (0.0, 1.0)
+        };
+        if hi - lo < 1e-12 * lo.abs().max(1.0) {
+            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+            (lo, hi) = (lo - pad, hi + pad);
+        }
+        let step = nice_step((hi - lo) / target.max(1) as f64);
+        let first = (lo / step).floor();
+        let last = (hi / step).ceil();
+        let values = (0..=(last - first) as usize)
+            .map(|k| {
+                let v = (first + k as f64) * step;
+                // -0.0 prints as "-0".
+                if v == 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let decimals = (-step.log10().floor()).max(0.0) as usize;
+        Ticks { values, decimals }
+    }
+
+    pub fn lo(&self) -> f64 {
+        self.values[0]
+    }
+
+    pub fn hi(&self) -> f64 {
+        self.values[self.values.len() - 1]
+    }
+
+    /// A tick printed with just the decimals the step needs: `0.25`, `3`, `1e-5` stays `0.00001`.
+    pub fn label(&self, v: f64) -> String {
+        format!("{v:.*}", self.decimals)
+    }
+}
+
+/// The round step (1, 2 or 5 × 10^k) nearest above `rough`.
+fn nice_step(rough: f64) -> f64 {
+    let power = 10f64.powf(rough.log10().floor());
+    let fraction = rough / power;
+    let nice = if fraction <= 1.0 {
+        1.0
+    } else if fraction <= 2.0 {
+        2.0
+    } else if fraction <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * power
+}
+
 /// A named series of values, one per epoch.
 pub type Series<'a> = (&'a str, Vec<f64>);
 
-/// One or more series against epoch number, each panel scaled on its own.
-pub fn line_chart(title: &str, panels: &[(&str, Vec<Series>)]) -> String {
-    let (w, panel_h, margin) = (640.0, 220.0, 50.0);
+/// One or more series against epoch number, one panel per `(y axis title,
+/// series)`, each scaled on its own with round ticks; `marked_epoch` (from 1)
+/// draws a dashed line at the epoch the model was kept from.
+pub fn line_chart(
+    title: &str,
+    panels: &[(&str, Vec<Series>)],
+    marked_epoch: Option<usize>,
+) -> String {
+    let (w, panel_h, margin) = (680.0, 220.0, 60.0);
     let h = margin + panels.len() as f64 * (panel_h + margin);
     let mut svg = String::new();
     let _ = write!(
@@ -32,75 +108,110 @@ pub fn line_chart(title: &str, panels: &[(&str, Vec<Series>)]) -> String {
         w / 2.0,
         escape(title)
     );
-    for (p, (name, series)) in panels.iter().enumerate() {
+    let epochs = panels
+        .iter()
+        .flat_map(|(_, series)| series.iter().map(|(_, v)| v.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    for (p, (axis_title, series)) in panels.iter().enumerate() {
         let top = margin + p as f64 * (panel_h + margin);
-        let (left, right) = (60.0, w - 150.0);
-        let values: Vec<f64> = series
+        let (left, right) = (80.0, w - 170.0);
+        let (lo, hi) = series
             .iter()
             .flat_map(|(_, v)| v.iter().copied())
             .filter(|v| v.is_finite())
-            .collect();
-        let (mut lo, mut hi) = values
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
                 (a.min(v), b.max(v))
             });
-        if !lo.is_finite() {
-            (lo, hi) = (0.0, 1.0);
-        }
-        if hi - lo < 1e-9 {
-            hi = lo + 1.0;
-        }
-        let n = series
-            .iter()
-            .map(|(_, v)| v.len())
-            .max()
-            .unwrap_or(1)
-            .max(2);
-        let x = |i: usize| left + (right - left) * i as f64 / (n - 1) as f64;
+        let ticks = Ticks::covering(lo, hi, 5);
+        let (lo, hi) = (ticks.lo(), ticks.hi());
+        // Epoch 1 at the left edge, the last at the right (one epoch: centred).
+        let x = |epoch: usize| {
+            if epochs == 1 {
+                (left + right) / 2.0
+            } else {
+                left + (right - left) * (epoch - 1) as f64 / (epochs - 1) as f64
+            }
+        };
         let y = |v: f64| top + panel_h - panel_h * (v - lo) / (hi - lo);
         let _ = write!(
             svg,
             r##"<rect x="{left}" y="{top}" width="{}" height="{panel_h}" fill="none" stroke="#999"/>"##,
             right - left
         );
-        let _ = write!(
-            svg,
-            r#"<text x="{left}" y="{}">{}</text>"#,
-            top - 6.0,
-            escape(name)
-        );
-        for k in 0..=4 {
-            let v = lo + (hi - lo) * k as f64 / 4.0;
+        for &v in &ticks.values {
             let _ = write!(
                 svg,
-                r##"<text x="{}" y="{}" text-anchor="end" fill="#555">{v:.3}</text>"##,
+                r##"<line x1="{left}" x2="{right}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
                 left - 4.0,
-                y(v) + 4.0
+                y(v) + 4.0,
+                ticks.label(v),
+                y = y(v),
             );
         }
-        for i in 0..n {
+        let epoch_ticks = Ticks::covering(1.0, epochs as f64, 10);
+        for &e in epoch_ticks
+            .values
+            .iter()
+            .filter(|&&e| e >= 1.0 && e <= epochs as f64 && e.fract() == 0.0)
+        {
             let _ = write!(
                 svg,
-                r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
-                x(i),
+                r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
+                x(e as usize),
                 top + panel_h + 14.0,
-                i + 1
+                e as usize
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<text x="{}" y="{}" text-anchor="middle">epoch</text><text x="{x}" y="{y}" text-anchor="middle" transform="rotate(-90 {x} {y})">{}</text>"##,
+            (left + right) / 2.0,
+            top + panel_h + 32.0,
+            escape(axis_title),
+            x = left - 52.0,
+            y = top + panel_h / 2.0,
+        );
+        if let Some(epoch) = marked_epoch.filter(|e| (1..=epochs).contains(e)) {
+            // The label on the side of the line with more room.
+            let (anchor, dx) = if x(epoch) > (left + right) / 2.0 {
+                ("end", -4.0)
+            } else {
+                ("start", 4.0)
+            };
+            let _ = write!(
+                svg,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#444" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" text-anchor="{anchor}" fill="#444">kept: epoch {epoch}</text>"##,
+                top + panel_h,
+                x(epoch) + dx,
+                top + panel_h - 6.0,
+                x = x(epoch),
             );
         }
         for (s, (label, v)) in series.iter().enumerate() {
             let color = COLORS[s % COLORS.len()];
-            let points: Vec<String> = v
+            let points: Vec<(f64, f64)> = v
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.is_finite())
-                .map(|(i, &v)| format!("{:.1},{:.1}", x(i), y(v)))
+                .map(|(i, &v)| (x(i + 1), y(v)))
+                .collect();
+            let path: Vec<String> = points
+                .iter()
+                .map(|(x, y)| format!("{x:.1},{y:.1}"))
                 .collect();
             let _ = write!(
                 svg,
                 r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                points.join(" ")
+                path.join(" ")
             );
+            for (px, py) in &points {
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{px:.1}" cy="{py:.1}" r="2.5" fill="{color}"/>"#
+                );
+            }
             let _ = write!(
                 svg,
                 r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
@@ -114,15 +225,17 @@ pub fn line_chart(title: &str, panels: &[(&str, Vec<Series>)]) -> String {
     svg
 }
 
-/// A confusion matrix as a heat map, rows = truth, columns = prediction, normalised per row.
+/// A confusion matrix as a heat map: rows the true class, columns the
+/// predicted one, each cell shaded by its share of its row (the recall of
+/// the row's class on the diagonal), with a colour scale; each cell's
+/// tooltip gives the count and the share.
 pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
     let n = labels.len();
     let cell = if n > 30 { 14.0 } else { 22.0 };
-    let label_w = 8.0 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as f64 + 10.0;
-    let (w, h) = (
-        label_w + cell * n as f64 + 20.0,
-        label_w + cell * n as f64 + 40.0,
-    );
+    let label_w = 7.0 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as f64 + 10.0;
+    let (x0, y0) = (label_w + 24.0, label_w + 40.0);
+    let grid = cell * n as f64;
+    let (w, h) = (x0 + grid + 110.0, y0 + grid + 30.0);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -133,7 +246,12 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
         r#"<rect width="100%" height="100%" fill="white"/><text x="4" y="16" font-size="14">{}</text>"#,
         escape(title)
     );
-    let (x0, y0) = (label_w, label_w + 20.0);
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="34" font-size="12" text-anchor="middle">predicted class</text><text x="12" y="{y}" font-size="12" text-anchor="middle" transform="rotate(-90 12 {y})">true class</text>"#,
+        x0 + grid / 2.0,
+        y = y0 + grid / 2.0,
+    );
     for r in 0..n {
         let row_total: u64 = counts[r * n..(r + 1) * n].iter().sum();
         let _ = write!(
@@ -144,20 +262,21 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
             escape(&labels[r])
         );
         for c in 0..n {
+            let count = counts[r * n + c];
             let share = if row_total == 0 {
                 0.0
             } else {
-                counts[r * n + c] as f64 / row_total as f64
+                count as f64 / row_total as f64
             };
-            let shade = (255.0 * (1.0 - share)).round() as u8;
             let _ = write!(
                 svg,
-                r#"<rect x="{}" y="{}" width="{cell}" height="{cell}" fill="rgb({shade},{shade},255)"><title>{} → {}: {}</title></rect>"#,
+                r#"<rect x="{}" y="{}" width="{cell}" height="{cell}" fill="{}"><title>true {} → predicted {}: {count} ({:.1}% of the row)</title></rect>"#,
                 x0 + cell * c as f64,
                 y0 + cell * r as f64,
+                shade(share),
                 escape(&labels[r]),
                 escape(&labels[c]),
-                counts[r * n + c]
+                100.0 * share
             );
         }
     }
@@ -169,6 +288,117 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
             escape(label)
         );
     }
+    // The colour scale: share of the row, 0 at the bottom, 1 at the top.
+    let (sx, steps) = (x0 + grid + 30.0, 10);
+    let scale_h = grid.clamp(100.0, 240.0);
+    for k in 0..steps {
+        let share = (k as f64 + 0.5) / steps as f64;
+        let _ = write!(
+            svg,
+            r#"<rect x="{sx}" y="{:.1}" width="14" height="{:.1}" fill="{}"/>"#,
+            y0 + scale_h * (1.0 - (k + 1) as f64 / steps as f64),
+            scale_h / steps as f64,
+            shade(share)
+        );
+    }
+    for (v, label) in [(0.0, "0%"), (0.5, "50%"), (1.0, "100%")] {
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{:.1}">{label}</text>"#,
+            sx + 18.0,
+            y0 + scale_h * (1.0 - v) + 4.0
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{sx}" y="{}">of the row</text>"#,
+        y0 + scale_h + 16.0
+    );
     svg.push_str("</svg>\n");
     svg
+}
+
+/// White (none of the row) to dark blue (all of it).
+fn shade(share: f64) -> String {
+    let share = share.clamp(0.0, 1.0);
+    let channel = |full: f64| (255.0 - (255.0 - full) * share).round() as u8;
+    format!("rgb({},{},{})", channel(8.0), channel(48.0), channel(107.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        // The loss axis that read 3.420, 3.003, 2.586, …
+        let labels = |t: &Ticks| t.values.iter().map(|&v| t.label(v)).collect::<Vec<_>>();
+        // The loss axis that read 3.420, 3.003, 2.586, …
+        let t = Ticks::covering(1.75, 3.42, 5);
+        assert_eq!(labels(&t), ["1.5", "2.0", "2.5", "3.0", "3.5"]);
+        assert!(t.lo() <= 1.75 && t.hi() >= 3.42);
+        let t = Ticks::covering(0.0, 1.0, 5);
+        assert_eq!(labels(&t), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        let t = Ticks::covering(0.0, 37.0, 5);
+        assert_eq!(t.values, vec![0.0, 10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(t.label(30.0), "30");
+        let t = Ticks::covering(0.0012, 0.0047, 5);
+        assert_eq!(labels(&t), ["0.001", "0.002", "0.003", "0.004", "0.005"]);
+        let t = Ticks::covering(-0.3, 0.3, 4);
+        assert_eq!(labels(&t), ["-0.4", "-0.2", "0.0", "0.2", "0.4"]);
+    }
+
+    #[test]
+    fn flat_empty_and_nan_ranges_still_get_ticks() {
+        let flat = Ticks::covering(0.5, 0.5, 5);
+        assert!(flat.lo() < 0.5 && flat.hi() > 0.5 && flat.values.len() >= 2);
+        let zero = Ticks::covering(0.0, 0.0, 5);
+        assert!(zero.lo() < 0.0 && zero.hi() > 0.0);
+        let none = Ticks::covering(f64::INFINITY, f64::NEG_INFINITY, 5);
+        assert_eq!((none.lo(), none.hi()), (0.0, 1.0));
+        let nan = Ticks::covering(f64::NAN, 1.0, 5);
+        assert_eq!((nan.lo(), nan.hi()), (0.0, 1.0));
+        assert!(Ticks::covering(-3.0, -1.0, 4)
+            .values
+            .iter()
+            .all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn a_chart_has_axis_titles_round_ticks_and_the_kept_epoch() {
+        let svg = line_chart(
+            "training",
+            &[(
+                "loss",
+                vec![
+                    ("train loss", vec![3.42, 2.5, 1.75]),
+                    ("validation loss", vec![3.3, 2.9, f64::NAN]),
+                ],
+            )],
+            Some(2),
+        );
+        assert!(
+            svg.contains(">epoch</text>") && svg.contains(">loss</text>"),
+            "{svg}"
+        );
+        assert!(svg.contains(">kept: epoch 2</text>"));
+        assert!(svg.contains(">2.0</text>") && !svg.contains("3.420"));
+        // NaN points are left out, not drawn at a made-up height.
+        assert_eq!(svg.matches("<circle").count(), 5);
+    }
+
+    #[test]
+    fn a_confusion_matrix_names_its_axes_and_has_a_colour_scale() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let svg = heatmap("confusion", &labels, &[3, 1, 0, 0]);
+        assert!(svg.contains(">predicted class</text>") && svg.contains(">true class</text>"));
+        assert!(svg.contains(">of the row</text>") && svg.contains(">100%</text>"));
+        assert!(
+            svg.contains("true a → predicted b: 1 (25.0% of the row)"),
+            "{svg}"
+        );
+        // An empty row (a class never in the truth) is white, not NaN.
+        assert!(svg.contains("true b → predicted a: 0 (0.0% of the row)"));
+        assert!(!svg.contains("NaN"));
+    }
 }

@@ -291,7 +291,7 @@ impl Stage for Train {
             ),
             (
                 "curve.svg".to_string(),
-                curve_svg(&trained.history).into_bytes(),
+                curve_svg(&trained.history, trained.best_epoch).into_bytes(),
             ),
         ]);
         let mut out = Artifacts::new();
@@ -369,13 +369,16 @@ fn cpu_report() -> serde_json::Value {
     })
 }
 
-fn curve_svg(history: &[EpochMetrics]) -> String {
+/// The training curves; with a validation split, training and validation
+/// on the same axes and the epoch the model was kept from marked.
+fn curve_svg(history: &[EpochMetrics], best_epoch: usize) -> String {
     let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<f64> {
         history.iter().map(|m| f(m).unwrap_or(f64::NAN)).collect()
     };
     let mut loss = vec![("train loss", series(&|m| Some(m.loss)))];
     let mut quality = vec![("train accuracy", series(&|m| Some(m.accuracy)))];
-    if history.iter().any(|m| m.val_loss.is_some()) {
+    let validated = history.iter().any(|m| m.val_loss.is_some());
+    if validated {
         loss.push(("validation loss", series(&|m| m.val_loss)));
         quality.push(("validation accuracy", series(&|m| m.val_accuracy)));
         quality.push(("validation macro-F1", series(&|m| m.val_macro_f1)));
@@ -383,6 +386,7 @@ fn curve_svg(history: &[EpochMetrics]) -> String {
     pipe_eval::plot::line_chart(
         "training",
         &[("loss", loss), ("accuracy / macro-F1", quality)],
+        validated.then_some(best_epoch),
     )
 }
 
