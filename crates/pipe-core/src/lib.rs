@@ -36,7 +36,7 @@ pub use artifact::{
     artifact_type, load_artifact, Artifact, ArtifactError, ArtifactType, Artifacts, Files, JsonDoc,
     LoadArtifact,
 };
-pub use cache::{Cache, CacheError, CorruptEntry, Lookup};
+pub use cache::{Cache, CacheError, CorruptEntry, EntryRecord, Lookup};
 pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
 pub use key::{StageKey, StaleReason};
 pub use pipe_macros::stage;
@@ -45,8 +45,8 @@ pub use pipeline::{
     PipelineProblem, PipelineStage, UnknownStage, DEFAULT_SEED,
 };
 pub use runner::{
-    error_chain, run, status, Freshness, OutputProblem, RunError, RunOptions, RunReport,
-    StageOutcome, StageReport,
+    error_chain, run, status, status_with_entries, Freshness, OutputProblem, RunError, RunOptions,
+    RunReport, StageOutcome, StageReport,
 };
 pub use stage::{
     default_config, registered_stages, AnyPort, InvalidSetting, PluginCode, Port, PortOf, Stage,

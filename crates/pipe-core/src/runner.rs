@@ -553,6 +553,23 @@ pub fn status(
     lock_timeout: Duration,
     events: &dyn EventSink,
 ) -> Result<Vec<(String, Freshness)>, RunError> {
+    Ok(
+        status_with_entries(pipeline, cache, device, lock_timeout, events)?
+            .into_iter()
+            .map(|(name, freshness, _)| (name, freshness))
+            .collect(),
+    )
+}
+
+/// [`status`], with the cache entry each fresh stage would reuse (its
+/// outputs, the seconds it took), for reports.
+pub fn status_with_entries(
+    pipeline: &Pipeline,
+    cache: &Cache,
+    device: &str,
+    lock_timeout: Duration,
+    events: &dyn EventSink,
+) -> Result<Vec<(String, Freshness, Option<EntryRecord>)>, RunError> {
     let _lock = cache.lock(lock_timeout, events)?;
     let last = cache.run_record(&pipeline.record_id());
     let mut resolved: Vec<Option<Resolved>> = (0..pipeline.stages.len()).map(|_| None).collect();
@@ -571,7 +588,7 @@ pub fn status(
                 .map(|u| format!("upstream `{u}` is not fresh"))
                 .collect();
             if previous.is_none() {
-                out.push((stage.name.clone(), Freshness::NeverRun));
+                out.push((stage.name.clone(), Freshness::NeverRun, None));
                 continue;
             }
             // Config and code changes can still be told without the inputs' digests.
@@ -583,19 +600,19 @@ pub fn status(
                 ..stage_key_without_inputs(pipeline, i, device)
             };
             reasons.extend(partial.diff(prev).iter().map(StaleReason::to_string));
-            out.push((stage.name.clone(), Freshness::Stale { reasons }));
+            out.push((stage.name.clone(), Freshness::Stale { reasons }, None));
             continue;
         }
         let key = stage_key(pipeline, i, &resolved, device)?;
         let hash = key.hash();
         match cache.lookup(&hash)? {
             Lookup::Valid(record) => {
+                out.push((stage.name.clone(), Freshness::Fresh, Some(record.clone())));
                 resolved[i] = Some(Resolved {
                     key_hash: hash,
                     record,
                     loaded: RefCell::new(BTreeMap::new()),
                 });
-                out.push((stage.name.clone(), Freshness::Fresh));
             }
             other => {
                 let freshness = match previous {
@@ -617,7 +634,7 @@ pub fn status(
                         Freshness::Stale { reasons }
                     }
                 };
-                out.push((stage.name.clone(), freshness));
+                out.push((stage.name.clone(), freshness, None));
             }
         }
     }

@@ -358,3 +358,157 @@ fn the_key_follows_the_function_source_and_its_declared_files() {
     let doc = pipe_core::JsonDoc::load(&report.stage("call").unwrap().outputs["out"]).unwrap();
     assert_eq!(doc.0["known"], serde_json::json!(["ash", "elm"]));
 }
+
+#[test]
+fn what_a_frame_cannot_hold_is_refused_by_column() {
+    let err = failure(
+        "import decimal, pyarrow as pa\ndef f(records):\n    return pa.table({'price': [decimal.Decimal('1.10')]})\n",
+        "f:f",
+        "{ out: frame }",
+        "",
+    );
+    assert!(
+        err.contains("output `out`: column `price` is decimal128(3, 2) (decimal)"),
+        "{err}"
+    );
+    let err = failure(
+        "import pandas as pd\ndef f(records):\n    return pd.DataFrame({'when': pd.to_datetime(['2026-01-01'])})\n",
+        "f:f",
+        "{ out: frame }",
+        "",
+    );
+    assert!(
+        err.contains("column `when` is timestamp[") && err.contains("cast it first"),
+        "{err}"
+    );
+    let err = failure(
+        "import numpy as np\ndef f(records):\n    return np.array([2**64 - 1], dtype=np.uint64)\n",
+        "f:f",
+        "{ out: int_array }",
+        "",
+    );
+    assert!(err.contains("a value is past int64's range"), "{err}");
+    let err = failure(
+        "def f(records):\n    return {'name': 'hello'}\n",
+        "f:f",
+        "{ out: table }",
+        "",
+    );
+    assert!(err.contains("column `name` is a str, not a list"), "{err}");
+}
+
+#[test]
+fn a_pandas_index_with_meaning_is_kept_as_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "f.py",
+        "def f(records):\n    return records.to_pandas().groupby('name', dropna=False)['count'].sum().to_frame()\n",
+    );
+    let report = run_yaml(
+        dir.path(),
+        &one_call(dir.path(), "f:f", "{ out: frame }", ""),
+    )
+    .unwrap();
+    let out = frame_of(&report, "call", "out");
+    assert_eq!(
+        out.get_column_names()
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        ["count", "name"]
+    );
+    assert_eq!(out.height(), 3);
+}
+
+#[test]
+fn a_thread_left_running_does_not_hold_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "f.py",
+        "import threading, time\ndef f(records):\n    threading.Thread(target=time.sleep, args=(600,)).start()\n    return 1\n",
+    );
+    let start = std::time::Instant::now();
+    run_yaml(
+        dir.path(),
+        &one_call(dir.path(), "f:f", "{ out: json }", ""),
+    )
+    .unwrap();
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn the_module_keyed_is_the_module_python_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    // Python imports the package, not the module beside it; its parent
+    // package's __init__ runs too, so both are in the key.
+    std::fs::create_dir_all(dir.path().join("mymod")).unwrap();
+    write(
+        dir.path(),
+        "mymod.py",
+        "def f(records):\n    return 'module'\n",
+    );
+    write(dir.path(), "mymod/__init__.py", "WHO = 'package'\n");
+    write(
+        dir.path(),
+        "mymod/sub.py",
+        "from mymod import WHO\ndef f(records):\n    return WHO\n",
+    );
+    let yaml = one_call(dir.path(), "mymod.sub:f", "{ out: json }", "");
+    let value = |report: &RunReport| {
+        pipe_core::JsonDoc::load(&report.stage("call").unwrap().outputs["out"])
+            .unwrap()
+            .0
+    };
+    assert_eq!(value(&run_yaml(dir.path(), &yaml).unwrap()), "package");
+    write(dir.path(), "mymod/__init__.py", "WHO = 'edited'\n");
+    assert_eq!(value(&run_yaml(dir.path(), &yaml).unwrap()), "edited");
+    let yaml = one_call(dir.path(), "mymod:WHO", "{ out: json }", "");
+    let err = run_yaml(dir.path(), &yaml).unwrap_err();
+    assert!(
+        err.contains("`mymod.WHO` is a str, not a function"),
+        "{err}"
+    );
+    // A module named like one of the standard library's: not silently the other one.
+    write(dir.path(), "json.py", "def f(records):\n    return 1\n");
+    let err = run_yaml(
+        dir.path(),
+        &one_call(dir.path(), "json:f", "{ out: json }", ""),
+    )
+    .unwrap_err();
+    assert!(err.contains("rename your module"), "{err}");
+}
+
+#[test]
+fn a_worker_that_ends_without_its_outputs_is_named() {
+    let err = failure(
+        "import os\ndef f(records):\n    os._exit(0)\n",
+        "f:f",
+        "{ out: json }",
+        "",
+    );
+    assert!(err.contains("exited without writing its outputs"), "{err}");
+    let err = failure(
+        "import ctypes\ndef f(records):\n    ctypes.string_at(0)\n",
+        "f:f",
+        "{ out: json }",
+        "",
+    );
+    assert!(err.contains("killed by signal 11 (SIGSEGV)"), "{err}");
+    assert!(
+        err.contains("Fatal Python error: Segmentation fault"),
+        "{err}"
+    );
+    // Keywords and non-ASCII names cannot be keyword arguments.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "f.py", "def f(records):\n    return 1\n");
+    for port in ["class", "ﬁle"] {
+        let err = pipeline(
+            dir.path(),
+            &one_call(dir.path(), "f:f", &format!("{{ {port}: json }}"), ""),
+        )
+        .unwrap_err();
+        assert!(err.contains("is not a Python identifier"), "{port}: {err}");
+    }
+}

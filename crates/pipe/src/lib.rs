@@ -28,7 +28,7 @@
 //!
 //! The stage crates are re-exported by concern: [`core`], [`data`], [`notebook`],
 //! [`vectorize`], [`tensor`], [`runtime`], [`model`], [`train`], [`linear`], [`select`], [`predict`], [`submit`],
-//! [`eval`], [`exec`], [`score`]; [`polars`] is the version the DataFrame functions take.
+//! [`eval`], [`exec`], [`score`], [`report`]; [`polars`] is the version the DataFrame functions take.
 //!
 //! [`cli::main`] is the `pipe` command itself: a crate of your own that
 //! depends on this one and defines stages with `#[stage]` gets `pipe` with
@@ -52,6 +52,7 @@ pub use pipe_linear as linear;
 pub use pipe_model as model;
 pub use pipe_notebook as notebook;
 pub use pipe_predict as predict;
+pub use pipe_report as report;
 pub use pipe_runtime as runtime;
 pub use pipe_score as score;
 pub use pipe_select as select;

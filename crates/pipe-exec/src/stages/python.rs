@@ -92,14 +92,28 @@ struct FunctionRef {
     name: String,
     /// The module's source file.
     file: PathBuf,
+    /// The `__init__.py` of each package above the module, which Python
+    /// runs before it: they join the key too.
+    packages: Vec<PathBuf>,
     /// Whether `function:` named the file itself (`path/x.py:f`).
     by_path: bool,
 }
 
+/// An ASCII Python identifier that is not a keyword: a port is passed as a
+/// keyword argument, and Python rewrites non-ASCII names (NFKC).
 fn is_identifier(s: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
+        "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
+        "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
+        "try", "while", "with", "yield",
+    ];
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && !KEYWORDS.contains(&s)
 }
 
 impl PythonStage {
@@ -129,6 +143,7 @@ impl PythonStage {
                 module: stem.to_string(),
                 name: name.to_string(),
                 file,
+                packages: Vec::new(),
                 by_path: true,
             });
         }
@@ -136,17 +151,20 @@ impl PythonStage {
             return Err(bad(format!("`{module}` is not a Python module name")));
         }
         let relative = PathBuf::from(module.replace('.', "/"));
+        // As Python finds it: the first folder of python_path that has it,
+        // a package (`name/__init__.py`) before a module (`name.py`).
         let found = self.python_path.iter().find_map(|dir| {
             [
-                dir.join(&relative).with_extension("py"),
                 dir.join(&relative).join("__init__.py"),
+                dir.join(&relative).with_extension("py"),
             ]
             .into_iter()
             .find(|f| f.is_file())
+            .map(|f| (dir, f))
         });
         // Only a module whose source the key can hold: an installed package
         // would change under the cache unseen.
-        let file = found.ok_or_else(|| {
+        let (dir, file) = found.ok_or_else(|| {
             bad(format!(
                 "module `{module}` is not under python_path ({}); its source must be there so that it joins the cache key",
                 self.python_path
@@ -156,10 +174,16 @@ impl PythonStage {
                     .join(", ")
             ))
         })?;
+        let parts: Vec<&str> = module.split('.').collect();
+        let packages = (1..parts.len())
+            .map(|n| dir.join(parts[..n].join("/")).join("__init__.py"))
+            .filter(|f| f.is_file())
+            .collect();
         Ok(FunctionRef {
             module: module.to_string(),
             name: name.to_string(),
             file,
+            packages,
             by_path: false,
         })
     }
@@ -320,11 +344,11 @@ impl Stage for PythonStage {
         1
     }
     fn external_files(&self) -> Vec<PathBuf> {
-        let module = self.function_ref().ok().map(|f| f.file);
-        module
-            .into_iter()
-            .chain(self.files.iter().cloned())
-            .collect()
+        let code: Vec<PathBuf> = self
+            .function_ref()
+            .map(|f| f.packages.into_iter().chain([f.file]).collect())
+            .unwrap_or_default();
+        code.into_iter().chain(self.files.iter().cloned()).collect()
     }
     fn depends_on_env(&self) -> bool {
         false
@@ -365,6 +389,7 @@ impl Stage for PythonStage {
             "module": function.module,
             "name": function.name,
             "file": if function.by_path { Some(absolute(&function.file)?) } else { None },
+            "source": absolute(&function.file)?,
             "python_path": python_path,
             "inputs": input_spec,
             "outputs": outputs,
@@ -379,6 +404,8 @@ impl Stage for PythonStage {
         let mut command = Command::new(&interpreter);
         command
             .arg("-u")
+            // A crash in native code prints the Python stack it happened in.
+            .args(["-X", "faulthandler"])
             .arg(&worker)
             .arg(&spec_file)
             // Nothing written beside the user's sources.
@@ -396,6 +423,12 @@ impl Stage for PythonStage {
         }
         if finished.status.is_none_or(|s| !s.success()) {
             return Err(self.failure(&finished, &dir.join("ERROR.json"), &shown));
+        }
+        if !dir.join("DONE").is_file() {
+            return Err(finished.error(format!(
+                "the Python worker for `{}` exited without writing its outputs (an os._exit in the function, or `python:` is not a Python)",
+                self.function
+            )));
         }
 
         let mut out = Artifacts::new();

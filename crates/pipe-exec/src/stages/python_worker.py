@@ -79,19 +79,57 @@ def load(kind, directory):
     return doc
 
 
+def unsupported(t):
+    """Why pipe's frames cannot hold an Arrow type, or None: they hold
+    strings, numbers, booleans, binary, and lists, structs and dictionaries
+    of those."""
+    import pyarrow as pa
+
+    if pa.types.is_decimal(t):
+        return "decimal"
+    if pa.types.is_temporal(t):
+        return "a date or time"
+    if pa.types.is_float16(t):
+        return "float16"
+    if pa.types.is_fixed_size_list(t):
+        return "a fixed-size list"
+    if isinstance(t, pa.ExtensionType):
+        return "an extension type"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return unsupported(t.value_type)
+    if pa.types.is_struct(t):
+        return next((why for why in (unsupported(f.type) for f in t) if why), None)
+    if pa.types.is_dictionary(t):
+        return unsupported(t.value_type)
+    return None
+
+
+def checked_types(port, table):
+    for field in table.schema:
+        why = unsupported(field.type)
+        if why:
+            raise Contract(
+                f"output `{port}`: column `{field.name}` is {field.type} ({why}), which a frame "
+                "cannot hold; cast it first (to a string, an integer or a float)"
+            )
+    return table
+
+
 def arrow_table(port, value):
     import pyarrow as pa
 
     if isinstance(value, pa.Table):
-        return value
+        return checked_types(port, value)
     module = type(value).__module__.split(".")[0]
     if module == "pandas" and type(value).__name__ == "DataFrame":
-        return pa.Table.from_pandas(value, preserve_index=False)
+        # A named or multi-level index (a groupby's keys) becomes columns, as
+        # pandas' own to_parquet does; the default 0..n-1 index is left out.
+        return checked_types(port, pa.Table.from_pandas(value, preserve_index=None))
     if module == "polars" and type(value).__name__ == "DataFrame":
-        return value.to_arrow()
+        return checked_types(port, value.to_arrow())
     if isinstance(value, dict):
         try:
-            return pa.table(value)
+            return checked_types(port, pa.table(value))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
             raise Contract(f"output `{port}` is declared `frame`: its dict is not a table of columns: {e}")
     raise Contract(
@@ -123,6 +161,8 @@ def save(port, kind, value, directory):
             raise Contract(
                 f"output `{port}` is declared `int_array` but is an array of {array.dtype}"
             )
+        if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+            raise Contract(f"output `{port}`: a value is past int64's range ({array.max()})")
         np.save(os.path.join(directory, ARRAY_FILE), np.ascontiguousarray(array, dtype=np.int64))
     elif kind == "files":
         if not isinstance(value, dict):
@@ -138,6 +178,11 @@ def save(port, kind, value, directory):
     elif kind == "table":
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise Contract(f"output `{port}` is declared `table`: return a dict of column name to list")
+        for name, values in value.items():
+            if not isinstance(values, (list, tuple)):
+                raise Contract(
+                    f"output `{port}`: column `{name}` is a {type(values).__name__}, not a list"
+                )
         columns = [{"name": name, "values": list(values)} for name, values in value.items()]
         if len({len(c["values"]) for c in columns}) > 1:
             raise Contract(f"output `{port}` is declared `table` but its columns differ in length")
@@ -170,6 +215,13 @@ def resolve(spec):
         if e.name and module_name.startswith(e.name):
             raise Contract(f"cannot import `{module_name}`: no such module under {spec['python_path']}")
         raise
+    loaded = os.path.realpath(getattr(module, "__file__", None) or "")
+    if loaded != os.path.realpath(spec["source"]):
+        raise Contract(
+            f"`{module_name}` imports {loaded or 'a built-in module'}, not {spec['source']} "
+            "(a module of that name comes first: the standard library's, or one already "
+            "imported); rename your module"
+        )
     function = getattr(module, name, None)
     if function is None:
         raise Contract(f"`{module_name}` has no attribute `{name}`")
@@ -221,6 +273,8 @@ def main(spec_path):
         for port, value in outputs_of(spec, result).items():
             output = spec["outputs"][port]
             save(port, output["type"], value, output["dir"])
+        with open(os.path.join(os.path.dirname(spec_path), "DONE"), "w") as f:
+            f.write("done")
     except Contract as e:
         report(error_path, "contract", str(e), None)
     except BaseException as e:  # the user's code: its traceback is the message
@@ -230,10 +284,12 @@ def main(spec_path):
 def user_traceback(error):
     """The traceback from the user's code on: the worker's own frames and
     importlib's are not the user's concern."""
+    machinery = os.path.dirname(importlib.__file__)
     tb = error.__traceback__
     while tb is not None and (
         tb.tb_frame.f_code.co_filename == __file__
         or tb.tb_frame.f_code.co_filename.startswith("<frozen importlib")
+        or tb.tb_frame.f_code.co_filename.startswith(machinery)
     ):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb))
@@ -242,8 +298,17 @@ def user_traceback(error):
 def report(path, kind, message, trace):
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"kind": kind, "message": message, "traceback": trace}, f)
-    sys.exit(1)
+    leave(1)
+
+
+def leave(status):
+    """Ends the worker now: threads the function left running (not daemons)
+    would otherwise hold the interpreter, and the stage, open."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    leave(0)

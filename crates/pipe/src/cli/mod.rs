@@ -74,6 +74,21 @@ enum Command {
         /// One JSON event per line on stdout, for orchestrators.
         #[arg(long)]
         json: bool,
+        /// At the end, write the run's report page (as `pipe report`), to
+        /// FILE or out/report/<pipeline>.html.
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+        report: Option<PathBuf>,
+    },
+    /// Write one self-contained HTML page of the pipeline's last run, from
+    /// the cache: the DAG with each stage's status, configs, training
+    /// curves, evaluation, the submission. Opens from file://, no server.
+    Report {
+        pipeline: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+        /// The page to write; by default out/report/<pipeline>.html.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Say for each stage whether it is fresh, stale (and why) or never run.
     Status {
@@ -325,14 +340,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             force,
             json,
+            report: report_page,
         } => {
-            let (pipeline, device) = settings.load(&pipeline)?;
+            let path = pipeline;
+            let (pipeline, device) = settings.load(&path)?;
             let cache = open_cache(&cli.cache_dir)?;
             let options = RunOptions {
                 only,
                 from,
                 force,
-                device,
+                device: device.clone(),
                 lock_timeout: Duration::from_secs(cli.lock_timeout),
             };
             let renderer = render::Renderer::new(json, cli.quiet);
@@ -346,6 +363,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if !cli.quiet {
                 render::print_summary(&report);
             }
+            if let Some(output) = report_page {
+                let output = (!output.as_os_str().is_empty()).then_some(output);
+                write_report(&path, &pipeline, &cache, &device, output, cli.quiet || json)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            pipeline: path,
+            settings,
+            output,
+        } => {
+            let (pipeline, device) = settings.load(&path)?;
+            let cache = open_cache(&cli.cache_dir)?;
+            write_report(&path, &pipeline, &cache, &device, output, cli.quiet)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {
@@ -512,4 +543,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes the report page of `pipeline`'s last run (atomically) and says where.
+fn write_report(
+    path: &Path,
+    pipeline: &Pipeline,
+    cache: &Cache,
+    device: &str,
+    output: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<PathBuf> {
+    // The file as written, to show what `--set` changed; a file that no
+    // longer loads without the overrides only loses that part.
+    let as_written = Pipeline::load(path, &[]).ok();
+    let view = crate::report::collect(pipeline, as_written.as_ref(), cache, device)?;
+    let page = crate::report::render(&view, crate::core::BUILD_ID);
+    let output = output.unwrap_or_else(|| {
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy());
+        PathBuf::from("out/report").join(format!("{stem}.html"))
+    });
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::core::fsutil::atomic_write(&output, page.as_bytes())
+        .with_context(|| format!("writing {}", output.display()))?;
+    if !quiet {
+        eprintln!("report: {}", output.display());
+    }
+    Ok(output)
 }

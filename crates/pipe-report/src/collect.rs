@@ -1,0 +1,221 @@
+//! What the cache knows of a pipeline's stages, read without running any.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pipe_core::{Cache, EntryRecord, Freshness, NullSink, Pipeline};
+use serde_json::Value;
+
+use crate::ReportError;
+
+/// A stage against the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Its result for the current config, inputs and code is cached.
+    Fresh,
+    /// It would run again, and why.
+    Stale(Vec<String>),
+    /// It has no result in the cache: never run, or its run failed.
+    NeverRun,
+}
+
+/// A cached result of a stage.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key_hash: String,
+    pub seconds: f64,
+    pub outputs: BTreeMap<String, Output>,
+    /// What besides the config the result depends on: device, seed, machine choices.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub type_name: String,
+    pub dir: PathBuf,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StageView {
+    pub name: String,
+    pub kind: String,
+    /// The effective config (after `--set`), without `kind`.
+    pub config: Value,
+    /// Settings `--set` changed: (path, value in the YAML, value used).
+    pub changed: Vec<(String, String, String)>,
+    /// (input port, upstream stage, its output port).
+    pub upstream: Vec<(String, String, String)>,
+    pub status: Status,
+    /// The result the report shows: the fresh one, else (marked stale) the
+    /// last run's when it is still cached.
+    pub entry: Option<Entry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub pipeline: String,
+    pub description: Option<String>,
+    pub stages: Vec<StageView>,
+}
+
+/// Reads each stage's status and result. `as_written` is the pipeline
+/// without `--set` overrides, to show what they changed.
+pub fn collect(
+    pipeline: &Pipeline,
+    as_written: Option<&Pipeline>,
+    cache: &Cache,
+    device: &str,
+) -> Result<RunView, ReportError> {
+    let statuses = pipe_core::status_with_entries(
+        pipeline,
+        cache,
+        device,
+        Duration::from_secs(30),
+        &NullSink,
+    )?;
+    let last = cache.run_record(&pipeline.record_id());
+    let mut stages = Vec::new();
+    for (stage, (_, freshness, fresh)) in pipeline.stages.iter().zip(statuses) {
+        let status = match freshness {
+            Freshness::Fresh => Status::Fresh,
+            Freshness::NeverRun => Status::NeverRun,
+            Freshness::Stale { reasons } => Status::Stale(reasons),
+        };
+        // A stale stage still shows its last result, if the cache has it.
+        let record = fresh.or_else(|| {
+            let last = last.stages.get(&stage.name)?;
+            match cache.lookup(&last.key_hash) {
+                Ok(pipe_core::Lookup::Valid(record)) => Some(record),
+                _ => None,
+            }
+        });
+        let mut config = stage.config.clone();
+        if let Some(map) = config.as_object_mut() {
+            map.remove("kind");
+        }
+        let written = as_written
+            .and_then(|p| p.stages.iter().find(|s| s.name == stage.name))
+            .map(|s| s.config.clone());
+        let mut changed = Vec::new();
+        if let Some(written) = &written {
+            config_diff("", written, &stage.config, &mut changed);
+        }
+        stages.push(StageView {
+            name: stage.name.clone(),
+            kind: stage.kind.clone(),
+            config,
+            changed,
+            upstream: stage
+                .inputs
+                .iter()
+                .map(|(port, (i, out))| {
+                    (port.clone(), pipeline.stages[*i].name.clone(), out.clone())
+                })
+                .collect(),
+            status,
+            entry: record.map(|r| entry(cache, r)),
+        });
+    }
+    if stages.iter().all(|s| s.entry.is_none()) {
+        return Err(ReportError::NothingToReport(pipeline.source.clone()));
+    }
+    Ok(RunView {
+        pipeline: pipeline.source.clone(),
+        description: pipeline.description.clone(),
+        stages,
+    })
+}
+
+fn entry(cache: &Cache, record: EntryRecord) -> Entry {
+    let outputs = record
+        .outputs
+        .iter()
+        .map(|(port, output)| {
+            (
+                port.clone(),
+                Output {
+                    type_name: output.type_name.clone(),
+                    dir: cache.output_dir(&record.key_hash, port),
+                    bytes: output.files.values().map(|f| f.size).sum(),
+                },
+            )
+        })
+        .collect();
+    Entry {
+        key_hash: record.key_hash.clone(),
+        seconds: record.seconds,
+        outputs,
+        env: record.key.env.clone(),
+    }
+}
+
+/// The settings whose values differ between two configs, by path
+/// (`train.lr`, `candidates.0.epochs`), with both values as JSON.
+pub fn config_diff(
+    prefix: &str,
+    old: &Value,
+    new: &Value,
+    out: &mut Vec<(String, String, String)>,
+) {
+    let path = |key: &str| {
+        if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        }
+    };
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let null = Value::Null;
+                config_diff(
+                    &path(key),
+                    a.get(key).unwrap_or(&null),
+                    b.get(key).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                config_diff(&path(&i.to_string()), x, y, out);
+            }
+        }
+        (a, b) if a != b => out.push((prefix.to_string(), a.to_string(), b.to_string())),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_diff;
+    use serde_json::json;
+
+    #[test]
+    fn the_diff_names_each_changed_setting_by_its_path() {
+        let old = json!({"lr": 0.004, "epochs": 12, "model": {"hidden": 128, "layers": [1, 2]}, "gone": true});
+        let new = json!({"lr": 0.01, "epochs": 12, "model": {"hidden": 64, "layers": [1, 3]}, "new": "x"});
+        let mut out = Vec::new();
+        config_diff("", &old, &new, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ("gone".into(), "true".into(), "null".into()),
+                ("lr".into(), "0.004".into(), "0.01".into()),
+                ("model.hidden".into(), "128".into(), "64".into()),
+                ("model.layers.1".into(), "2".into(), "3".into()),
+                ("new".into(), "null".into(), "\"x\"".into()),
+            ]
+        );
+        let mut none = Vec::new();
+        config_diff("", &old, &old, &mut none);
+        assert!(none.is_empty());
+        // Lists of another length differ as a whole.
+        let mut lists = Vec::new();
+        config_diff("", &json!({"a": [1]}), &json!({"a": [1, 2]}), &mut lists);
+        assert_eq!(lists, vec![("a".into(), "[1]".into(), "[1,2]".into())]);
+    }
+}
