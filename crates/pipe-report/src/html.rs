@@ -117,7 +117,7 @@ fn dag(view: &RunView) -> String {
     let width = 20.0 + col_w * (depth.iter().max().copied().unwrap_or(0) + 1) as f64;
     let height = 20.0 + row_h * filled.values().max().copied().unwrap_or(1) as f64;
     let mut svg = format!(
-        r##"<figure><svg id="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>"##
+        r##"<figure><svg id="dag" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" style="max-width:100%;height:auto" font-family="sans-serif" font-size="12"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>"##
     );
     for (i, stage) in view.stages.iter().enumerate() {
         for (_, up, _) in &stage.upstream {
@@ -197,7 +197,8 @@ fn stage_section(stage: &StageView) -> String {
     );
     if let Status::Stale(reasons) = &stage.status {
         s.push_str("<ul>");
-        for r in reasons {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in reasons.iter().filter(|r| seen.insert(r.as_str())) {
             let _ = write!(s, "<li>{}</li>", esc(r));
         }
         s.push_str("</ul>");
@@ -529,5 +530,71 @@ mod tests {
         assert!(inline_svg("<p>not svg</p>").is_none());
         // Words after a space are not handlers.
         assert!(inline_svg("<svg><text>kept on epoch 6</text></svg>").is_some());
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use std::collections::BTreeMap;
+
+    use super::render;
+    use crate::collect::{Entry, Output, RunView, StageView, Status};
+
+    fn view_with_metrics(doc: &serde_json::Value, dir: &std::path::Path) -> RunView {
+        std::fs::create_dir_all(dir.join("metrics")).unwrap();
+        std::fs::write(dir.join("metrics/doc.json"), doc.to_string()).unwrap();
+        let output = Output {
+            type_name: "json".into(),
+            dir: dir.join("metrics"),
+            bytes: 10,
+        };
+        RunView {
+            pipeline: "p.yaml".into(),
+            description: Some("<b>escaped</b>".into()),
+            stages: vec![StageView {
+                name: "evaluate".into(),
+                kind: "evaluate".into(),
+                config: serde_json::json!({}),
+                changed: vec![],
+                upstream: vec![],
+                status: Status::Fresh,
+                entry: Some(Entry {
+                    key_hash: "abc".into(),
+                    seconds: 0.5,
+                    outputs: BTreeMap::from([("metrics".to_string(), output)]),
+                    env: BTreeMap::new(),
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn two_hundred_classes_one_class_and_missing_numbers_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let many: serde_json::Map<String, serde_json::Value> = (0..200)
+            .map(|i| {
+                (
+                    format!("class {i}"),
+                    serde_json::json!({"precision": null, "recall": 0.5, "f1": null, "support": 3}),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({"accuracy": null, "macro_f1": 0.25, "per_class": many});
+        let page = render(&view_with_metrics(&doc, dir.path()), "test");
+        let table = page.split(r#"<table id="per-class""#).nth(1).unwrap();
+        assert_eq!(
+            table
+                .split("</table>")
+                .next()
+                .unwrap()
+                .matches("<tr>")
+                .count(),
+            201
+        );
+        assert!(page.contains(r#"<b id="accuracy">—</b>"#) && page.contains("0.2500"));
+        assert!(page.contains("&lt;b&gt;escaped&lt;/b&gt;") && !page.contains("<b>escaped</b>"));
+        let one = serde_json::json!({"accuracy": 1.0, "macro_f1": 1.0, "per_class": {"only": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 9}}});
+        let page = render(&view_with_metrics(&one, dir.path()), "test");
+        assert!(page.contains("<td>only</td>"));
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Exit codes: 0 success; 1 a stage or scoring failed; 2 bad usage or an invalid
 //! pipeline; 3 the cache is unusable (locked past the timeout, missing
-//! upstream outputs for `--only`/`--from`, I/O errors).
+//! upstream outputs for `--only`/`--from`, nothing cached for `pipe report`, I/O
+//! errors).
 
 mod compare;
 mod render;
@@ -278,6 +279,12 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<pipe_score::ScoreJobError>().is_some() {
             return 1;
+        }
+        if let Some(report) = cause.downcast_ref::<crate::report::ReportError>() {
+            return match report {
+                crate::report::ReportError::NothingToReport(_) => 3,
+                crate::report::ReportError::Run(_) => continue,
+            };
         }
         if let Some(run) = cause.downcast_ref::<RunError>() {
             return match run {
