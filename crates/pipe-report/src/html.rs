@@ -36,7 +36,7 @@ pub fn render(view: &RunView, build: &str) -> String {
     for stage in &view.stages {
         page.push_str(&stage_section(stage));
     }
-    let _ = write!(page, "<script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(page, "<script>{SCRIPT}</script></body></html>");
     page
 }
 
