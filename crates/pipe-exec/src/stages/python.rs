@@ -117,7 +117,10 @@ fn is_identifier(s: &str) -> bool {
 }
 
 impl PythonStage {
-    fn function_ref(&self) -> Result<FunctionRef, InvalidSetting> {
+    /// `function:` checked on its own (when the pipeline loads): the
+    /// module's file is looked for when the stage runs, relative to where
+    /// `pipe` runs then, as a data file's path is.
+    fn parse_function(&self) -> Result<(&str, &str), InvalidSetting> {
         let bad = |problem: String| InvalidSetting::new("function", problem);
         let Some((module, name)) = self.function.rsplit_once(':') else {
             return Err(bad(format!(
@@ -128,14 +131,29 @@ impl PythonStage {
         if !is_identifier(name) {
             return Err(bad(format!("`{name}` is not a Python function name")));
         }
-        if module.ends_with(".py") {
-            let file = PathBuf::from(module);
-            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if let Some(path) = module.strip_suffix(".py") {
+            let stem = Path::new(path)
+                .file_name()
+                .and_then(|s| s.to_str())
+                .unwrap_or("");
             if !is_identifier(stem) {
                 return Err(bad(format!(
                     "`{module}`: `{stem}` is not a Python module name"
                 )));
             }
+        } else if !module.split('.').all(is_identifier) {
+            return Err(bad(format!("`{module}` is not a Python module name")));
+        }
+        Ok((module, name))
+    }
+
+    /// The module's file, found as Python finds it.
+    fn function_ref(&self) -> Result<FunctionRef, InvalidSetting> {
+        let bad = |problem: String| InvalidSetting::new("function", problem);
+        let (module, name) = self.parse_function()?;
+        if module.ends_with(".py") {
+            let file = PathBuf::from(module);
+            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             if !file.is_file() {
                 return Err(bad(format!("`{module}` is not a file")));
             }
@@ -146,9 +164,6 @@ impl PythonStage {
                 packages: Vec::new(),
                 by_path: true,
             });
-        }
-        if !module.split('.').all(is_identifier) {
-            return Err(bad(format!("`{module}` is not a Python module name")));
         }
         let relative = PathBuf::from(module.replace('.', "/"));
         // As Python finds it: the first folder of python_path that has it,
@@ -354,7 +369,7 @@ impl Stage for PythonStage {
         false
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
-        self.function_ref()?;
+        self.parse_function()?;
         self.check_ports()?;
         match self.timeout_s {
             Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => Err(InvalidSetting::new(
