@@ -9,11 +9,23 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipe_core::{interrupt, StageError};
+use pipe_core::{interrupt, InvalidSetting, StageError};
 
 /// The longest `timeout_s`: 30 days, in seconds. A timeout is there to
 /// bound a run; a longer one is a typo (or a unit mistake) and bounds nothing.
 pub const MAX_TIMEOUT_S: f64 = 30.0 * 24.0 * 3600.0;
+
+/// A `timeout_s` setting checked when the pipeline loads: positive and at
+/// most [`MAX_TIMEOUT_S`] (NaN and infinity refused).
+pub(crate) fn check_timeout(timeout_s: Option<f64>) -> Result<(), InvalidSetting> {
+    match timeout_s {
+        Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => Err(InvalidSetting::new(
+            "timeout_s",
+            format!("must be positive and at most {MAX_TIMEOUT_S} (30 days), got {t}"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// How many lines of a process's stderr an error shows.
 pub(crate) const STDERR_LINES: usize = 40;

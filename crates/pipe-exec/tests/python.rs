@@ -28,18 +28,8 @@ fn pipeline(dir: &Path, yaml: &str) -> Result<Pipeline, String> {
 fn run_yaml(dir: &Path, yaml: &str) -> Result<RunReport, String> {
     let pipeline = pipeline(dir, yaml)?;
     let cache = Cache::open(dir.join(".pipe")).unwrap();
-    run(&pipeline, &cache, &RunOptions::default(), &NullSink).map_err(|e| chain(&e))
-}
-
-/// An error and its sources, as `pipe` prints them.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(&format!(": {e}"));
-        source = e.source();
-    }
-    text
+    run(&pipeline, &cache, &RunOptions::default(), &NullSink)
+        .map_err(|e| pipe_core::error_chain(&e))
 }
 
 /// Records with the column types users have: strings with a null, ints,

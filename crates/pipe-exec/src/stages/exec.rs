@@ -11,7 +11,7 @@ use pipe_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::process::{self, MAX_TIMEOUT_S};
+use crate::process;
 
 /// The command: an argument list run directly, or one string run by `sh -c`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,13 +260,7 @@ impl Stage for Exec {
         false
     }
     fn validate(&self) -> Result<(), InvalidSetting> {
-        match self.config.timeout_s {
-            Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => Err(InvalidSetting::new(
-                "timeout_s",
-                format!("must be positive and at most {MAX_TIMEOUT_S} (30 days), got {t}"),
-            )),
-            _ => Ok(()),
-        }
+        process::check_timeout(self.config.timeout_s)
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let mut input_dirs = BTreeMap::new();

@@ -13,7 +13,7 @@ use pipe_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::process::{self, MAX_TIMEOUT_S};
+use crate::process;
 
 /// The worker, written into the stage's scratch directory for each run.
 const WORKER: &str = include_str!("python_worker.py");
@@ -371,13 +371,7 @@ impl Stage for PythonStage {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.parse_function()?;
         self.check_ports()?;
-        match self.timeout_s {
-            Some(t) if !(t > 0.0 && t <= MAX_TIMEOUT_S) => Err(InvalidSetting::new(
-                "timeout_s",
-                format!("must be positive and at most {MAX_TIMEOUT_S} (30 days), got {t}"),
-            )),
-            _ => Ok(()),
-        }
+        process::check_timeout(self.timeout_s)
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         let function = self.function_ref().map_err(StageError::invalid)?;
