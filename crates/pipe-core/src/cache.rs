@@ -115,6 +115,45 @@ pub struct RunRecord {
     #[serde(default)]
     pub path: Option<PathBuf>,
     pub stages: BTreeMap<String, LastRun>,
+    /// Stages whose last attempt failed, and why; a stage leaves this map
+    /// when it next runs or is reused.
+    #[serde(default)]
+    pub failed: BTreeMap<String, FailedStage>,
+    /// The latest runs, oldest first, at most [`RUN_HISTORY`]: what
+    /// `pipe report --runs` compares. `gc` keeps only the last run's entries,
+    /// so an older run's may be gone.
+    #[serde(default)]
+    pub history: Vec<PastRun>,
+}
+
+/// How many runs a [`RunRecord`] remembers.
+pub const RUN_HISTORY: usize = 20;
+
+/// A stage's failed attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedStage {
+    pub key_hash: String,
+    /// The error with its causes, as the run printed it.
+    pub error: String,
+}
+
+/// One run of a pipeline: each stage's key as it stood at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PastRun {
+    /// When it ended, in seconds since the Unix epoch.
+    pub finished_unix: u64,
+    pub stages: BTreeMap<String, PastStage>,
+    /// The stage it failed at, if it failed.
+    #[serde(default)]
+    pub failed: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PastStage {
+    pub key_hash: String,
+    /// Whether this run computed it (else it was reused from the cache, or
+    /// not part of the run, as with `--only`).
+    pub ran: bool,
 }
 
 /// What [`Cache::gc`] removed (or, in a dry run, would remove).
@@ -303,8 +342,7 @@ impl Cache {
     pub fn run_record(&self, pipeline: &str) -> RunRecord {
         fsutil::load_json(&self.run_record_path(pipeline)).unwrap_or_else(|_| RunRecord {
             pipeline: pipeline.to_string(),
-            path: None,
-            stages: BTreeMap::new(),
+            ..RunRecord::default()
         })
     }
 

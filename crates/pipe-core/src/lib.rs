@@ -36,7 +36,10 @@ pub use artifact::{
     artifact_type, load_artifact, Artifact, ArtifactError, ArtifactType, Artifacts, Files, JsonDoc,
     LoadArtifact,
 };
-pub use cache::{Cache, CacheError, CorruptEntry, EntryRecord, Lookup};
+pub use cache::{
+    Cache, CacheError, CorruptEntry, EntryRecord, FailedStage, LastRun, Lookup, PastRun, PastStage, RunRecord,
+    RUN_HISTORY,
+};
 pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
 pub use key::{StageKey, StaleReason};
 pub use pipe_macros::stage;

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::artifact::{load_artifact, Artifact, Artifacts};
-use crate::cache::{Cache, CacheError, EntryRecord, LastRun, Lookup};
+use crate::cache::{
+    Cache, CacheError, EntryRecord, FailedStage, LastRun, Lookup, PastRun, PastStage, RunRecord,
+    RUN_HISTORY,
+};
 use crate::events::{Event, EventSink};
 use crate::fsutil::{hash_file, unique_suffix};
 use crate::key::{StageKey, StaleReason};
@@ -168,6 +171,8 @@ pub fn run(
         pipeline: pipeline.source.clone(),
         stages: Vec::new(),
     };
+    // Which stages this run computed (true) or reused (false).
+    let mut ran_now = BTreeMap::new();
 
     for i in 0..n {
         let stage = &pipeline.stages[i];
@@ -213,9 +218,12 @@ pub fn run(
                 });
             }
             None => {
-                let (record, outputs) = execute(
+                let executed = execute(
                     pipeline, cache, i, &key, &key_hash, &resolved, options, events,
-                )?;
+                );
+                let (record, outputs) = executed.map_err(|error| {
+                    record_failure(cache, &mut run_record, &ran_now, &stage.name, &key_hash, error)
+                })?;
                 (record, outputs, StageOutcome::Ran)
             }
         };
@@ -237,11 +245,16 @@ pub fn run(
             };
             let published = stage.stage.publish(&outputs, &ctx);
             let _ = std::fs::remove_dir_all(&scratch);
-            published.map_err(|source| RunError::Stage {
-                stage: stage.name.clone(),
-                source,
+            published.map_err(|source| {
+                let error = RunError::Stage {
+                    stage: stage.name.clone(),
+                    source,
+                };
+                record_failure(cache, &mut run_record, &ran_now, &stage.name, &key_hash, error)
             })?;
         }
+        run_record.failed.remove(&stage.name);
+        ran_now.insert(stage.name.clone(), outcome == StageOutcome::Ran);
         run_record.stages.insert(
             stage.name.clone(),
             LastRun {
@@ -269,7 +282,56 @@ pub fn run(
             loaded: RefCell::new(loaded),
         });
     }
+    remember_run(&mut run_record, &ran_now, None);
+    cache.save_run_record(&run_record)?;
     Ok(report)
+}
+
+/// Adds this run to the record's history: each stage's key as it stands
+/// now, and whether this run computed it.
+fn remember_run(record: &mut RunRecord, ran_now: &BTreeMap<String, bool>, failed: Option<&str>) {
+    let stages = record
+        .stages
+        .iter()
+        .map(|(name, last)| {
+            let stage = PastStage {
+                key_hash: last.key_hash.clone(),
+                ran: ran_now.get(name).copied().unwrap_or(false),
+            };
+            (name.clone(), stage)
+        })
+        .collect();
+    let finished_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    record.history.push(PastRun {
+        finished_unix,
+        stages,
+        failed: failed.map(str::to_string),
+    });
+    let excess = record.history.len().saturating_sub(RUN_HISTORY);
+    record.history.drain(..excess);
+}
+
+/// Notes in the run record that `stage` failed, so `pipe report` can say
+/// so, and hands the error back. Saving is best effort: the run's own
+/// error is what the user must see.
+fn record_failure(
+    cache: &Cache,
+    record: &mut RunRecord,
+    ran_now: &BTreeMap<String, bool>,
+    stage: &str,
+    key_hash: &str,
+    error: RunError,
+) -> RunError {
+    let failure = FailedStage {
+        key_hash: key_hash.to_string(),
+        error: error_chain(&error),
+    };
+    record.failed.insert(stage.to_string(), failure);
+    remember_run(record, ran_now, Some(stage));
+    let _ = cache.save_run_record(record);
+    error
 }
 
 /// The JSON documents among a stage's outputs; entries were verified on lookup.

@@ -53,6 +53,8 @@ struct TAdd {
     add: i64,
     /// Multiply by zero: the same output whatever the input.
     zero: bool,
+    /// Fail instead.
+    fail: bool,
 }
 
 #[stage(kind = "t_add", summary = "test adder")]
@@ -71,6 +73,9 @@ impl Stage for TAdd {
     }
     fn run(&self, inputs: &Artifacts, ctx: &StageContext) -> Result<Artifacts, StageError> {
         RAN.with(|r| r.borrow_mut().push(ctx.stage.to_string()));
+        if self.fail {
+            return Err(StageError::invalid("asked to fail"));
+        }
         let v = inputs.get::<JsonDoc>("in")?.0["value"]
             .as_i64()
             .unwrap_or(0);
@@ -636,4 +641,38 @@ fn a_panic_and_an_undeclared_output_are_typed_failures() {
         } => assert_eq!(port, "extra"),
         other => panic!("{other}"),
     }
+}
+
+/// A failure is recorded against the stage and cleared when it next
+/// succeeds; each run joins a bounded history, saying what it computed.
+#[test]
+fn the_run_record_keeps_failures_and_a_bounded_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let failing = pipeline(CHAIN, &["c.fail=true"]);
+    let error = run_with(&failing, &cache, RunOptions::default()).unwrap_err();
+    assert!(error.to_string().contains('c'), "{error}");
+    let record = cache.run_record(&failing.record_id());
+    let failure = &record.failed["c"];
+    assert!(failure.error.contains("asked to fail"), "{failure:?}");
+    assert_eq!(record.history.len(), 1);
+    let run = &record.history[0];
+    assert_eq!(run.failed.as_deref(), Some("c"));
+    assert!(run.stages["a"].ran && run.stages["b"].ran && !run.stages.contains_key("c"));
+
+    let good = pipeline(CHAIN, &[]);
+    run_with(&good, &cache, RunOptions::default()).unwrap();
+    let record = cache.run_record(&good.record_id());
+    assert!(record.failed.is_empty(), "a success clears the failure");
+    let last = record.history.last().unwrap();
+    assert_eq!(last.failed, None);
+    assert!(!last.stages["a"].ran && !last.stages["b"].ran && last.stages["c"].ran);
+    assert_eq!(last.stages["c"].key_hash, record.stages["c"].key_hash);
+
+    for _ in 0..crate::RUN_HISTORY + 3 {
+        run_with(&good, &cache, RunOptions::default()).unwrap();
+    }
+    let record = cache.run_record(&good.record_id());
+    assert_eq!(record.history.len(), crate::RUN_HISTORY);
+    assert!(record.history.iter().all(|r| r.failed.is_none()), "the oldest runs went first");
 }
