@@ -132,7 +132,10 @@ pub const RUN_HISTORY: usize = 20;
 /// A stage's failed attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedStage {
+    pub stage: String,
     pub key_hash: String,
+    /// The config it failed with (its key's canonical config).
+    pub config: serde_json::Value,
     /// The error with its causes, as the run printed it.
     pub error: String,
 }
@@ -143,9 +146,9 @@ pub struct PastRun {
     /// When it ended, in seconds since the Unix epoch.
     pub finished_unix: u64,
     pub stages: BTreeMap<String, PastStage>,
-    /// The stage it failed at, if it failed.
+    /// The stage it failed at, and how, if it failed.
     #[serde(default)]
-    pub failed: Option<String>,
+    pub failed: Option<FailedStage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,8 +37,8 @@ pub use artifact::{
     LoadArtifact,
 };
 pub use cache::{
-    Cache, CacheError, CorruptEntry, EntryRecord, FailedStage, LastRun, Lookup, PastRun, PastStage, RunRecord,
-    RUN_HISTORY,
+    Cache, CacheError, CorruptEntry, EntryRecord, FailedStage, LastRun, Lookup, PastRun, PastStage,
+    RunRecord, RUN_HISTORY,
 };
 pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
 pub use key::{StageKey, StaleReason};

@@ -222,7 +222,7 @@ pub fn run(
                     pipeline, cache, i, &key, &key_hash, &resolved, options, events,
                 );
                 let (record, outputs) = executed.map_err(|error| {
-                    record_failure(cache, &mut run_record, &ran_now, &stage.name, &key_hash, error)
+                    record_failure(cache, &mut run_record, &ran_now, &stage.name, &key, error)
                 })?;
                 (record, outputs, StageOutcome::Ran)
             }
@@ -250,7 +250,7 @@ pub fn run(
                     stage: stage.name.clone(),
                     source,
                 };
-                record_failure(cache, &mut run_record, &ran_now, &stage.name, &key_hash, error)
+                record_failure(cache, &mut run_record, &ran_now, &stage.name, &key, error)
             })?;
         }
         run_record.failed.remove(&stage.name);
@@ -289,7 +289,11 @@ pub fn run(
 
 /// Adds this run to the record's history: each stage's key as it stands
 /// now, and whether this run computed it.
-fn remember_run(record: &mut RunRecord, ran_now: &BTreeMap<String, bool>, failed: Option<&str>) {
+fn remember_run(
+    record: &mut RunRecord,
+    ran_now: &BTreeMap<String, bool>,
+    failed: Option<FailedStage>,
+) {
     let stages = record
         .stages
         .iter()
@@ -307,7 +311,7 @@ fn remember_run(record: &mut RunRecord, ran_now: &BTreeMap<String, bool>, failed
     record.history.push(PastRun {
         finished_unix,
         stages,
-        failed: failed.map(str::to_string),
+        failed,
     });
     let excess = record.history.len().saturating_sub(RUN_HISTORY);
     record.history.drain(..excess);
@@ -321,15 +325,17 @@ fn record_failure(
     record: &mut RunRecord,
     ran_now: &BTreeMap<String, bool>,
     stage: &str,
-    key_hash: &str,
+    key: &StageKey,
     error: RunError,
 ) -> RunError {
     let failure = FailedStage {
-        key_hash: key_hash.to_string(),
+        stage: stage.to_string(),
+        key_hash: key.hash(),
+        config: key.config.clone(),
         error: error_chain(&error),
     };
-    record.failed.insert(stage.to_string(), failure);
-    remember_run(record, ran_now, Some(stage));
+    record.failed.insert(stage.to_string(), failure.clone());
+    remember_run(record, ran_now, Some(failure));
     let _ = cache.save_run_record(record);
     error
 }

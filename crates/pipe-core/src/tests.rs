@@ -657,7 +657,8 @@ fn the_run_record_keeps_failures_and_a_bounded_history() {
     assert!(failure.error.contains("asked to fail"), "{failure:?}");
     assert_eq!(record.history.len(), 1);
     let run = &record.history[0];
-    assert_eq!(run.failed.as_deref(), Some("c"));
+    assert_eq!(run.failed.as_ref(), Some(failure));
+    assert_eq!(failure.config["fail"], true, "the config it failed with");
     assert!(run.stages["a"].ran && run.stages["b"].ran && !run.stages.contains_key("c"));
 
     let good = pipeline(CHAIN, &[]);
@@ -674,5 +675,8 @@ fn the_run_record_keeps_failures_and_a_bounded_history() {
     }
     let record = cache.run_record(&good.record_id());
     assert_eq!(record.history.len(), crate::RUN_HISTORY);
-    assert!(record.history.iter().all(|r| r.failed.is_none()), "the oldest runs went first");
+    assert!(
+        record.history.iter().all(|r| r.failed.is_none()),
+        "the oldest runs went first"
+    );
 }

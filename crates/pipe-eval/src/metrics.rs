@@ -93,6 +93,18 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// Mean and sample standard deviation (none below two values) of the values present.
+pub fn mean_sd(values: impl Iterator<Item = Option<f64>>) -> (Option<f64>, Option<f64>) {
+    let v: Vec<f64> = values.flatten().collect();
+    if v.is_empty() {
+        return (None, None);
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let sd = (v.len() > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
+    (Some(mean), sd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,11 +225,64 @@ pub fn line_chart(
     svg
 }
 
+/// One epoch of a training history (as `train` reports it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpochPoint {
+    pub loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub val_macro_f1: Option<f64>,
+    pub lr: Option<f64>,
+}
+
+/// The training curves: loss, then accuracy and macro-F1, training and
+/// validation on the same axes, the kept epoch (from 1) marked when there
+/// is a validation split, and a learning-rate panel when the rate changed.
+pub fn training_curves(epochs: &[EpochPoint], kept_epoch: usize) -> String {
+    let series = |f: fn(&EpochPoint) -> Option<f64>| -> Vec<f64> {
+        epochs.iter().map(|e| f(e).unwrap_or(f64::NAN)).collect()
+    };
+    let mut loss = vec![("train loss", series(|e| e.loss))];
+    let mut quality = vec![("train accuracy", series(|e| e.accuracy))];
+    let validated = epochs.iter().any(|e| e.val_loss.is_some());
+    if validated {
+        loss.push(("validation loss", series(|e| e.val_loss)));
+        quality.push(("validation accuracy", series(|e| e.val_accuracy)));
+        quality.push(("validation macro-F1", series(|e| e.val_macro_f1)));
+    }
+    let mut panels = vec![("loss", loss), ("accuracy / macro-F1", quality)];
+    let rates: Vec<f64> = series(|e| e.lr);
+    let scheduled = rates
+        .iter()
+        .any(|r| r.is_finite() && Some(r) != rates.first());
+    if scheduled {
+        panels.push(("learning rate", vec![("lr", rates)]));
+    }
+    line_chart("training", &panels, validated.then_some(kept_epoch))
+}
+
+/// How a confusion matrix's cells are shaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shading {
+    /// By the cell's share of its row: the recall of the row's class on the
+    /// diagonal, comparable across classes of any size.
+    ShareOfRow,
+    /// By the count, on a log scale so one large class does not wash the
+    /// others out.
+    Count,
+}
+
 /// A confusion matrix as a heat map: rows the true class, columns the
 /// predicted one, each cell shaded by its share of its row (the recall of
 /// the row's class on the diagonal), with a colour scale; each cell's
 /// tooltip gives the count and the share.
 pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
+    heatmap_shaded(title, labels, counts, Shading::ShareOfRow)
+}
+
+/// [`heatmap`], shaded as asked.
+pub fn heatmap_shaded(title: &str, labels: &[String], counts: &[u64], shading: Shading) -> String {
     let n = labels.len();
     let cell = if n > 30 { 14.0 } else { 22.0 };
     let label_w = 7.0 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as f64 + 10.0;
@@ -252,6 +305,15 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
         x0 + grid / 2.0,
         y = y0 + grid / 2.0,
     );
+    let most = counts.iter().copied().max().unwrap_or(0);
+    // Log scale for counts: ln(1 + count) / ln(1 + most).
+    let of_most = |count: u64| {
+        if most == 0 {
+            0.0
+        } else {
+            (count as f64).ln_1p() / (most as f64).ln_1p()
+        }
+    };
     for r in 0..n {
         let row_total: u64 = counts[r * n..(r + 1) * n].iter().sum();
         let _ = write!(
@@ -263,6 +325,11 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
         );
         for c in 0..n {
             let count = counts[r * n + c];
+            if count == 0 {
+                // White on white: most cells of a many-class matrix, left
+                // out to keep the file small.
+                continue;
+            }
             let share = if row_total == 0 {
                 0.0
             } else {
@@ -273,7 +340,10 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
                 r#"<rect x="{}" y="{}" width="{cell}" height="{cell}" fill="{}"><title>true {} → predicted {}: {count} ({:.1}% of the row)</title></rect>"#,
                 x0 + cell * c as f64,
                 y0 + cell * r as f64,
-                shade(share),
+                shade(match shading {
+                    Shading::ShareOfRow => share,
+                    Shading::Count => of_most(count),
+                }),
                 escape(&labels[r]),
                 escape(&labels[c]),
                 100.0 * share
@@ -301,7 +371,29 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
             shade(share)
         );
     }
-    for (v, label) in [(0.0, "0%"), (0.5, "50%"), (1.0, "100%")] {
+    let (marks, caption) = match shading {
+        Shading::ShareOfRow => (
+            vec![
+                (0.0, "0%".to_string()),
+                (0.5, "50%".into()),
+                (1.0, "100%".into()),
+            ],
+            "of the row",
+        ),
+        Shading::Count => {
+            // The count halfway up the log scale, rounded.
+            let middle = ((most as f64).ln_1p() / 2.0).exp_m1().round() as u64;
+            (
+                vec![
+                    (0.0, "0".to_string()),
+                    (of_most(middle), middle.to_string()),
+                    (1.0, most.to_string()),
+                ],
+                "rows (log scale)",
+            )
+        }
+    };
+    for (v, label) in marks {
         let _ = write!(
             svg,
             r#"<text x="{}" y="{:.1}">{label}</text>"#,
@@ -311,7 +403,7 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[u64]) -> String {
     }
     let _ = write!(
         svg,
-        r#"<text x="{sx}" y="{}">of the row</text>"#,
+        r#"<text x="{sx}" y="{}">{caption}</text>"#,
         y0 + scale_h + 16.0
     );
     svg.push_str("</svg>\n");
@@ -397,8 +489,57 @@ mod tests {
             svg.contains("true a → predicted b: 1 (25.0% of the row)"),
             "{svg}"
         );
-        // An empty row (a class never in the truth) is white, not NaN.
-        assert!(svg.contains("true b → predicted a: 0 (0.0% of the row)"));
+        // An empty cell is not drawn: the background is white.
+        assert!(!svg.contains("true b → predicted a"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn counts_shade_on_a_log_scale_up_to_the_largest_cell() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let svg = heatmap_shaded("confusion", &labels, &[99, 1, 0, 9], Shading::Count);
+        assert!(svg.contains(">rows (log scale)</text>") && svg.contains(">99</text>"));
+        // ln(1 + 9) / ln(1 + 99) = 0.5: halfway, so the middle mark is 9.
+        assert!(svg.contains(">9</text>"), "{svg}");
+        // The largest cell is the darkest; one of 1 is pale.
+        assert!(svg.contains(r#"fill="rgb(8,48,107)"><title>true a → predicted a: 99"#));
+        assert!(
+            svg.contains(r#"fill="rgb(218,224,233)"><title>true a → predicted b: 1"#),
+            "{svg}"
+        );
+        let rows = heatmap("confusion", &labels, &[99, 1, 0, 9]);
+        // By share of the row, b's 9 of 9 is as dark as a's 99 of 100 nearly.
+        assert!(rows.contains(r#"fill="rgb(8,48,107)"><title>true b → predicted b: 9"#));
+    }
+
+    #[test]
+    fn training_curves_add_a_learning_rate_panel_only_when_it_changes() {
+        let epoch = |loss: f64, lr: f64| EpochPoint {
+            loss: Some(loss),
+            accuracy: Some(0.5),
+            lr: Some(lr),
+            ..EpochPoint::default()
+        };
+        let constant = training_curves(&[epoch(2.0, 0.01), epoch(1.0, 0.01)], 2);
+        assert!(!constant.contains(">learning rate</text>"));
+        assert!(
+            !constant.contains("kept: epoch"),
+            "no validation, nothing kept"
+        );
+        let scheduled = training_curves(&[epoch(2.0, 0.01), epoch(1.0, 0.005)], 2);
+        assert!(scheduled.contains(">learning rate</text>"), "{scheduled}");
+        let validated = training_curves(
+            &[
+                EpochPoint {
+                    val_loss: Some(1.5),
+                    ..epoch(2.0, 0.01)
+                },
+                epoch(1.0, 0.01),
+            ],
+            1,
+        );
+        assert!(
+            validated.contains(">validation loss</text>") && validated.contains("kept: epoch 1")
+        );
     }
 }

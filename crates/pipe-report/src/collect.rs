@@ -18,6 +18,8 @@ pub enum Status {
     Stale(Vec<String>),
     /// It has no result in the cache: never run, or its run failed.
     NeverRun,
+    /// Its last attempt failed, with this error.
+    Failed(String),
 }
 
 /// A cached result of a stage.
@@ -28,6 +30,9 @@ pub struct Entry {
     pub outputs: BTreeMap<String, Output>,
     /// What besides the config the result depends on: device, seed, machine choices.
     pub env: BTreeMap<String, String>,
+    /// The config it was computed with, every setting spelled out (defaults
+    /// too), without `kind`.
+    pub config: Value,
 }
 
 #[derive(Debug, Clone)]
@@ -51,13 +56,40 @@ pub struct StageView {
     /// The result the report shows: the fresh one, else (marked stale) the
     /// last run's when it is still cached.
     pub entry: Option<Entry>,
+    /// Whether the last run computed it (`Some(false)`: reused from the cache).
+    pub ran: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RunView {
     pub pipeline: String,
     pub description: Option<String>,
+    /// When the run ended (seconds since the Unix epoch), if recorded.
+    pub finished_unix: Option<u64>,
     pub stages: Vec<StageView>,
+}
+
+impl RunView {
+    /// The stages in order with the (first) output of this type and its stage.
+    pub fn outputs_of_type<'a>(
+        &'a self,
+        type_name: &'a str,
+    ) -> impl Iterator<Item = (&'a StageView, &'a str, &'a Output)> + 'a {
+        self.stages.iter().flat_map(move |stage| {
+            stage
+                .entry
+                .iter()
+                .flat_map(|e| e.outputs.iter())
+                .filter(move |(_, o)| o.type_name == type_name)
+                .map(move |(port, o)| (stage, port.as_str(), o))
+        })
+    }
+
+    /// The output `port` of stage `name`, if cached.
+    pub fn output(&self, name: &str, port: &str) -> Option<&Output> {
+        let stage = self.stages.iter().find(|s| s.name == name)?;
+        stage.entry.as_ref()?.outputs.get(port)
+    }
 }
 
 /// Reads each stage's status and result. `as_written` is the pipeline
@@ -76,13 +108,20 @@ pub fn collect(
         &NullSink,
     )?;
     let last = cache.run_record(&pipeline.record_id());
+    let last_run = last.history.last();
     let mut stages = Vec::new();
     for (stage, (_, freshness, fresh)) in pipeline.stages.iter().zip(statuses) {
-        let status = match freshness {
-            Freshness::Fresh => Status::Fresh,
-            Freshness::NeverRun => Status::NeverRun,
-            Freshness::Stale { reasons } => Status::Stale(reasons),
+        let failure = last.failed.get(&stage.name);
+        let status = match (freshness, failure) {
+            (Freshness::Fresh, _) => Status::Fresh,
+            (_, Some(failure)) => Status::Failed(failure.error.clone()),
+            (Freshness::NeverRun, None) => Status::NeverRun,
+            (Freshness::Stale { reasons }, None) => Status::Stale(reasons),
         };
+        let ran = last_run
+            .and_then(|run| run.stages.get(&stage.name))
+            .filter(|past| fresh.as_ref().is_some_and(|f| f.key_hash == past.key_hash))
+            .map(|past| past.ran);
         // A stale stage still shows its last result, if the cache has it.
         let record = fresh.or_else(|| {
             let last = last.stages.get(&stage.name)?;
@@ -91,10 +130,7 @@ pub fn collect(
                 _ => None,
             }
         });
-        let mut config = stage.config.clone();
-        if let Some(map) = config.as_object_mut() {
-            map.remove("kind");
-        }
+        let config = without_kind(&stage.config);
         let written = as_written
             .and_then(|p| p.stages.iter().find(|s| s.name == stage.name))
             .map(|s| s.config.clone());
@@ -107,25 +143,92 @@ pub fn collect(
             kind: stage.kind.clone(),
             config,
             changed,
-            upstream: stage
-                .inputs
-                .iter()
-                .map(|(port, (i, out))| {
-                    (port.clone(), pipeline.stages[*i].name.clone(), out.clone())
-                })
-                .collect(),
+            upstream: upstream(pipeline, stage),
             status,
             entry: record.map(|r| entry(cache, r)),
+            ran,
         });
     }
-    if stages.iter().all(|s| s.entry.is_none()) {
+    let failed = stages.iter().any(|s| matches!(s.status, Status::Failed(_)));
+    if stages.iter().all(|s| s.entry.is_none()) && !failed {
         return Err(ReportError::NothingToReport(pipeline.source.clone()));
     }
     Ok(RunView {
         pipeline: pipeline.source.clone(),
         description: pipeline.description.clone(),
+        finished_unix: last_run.map(|r| r.finished_unix),
         stages,
     })
+}
+
+/// Each run of `pipeline` the cache remembers, oldest first, with the
+/// results still cached (an older run's may have been removed by `gc`).
+pub fn collect_history(pipeline: &Pipeline, cache: &Cache) -> Result<Vec<RunView>, ReportError> {
+    let record = cache.run_record(&pipeline.record_id());
+    let mut runs = Vec::new();
+    for past in &record.history {
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| {
+                let this = past.stages.get(&stage.name);
+                let entry = this.and_then(|s| match cache.lookup(&s.key_hash) {
+                    Ok(pipe_core::Lookup::Valid(found)) => Some(entry(cache, found)),
+                    _ => None,
+                });
+                let failure = past.failed.as_ref().filter(|f| f.stage == stage.name);
+                let status = match (failure, &entry) {
+                    (Some(failure), _) => Status::Failed(failure.error.clone()),
+                    (None, Some(_)) => Status::Fresh,
+                    (None, None) => Status::NeverRun,
+                };
+                let config = match (failure, &entry) {
+                    (Some(failure), _) => without_kind(&failure.config),
+                    (None, Some(entry)) => entry.config.clone(),
+                    (None, None) => without_kind(&stage.config),
+                };
+                StageView {
+                    name: stage.name.clone(),
+                    kind: stage.kind.clone(),
+                    config,
+                    changed: Vec::new(),
+                    upstream: upstream(pipeline, stage),
+                    status,
+                    ran: this.map(|s| s.ran),
+                    entry,
+                }
+            })
+            .collect();
+        runs.push(RunView {
+            pipeline: pipeline.source.clone(),
+            description: pipeline.description.clone(),
+            finished_unix: Some(past.finished_unix),
+            stages,
+        });
+    }
+    if runs.is_empty() {
+        return Err(ReportError::NothingToReport(pipeline.source.clone()));
+    }
+    Ok(runs)
+}
+
+fn without_kind(config: &Value) -> Value {
+    let mut config = config.clone();
+    if let Some(map) = config.as_object_mut() {
+        map.remove("kind");
+    }
+    config
+}
+
+fn upstream(
+    pipeline: &Pipeline,
+    stage: &pipe_core::PipelineStage,
+) -> Vec<(String, String, String)> {
+    stage
+        .inputs
+        .iter()
+        .map(|(port, (i, out))| (port.clone(), pipeline.stages[*i].name.clone(), out.clone()))
+        .collect()
 }
 
 fn entry(cache: &Cache, record: EntryRecord) -> Entry {
@@ -143,11 +246,13 @@ fn entry(cache: &Cache, record: EntryRecord) -> Entry {
             )
         })
         .collect();
+    let config = without_kind(&record.key.config);
     Entry {
         key_hash: record.key_hash.clone(),
         seconds: record.seconds,
         outputs,
         env: record.key.env.clone(),
+        config,
     }
 }
 

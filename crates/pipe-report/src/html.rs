@@ -1,5 +1,6 @@
 //! The page: one HTML string, its style and its one small script inline.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -9,35 +10,126 @@ use crate::collect::{Output, RunView, StageView, Status};
 
 /// The page for `view`; `build` names the `pipe` that wrote it.
 pub fn render(view: &RunView, build: &str) -> String {
-    let mut page = String::new();
-    let title = format!("pipe report: {}", view.pipeline);
-    let _ = write!(
-        page,
+    let results = crate::results::results(view);
+    let mut page = head(&format!("pipe report: {}", view.pipeline));
+    let _ = write!(page, "<h1>{}</h1>", esc(&view.pipeline));
+    if let Some(d) = &view.description {
+        let _ = write!(page, "<p>{}</p>", esc(d));
+    }
+    let sections = [
+        ("training", "Training", &results.training),
+        ("evaluation", "Evaluation", &results.evaluation),
+        ("selection", "Model selection", &results.selection),
+        ("submission", "Submission", &results.submission),
+    ];
+    let mut nav = vec![("summary", "Summary")];
+    nav.extend(
+        sections
+            .iter()
+            .filter(|(_, _, html)| !html.is_empty())
+            .map(|(id, title, _)| (*id, *title)),
+    );
+    nav.push(("stages", "Stages"));
+    let links: Vec<String> = nav
+        .iter()
+        .map(|(id, title)| format!(r##"<a href="#{id}">{title}</a>"##))
+        .collect();
+    let _ = write!(page, "<nav>{}</nav>", links.join(" · "));
+    page.push_str(&summary(view, &results, build));
+    for (id, title, html) in sections {
+        if !html.is_empty() {
+            let _ = write!(page, r#"<h2 id="{id}">{title}</h2>{html}"#);
+        }
+    }
+    page.push_str(r#"<h2 id="stages">Stages</h2>"#);
+    page.push_str(&stage_table(view));
+    for stage in &view.stages {
+        page.push_str(&stage_section(stage, &results.shown, &results.shown_files));
+    }
+    page.push_str(&foot());
+    page
+}
+
+/// The page's head, up to the open body.
+pub(crate) fn head(title: &str) -> String {
+    format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{}</title><style>{STYLE}</style></head><body>
-<h1>{}</h1>"#,
-        esc(&title),
-        esc(&view.pipeline)
-    );
-    if let Some(d) = &view.description {
-        let _ = write!(page, "<p>{}</p>", esc(d));
+"#,
+        esc(title)
+    )
+}
+
+pub(crate) fn foot() -> String {
+    format!("<script>{SCRIPT}</script></body></html>\n")
+}
+
+/// When a run ended, in UTC.
+pub(crate) fn when(unix: Option<u64>) -> String {
+    unix.map_or_else(
+        || "—".to_string(),
+        |secs| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            humantime::format_rfc3339_seconds(at)
+                .to_string()
+                .replace('T', " ")
+                .replace('Z', " UTC")
+        },
+    )
+}
+
+/// The run in a few lines: its state, headline numbers, the DAG.
+fn summary(view: &RunView, results: &crate::results::Results, build: &str) -> String {
+    let mut s = String::from(r#"<h2 id="summary">Summary</h2>"#);
+    let count = |f: fn(&Status) -> bool| view.stages.iter().filter(|s| f(&s.status)).count();
+    let fresh = count(|s| matches!(s, Status::Fresh));
+    let state = match view
+        .stages
+        .iter()
+        .find(|s| matches!(s.status, Status::Failed(_)))
+    {
+        Some(failed) => format!(
+            r##"<span class="failed">failed at <a href="#stage-{n}">{n}</a></span>"##,
+            n = esc(&failed.name)
+        ),
+        _ if fresh == view.stages.len() => {
+            r#"<span class="fresh">complete: every stage fresh</span>"#.to_string()
+        }
+        _ => format!(
+            r#"<span class="stale">{fresh} of {} stages fresh; the others would run again</span>"#,
+            view.stages.len()
+        ),
+    };
+    let _ = write!(s, r#"<p class="headline" id="run-state">{state}</p>"#);
+    if let Some((accuracy, macro_f1)) = results.headline {
+        let f = |v: Option<f64>| {
+            v.filter(|v| v.is_finite())
+                .map_or("—".into(), |v| format!("{v:.4}"))
+        };
+        let _ = write!(
+            s,
+            r#"<p class="headline">accuracy <b id="accuracy">{}</b> · macro-F1 <b id="macro-f1">{}</b></p>"#,
+            f(accuracy),
+            f(macro_f1)
+        );
     }
+    let seconds: f64 = view
+        .stages
+        .iter()
+        .filter_map(|s| s.entry.as_ref())
+        .map(|e| e.seconds)
+        .sum();
     let _ = write!(
-        page,
-        r#"<p class="meta">From the cache, by pipe {}. Fresh: the result for the current config, inputs and code. Stale: what the cache holds is from an older run; the next run recomputes it.</p>"#,
+        s,
+        r#"<p class="meta">last run ended {}; its stages took {seconds:.1} s when they ran. From the cache, by pipe {}. Fresh: the result for the current config, inputs and code (ran: computed by the last run; cached: reused). Stale: the cache holds an older result; the next run recomputes it.</p>"#,
+        when(view.finished_unix),
         esc(build)
     );
-    page.push_str("<h2>Stages</h2>");
-    page.push_str(&dag(view));
-    page.push_str(&stage_table(view));
-    for stage in &view.stages {
-        page.push_str(&stage_section(stage));
-    }
-    let _ = writeln!(page, "<script>{SCRIPT}</script></body></html>");
-    page
+    s.push_str(&dag(view));
+    s
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}\
@@ -46,7 +138,11 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding
 th{background:#f4f4f4}th.sortable{cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 .fresh{color:#1a7f37}.stale{color:#b35900}.never{color:#777}.meta{color:#555;font-size:13px}\
 pre{background:#f8f8f8;padding:.5em;overflow:auto;max-height:24em;font-size:12px}\
-figure{margin:1em 0;overflow:auto}tr.kept td{background:#eef6ee}.bar{background:#4a78b5;height:10px;display:inline-block}";
+figure{margin:1em 0;overflow:auto}tr.kept td{background:#eef6ee}.bar{background:#4a78b5;height:10px;display:inline-block}\
+.bar.trained{background:#aaa}.failed{color:#b00020}pre.error{background:#fdecec;white-space:pre-wrap}\
+nav{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #eee;font-size:14px}\
+.headline{font-size:18px}.confusion .cm-count{display:none}.confusion input.count:checked~.cm-count{display:block}\
+.confusion input.count:checked~.cm-share{display:none}td.diff{background:#fff6dd}";
 
 /// Click a header to sort by that column (numbers as numbers); without
 /// JavaScript the tables stay in their first order.
@@ -58,7 +154,7 @@ var p=x.cells[i].textContent,q=y.cells[i].textContent,m=parseFloat(p),n=parseFlo
 var c=(!isNaN(m)&&!isNaN(n))?m-n:p.localeCompare(q);return asc?c:-c;});\
 rows.forEach(function(r){b.appendChild(r);});});});});";
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -70,19 +166,30 @@ fn status_class(status: &Status) -> &'static str {
         Status::Fresh => "fresh",
         Status::Stale(_) => "stale",
         Status::NeverRun => "never",
+        Status::Failed(_) => "failed",
     }
 }
 
 fn status_text(stage: &StageView) -> String {
     match (&stage.status, &stage.entry) {
-        (Status::Fresh, _) => "fresh".into(),
+        (Status::Fresh, _) => match stage.ran {
+            Some(true) => "fresh (ran)".into(),
+            Some(false) => "fresh (cached)".into(),
+            None => "fresh".into(),
+        },
+        (Status::Failed(_), _) => "failed".into(),
         (Status::Stale(_), Some(_)) => "stale (older result shown)".into(),
         (Status::Stale(_), None) => "stale (no result cached)".into(),
         (Status::NeverRun, _) => "no result: never run, or its run failed".into(),
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A JSON value as text: strings without their quotes.
+pub(crate) fn plain(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
@@ -139,6 +246,7 @@ fn dag(view: &RunView) -> String {
             Status::Fresh => "#dff3e3",
             Status::Stale(_) => "#fde8cf",
             Status::NeverRun => "#eeeeee",
+            Status::Failed(_) => "#f8d0d0",
         };
         let _ = write!(
             svg,
@@ -187,7 +295,11 @@ fn stage_table(view: &RunView) -> String {
     t
 }
 
-fn stage_section(stage: &StageView) -> String {
+fn stage_section(
+    stage: &StageView,
+    shown: &crate::results::Shown,
+    shown_files: &std::collections::BTreeSet<u64>,
+) -> String {
     let mut s = format!(
         r#"<section class="stage" id="stage-{n}"><h3>{n} <small>({})</small></h3><p class="{}">{}</p>"#,
         esc(&stage.kind),
@@ -202,6 +314,9 @@ fn stage_section(stage: &StageView) -> String {
             let _ = write!(s, "<li>{}</li>", esc(r));
         }
         s.push_str("</ul>");
+    }
+    if let Status::Failed(error) = &stage.status {
+        let _ = write!(s, r#"<pre class="error">{}</pre>"#, esc(error));
     }
     if !stage.upstream.is_empty() {
         let wires: Vec<String> = stage
@@ -246,20 +361,32 @@ fn stage_section(stage: &StageView) -> String {
             s.push_str("</tbody></table>");
         }
         for (port, output) in &entry.outputs {
-            s.push_str(&output_view(port, output));
+            if shown.contains(&(stage.name.clone(), port.clone())) {
+                let _ = write!(
+                    s,
+                    r#"<p class="meta">{}: {} ({}), shown above</p>"#,
+                    esc(port),
+                    esc(&output.type_name),
+                    bytes(output.bytes)
+                );
+            } else {
+                s.push_str(&output_view(port, output, shown_files));
+            }
         }
     }
     s.push_str("</section>");
     s
 }
 
-/// What an output shows: training and evaluation reports, charts, the
-/// head of a CSV, small JSON; anything else by size.
-fn output_view(port: &str, output: &Output) -> String {
+/// What an output the results do not show looks like: small JSON, the
+/// files (plain charts inlined, a CSV's head); anything else by size.
+fn output_view(
+    port: &str,
+    output: &Output,
+    shown_files: &std::collections::BTreeSet<u64>,
+) -> String {
     match output.type_name.as_str() {
         "json" => match read_json(&output.dir.join("doc.json")) {
-            Ok(doc) if doc.get("epochs").is_some_and(Value::is_array) => training(&doc),
-            Ok(doc) if doc.get("per_class").is_some_and(Value::is_object) => evaluation(&doc),
             Ok(doc) => {
                 let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
                 let shown: String = text.chars().take(20_000).collect();
@@ -269,9 +396,9 @@ fn output_view(port: &str, output: &Output) -> String {
                     esc(&shown)
                 )
             }
-            Err(e) => format!("<p class=\"stale\">{}: {}</p>", esc(port), esc(&e)),
+            Err(e) => format!("<p class=\"failed\">{}: {}</p>", esc(port), esc(&e)),
         },
-        "files" => files(port, &output.dir),
+        "files" => files(port, &output.dir, shown_files),
         other => format!(
             "<p class=\"meta\">{}: {} ({})</p>",
             esc(port),
@@ -281,85 +408,16 @@ fn output_view(port: &str, output: &Output) -> String {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
+pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", path.display()))
 }
 
-fn num(v: Option<&Value>, decimals: usize) -> String {
+pub(crate) fn num(v: Option<&Value>, decimals: usize) -> String {
     match v.and_then(Value::as_f64) {
         Some(x) if x.is_finite() => format!("{x:.decimals$}"),
         _ => "—".into(),
     }
-}
-
-fn training(doc: &Value) -> String {
-    let epochs = doc["epochs"].as_array().cloned().unwrap_or_default();
-    let best = doc.get("best_epoch").and_then(Value::as_u64);
-    let mut s = String::from("<h4>Training</h4>");
-    let facts: Vec<String> = ["device", "precision", "train_rows", "validation_rows", "lr"]
-        .iter()
-        .filter_map(|k| doc.get(*k).map(|v| format!("{k}: {}", esc(&v.to_string()))))
-        .chain(
-            doc.get("cpu")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("cpu {k}: {}", esc(&v.to_string()))),
-        )
-        .collect();
-    let _ = write!(s, "<p class=\"meta\">{}</p>", facts.join(" · "));
-    s.push_str(r#"<table class="sortable epochs"><thead><tr><th>epoch</th><th>loss</th><th>accuracy</th><th>val loss</th><th>val accuracy</th><th>val macro-F1</th><th>lr</th><th>seconds</th></tr></thead><tbody>"#);
-    for e in &epochs {
-        let kept = best.is_some()
-            && e.get("epoch").and_then(Value::as_u64) == best
-            && epochs
-                .iter()
-                .any(|e| e.get("val_loss").is_some_and(|v| !v.is_null()));
-        let _ = write!(
-            s,
-            r#"<tr{}><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-            if kept {
-                r#" class="kept" title="the model was kept from this epoch""#
-            } else {
-                ""
-            },
-            num(e.get("epoch"), 0),
-            num(e.get("loss"), 4),
-            num(e.get("accuracy"), 4),
-            num(e.get("val_loss"), 4),
-            num(e.get("val_accuracy"), 4),
-            num(e.get("val_macro_f1"), 4),
-            num(e.get("lr"), 6),
-            num(e.get("seconds"), 2),
-        );
-    }
-    s.push_str("</tbody></table>");
-    s
-}
-
-fn evaluation(doc: &Value) -> String {
-    let mut s = format!(
-        r#"<h4>Evaluation</h4><p>accuracy <b id="accuracy">{}</b> · macro-F1 <b id="macro-f1">{}</b></p>"#,
-        num(doc.get("accuracy"), 4),
-        num(doc.get("macro_f1"), 4)
-    );
-    s.push_str(r#"<table id="per-class" class="sortable"><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead><tbody>"#);
-    if let Some(classes) = doc["per_class"].as_object() {
-        for (class, m) in classes {
-            let _ = write!(
-                s,
-                r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-                esc(class),
-                num(m.get("precision"), 4),
-                num(m.get("recall"), 4),
-                num(m.get("f1"), 4),
-                num(m.get("support"), 0)
-            );
-        }
-    }
-    s.push_str("</tbody></table>");
-    s
 }
 
 /// An SVG a stage wrote, inline, if it is the plain drawing pipe's charts
@@ -389,7 +447,7 @@ fn inline_svg(text: &str) -> Option<&str> {
     plain.then_some(text)
 }
 
-fn files(port: &str, dir: &Path) -> String {
+fn files(port: &str, dir: &Path, shown_files: &std::collections::BTreeSet<u64>) -> String {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return format!(
             "<p class=\"stale\">{}: cannot read {}</p>",
@@ -406,7 +464,18 @@ fn files(port: &str, dir: &Path) -> String {
     for name in names {
         let path = dir.join(&name);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if name.ends_with(".svg") && size < 4 << 20 {
+        let copy = size < 64 << 20
+            && std::fs::read(&path)
+                .is_ok_and(|b| shown_files.contains(&crate::results::digest(&b)));
+        if copy {
+            let _ = write!(
+                s,
+                "<p class=\"meta\">{}/{} ({}): a copy of a file shown above</p>",
+                esc(port),
+                esc(&name),
+                bytes(size)
+            );
+        } else if name.ends_with(".svg") && size < 4 << 20 {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             match inline_svg(&text) {
                 Some(svg) => {
@@ -442,16 +511,30 @@ fn files(port: &str, dir: &Path) -> String {
     s
 }
 
-/// A CSV's first rows, and for a submission the count of each class.
+/// A CSV's first rows as a table.
 fn csv_view(port: &str, name: &str, path: &Path) -> String {
+    let (head, last) = csv_head_and_last_column(path);
+    let rows: u64 = last.values().sum();
+    format!(
+        "<h4>{}/{}</h4><p class=\"meta\">{rows} rows; the first 10:</p>{head}",
+        esc(port),
+        esc(name)
+    )
+}
+
+/// A CSV's header and first 10 rows as a table, and how often each value
+/// of its last column occurs (a submission's predicted classes).
+pub(crate) fn csv_head_and_last_column(path: &Path) -> (String, BTreeMap<String, u64>) {
     use std::io::BufRead;
+    let mut counts = BTreeMap::<String, u64>::new();
     let Ok(file) = std::fs::File::open(path) else {
-        return String::new();
+        let error = format!(
+            r#"<p class="failed">cannot read {}</p>"#,
+            esc(&path.display().to_string())
+        );
+        return (error, counts);
     };
-    let mut s = format!("<h4>{}/{}</h4>", esc(port), esc(name));
     let mut head = String::from(r#"<table class="csv-head">"#);
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    let mut rows = 0usize;
     for (i, line) in std::io::BufReader::new(file)
         .lines()
         .map_while(Result::ok)
@@ -467,34 +550,18 @@ fn csv_view(port: &str, name: &str, path: &Path) -> String {
             head.push_str("</tr>");
         }
         if i > 0 {
-            rows += 1;
             if let Some(last) = fields.last() {
                 *counts.entry(last.clone()).or_default() += 1;
             }
         }
     }
     head.push_str("</table>");
-    let _ = write!(s, "<p class=\"meta\">{rows} rows; the first 10:</p>{head}");
-    if name == "submission.csv" && rows > 0 {
-        let most = counts.values().max().copied().unwrap_or(1);
-        s.push_str(r#"<details open><summary>predicted classes</summary><table id="class-counts" class="sortable"><thead><tr><th>class</th><th>rows</th><th>share</th><th></th></tr></thead><tbody>"#);
-        for (class, n) in &counts {
-            let _ = write!(
-                s,
-                r#"<tr><td>{}</td><td class="num">{n}</td><td class="num">{:.1}%</td><td><span class="bar" style="width:{}px"></span></td></tr>"#,
-                esc(class),
-                100.0 * *n as f64 / rows as f64,
-                (200 * n / most).max(1)
-            );
-        }
-        s.push_str("</tbody></table></details>");
-    }
-    s
+    (head, counts)
 }
 
 /// One CSV line's fields (RFC 4180 quoting; a line break inside quotes is
 /// not followed, which pipe's own CSVs never have).
-fn csv_fields(line: &str) -> Vec<String> {
+pub(crate) fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
     let mut quoted = false;
     let mut chars = line.chars().peekable();
@@ -551,6 +618,7 @@ mod page_tests {
         RunView {
             pipeline: "p.yaml".into(),
             description: Some("<b>escaped</b>".into()),
+            finished_unix: Some(0),
             stages: vec![StageView {
                 name: "evaluate".into(),
                 kind: "evaluate".into(),
@@ -563,7 +631,9 @@ mod page_tests {
                     seconds: 0.5,
                     outputs: BTreeMap::from([("metrics".to_string(), output)]),
                     env: BTreeMap::new(),
+                    config: serde_json::json!({}),
                 }),
+                ran: Some(true),
             }],
         }
     }
@@ -581,7 +651,10 @@ mod page_tests {
             .collect();
         let doc = serde_json::json!({"accuracy": null, "macro_f1": 0.25, "per_class": many});
         let page = render(&view_with_metrics(&doc, dir.path()), "test");
-        let table = page.split(r#"<table id="per-class""#).nth(1).unwrap();
+        let table = page
+            .split(r#"<table class="sortable per-class""#)
+            .nth(1)
+            .unwrap();
         assert_eq!(
             table
                 .split("</table>")
@@ -592,6 +665,10 @@ mod page_tests {
             201
         );
         assert!(page.contains(r#"<b id="accuracy">—</b>"#) && page.contains("0.2500"));
+        assert!(
+            page.contains("last run ended 1970-01-01 00:00:00 UTC"),
+            "{page}"
+        );
         assert!(page.contains("&lt;b&gt;escaped&lt;/b&gt;") && !page.contains("<b>escaped</b>"));
         let one = serde_json::json!({"accuracy": 1.0, "macro_f1": 1.0, "per_class": {"only": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 9}}});
         let page = render(&view_with_metrics(&one, dir.path()), "test");

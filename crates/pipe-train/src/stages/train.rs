@@ -369,25 +369,20 @@ fn cpu_report() -> serde_json::Value {
     })
 }
 
-/// The training curves; with a validation split, training and validation
-/// on the same axes and the epoch the model was kept from marked.
+/// The training curves, drawn by `pipe_eval::plot` as `pipe report` draws them.
 fn curve_svg(history: &[EpochMetrics], best_epoch: usize) -> String {
-    let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<f64> {
-        history.iter().map(|m| f(m).unwrap_or(f64::NAN)).collect()
-    };
-    let mut loss = vec![("train loss", series(&|m| Some(m.loss)))];
-    let mut quality = vec![("train accuracy", series(&|m| Some(m.accuracy)))];
-    let validated = history.iter().any(|m| m.val_loss.is_some());
-    if validated {
-        loss.push(("validation loss", series(&|m| m.val_loss)));
-        quality.push(("validation accuracy", series(&|m| m.val_accuracy)));
-        quality.push(("validation macro-F1", series(&|m| m.val_macro_f1)));
-    }
-    pipe_eval::plot::line_chart(
-        "training",
-        &[("loss", loss), ("accuracy / macro-F1", quality)],
-        validated.then_some(best_epoch),
-    )
+    let points: Vec<pipe_eval::plot::EpochPoint> = history
+        .iter()
+        .map(|m| pipe_eval::plot::EpochPoint {
+            loss: Some(m.loss),
+            accuracy: Some(m.accuracy),
+            val_loss: m.val_loss,
+            val_accuracy: m.val_accuracy,
+            val_macro_f1: m.val_macro_f1,
+            lr: Some(m.lr),
+        })
+        .collect();
+    pipe_eval::plot::training_curves(&points, best_epoch)
 }
 
 #[cfg(test)]

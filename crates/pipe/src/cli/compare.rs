@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::core::{Cache, Override, Pipeline, RunOptions, RunReport};
+use crate::eval::metrics::mean_sd;
 use crate::eval::Evaluate;
 use crate::predict::Predict;
 use serde::Serialize;
@@ -83,18 +84,6 @@ fn measure(report: &RunReport) -> Measured {
             .zip(predict_seconds)
             .map(|(r, s)| r as f64 / s.max(1e-9)),
     }
-}
-
-/// Mean and sample standard deviation (none below two values) of the values present.
-fn mean_sd(values: impl Iterator<Item = Option<f64>>) -> (Option<f64>, Option<f64>) {
-    let v: Vec<f64> = values.flatten().collect();
-    if v.is_empty() {
-        return (None, None);
-    }
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let sd = (v.len() > 1)
-        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
-    (Some(mean), sd)
 }
 
 fn row(path: &Path, pipeline: &Pipeline, seeds: Vec<u64>, runs: &[Measured]) -> Row {

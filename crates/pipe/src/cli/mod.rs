@@ -83,11 +83,18 @@ enum Command {
     /// Write one self-contained HTML page of the pipeline's last run, from
     /// the cache: the DAG with each stage's status, configs, training
     /// curves, evaluation, the submission. Opens from file://, no server.
+    /// With several pipelines, or `--runs`, a page comparing their runs.
     Report {
-        pipeline: PathBuf,
+        #[arg(required = true, value_name = "PIPELINE")]
+        pipelines: Vec<PathBuf>,
         #[command(flatten)]
         settings: Settings,
-        /// The page to write; by default out/report/<pipeline>.html.
+        /// Compare the runs the cache remembers of each pipeline (its last
+        /// 20, e.g. after `pipe compare --seeds`), not only the last.
+        #[arg(long)]
+        runs: bool,
+        /// The page to write; by default out/report/<pipeline>.html, or
+        /// out/report/compare.html for a comparison.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -362,6 +369,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let renderer = render::Renderer::new(json, cli.quiet);
             let report = crate::core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
+            if let (Err(_), Some(output)) = (&report, &report_page) {
+                // The page says where the run failed; the run's error stays the answer.
+                let output = (!output.as_os_str().is_empty()).then(|| output.clone());
+                let _ = write_report(&path, &pipeline, &cache, &device, output, cli.quiet || json);
+            }
             let report = report.with_context(|| format!("running {}", pipeline.source))?;
             if json {
                 render::print_json_line(
@@ -377,13 +389,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {
-            pipeline: path,
+            pipelines,
             settings,
+            runs,
             output,
         } => {
-            let (pipeline, device) = settings.load(&path)?;
             let cache = open_cache(&cli.cache_dir)?;
-            write_report(&path, &pipeline, &cache, &device, output, cli.quiet)?;
+            if let ([path], false) = (pipelines.as_slice(), runs) {
+                let (pipeline, device) = settings.load(path)?;
+                write_report(path, &pipeline, &cache, &device, output, cli.quiet)?;
+            } else {
+                let runs = comparison_runs(&pipelines, &settings, runs, &cache)?;
+                let page = crate::report::render_comparison(&runs, crate::core::BUILD_ID);
+                let output = output.unwrap_or_else(|| PathBuf::from("out/report/compare.html"));
+                write_page(&output, &page, cli.quiet)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {
@@ -566,19 +586,57 @@ fn write_report(
     let as_written = Pipeline::load(path, &[]).ok();
     let view = crate::report::collect(pipeline, as_written.as_ref(), cache, device)?;
     let page = crate::report::render(&view, crate::core::BUILD_ID);
-    let output = output.unwrap_or_else(|| {
-        let stem = path
-            .file_stem()
-            .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy());
-        PathBuf::from("out/report").join(format!("{stem}.html"))
-    });
+    let output = output
+        .unwrap_or_else(|| PathBuf::from("out/report").join(format!("{}.html", file_stem(path))));
+    write_page(&output, &page, quiet)?;
+    Ok(output)
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The runs a comparison shows: each pipeline's last run, or with
+/// `history` every run the cache remembers of it.
+fn comparison_runs(
+    paths: &[PathBuf],
+    settings: &Settings,
+    history: bool,
+    cache: &Cache,
+) -> anyhow::Result<Vec<crate::report::Run>> {
+    let mut runs = Vec::new();
+    for path in paths {
+        let (pipeline, device) = settings.load(path)?;
+        let stem = file_stem(path);
+        if history {
+            let views = crate::report::collect_history(&pipeline, cache)?;
+            runs.extend(
+                views
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, view)| crate::report::Run {
+                        label: format!("{stem} #{}", i + 1),
+                        view,
+                    }),
+            );
+        } else {
+            let view = crate::report::collect(&pipeline, None, cache, &device)?;
+            runs.push(crate::report::Run { label: stem, view });
+        }
+    }
+    Ok(runs)
+}
+
+/// Writes a page atomically, making its directory, and says where.
+fn write_page(output: &Path, page: &str, quiet: bool) -> anyhow::Result<()> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    crate::core::fsutil::atomic_write(&output, page.as_bytes())
+    crate::core::fsutil::atomic_write(output, page.as_bytes())
         .with_context(|| format!("writing {}", output.display()))?;
     if !quiet {
         eprintln!("report: {}", output.display());
     }
-    Ok(output)
+    Ok(())
 }
