@@ -294,9 +294,13 @@ fn remember_run(
     ran_now: &BTreeMap<String, bool>,
     failed: Option<FailedStage>,
 ) {
+    // A failed stage's key in `record.stages` is its last success's, not
+    // this run's.
+    let failed_stage = failed.as_ref().map(|f| f.stage.as_str());
     let stages = record
         .stages
         .iter()
+        .filter(|(name, _)| Some(name.as_str()) != failed_stage)
         .map(|(name, last)| {
             let stage = PastStage {
                 key_hash: last.key_hash.clone(),

@@ -661,13 +661,24 @@ fn the_run_record_keeps_failures_and_a_bounded_history() {
     assert_eq!(failure.config["fail"], true, "the config it failed with");
     assert!(run.stages["a"].ran && run.stages["b"].ran && !run.stages.contains_key("c"));
 
+    // Failing again after a success: the run does not list c's older key.
     let good = pipeline(CHAIN, &[]);
+    run_with(&good, &cache, RunOptions::default()).unwrap();
+    let last = cache.run_record(&good.record_id()).history.pop().unwrap();
+    assert!(!last.stages["a"].ran && !last.stages["b"].ran && last.stages["c"].ran);
+    run_with(&failing, &cache, RunOptions::default()).unwrap_err();
+    let record = cache.run_record(&failing.record_id());
+    assert!(!record.history.last().unwrap().stages.contains_key("c"));
+
     run_with(&good, &cache, RunOptions::default()).unwrap();
     let record = cache.run_record(&good.record_id());
     assert!(record.failed.is_empty(), "a success clears the failure");
     let last = record.history.last().unwrap();
     assert_eq!(last.failed, None);
-    assert!(!last.stages["a"].ran && !last.stages["b"].ran && last.stages["c"].ran);
+    assert!(
+        !last.stages["a"].ran && !last.stages["b"].ran && !last.stages["c"].ran,
+        "all reused"
+    );
     assert_eq!(last.stages["c"].key_hash, record.stages["c"].key_hash);
 
     for _ in 0..crate::RUN_HISTORY + 3 {

@@ -172,11 +172,11 @@ pub fn collect_history(pipeline: &Pipeline, cache: &Cache) -> Result<Vec<RunView
             .iter()
             .map(|stage| {
                 let this = past.stages.get(&stage.name);
+                let failure = past.failed.as_ref().filter(|f| f.stage == stage.name);
                 let entry = this.and_then(|s| match cache.lookup(&s.key_hash) {
                     Ok(pipe_core::Lookup::Valid(found)) => Some(entry(cache, found)),
                     _ => None,
                 });
-                let failure = past.failed.as_ref().filter(|f| f.stage == stage.name);
                 let status = match (failure, &entry) {
                     (Some(failure), _) => Status::Failed(failure.error.clone()),
                     (None, Some(_)) => Status::Fresh,
