@@ -115,10 +115,6 @@ pub struct RunRecord {
     #[serde(default)]
     pub path: Option<PathBuf>,
     pub stages: BTreeMap<String, LastRun>,
-    /// Stages whose last attempt failed, and why; a stage leaves this map
-    /// when it next runs or is reused.
-    #[serde(default)]
-    pub failed: BTreeMap<String, FailedStage>,
     /// The latest runs, oldest first, at most [`RUN_HISTORY`]: what
     /// `pipe report --runs` compares. `gc` keeps only the last run's entries,
     /// so an older run's may be gone.
@@ -133,14 +129,18 @@ pub const RUN_HISTORY: usize = 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedStage {
     pub stage: String,
-    pub key_hash: String,
-    /// The config it failed with (its key's canonical config).
+    /// Its key's hash, if it got as far as its key (an external file it
+    /// reads may be missing).
+    pub key_hash: Option<String>,
+    /// The config it failed with: its key's canonical config, else as
+    /// the pipeline gives it.
     pub config: serde_json::Value,
     /// The error with its causes, as the run printed it.
     pub error: String,
 }
 
-/// One run of a pipeline: each stage's key as it stood at the end.
+/// One run of a pipeline: each stage's key as it stood at the end (a
+/// failed run: each stage it reached).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PastRun {
     /// When it ended, in seconds since the Unix epoch.

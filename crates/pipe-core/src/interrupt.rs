@@ -13,6 +13,7 @@
 //! process's.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Process groups to kill and scratch directories to remove on an interrupt.
@@ -147,10 +148,20 @@ impl Drop for ScratchGuard<'_> {
     }
 }
 
+/// Set once the process is being interrupted.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`clean_up`] has begun: a stage failing now failed because its
+/// children were killed, not on its own.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Kills every registered process group and removes every registered
 /// scratch directory of the process's registry. For a signal handler's
 /// thread, before the process exits.
 pub fn clean_up() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
     REGISTRY.clean_up();
 }
 

@@ -17,7 +17,7 @@ use crate::cache::{
 use crate::events::{Event, EventSink};
 use crate::fsutil::{hash_file, unique_suffix};
 use crate::key::{StageKey, StaleReason};
-use crate::pipeline::{Pipeline, UnknownStage};
+use crate::pipeline::{Pipeline, PipelineStage, UnknownStage};
 use crate::stage::{StageContext, StageError};
 
 /// How to run: which stages, and whether to ignore the cache.
@@ -179,14 +179,23 @@ pub fn run(
         if !selected[i] && !needed_by_selection(pipeline, &selected, i) {
             continue;
         }
-        let key = stage_key(pipeline, i, &resolved, &options.device)?;
+        // Every error from here is this stage's failure, noted in the run record.
+        macro_rules! or_fail {
+            ($result:expr, $key:expr) => {
+                $result.map_err(|error| {
+                    let error = RunError::from(error);
+                    record_failure(cache, &mut run_record, &ran_now, stage, $key, error)
+                })?
+            };
+        }
+        let key = or_fail!(stage_key(pipeline, i, &resolved, &options.device), None);
         let key_hash = key.hash();
         let start = Instant::now();
 
         let mut cached = None;
         // A stage named by --only/--from runs; others are reused when cached.
         if !(selected[i] && (explicit || options.force)) {
-            match cache.lookup(&key_hash)? {
+            match or_fail!(cache.lookup(&key_hash), Some(&key)) {
                 Lookup::Valid(record) => cached = Some(record),
                 Lookup::Corrupt(detail) => events.emit(&Event::CacheCorrupt {
                     stage: stage.name.clone(),
@@ -221,9 +230,7 @@ pub fn run(
                 let executed = execute(
                     pipeline, cache, i, &key, &key_hash, &resolved, options, events,
                 );
-                let (record, outputs) = executed.map_err(|error| {
-                    record_failure(cache, &mut run_record, &ran_now, &stage.name, &key, error)
-                })?;
+                let (record, outputs) = or_fail!(executed, Some(&key));
                 (record, outputs, StageOutcome::Ran)
             }
         };
@@ -235,7 +242,7 @@ pub fn run(
             .collect();
         let metrics = json_outputs(&record, &outputs);
         if selected[i] {
-            let scratch = scratch_dir(cache)?;
+            let scratch = or_fail!(scratch_dir(cache), Some(&key));
             let ctx = StageContext {
                 stage: &stage.name,
                 device: &options.device,
@@ -245,15 +252,12 @@ pub fn run(
             };
             let published = stage.stage.publish(&outputs, &ctx);
             let _ = std::fs::remove_dir_all(&scratch);
-            published.map_err(|source| {
-                let error = RunError::Stage {
-                    stage: stage.name.clone(),
-                    source,
-                };
-                record_failure(cache, &mut run_record, &ran_now, &stage.name, &key, error)
-            })?;
+            let published = published.map_err(|source| RunError::Stage {
+                stage: stage.name.clone(),
+                source,
+            });
+            or_fail!(published, Some(&key));
         }
-        run_record.failed.remove(&stage.name);
         ran_now.insert(stage.name.clone(), outcome == StageOutcome::Ran);
         run_record.stages.insert(
             stage.name.clone(),
@@ -287,20 +291,20 @@ pub fn run(
     Ok(report)
 }
 
-/// Adds this run to the record's history: each stage's key as it stands
-/// now, and whether this run computed it.
+/// Adds this run to the record's history: the key of each stage it
+/// reached, and whether it computed it. A successful run also keeps the
+/// keys of stages it did not touch (`--only`); a failed run only those it
+/// reached, since the others' keys are older runs'. A run that computed
+/// nothing and ended where the previous one did only updates its time.
 fn remember_run(
     record: &mut RunRecord,
     ran_now: &BTreeMap<String, bool>,
     failed: Option<FailedStage>,
 ) {
-    // A failed stage's key in `record.stages` is its last success's, not
-    // this run's.
-    let failed_stage = failed.as_ref().map(|f| f.stage.as_str());
-    let stages = record
+    let stages: BTreeMap<String, PastStage> = record
         .stages
         .iter()
-        .filter(|(name, _)| Some(name.as_str()) != failed_stage)
+        .filter(|(name, _)| failed.is_none() || ran_now.contains_key(*name))
         .map(|(name, last)| {
             let stage = PastStage {
                 key_hash: last.key_hash.clone(),
@@ -312,33 +316,53 @@ fn remember_run(
     let finished_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    record.history.push(PastRun {
-        finished_unix,
-        stages,
-        failed,
-    });
+    let same_keys = |previous: &PastRun| {
+        previous.failed.is_none()
+            && previous.stages.len() == stages.len()
+            && previous
+                .stages
+                .iter()
+                .zip(&stages)
+                .all(|((a, x), (b, y))| a == b && x.key_hash == y.key_hash)
+    };
+    let computed_nothing = failed.is_none() && stages.values().all(|s| !s.ran);
+    match record.history.last_mut() {
+        Some(previous) if computed_nothing && same_keys(previous) => {
+            previous.finished_unix = finished_unix;
+        }
+        _ => {
+            record.history.push(PastRun {
+                finished_unix,
+                stages,
+                failed,
+            });
+        }
+    }
     let excess = record.history.len().saturating_sub(RUN_HISTORY);
     record.history.drain(..excess);
 }
 
-/// Notes in the run record that `stage` failed, so `pipe report` can say
-/// so, and hands the error back. Saving is best effort: the run's own
-/// error is what the user must see.
+/// Notes in the run record that `stage` failed (with `key`, when it got
+/// that far), so `pipe report` can say so, and hands the error back. An
+/// interrupt is not the stage's failure and is not noted. Saving is best
+/// effort: the run's own error is what the user must see.
 fn record_failure(
     cache: &Cache,
     record: &mut RunRecord,
     ran_now: &BTreeMap<String, bool>,
-    stage: &str,
-    key: &StageKey,
+    stage: &PipelineStage,
+    key: Option<&StageKey>,
     error: RunError,
 ) -> RunError {
+    if crate::interrupt::interrupted() {
+        return error;
+    }
     let failure = FailedStage {
-        stage: stage.to_string(),
-        key_hash: key.hash(),
-        config: key.config.clone(),
+        stage: stage.name.clone(),
+        key_hash: key.map(StageKey::hash),
+        config: key.map_or_else(|| stage.config.clone(), |k| k.config.clone()),
         error: error_chain(&error),
     };
-    record.failed.insert(stage.to_string(), failure.clone());
     remember_run(record, ran_now, Some(failure));
     let _ = cache.save_run_record(record);
     error

@@ -643,51 +643,62 @@ fn a_panic_and_an_undeclared_output_are_typed_failures() {
     }
 }
 
-/// A failure is recorded against the stage and cleared when it next
-/// succeeds; each run joins a bounded history, saying what it computed.
+/// A failed run is remembered with the stage, its config and error, and
+/// only the stages it reached; each run joins a bounded history saying what
+/// it computed, and a run that computed nothing new adds no entry.
 #[test]
 fn the_run_record_keeps_failures_and_a_bounded_history() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
+    let history = |p: &Pipeline| cache.run_record(&p.record_id()).history;
     let failing = pipeline(CHAIN, &["c.fail=true"]);
     let error = run_with(&failing, &cache, RunOptions::default()).unwrap_err();
-    assert!(error.to_string().contains('c'), "{error}");
-    let record = cache.run_record(&failing.record_id());
-    let failure = &record.failed["c"];
+    assert!(error.to_string().contains("`c`"), "{error}");
+    let runs = history(&failing);
+    assert_eq!(runs.len(), 1);
+    let failure = runs[0].failed.as_ref().expect("the failure");
+    assert_eq!(failure.stage, "c");
     assert!(failure.error.contains("asked to fail"), "{failure:?}");
-    assert_eq!(record.history.len(), 1);
-    let run = &record.history[0];
-    assert_eq!(run.failed.as_ref(), Some(failure));
     assert_eq!(failure.config["fail"], true, "the config it failed with");
-    assert!(run.stages["a"].ran && run.stages["b"].ran && !run.stages.contains_key("c"));
+    assert!(failure.key_hash.is_some());
+    assert!(
+        runs[0].stages["a"].ran && runs[0].stages["b"].ran && !runs[0].stages.contains_key("c")
+    );
 
-    // Failing again after a success: the run does not list c's older key.
     let good = pipeline(CHAIN, &[]);
     run_with(&good, &cache, RunOptions::default()).unwrap();
-    let last = cache.run_record(&good.record_id()).history.pop().unwrap();
-    assert!(!last.stages["a"].ran && !last.stages["b"].ran && last.stages["c"].ran);
-    run_with(&failing, &cache, RunOptions::default()).unwrap_err();
-    let record = cache.run_record(&failing.record_id());
-    assert!(!record.history.last().unwrap().stages.contains_key("c"));
-
-    run_with(&good, &cache, RunOptions::default()).unwrap();
-    let record = cache.run_record(&good.record_id());
-    assert!(record.failed.is_empty(), "a success clears the failure");
-    let last = record.history.last().unwrap();
+    let last = history(&good).pop().unwrap();
     assert_eq!(last.failed, None);
-    assert!(
-        !last.stages["a"].ran && !last.stages["b"].ran && !last.stages["c"].ran,
-        "all reused"
-    );
-    assert_eq!(last.stages["c"].key_hash, record.stages["c"].key_hash);
+    assert!(!last.stages["a"].ran && !last.stages["b"].ran && last.stages["c"].ran);
 
-    for _ in 0..crate::RUN_HISTORY + 3 {
-        run_with(&good, &cache, RunOptions::default()).unwrap();
+    // A middle stage fails: the run lists neither it nor c, whose key
+    // in the record is the last success's.
+    let middle = pipeline(CHAIN, &["b.fail=true"]);
+    run_with(&middle, &cache, RunOptions::default()).unwrap_err();
+    let last = history(&middle).pop().unwrap();
+    assert_eq!(last.failed.as_ref().map(|f| f.stage.as_str()), Some("b"));
+    assert_eq!(last.stages.keys().collect::<Vec<_>>(), ["a"]);
+
+    // Reusing everything after a failure is a run of its own; reusing it
+    // again, with the same keys, only moves that run's time.
+    run_with(&good, &cache, RunOptions::default()).unwrap();
+    let count = history(&good).len();
+    assert_eq!(count, 4);
+    run_with(&good, &cache, RunOptions::default()).unwrap();
+    assert_eq!(
+        history(&good).len(),
+        count,
+        "a run that changed nothing added an entry"
+    );
+
+    for add in 0..crate::RUN_HISTORY + 3 {
+        let p = pipeline(CHAIN, &[&format!("c.add={add}")]);
+        run_with(&p, &cache, RunOptions::default()).unwrap();
     }
-    let record = cache.run_record(&good.record_id());
-    assert_eq!(record.history.len(), crate::RUN_HISTORY);
+    let runs = history(&good);
+    assert_eq!(runs.len(), crate::RUN_HISTORY);
     assert!(
-        record.history.iter().all(|r| r.failed.is_none()),
+        runs.iter().all(|r| r.failed.is_none()),
         "the oldest runs went first"
     );
 }

@@ -236,6 +236,11 @@ pub struct EpochPoint {
     pub lr: Option<f64>,
 }
 
+/// Whether a history has a validation split (a validation loss).
+pub fn validated(epochs: &[EpochPoint]) -> bool {
+    epochs.iter().any(|e| e.val_loss.is_some())
+}
+
 /// The training curves: loss, then accuracy and macro-F1, training and
 /// validation on the same axes, the kept epoch (from 1) marked when there
 /// is a validation split, and a learning-rate panel when the rate changed.
@@ -245,7 +250,7 @@ pub fn training_curves(epochs: &[EpochPoint], kept_epoch: usize) -> String {
     };
     let mut loss = vec![("train loss", series(|e| e.loss))];
     let mut quality = vec![("train accuracy", series(|e| e.accuracy))];
-    let validated = epochs.iter().any(|e| e.val_loss.is_some());
+    let validated = validated(epochs);
     if validated {
         loss.push(("validation loss", series(|e| e.val_loss)));
         quality.push(("validation accuracy", series(|e| e.val_accuracy)));
@@ -383,14 +388,11 @@ pub fn heatmap_shaded(title: &str, labels: &[String], counts: &[u64], shading: S
         Shading::Count => {
             // The count halfway up the log scale, rounded.
             let middle = ((most as f64).ln_1p() / 2.0).exp_m1().round() as u64;
-            (
-                vec![
-                    (0.0, "0".to_string()),
-                    (of_most(middle), middle.to_string()),
-                    (1.0, most.to_string()),
-                ],
-                "rows (log scale)",
-            )
+            let mut marks = vec![(0.0, "0".to_string()), (1.0, most.to_string())];
+            if middle > 0 && middle < most {
+                marks.insert(1, (of_most(middle), middle.to_string()));
+            }
+            (marks, "rows (log scale)")
         }
     };
     for (v, label) in marks {

@@ -16,9 +16,9 @@ pub enum Status {
     Fresh,
     /// It would run again, and why.
     Stale(Vec<String>),
-    /// It has no result in the cache: never run, or its run failed.
+    /// It has no result in the cache (never run, or removed by `gc`).
     NeverRun,
-    /// Its last attempt failed, with this error.
+    /// The last run failed at this stage, with this error.
     Failed(String),
 }
 
@@ -46,7 +46,9 @@ pub struct Output {
 pub struct StageView {
     pub name: String,
     pub kind: String,
-    /// The effective config (after `--set`), without `kind`.
+    /// The effective config (after `--set`), without `kind`; for an older
+    /// run ([`collect_history`]) the config of its result, null when that
+    /// result is no longer cached.
     pub config: Value,
     /// Settings `--set` changed: (path, value in the YAML, value used).
     pub changed: Vec<(String, String, String)>,
@@ -111,7 +113,11 @@ pub fn collect(
     let last_run = last.history.last();
     let mut stages = Vec::new();
     for (stage, (_, freshness, fresh)) in pipeline.stages.iter().zip(statuses) {
-        let failure = last.failed.get(&stage.name);
+        // The last run's failure; an older one was followed by a run that
+        // did not fail there.
+        let failure = last_run
+            .and_then(|run| run.failed.as_ref())
+            .filter(|f| f.stage == stage.name);
         let status = match (freshness, failure) {
             (Freshness::Fresh, _) => Status::Fresh,
             (_, Some(failure)) => Status::Failed(failure.error.clone()),
@@ -182,10 +188,11 @@ pub fn collect_history(pipeline: &Pipeline, cache: &Cache) -> Result<Vec<RunView
                     (None, Some(_)) => Status::Fresh,
                     (None, None) => Status::NeverRun,
                 };
+                // A result removed since (by `gc`) leaves its config unknown.
                 let config = match (failure, &entry) {
                     (Some(failure), _) => without_kind(&failure.config),
                     (None, Some(entry)) => entry.config.clone(),
-                    (None, None) => without_kind(&stage.config),
+                    (None, None) => Value::Null,
                 };
                 StageView {
                     name: stage.name.clone(),

@@ -33,8 +33,9 @@ fn facts(view: &RunView) -> Facts {
     let mut evaluation = None;
     let mut training = None;
     for stage in &view.stages {
-        let config = stage.entry.as_ref().map_or(&stage.config, |e| &e.config);
-        flatten(&stage.name, config, &mut settings);
+        if !stage.config.is_null() {
+            flatten(&stage.name, &stage.config, &mut settings);
+        }
         for (k, v) in stage.entry.iter().flat_map(|e| e.env.iter()) {
             settings
                 .entry(format!("env.{k}"))

@@ -180,7 +180,7 @@ fn status_text(stage: &StageView) -> String {
         (Status::Failed(_), _) => "failed".into(),
         (Status::Stale(_), Some(_)) => "stale (older result shown)".into(),
         (Status::Stale(_), None) => "stale (no result cached)".into(),
-        (Status::NeverRun, _) => "no result: never run, or its run failed".into(),
+        (Status::NeverRun, _) => "no result: never run, or removed".into(),
     }
 }
 
@@ -267,7 +267,7 @@ fn dag(view: &RunView) -> String {
 
 fn stage_table(view: &RunView) -> String {
     let mut t = String::from(
-        r#"<table id="stages" class="sortable"><thead><tr><th>stage</th><th>kind</th><th>status</th><th>seconds</th><th>key</th><th>outputs</th></tr></thead><tbody>"#,
+        r#"<table id="stages-table" class="sortable"><thead><tr><th>stage</th><th>kind</th><th>status</th><th>seconds</th><th>key</th><th>outputs</th></tr></thead><tbody>"#,
     );
     for s in &view.stages {
         let (seconds, key, outputs) = match &s.entry {

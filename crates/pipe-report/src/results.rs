@@ -11,7 +11,7 @@ use pipe_core::LoadArtifact;
 use pipe_eval::plot::{self, EpochPoint, Shading};
 use serde_json::Value;
 
-use crate::collect::{Output, RunView, StageView};
+use crate::collect::{Output, RunView, StageView, Status};
 use crate::html::{esc, num, plain, read_json};
 
 /// A stage's output the results show, by (stage, port).
@@ -66,7 +66,7 @@ pub(crate) fn results(view: &RunView) -> Results {
                 r.shown.extend(files_port_with(stage, "curve.svg"));
             }
             Ok(Doc::Evaluation(doc)) => {
-                if r.headline.is_none() {
+                if r.headline.is_none() && stage.status == Status::Fresh {
                     r.headline = Some((
                         doc.get("accuracy").and_then(Value::as_f64),
                         doc.get("macro_f1").and_then(Value::as_f64),
@@ -121,9 +121,16 @@ fn files_port_with(stage: &StageView, name: &str) -> Option<(String, String)> {
         .map(|(port, _)| (stage.name.clone(), port.clone()))
 }
 
+/// Where a result comes from; one from a stage that is not fresh says so.
 fn from_stage(stage: &StageView) -> String {
+    let older = match stage.status {
+        Status::Fresh => "",
+        _ => {
+            r#" <span class="stale">· an older result: the stage is not fresh, see its section</span>"#
+        }
+    };
     format!(
-        r##"<p class="meta">from <a href="#stage-{n}">{n}</a> ({})</p>"##,
+        r##"<p class="meta">from <a href="#stage-{n}">{n}</a> ({}){older}</p>"##,
         esc(&stage.kind),
         n = esc(&stage.name)
     )

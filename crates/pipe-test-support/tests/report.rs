@@ -54,11 +54,14 @@ fn failed_runs_compared_runs_and_a_corrupt_entry_all_give_a_page() {
         .next()
         .unwrap();
     assert!(
-        error.contains("count_rows") && error.contains('3'),
+        error.contains("count_rows") && error.contains("exited with status 3"),
         "{error}"
     );
     assert!(page.contains(r#"data-stage="train" data-status="fresh""#));
-    assert!(page.contains("fresh (ran)"), "the last run computed train");
+    assert!(
+        page.contains("<title>train (train): fresh (ran)</title>"),
+        "the last run computed train"
+    );
     let report = s
         .pipe(&[
             "report",
@@ -103,7 +106,7 @@ fn failed_runs_compared_runs_and_a_corrupt_entry_all_give_a_page() {
         "a success clears the failure"
     );
     assert!(
-        page.contains("fresh (cached)"),
+        page.contains("<title>train (train): fresh (cached)</title>"),
         "the second run reused train"
     );
     s.pipe(&[

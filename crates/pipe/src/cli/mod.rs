@@ -369,11 +369,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let renderer = render::Renderer::new(json, cli.quiet);
             let report = crate::core::run(&pipeline, &cache, &options, &renderer);
             renderer.finish();
-            if let (Err(_), Some(output)) = (&report, &report_page) {
-                // The page says where the run failed; the run's error stays the answer.
-                let output = (!output.as_os_str().is_empty()).then(|| output.clone());
-                let _ = write_report(&path, &pipeline, &cache, &device, output, cli.quiet || json);
-            }
+            // The page is written whether the run failed or not (it then
+            // says where); the run's error stays the answer.
+            let page = report_page.map(|output| {
+                let output = (!output.as_os_str().is_empty()).then_some(output);
+                write_report(&path, &pipeline, &cache, &device, output, cli.quiet || json)
+            });
             let report = report.with_context(|| format!("running {}", pipeline.source))?;
             if json {
                 render::print_json_line(
@@ -382,10 +383,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if !cli.quiet {
                 render::print_summary(&report);
             }
-            if let Some(output) = report_page {
-                let output = (!output.as_os_str().is_empty()).then_some(output);
-                write_report(&path, &pipeline, &cache, &device, output, cli.quiet || json)?;
-            }
+            page.transpose()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {
@@ -606,11 +604,26 @@ fn comparison_runs(
     cache: &Cache,
 ) -> anyhow::Result<Vec<crate::report::Run>> {
     let mut runs = Vec::new();
+    let stems: Vec<String> = paths.iter().map(|p| file_stem(p)).collect();
     for path in paths {
         let (pipeline, device) = settings.load(path)?;
+        // Named by file stem, or by path where two stems are the same.
         let stem = file_stem(path);
+        let stem = if stems.iter().filter(|s| **s == stem).count() > 1 {
+            path.display().to_string()
+        } else {
+            stem
+        };
+        // Each run as it was: its results' configs, a failed stage's config.
+        let mut views = match crate::report::collect_history(&pipeline, cache) {
+            Ok(views) => views,
+            // A record from before pipe kept runs: its last run, as now.
+            Err(crate::report::ReportError::NothingToReport(_)) => {
+                vec![crate::report::collect(&pipeline, None, cache, &device)?]
+            }
+            Err(e) => return Err(e.into()),
+        };
         if history {
-            let views = crate::report::collect_history(&pipeline, cache)?;
             runs.extend(
                 views
                     .into_iter()
@@ -620,8 +633,7 @@ fn comparison_runs(
                         view,
                     }),
             );
-        } else {
-            let view = crate::report::collect(&pipeline, None, cache, &device)?;
+        } else if let Some(view) = views.pop() {
             runs.push(crate::report::Run { label: stem, view });
         }
     }
