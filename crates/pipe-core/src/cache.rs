@@ -73,6 +73,9 @@ pub struct EntryRecord {
     pub key: StageKey,
     pub outputs: BTreeMap<String, OutputRecord>,
     pub seconds: f64,
+    /// What the stage warned of while it computed this result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a lookup found.
@@ -442,6 +445,7 @@ impl PendingEntry {
         key: &StageKey,
         types: &BTreeMap<String, String>,
         seconds: f64,
+        warnings: Vec<String>,
     ) -> Result<EntryRecord, CacheError> {
         let mut outputs = BTreeMap::new();
         for (port, type_name) in types {
@@ -463,6 +467,7 @@ impl PendingEntry {
             key: key.clone(),
             outputs,
             seconds,
+            warnings,
         };
         let record_path = self.dir.join("record.json");
         atomic_write(

@@ -89,6 +89,36 @@ impl EventSink for RecordingSink {
     }
 }
 
+/// Passes every event on, keeping the text of the warnings: what a stage
+/// warned of is saved with its cache entry, for `pipe report`.
+pub struct WarningSink<'a> {
+    inner: &'a dyn EventSink,
+    pub warnings: RefCell<Vec<String>>,
+}
+
+impl<'a> WarningSink<'a> {
+    pub fn new(inner: &'a dyn EventSink) -> WarningSink<'a> {
+        WarningSink {
+            inner,
+            warnings: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl EventSink for WarningSink<'_> {
+    fn emit(&self, event: &Event) {
+        if let Event::Message {
+            level: Level::Warn,
+            text,
+            ..
+        } = event
+        {
+            self.warnings.borrow_mut().push(text.clone());
+        }
+        self.inner.emit(event);
+    }
+}
+
 impl<F: Fn(&Event)> EventSink for F {
     fn emit(&self, event: &Event) {
         self(event)

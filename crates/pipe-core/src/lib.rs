@@ -40,7 +40,7 @@ pub use cache::{
     Cache, CacheError, CorruptEntry, EntryRecord, FailedStage, LastRun, Lookup, PastRun, PastStage,
     RunRecord, RUN_HISTORY,
 };
-pub use events::{Event, EventSink, Level, NullSink, RecordingSink};
+pub use events::{Event, EventSink, Level, NullSink, RecordingSink, WarningSink};
 pub use key::{StageKey, StaleReason};
 pub use pipe_macros::stage;
 pub use pipeline::{

@@ -14,7 +14,7 @@ use crate::cache::{
     Cache, CacheError, EntryRecord, FailedStage, LastRun, Lookup, PastRun, PastStage, RunRecord,
     RUN_HISTORY,
 };
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, WarningSink};
 use crate::fsutil::{hash_file, unique_suffix};
 use crate::key::{StageKey, StaleReason};
 use crate::pipeline::{Pipeline, PipelineStage, UnknownStage};
@@ -533,12 +533,13 @@ fn execute(
     let _pending_guard = crate::interrupt::ScratchGuard::new(pending.dir().to_path_buf());
     let scratch = scratch_dir(cache)?;
     let _scratch_guard = crate::interrupt::ScratchGuard::new(scratch.clone());
+    let warnings = WarningSink::new(events);
     let ctx = StageContext {
         stage: &stage.name,
         device: &options.device,
         seed: pipeline.seed,
         scratch: &scratch,
-        events,
+        events: &warnings,
     };
     // A panic in a stage (a libtorch error tch turns into one, a bug) is
     // that stage's failure, reported like any other; nothing is cached.
@@ -605,7 +606,7 @@ fn execute(
     }
     crate::fault::point("after-outputs");
     let seconds = start.elapsed().as_secs_f64();
-    let record = pending.commit(key, &types, seconds)?;
+    let record = pending.commit(key, &types, seconds, warnings.warnings.into_inner())?;
     events.emit(&Event::StageFinished {
         stage: stage.name.clone(),
         key: key_hash.to_string(),

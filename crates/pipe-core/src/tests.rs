@@ -55,6 +55,8 @@ struct TAdd {
     zero: bool,
     /// Fail instead.
     fail: bool,
+    /// Warn of this first.
+    warn: Option<String>,
 }
 
 #[stage(kind = "t_add", summary = "test adder")]
@@ -75,6 +77,9 @@ impl Stage for TAdd {
         RAN.with(|r| r.borrow_mut().push(ctx.stage.to_string()));
         if self.fail {
             return Err(StageError::invalid("asked to fail"));
+        }
+        if let Some(text) = &self.warn {
+            ctx.warn(text.clone());
         }
         let v = inputs.get::<JsonDoc>("in")?.0["value"]
             .as_i64()
@@ -392,6 +397,7 @@ fn an_interrupted_write_leaves_no_valid_entry() {
             &key,
             &BTreeMap::from([("out".to_string(), "json".to_string())]),
             0.0,
+            Vec::new(),
         )
         .unwrap();
     assert_eq!(record.key_hash, hash);
@@ -701,4 +707,30 @@ fn the_run_record_keeps_failures_and_a_bounded_history() {
         runs.iter().all(|r| r.failed.is_none()),
         "the oldest runs went first"
     );
+}
+
+/// What a stage warned of is kept with its result, and still there when
+/// the result is reused.
+#[test]
+fn a_stage_s_warnings_are_kept_with_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let p = pipeline(CHAIN, &["b.warn=rows were dropped"]);
+    let sink = RecordingSink::default();
+    run(&p, &cache, &RunOptions::default(), &sink).unwrap();
+    assert!(
+        sink.events
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, Event::Message { text, .. } if text == "rows were dropped")),
+        "the warning still reaches the sink"
+    );
+    run_with(&p, &cache, RunOptions::default()).unwrap();
+    let record = cache.run_record(&p.record_id());
+    let entry = |stage: &str| match cache.lookup(&record.stages[stage].key_hash).unwrap() {
+        Lookup::Valid(entry) => entry,
+        other => panic!("{stage}: {other:?}"),
+    };
+    assert_eq!(entry("b").warnings, ["rows were dropped"]);
+    assert!(entry("a").warnings.is_empty() && entry("c").warnings.is_empty());
 }

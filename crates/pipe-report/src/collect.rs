@@ -33,6 +33,8 @@ pub struct Entry {
     /// The config it was computed with, every setting spelled out (defaults
     /// too), without `kind`.
     pub config: Value,
+    /// What the stage warned of while computing it.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -260,6 +262,7 @@ fn entry(cache: &Cache, record: EntryRecord) -> Entry {
         outputs,
         env: record.key.env.clone(),
         config,
+        warnings: record.warnings.clone(),
     }
 }
 

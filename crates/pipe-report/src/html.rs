@@ -116,6 +116,19 @@ fn summary(view: &RunView, results: &crate::results::Results, build: &str) -> St
             f(macro_f1)
         );
     }
+    let warned: Vec<String> = view
+        .stages
+        .iter()
+        .filter(|s| s.entry.as_ref().is_some_and(|e| !e.warnings.is_empty()))
+        .map(|s| format!(r##"<a href="#stage-{n}">{n}</a>"##, n = esc(&s.name)))
+        .collect();
+    if !warned.is_empty() {
+        let _ = write!(
+            s,
+            r#"<p class="stale" id="warned">warnings from {}</p>"#,
+            warned.join(", ")
+        );
+    }
     let seconds: f64 = view
         .stages
         .iter()
@@ -142,7 +155,7 @@ figure{margin:1em 0;overflow:auto}tr.kept td{background:#eef6ee}.bar{background:
 .bar.trained{background:#aaa}.failed{color:#b00020}pre.error{background:#fdecec;white-space:pre-wrap}\
 nav{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #eee;font-size:14px}\
 .headline{font-size:18px}.confusion .cm-count{display:none}.confusion input.count:checked~.cm-count{display:block}\
-.confusion input.count:checked~.cm-share{display:none}td.diff{background:#fff6dd}";
+.confusion input.count:checked~.cm-share{display:none}td.diff{background:#fff6dd}ul.warnings{color:#b35900}";
 
 /// Click a header to sort by that column (numbers as numbers); without
 /// JavaScript the tables stay in their first order.
@@ -353,6 +366,13 @@ fn stage_section(
         esc(&config)
     );
     if let Some(entry) = &stage.entry {
+        if !entry.warnings.is_empty() {
+            s.push_str(r#"<ul class="warnings">"#);
+            for w in &entry.warnings {
+                let _ = write!(s, "<li>warning: {}</li>", esc(w));
+            }
+            s.push_str("</ul>");
+        }
         if !entry.env.is_empty() {
             s.push_str(r#"<table class="env"><thead><tr><th>depends on</th><th>value</th></tr></thead><tbody>"#);
             for (k, v) in &entry.env {
@@ -632,6 +652,7 @@ mod page_tests {
                     outputs: BTreeMap::from([("metrics".to_string(), output)]),
                     env: BTreeMap::new(),
                     config: serde_json::json!({}),
+                    warnings: vec!["<careful>".into()],
                 }),
                 ran: Some(true),
             }],
@@ -669,6 +690,8 @@ mod page_tests {
             page.contains("last run ended 1970-01-01 00:00:00 UTC"),
             "{page}"
         );
+        assert!(page.contains("<li>warning: &lt;careful&gt;</li>"));
+        assert!(page.contains(r##"warnings from <a href="#stage-evaluate">"##));
         assert!(page.contains("&lt;b&gt;escaped&lt;/b&gt;") && !page.contains("<b>escaped</b>"));
         let one = serde_json::json!({"accuracy": 1.0, "macro_f1": 1.0, "per_class": {"only": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 9}}});
         let page = render(&view_with_metrics(&one, dir.path()), "test");
