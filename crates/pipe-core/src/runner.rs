@@ -294,8 +294,7 @@ pub fn run(
 /// Adds this run to the record's history: the key of each stage it
 /// reached, and whether it computed it. A successful run also keeps the
 /// keys of stages it did not touch (`--only`); a failed run only those it
-/// reached, since the others' keys are older runs'. A run that computed
-/// nothing and ended where the previous one did only updates its time.
+/// reached, since the others' keys are older runs'.
 fn remember_run(
     record: &mut RunRecord,
     ran_now: &BTreeMap<String, bool>,
@@ -325,19 +324,18 @@ fn remember_run(
                 .zip(&stages)
                 .all(|((a, x), (b, y))| a == b && x.key_hash == y.key_hash)
     };
+    // A run that computed nothing repeats an earlier run with the same keys
+    // (the seeds of `pipe compare --seeds`, run again): that run moves to
+    // the end, so the history holds each outcome once.
     let computed_nothing = failed.is_none() && stages.values().all(|s| !s.ran);
-    match record.history.last_mut() {
-        Some(previous) if computed_nothing && same_keys(previous) => {
-            previous.finished_unix = finished_unix;
-        }
-        _ => {
-            record.history.push(PastRun {
-                finished_unix,
-                stages,
-                failed,
-            });
-        }
+    if computed_nothing {
+        record.history.retain(|previous| !same_keys(previous));
     }
+    record.history.push(PastRun {
+        finished_unix,
+        stages,
+        failed,
+    });
     let excess = record.history.len().saturating_sub(RUN_HISTORY);
     record.history.drain(..excess);
 }

@@ -685,15 +685,17 @@ fn the_run_record_keeps_failures_and_a_bounded_history() {
     assert_eq!(last.failed.as_ref().map(|f| f.stage.as_str()), Some("b"));
     assert_eq!(last.stages.keys().collect::<Vec<_>>(), ["a"]);
 
-    // Reusing everything after a failure is a run of its own; reusing it
-    // again, with the same keys, only moves that run's time.
+    // Reusing everything repeats the earlier good run: it moves to the end
+    // (after the middle failure) rather than being listed twice.
     run_with(&good, &cache, RunOptions::default()).unwrap();
-    let count = history(&good).len();
-    assert_eq!(count, 4);
+    let runs = history(&good);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert_eq!(runs[1].failed.as_ref().map(|f| f.stage.as_str()), Some("b"));
+    assert!(runs[2].failed.is_none() && runs[2].stages.len() == 3);
     run_with(&good, &cache, RunOptions::default()).unwrap();
     assert_eq!(
         history(&good).len(),
-        count,
+        3,
         "a run that changed nothing added an entry"
     );
 

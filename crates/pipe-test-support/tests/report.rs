@@ -84,23 +84,25 @@ fn failed_runs_compared_runs_and_a_corrupt_entry_all_give_a_page() {
         "{page}"
     );
 
-    // Fixed and run again, then once more with another seed: three runs to compare.
-    s.write("tiny_raw.yaml", &yaml);
-    s.pipe(&["run", "tiny_raw.yaml", "--set", "train.epochs=1"])
-        .ok();
-    let page = std::fs::read_to_string({
-        s.pipe(&[
+    // The page of the last run with the epochs it ran with.
+    let last_run_page = || {
+        let args = [
             "report",
             "tiny_raw.yaml",
             "--set",
             "train.epochs=1",
             "-o",
             "page.html",
-        ])
+        ];
+        s.pipe(&args).ok();
+        std::fs::read_to_string(s.path("page.html")).unwrap()
+    };
+
+    // Fixed and run again, then once more with another seed: three runs to compare.
+    s.write("tiny_raw.yaml", &yaml);
+    s.pipe(&["run", "tiny_raw.yaml", "--set", "train.epochs=1"])
         .ok();
-        s.path("page.html")
-    })
-    .unwrap();
+    let page = last_run_page();
     assert!(
         page.contains(r#"data-stage="count_rows" data-status="fresh""#),
         "a success clears the failure"
@@ -183,16 +185,7 @@ fn failed_runs_compared_runs_and_a_corrupt_entry_all_give_a_page() {
     for metrics in evaluations {
         std::fs::write(&metrics, b"{ not json").unwrap();
     }
-    s.pipe(&[
-        "report",
-        "tiny_raw.yaml",
-        "--set",
-        "train.epochs=1",
-        "-o",
-        "page.html",
-    ])
-    .ok();
-    let page = std::fs::read_to_string(s.path("page.html")).unwrap();
+    let page = last_run_page();
     assert!(
         !page.contains(r#"data-stage="evaluate" data-status="fresh""#),
         "{page}"
