@@ -72,6 +72,11 @@ pub(crate) fn when(unix: Option<u64>) -> String {
     unix.map_or_else(
         || "—".to_string(),
         |secs| {
+            // humantime formats years up to 9999 only; a record edited by
+            // hand may hold anything, and must not abort the page.
+            if secs >= 253_402_300_800 {
+                return format!("{secs} s after 1970 (not a date)");
+            }
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
             humantime::format_rfc3339_seconds(at)
                 .to_string()
@@ -602,6 +607,14 @@ pub(crate) fn csv_fields(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_recorded_time_prints() {
+        assert_eq!(when(Some(0)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(when(None), "—");
+        assert!(when(Some(u64::MAX)).contains("not a date"));
+        assert!(when(Some(253_402_300_799)).starts_with("9999-12-31"));
+    }
 
     #[test]
     fn csv_fields_follow_quotes() {
