@@ -369,7 +369,13 @@ stages:
     outputs: {{ result: result.txt }}
 """
 
-RUN_AND_REPORT = """
+# Python gives Ctrl-C its KeyboardInterrupt handler only when the process
+# starts with SIGINT at its default; a background job of a non-interactive
+# shell (how CI may start the suite) starts with it ignored. The child
+# scripts install the handler themselves, as an interactive Python has it.
+CTRL_C_RAISES = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+RUN_AND_REPORT = CTRL_C_RAISES + """
 import sys
 import pipe
 try:
@@ -452,6 +458,8 @@ def test_ctrl_c_stops_training_at_its_next_step_and_caches_none_of_it(workdir, t
         """
         import glob, json, os, signal, threading, time
         import pipe
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # see CTRL_C_RAISES
 
         def kinds():
             return [json.load(open(r))["key"]["kind"] for r in glob.glob("cache/entries/*/record.json")]
