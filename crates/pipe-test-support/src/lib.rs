@@ -39,6 +39,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// The 150 records of tests/data/raw/test.json (`Id`, `Text`), `copies`
+/// times over with fresh ids: input for `pipe score`.
+pub fn test_records(copies: usize) -> pipe::polars::prelude::DataFrame {
+    let path = repo_root().join("tests/data/raw/test.json");
+    let json: Vec<pipe::serde_json::Value> =
+        pipe::serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let (mut ids, mut texts) = (Vec::new(), Vec::new());
+    for copy in 0..copies {
+        for r in &json {
+            ids.push(r["Id"].as_i64().unwrap() + (copy * json.len()) as i64);
+            texts.push(r["Text"].as_str().unwrap().to_string());
+        }
+    }
+    pipe::polars::df!("Id" => ids, "Text" => texts).unwrap()
+}
+
 /// A scratch directory in which to run `pipe`.
 pub struct Scratch {
     pub dir: tempfile::TempDir,

@@ -8,29 +8,13 @@ use std::fs::File;
 use std::path::Path;
 
 use pipe::polars::prelude::*;
-use pipe_test_support::{repo_root, Scratch};
+use pipe_test_support::{test_records, Scratch};
 
 /// tiny_raw.yaml and its raw records, trained once.
 fn trained() -> Scratch {
     let s = Scratch::tiny_raw();
     s.pipe(&["run", "tiny_raw.yaml", "-q"]).ok();
     s
-}
-
-/// The 150 test records (Id, Text), `copies` times over with fresh ids.
-fn records(copies: usize) -> DataFrame {
-    let json: Vec<serde_json::Value> = serde_json::from_slice(
-        &std::fs::read(repo_root().join("tests/data/raw/test.json")).unwrap(),
-    )
-    .unwrap();
-    let (mut ids, mut texts) = (Vec::new(), Vec::new());
-    for copy in 0..copies {
-        for r in &json {
-            ids.push(r["Id"].as_i64().unwrap() + (copy * json.len()) as i64);
-            texts.push(r["Text"].as_str().unwrap().to_string());
-        }
-    }
-    df!("Id" => ids, "Text" => texts).unwrap()
 }
 
 fn write_parquet(path: &Path, frame: &DataFrame, row_group: usize) {
@@ -104,7 +88,7 @@ fn score_records<'a>(output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
     let s = trained();
-    write_parquet(&s.path("in/records.parquet"), &records(1), 40);
+    write_parquet(&s.path("in/records.parquet"), &test_records(1), 40);
     let one = s
         .pipe(&score_records("out/one", &["--batch-rows", "32"]))
         .ok();
@@ -247,7 +231,7 @@ fn score_agrees_with_the_predict_stage_and_shards_add_up_to_one_process() {
 #[ignore = "slow: 30,000 rows scored three times (CONTRIBUTING.md)"]
 fn a_shard_killed_mid_run_is_scored_again_and_matches_an_uninterrupted_run() {
     let s = trained();
-    write_parquet(&s.path("in/records.parquet"), &records(200), 4096);
+    write_parquet(&s.path("in/records.parquet"), &test_records(200), 4096);
     let args = score_records("out/killed", &["--batch-rows", "32", "--json"]);
     let before_kill = s.pipe_killed_when(&args, |line| line.contains(r#""event":"batch""#));
     assert!(
@@ -323,7 +307,7 @@ fn a_shard_killed_mid_run_is_scored_again_and_matches_an_uninterrupted_run() {
 #[test]
 fn csv_json_lines_and_partitioned_directories_score_alike() {
     let s = trained();
-    let frame = records(1);
+    let frame = test_records(1);
     // A partitioned dataset: two Parquet files in subfolders, and a marker file that is not data.
     write_parquet(
         &s.path("in/dataset/day=1/a.parquet"),
@@ -424,7 +408,7 @@ fn bad_inputs_are_named_with_their_file_and_row() {
         assert_eq!(run.code(), Some(1), "{input}: {}", run.stderr());
         run.stderr()
     };
-    write_parquet(&s.path("in/records.parquet"), &records(1), 50);
+    write_parquet(&s.path("in/records.parquet"), &test_records(1), 50);
     let err = score("in/records.parquet", &["--text-column", "Body"]);
     assert!(
         err.contains("in/records.parquet")
@@ -511,7 +495,7 @@ fn a_pipeline_from_the_notebook_artifacts_scores_texts_as_its_tokenizer_did() {
 fn memory_is_bounded_by_the_batch_not_the_input() {
     let s = trained();
     // 24,000 records of about 4 KB each: 100 MB of text in memory, scored 1,000 at a time.
-    let base = records(1);
+    let base = test_records(1);
     let long: Vec<String> = strings(&base, "Text")
         .iter()
         .map(|t| t.repeat(4096 / t.len().max(1) + 1))

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pipe::polars::prelude::*;
-use pipe_test_support::{repo_root, Limited, Scratch};
+use pipe_test_support::{test_records, Limited, Scratch};
 use polars_parquet_format::thrift::protocol::{TCompactInputProtocol, TCompactOutputProtocol};
 use polars_parquet_format::{FileMetaData, PageHeader, SchemaElement};
 
@@ -42,7 +42,7 @@ fn scratch(copies: usize) -> Scratch {
         copy_dir(&trained().path(bundle), &s.path(bundle));
     }
     std::fs::create_dir_all(s.path("in")).unwrap();
-    let mut frame = records(copies);
+    let mut frame = test_records(copies);
     ParquetWriter::new(std::fs::File::create(s.path("in/records.parquet")).unwrap())
         .with_row_group_size(Some(1000))
         .finish(&mut frame)
@@ -61,22 +61,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&path, &target).unwrap();
         }
     }
-}
-
-/// The 150 test records (Id, Text), `copies` times over with fresh ids.
-fn records(copies: usize) -> DataFrame {
-    let json: Vec<serde_json::Value> = serde_json::from_slice(
-        &std::fs::read(repo_root().join("tests/data/raw/test.json")).unwrap(),
-    )
-    .unwrap();
-    let (mut ids, mut texts) = (Vec::new(), Vec::new());
-    for copy in 0..copies {
-        for r in &json {
-            ids.push(r["Id"].as_i64().unwrap() + (copy * json.len()) as i64);
-            texts.push(r["Text"].as_str().unwrap().to_string());
-        }
-    }
-    df!("Id" => ids, "Text" => texts).unwrap()
 }
 
 fn write_csv(path: &Path, frame: &DataFrame) {
@@ -292,7 +276,7 @@ fn a_bundle_is_loaded_only_from_the_regular_files_a_bundle_holds() {
 #[test]
 fn a_file_reached_twice_is_read_once_and_links_do_not_loop() {
     let s = scratch(1);
-    write_csv(&s.path("in/d/records.csv"), &records(1));
+    write_csv(&s.path("in/d/records.csv"), &test_records(1));
     std::fs::create_dir_all(s.path("in/d/sub")).unwrap();
     std::os::unix::fs::symlink(".", s.path("in/d/sub/self")).unwrap();
     std::os::unix::fs::symlink("..", s.path("in/d/sub/up")).unwrap();
@@ -331,7 +315,7 @@ fn a_file_reached_twice_is_read_once_and_links_do_not_loop() {
 #[ignore = "slow: six processes, three rounds (CONTRIBUTING.md)"]
 fn one_output_directory_holds_one_jobs_rows_each_once() {
     let s = scratch(30);
-    let all: BTreeSet<i64> = records(30)
+    let all: BTreeSet<i64> = test_records(30)
         .column("Id")
         .unwrap()
         .i64()
@@ -864,7 +848,7 @@ fn ctrl_c_leaves_no_temp_file_and_no_manifest() {
 #[ignore = "slow: 30,000 rows in batches of 10 (CONTRIBUTING.md)"]
 fn an_input_changed_while_it_is_scored_is_not_committed() {
     let s = scratch(1);
-    write_csv(&s.path("in/big.csv"), &records(200));
+    write_csv(&s.path("in/big.csv"), &test_records(200));
     let args = score(
         "bundle",
         "in/big.csv",
