@@ -123,9 +123,9 @@ impl Artifacts {
     }
 
     /// Stores `value` as the output `port` declares (see [`crate::PortOf`]).
-    pub fn put<T: Artifact + LoadArtifact>(
+    pub fn put<T: Artifact + LoadArtifact, P: crate::Presence>(
         &mut self,
-        port: &crate::PortOf<T>,
+        port: &crate::PortOf<T, P>,
         value: T,
     ) -> &mut Self {
         self.insert(port.name, value)
@@ -142,7 +142,7 @@ impl Artifacts {
     /// An optional input (`PortOf::optional`): `None` when left unwired.
     pub fn read_optional<T: Artifact + LoadArtifact>(
         &self,
-        port: &crate::PortOf<T>,
+        port: &crate::PortOf<T, crate::Optional>,
     ) -> Result<Option<&T>, crate::StageError> {
         self.get_opt(port.name)
     }

@@ -52,8 +52,8 @@ pub use runner::{
     RunReport, StageOutcome, StageReport,
 };
 pub use stage::{
-    default_config, registered_stages, AnyPort, InvalidSetting, PluginCode, Port, PortOf, Stage,
-    StageContext, StageError, StageInfo, StageOutput, ANY_TYPE,
+    default_config, registered_stages, AnyPort, InvalidSetting, Optional, PluginCode, Port, PortOf,
+    Presence, Required, Stage, StageContext, StageError, StageInfo, StageOutput, ANY_TYPE,
 };
 
 /// This build of `pipe`: the package version and a hash of the workspace's

@@ -67,38 +67,84 @@ impl Port {
 /// // in run():
 /// out.put(&COUNTS, IntArray(counts));
 /// ```
-pub struct PortOf<T> {
+/// `P` says whether a pipeline must wire it: [`Required`] (the default,
+/// read with [`Artifacts::read`]) or [`Optional`] (read with
+/// [`Artifacts::read_optional`]):
+///
+/// ```
+/// use pipe_core::{Artifacts, Files, Optional, PortOf};
+/// const EXTRA: PortOf<Files, Optional> = PortOf::optional("extra", "may be unwired");
+/// fn run(inputs: &Artifacts) {
+///     let _ = inputs.read_optional(&EXTRA);
+/// }
+/// assert!(!EXTRA.port().required);
+/// assert!(PortOf::<Files>::new("files", "always wired").port().required);
+/// ```
+///
+/// Reading a port the other way does not compile:
+///
+/// ```compile_fail
+/// use pipe_core::{Artifacts, Files, PortOf};
+/// const EXTRA: PortOf<Files> = PortOf::new("extra", "always wired");
+/// fn run(inputs: &Artifacts) {
+///     let _ = inputs.read_optional(&EXTRA);
+/// }
+/// ```
+pub struct PortOf<T, P = Required> {
     pub name: &'static str,
     pub doc: &'static str,
-    pub required: bool,
-    _type: std::marker::PhantomData<fn() -> T>,
+    _type: std::marker::PhantomData<fn() -> (T, P)>,
 }
 
-impl<T: LoadArtifact> PortOf<T> {
+/// A port every pipeline must wire (see [`PortOf`]).
+pub enum Required {}
+
+/// An input a pipeline may leave unwired, or an output a stage may not
+/// write (see [`PortOf`]).
+pub enum Optional {}
+
+/// Whether a [`PortOf`] must be wired: [`Required`] or [`Optional`].
+pub trait Presence {
+    const REQUIRED: bool;
+}
+
+impl Presence for Required {
+    const REQUIRED: bool = true;
+}
+
+impl Presence for Optional {
+    const REQUIRED: bool = false;
+}
+
+impl<T: LoadArtifact> PortOf<T, Required> {
     /// A required port.
     pub const fn new(name: &'static str, doc: &'static str) -> Self {
         PortOf {
             name,
             doc,
-            required: true,
             _type: std::marker::PhantomData,
         }
     }
-    /// An input a pipeline may leave unwired.
+}
+
+impl<T: LoadArtifact> PortOf<T, Optional> {
+    /// An input a pipeline may leave unwired, or an output a stage may not write.
     pub const fn optional(name: &'static str, doc: &'static str) -> Self {
         PortOf {
             name,
             doc,
-            required: false,
             _type: std::marker::PhantomData,
         }
     }
+}
+
+impl<T: LoadArtifact, P: Presence> PortOf<T, P> {
     /// Its entry in `inputs()` or `outputs()`.
     pub const fn port(&self) -> Port {
         Port {
             name: Cow::Borrowed(self.name),
             type_name: T::TYPE_NAME,
-            required: self.required,
+            required: P::REQUIRED,
             doc: self.doc,
         }
     }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pipe_core::{stage, Artifacts, Files, JsonDoc, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{
+    stage, Artifacts, Files, JsonDoc, Optional, Port, PortOf, Stage, StageContext, StageError,
+};
 use pipe_data::Table;
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +98,7 @@ impl Evaluate {
         PortOf::new("predictions", "a `label` column of predicted classes");
     pub const TRUTH: PortOf<Table> =
         PortOf::new("truth", "the true label of each row (with ids to match on)");
-    pub const IDS: PortOf<Table> =
+    pub const IDS: PortOf<Table, Optional> =
         PortOf::optional("ids", "the id of each prediction, to match rows by id");
     pub const METRICS: PortOf<JsonDoc> =
         PortOf::new("metrics", "accuracy, macro-F1, per-class scores");

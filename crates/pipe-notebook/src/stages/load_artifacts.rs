@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Optional, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +47,7 @@ impl NotebookPorts {
     pub const LABELS: PortOf<LabelSet> = PortOf::new("labels", "classes_ of the LabelEncoder");
     pub const TEST_IDS: PortOf<Table> =
         PortOf::new("test_ids", "the id column of the test records");
-    pub const TEST_LABELS: PortOf<Table> = PortOf::optional(
+    pub const TEST_LABELS: PortOf<Table, Optional> = PortOf::optional(
         "test_labels",
         "id and true label of each test row, when known",
     );

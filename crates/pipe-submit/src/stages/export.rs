@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pipe_core::{
-    fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Port, PortOf, Stage, StageContext,
-    StageError,
+    fsutil, stage, Artifacts, Files, InvalidSetting, JsonDoc, Optional, Port, PortOf, Stage,
+    StageContext, StageError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +30,9 @@ impl Default for Export {
 }
 
 impl Export {
-    pub const FILES: PortOf<Files> = PortOf::optional("files", "files to copy as they are");
-    pub const JSON: PortOf<JsonDoc> =
+    pub const FILES: PortOf<Files, Optional> =
+        PortOf::optional("files", "files to copy as they are");
+    pub const JSON: PortOf<JsonDoc, Optional> =
         PortOf::optional("json", "a JSON document, written as `json_name`");
     pub const EXPORTED: PortOf<Files> = PortOf::new("exported", "what was exported");
 }

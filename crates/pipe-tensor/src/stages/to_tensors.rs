@@ -1,6 +1,6 @@
 //! The `to_tensors` stage: an id matrix (and optional labels) to [`TokenTensors`].
 
-use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Optional, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::{IntArray, Vocabulary};
 use pipe_runtime::runtime;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ pub struct ToTensors {
 
 impl ToTensors {
     pub const X: PortOf<IntArray> = PortOf::new("x", "token ids [rows, max_len]");
-    pub const Y: PortOf<IntArray> = PortOf::optional("y", "label ids [rows]");
+    pub const Y: PortOf<IntArray, Optional> = PortOf::optional("y", "label ids [rows]");
     pub const VOCAB: PortOf<Vocabulary> = PortOf::new("vocab", "for the <PAD> id");
     pub const TENSORS: PortOf<TokenTensors> =
         PortOf::new("tensors", "ids, lengths, labels, padding side");

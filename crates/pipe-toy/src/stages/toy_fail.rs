@@ -1,6 +1,6 @@
 //! The `toy_fail` toy stage.
 
-use pipe_core::{stage, Artifacts, Port, PortOf, Stage, StageContext, StageError};
+use pipe_core::{stage, Artifacts, Optional, Port, PortOf, Stage, StageContext, StageError};
 use pipe_data::IntArray;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ impl Default for ToyFail {
 }
 
 impl ToyFail {
-    pub const VALUES: PortOf<IntArray> = PortOf::optional("values", "ignored");
+    pub const VALUES: PortOf<IntArray, Optional> = PortOf::optional("values", "ignored");
     pub const VALUES_OUT: PortOf<IntArray> = PortOf::new("values", "never produced");
 }
 

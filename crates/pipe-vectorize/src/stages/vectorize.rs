@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use pipe_core::fsutil::atomic_write;
 use pipe_core::{
-    stage, Artifacts, InvalidSetting, LoadArtifact, Port, PortOf, Stage, StageContext, StageError,
+    stage, Artifacts, InvalidSetting, LoadArtifact, Optional, Port, PortOf, Stage, StageContext,
+    StageError,
 };
 use pipe_data::{Column, IntArray, LabelSet, Table, Vocabulary};
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,7 @@ impl Vectorize {
     fn source(
         &self,
         inputs: &Artifacts,
-        port: &PortOf<Frame>,
+        port: &PortOf<Frame, Optional>,
         file: Option<&Path>,
     ) -> Result<(DataFrame, PathBuf), StageError> {
         match (inputs.read_optional(port)?, file) {
@@ -299,11 +300,11 @@ impl Vectorize {
 }
 
 impl Vectorize {
-    pub const TRAIN_FRAME: PortOf<Frame> = PortOf::optional(
+    pub const TRAIN_FRAME: PortOf<Frame, Optional> = PortOf::optional(
         "train_frame",
         "the training records, instead of the `train` file",
     );
-    pub const TEST_FRAME: PortOf<Frame> =
+    pub const TEST_FRAME: PortOf<Frame, Optional> =
         PortOf::optional("test_frame", "the test records, instead of the `test` file");
     pub const TEST_RECORDS: PortOf<Table> = PortOf::new(
         "test_records",
