@@ -8,6 +8,13 @@ export PATH="$PIPE_VENV/bin:$PATH"
 # The Python package's build (pyo3, maturin) targets the same venv.
 export VIRTUAL_ENV="$PIPE_VENV"
 export PYO3_PYTHON="$PIPE_VENV/bin/python"
+# What maturin sets for its cargo build, so that cargo's builds and
+# maturin's see the same environment: otherwise each reruns pyo3's and
+# pipe's build scripts for the other (they watch these variables) and
+# recompiles pyo3, the `pipe` crate and everything linking them.
+export PYTHON_SYS_EXECUTABLE="$PYO3_PYTHON"
+PYO3_ENVIRONMENT_SIGNATURE="$("$PYO3_PYTHON" -c 'import struct, sys; print("%s-%d.%d-%dbit" % (sys.implementation.name, *sys.version_info[:2], struct.calcsize("P") * 8))')"
+export PYO3_ENVIRONMENT_SIGNATURE
 # Two cores here: one torch process at a time, threads bounded.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 # Test binaries of library crates have no rpath to torch (the `pipe` binary
